@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 / Ubuntu 22.04+ machine, as root:
+#   ./bootstrap.sh          set everything up (idempotent, fast when already done)
+#   ./bootstrap.sh demo     set up, then run the main job
+#   ./bootstrap.sh test     set up, then run the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+
+log() { echo "[bootstrap] $*" >&2; }
+
+[ "$(id -u)" = 0 ] || { echo "bootstrap.sh must run as root (it installs packages and loads BPF programs)" >&2; exit 1; }
+
+APT_PACKAGES=(bpfcc-tools python3-bpfcc bpftool iproute2 iptables iputils-ping tcpdump python3-venv bpftrace iperf3 kmod)
+
+missing_packages() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
+    done
+}
+
+apt_install() {
+    [ $# -gt 0 ] || return 0
+    log "installing: $*"
+    if [ ! -f /var/lib/apt/periodic/bpftools-updated ] || [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit)" ]; then
+        apt-get update -qq
+        mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/bpftools-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Kernel headers for bcc: the package matching `uname -r` where the distribution has one,
+# else the newest generic linux-headers-*; exposed through /lib/modules/$(uname -r)/build.
+setup_headers() {
+    local rel build
+    rel=$(uname -r)
+    build=/lib/modules/$rel/build
+    if [ -e "$build/include/generated/autoconf.h" ] && [ -e "/lib/modules/$rel/source/include/linux/kconfig.h" ]; then return 0; fi
+    local pkg="linux-headers-$rel"
+    if ! dpkg-query -W "$pkg" >/dev/null 2>&1; then
+        apt_install_update_only
+        if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+            local arch
+            arch=$(dpkg --print-architecture)
+            pkg=$(apt-cache search --names-only "^linux-headers-[0-9][^ ]*-${arch}\$" | awk '{print $1}' \
+                  | grep -vE -- '-(cloud|rt)-' | sort -V | tail -n 1)
+            [ -n "$pkg" ] || { echo "no linux-headers package found for $rel" >&2; exit 1; }
+        fi
+        [ -z "$(missing_packages "$pkg")" ] || apt_install "$pkg"
+    fi
+    local obj src
+    obj=$(dpkg -L "$pkg" | grep -E '^/usr/src/linux-headers-[^/]+$' | head -n 1)
+    [ -n "$obj" ] || { echo "package $pkg holds no /usr/src/linux-headers-* tree" >&2; exit 1; }
+    # Debian splits the tree: -ARCH holds generated files, its Makefile includes the -common sources.
+    src=$obj
+    if [ ! -e "$obj/include/linux/kconfig.h" ]; then
+        src=$(sed -n 's|^include \(/usr/src/[^ ]*\)/Makefile$|\1|p' "$obj/Makefile" | head -n 1)
+        [ -n "$src" ] && [ -e "$src/include/linux/kconfig.h" ] || { echo "cannot find the source half of $obj" >&2; exit 1; }
+    fi
+    mkdir -p "/lib/modules/$rel"
+    ln -sfn "$obj" "$build"
+    ln -sfn "$src" "/lib/modules/$rel/source"
+    log "kernel headers: $pkg -> $build (sources $src)"
+}
+
+apt_install_update_only() {
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit)" ]; then apt-get update -qq; fi
+}
+
+setup_venv() {
+    local stamp=.venv/.bpftools-installed want
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+    log "creating .venv from the system Python (bcc is a system package)"
+    [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+    echo "$want" > "$stamp"
+}
+
+main() {
+    apt_install $(missing_packages "${APT_PACKAGES[@]}")
+    setup_headers
+    setup_venv
+    .venv/bin/bpftools mount >/dev/null
+}
+
+main
+case "${1:-}" in
+    "") ;;
+    demo) shift; exec .venv/bin/bpftools demo "$@" ;;
+    test) shift; exec .venv/bin/python -m pytest -ra "$@" ;;
+    *) echo "usage: $0 [demo|test [pytest args]]" >&2; exit 2 ;;
+esac

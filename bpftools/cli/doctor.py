@@ -1,0 +1,34 @@
+"""`bpftools doctor` and `bpftools mount`."""
+from __future__ import annotations
+
+import click
+
+from ..doctor import collect_report, format_report
+from ..kernel.mounts import ensure_all_mounted
+from ..kernel.privileges import require_privileges
+from .output import emit_json
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def doctor(as_json: bool) -> None:
+    """Probe what this kernel supports and what each capability needs."""
+    require_privileges()
+    report = collect_report()
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(format_report(report))
+
+
+@click.command()
+def mount() -> None:
+    """Mount tracefs, debugfs, bpffs and securityfs where missing."""
+    require_privileges()
+    for point, state in ensure_all_mounted().items():
+        click.echo(f"{point}: {state}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(doctor)
+    cli.add_command(mount)

@@ -1,0 +1,63 @@
+"""The `bpftools` command: a thin click layer. Commands parse options, call a capability
+module, print. User errors leave through `abort()` as one line on stderr."""
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from .. import __version__
+from ..errors import BpftoolsError
+
+
+class App:
+    def __init__(self, debug: bool):
+        self.debug = debug
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.version_option(__version__, prog_name="bpftools")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Why does this ping fail? eBPF drop tracing, tunnel counters, XDP decap, Prometheus export."""
+    ctx.obj = App(debug)
+
+
+def register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(cli)
+
+
+# Each module under bpftools/cli/ registers its commands on the group.
+COMMAND_MODULES = ("doctor", "status")
+
+
+def main(argv=None) -> None:
+    register_commands()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="bpftools", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BpftoolsError as exc:
+        click.echo(f"bpftools: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as exc:  # never a traceback for users unless they ask
+        if debug:
+            traceback.print_exc()
+        click.echo(f"bpftools: internal error: {type(exc).__name__}: {exc} (re-run with --debug for details)",
+                   err=True)
+        sys.exit(70)

@@ -1,0 +1,28 @@
+"""Output helpers shared by commands: JSON lines (a stable interface) and tables."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Iterable, List, Sequence
+
+
+def emit_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
+    rows = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines: List[str] = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+READY_MARK = "bpftools: ready"
+
+
+def announce_ready(what: str) -> None:
+    """The line tests and scripts wait for: everything is attached and counting."""
+    sys.stderr.write(f"{READY_MARK}: {what}\n")
+    sys.stderr.flush()

@@ -1,0 +1,53 @@
+"""`bpftools status` and `bpftools detach`: find and remove bpftools attachments."""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from ..kernel.privileges import require_privileges
+from ..status import find_attachments, remove_attachments
+from .output import emit_json, table
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per attachment.")
+def status(as_json: bool) -> None:
+    """List every bpftools attachment in every network namespace."""
+    require_privileges()
+    found = find_attachments()
+    if as_json:
+        for item in found:
+            emit_json({"type": "attachment", **item})
+        return
+    if not found:
+        click.echo("no bpftools programs attached")
+        return
+    click.echo(table(["NETNS", "IFACE", "HOOK", "PROG", "ID", "HELD BY"],
+                     [(a["netns"], a["ifname"], a["hook"], a["prog_name"], a["prog_id"], a["held_by"])
+                      for a in found]))
+
+
+@click.command()
+@click.argument("iface", required=False)
+@click.option("--netns", help="Namespace of IFACE (as in `ip netns`).")
+@click.option("--all", "all_", is_flag=True, help="Every bpftools leftover in every namespace.")
+@click.option("--force", is_flag=True, help="Also detach bpf_links held by running bpftools processes.")
+def detach(iface: Optional[str], netns: Optional[str], all_: bool, force: bool) -> None:
+    """Remove leftover bpftools attachments (netlink XDP, tc clsact filters)."""
+    require_privileges()
+    if not iface and not all_:
+        raise click.UsageError("name an interface or give --all")
+    removed, kept = remove_attachments(iface, netns, force)
+    for item in removed:
+        click.echo(f"detached {item['hook']} {item['prog_name']} from {item['ifname']} (netns {item['netns']})")
+    for item in kept:
+        click.echo(f"kept {item['hook']} {item['prog_name']} on {item['ifname']} (netns {item['netns']}): "
+                   "held by a running bpftools process (stop it, or use --force)")
+    if not removed and not kept:
+        click.echo("nothing to detach")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(status)
+    cli.add_command(detach)

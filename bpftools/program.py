@@ -1,0 +1,114 @@
+"""Compile and load a BPF C source from bpf/ with bcc.
+
+Run-time configuration reaches the C as -D defines from one dict (never text
+substitution); kernel struct offsets from BTF are always among them.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Union
+
+from .errors import BpftoolsError
+from .kernel.headers import require_headers
+from .kernel.mounts import ensure_mounted
+from .kernel.offsets import kernel_offsets, offset_cflags
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+Define = Union[int, str, bool]
+
+
+def bpf_source(name: str) -> Path:
+    path = BPF_DIR / name
+    if not path.is_file():
+        raise BpftoolsError(f"BPF source {path} is missing (broken installation?)")
+    return path
+
+
+def define_cflags(defines: Dict[str, Define]) -> list:
+    flags = []
+    for name, value in sorted(defines.items()):
+        if value is False or value is None:
+            continue
+        flags.append(f"-D{name}" if value is True else f"-D{name}={value}")
+    return flags
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list]:
+    """Capture fd 2 (where clang and the verifier print) while bcc works."""
+    lines: list = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def first_error(lines: list) -> str:
+    """The line that explains a failure: clang's first error, else libbpf's/bcc's complaint."""
+    for pattern in (r"\berror:", r"^bpf: |Failed to|[Pp]ermission|not permitted"):
+        for line in lines:
+            if re.search(pattern, line):
+                return line.strip()
+    meaningful = [ln.strip() for ln in lines if ln.strip() and not re.search(r"warning:|note:|In file included", ln)]
+    return meaningful[-1] if meaningful else ""
+
+
+class BpfProgram(contextlib.AbstractContextManager):
+    """A compiled bcc module; `with BpfProgram(...) as prog` unloads it on exit."""
+
+    def __init__(self, source: str, defines: Optional[Dict[str, Define]] = None):
+        self.source = bpf_source(source)
+        self.defines = dict(defines or {})
+        self.bpf = None
+
+    def cflags(self) -> list:
+        return ["-I" + str(BPF_DIR / "include"), "-Wno-unused-function"] + offset_cflags(kernel_offsets()) \
+            + define_cflags(self.defines)
+
+    def compile(self) -> "BpfProgram":
+        require_headers()
+        ensure_mounted("/sys/kernel/tracing")
+        from bcc import BPF  # lazily: --help, doctor and unit tests run without bcc
+
+        with _stderr_captured() as output:
+            try:
+                self.bpf = BPF(src_file=str(self.source).encode(), cflags=self.cflags())
+            except Exception:
+                self.bpf = None
+        if self.bpf is None:
+            raise BpftoolsError(f"compiling {self.source.name} failed: {first_error(output) or 'unknown error'}")
+        return self
+
+    def load(self, fn_name: str, prog_type: int) -> int:
+        """Load one function into the kernel; its fd."""
+        with _stderr_captured() as output:
+            try:
+                return self.bpf.load_func(fn_name.encode(), prog_type).fd
+            except Exception as exc:
+                error = str(exc)
+        detail = first_error(output) or error
+        raise BpftoolsError(f"the kernel rejected {fn_name} from {self.source.name}: {detail}")
+
+    def table(self, name: str):
+        return self.bpf[name.encode()]
+
+    def __enter__(self) -> "BpfProgram":
+        if self.bpf is None:
+            self.compile()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bpf is not None:
+            with contextlib.suppress(Exception):
+                self.bpf.cleanup()
+            self.bpf = None

@@ -1,0 +1,91 @@
+"""Find bpftools attachments everywhere, and remove leftovers.
+
+bpf_link attachments (XDP links, tcx) belong to a running process and vanish with it;
+netlink attachments (XDP via IFLA_XDP, clsact filters) survive `kill -9`, which is why
+our programs are named with the `bpftools_` prefix.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, List, Optional, Tuple
+
+from . import bpfsys
+from .attach import PROG_NAME_PREFIX, TC_PARENTS, attached_programs
+from .netlink import all_netns, in_netns, ipr, list_interfaces, netns_inode, netns_label, named_netns
+
+TRACING_TYPES = ("tracepoint", "raw_tracepoint", "kprobe", "perf_event", "tracing")
+
+
+def _linked_prog_ids() -> Dict[int, int]:
+    """prog id -> link id, for programs held by a bpf_link."""
+    return {link.prog_id: link.id for link in bpfsys.links()}
+
+
+def find_attachments(netns_names: Optional[List[Optional[str]]] = None) -> List[dict]:
+    names = named_netns()
+    linked = _linked_prog_ids()
+    found = []
+    for ns in netns_names if netns_names is not None else all_netns():
+        label = netns_label(netns_inode(ns), names) if ns else "host"
+        for iface in list_interfaces(ns):
+            for prog in attached_programs(iface):
+                info = bpfsys.prog_info(prog["prog_id"])
+                if not info or not info.name.startswith(PROG_NAME_PREFIX):
+                    continue
+                found.append({
+                    "netns": label, "netns_name": ns, "ifname": iface.ifname, "ifindex": iface.ifindex,
+                    "hook": prog["hook"], "prog_id": info.id, "prog_name": info.name,
+                    "held_by": "bpf_link" if info.id in linked else "netlink",
+                    **{k: prog[k] for k in ("prio", "handle") if k in prog},
+                })
+    if netns_names is None:
+        found += _loaded_tracing_programs()
+    return found
+
+
+def _loaded_tracing_programs() -> List[dict]:
+    """bpftools tracepoint programs: alive only while the process that loaded them runs."""
+    result = []
+    for prog_id in bpfsys._next_id(bpfsys.PROG_GET_NEXT_ID):
+        info = bpfsys.prog_info(prog_id)
+        if info and info.name.startswith(PROG_NAME_PREFIX) and info.type in TRACING_TYPES:
+            result.append({"netns": "-", "netns_name": None, "ifname": "-", "ifindex": 0, "hook": info.type,
+                           "prog_id": info.id, "prog_name": info.name, "held_by": "process"})
+    return result
+
+
+def _remove(item: dict) -> None:
+    ns, ifindex = item["netns_name"], item["ifindex"]
+    hook = item["hook"]
+    if item["held_by"] == "bpf_link":
+        link_id = _linked_prog_ids().get(item["prog_id"])
+        if link_id is not None:
+            fd = bpfsys._bpf(bpfsys.LINK_GET_FD_BY_ID, bpfsys._attr("<I", link_id))
+            try:
+                bpfsys._bpf(bpfsys.LINK_DETACH, bpfsys._attr("<I", fd))
+            finally:
+                import os
+
+                os.close(fd)
+        return
+    with ipr(ns) as sock:
+        if hook == "xdp":
+            sock.link("set", index=ifindex, xdp_fd=-1)
+        elif hook.startswith("tc/"):
+            sock.tc("del-filter", "bpf", ifindex, item["handle"], parent=TC_PARENTS[hook[3:]], prio=item["prio"])
+
+
+def remove_attachments(ifname: Optional[str], netns: Optional[str], force: bool) -> Tuple[List[dict], List[dict]]:
+    """Remove bpftools attachments (all, or on one interface); (removed, kept because held by a link)."""
+    scope = [netns] if ifname else None
+    removed, kept = [], []
+    for item in find_attachments(scope):
+        if ifname and item["ifname"] != ifname:
+            continue
+        if item["held_by"] == "bpf_link" and not force:
+            kept.append(item)
+            continue
+        with contextlib.suppress(Exception), in_netns(None):
+            _remove(item)
+            removed.append(item)
+    return removed, kept

@@ -1,0 +1,52 @@
+"""Shared fixtures: namespace topologies (unique names, always torn down), feature-based
+skips decided by `bpftools doctor`'s probes, and a runner for bpftools processes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+IS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="session")
+def kernel_features():
+    """feature name -> available, from the same probes `bpftools doctor` runs."""
+    if not IS_ROOT:
+        return {}
+    from bpftools.kernel.features import probe_all, probe_dict
+
+    return probe_dict(probe_all())
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "integration" in item.path.parts and not IS_ROOT:
+            item.add_marker(pytest.mark.skip(reason="integration tests need root and a BPF-capable kernel"))
+
+
+@pytest.fixture(autouse=True)
+def _skip_missing_features(request):
+    marker = request.node.get_closest_marker("feature")
+    if marker is None:
+        return
+    features = request.getfixturevalue("kernel_features")
+    missing = [name for name in marker.args if not features.get(name)]
+    if missing:
+        pytest.skip(f"kernel lacks {', '.join(missing)} (see `bpftools doctor`)")
+
+
+@pytest.fixture
+def topo():
+    """A Topology whose namespaces are removed after the test, pass or fail."""
+    from bpftools.topology import Topology
+
+    with Topology("bt") as topology:
+        yield topology
