@@ -20,13 +20,19 @@ missing_packages() {
     done
 }
 
+# apt-get update at most once a day (a fresh machine may have empty or stale package lists).
+apt_update_once() {
+    local stamp=/var/lib/apt/periodic/bpftools-updated
+    if [ -n "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then return 0; fi
+    log "apt-get update"
+    apt-get update -qq
+    mkdir -p "$(dirname "$stamp")" && touch "$stamp"
+}
+
 apt_install() {
     [ $# -gt 0 ] || return 0
+    apt_update_once
     log "installing: $*"
-    if [ ! -f /var/lib/apt/periodic/bpftools-updated ] || [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit)" ]; then
-        apt-get update -qq
-        mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/bpftools-updated
-    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
@@ -39,7 +45,7 @@ setup_headers() {
     if [ -e "$build/include/generated/autoconf.h" ] && [ -e "/lib/modules/$rel/source/include/linux/kconfig.h" ]; then return 0; fi
     local pkg="linux-headers-$rel"
     if ! dpkg-query -W "$pkg" >/dev/null 2>&1; then
-        apt_install_update_only
+        apt_update_once
         if ! apt-cache show "$pkg" >/dev/null 2>&1; then
             local arch
             arch=$(dpkg --print-architecture)
@@ -62,10 +68,6 @@ setup_headers() {
     ln -sfn "$obj" "$build"
     ln -sfn "$src" "/lib/modules/$rel/source"
     log "kernel headers: $pkg -> $build (sources $src)"
-}
-
-apt_install_update_only() {
-    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit)" ]; then apt-get update -qq; fi
 }
 
 setup_venv() {

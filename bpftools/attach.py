@@ -242,23 +242,28 @@ def terminate_gracefully() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _prog_name(prog_id: int) -> str:
+    info = bpfsys.prog_info(prog_id)
+    return info.name if info else ""
+
+
 def attached_programs(iface: Interface) -> List[dict]:
     """Every XDP and tc program on `iface` (any owner), for status and leftovers."""
     result = []
     prog_id = xdp_prog_id(iface)
     if prog_id:
-        result.append({"hook": "xdp", "prog_id": prog_id})
+        result.append({"hook": "xdp", "prog_id": prog_id, "prog_name": _prog_name(prog_id)})
     with in_netns(iface.netns):
         for direction, attach_type in (("ingress", bpfsys.ATTACH_TCX_INGRESS), ("egress", bpfsys.ATTACH_TCX_EGRESS)):
             for pid in bpfsys.tcx_prog_ids(iface.ifindex, attach_type):
-                result.append({"hook": f"tcx/{direction}", "prog_id": pid})
+                result.append({"hook": f"tcx/{direction}", "prog_id": pid, "prog_name": _prog_name(pid)})
     with ipr(iface.netns) as sock:
         for direction, parent in TC_PARENTS.items():
             with contextlib.suppress(Exception):
                 for msg in sock.get_filters(index=iface.ifindex, parent=parent):
                     options = msg.get_attr("TCA_OPTIONS")
-                    pid = options.get_attr("TCA_BPF_ID") if options else None
-                    if pid:
-                        result.append({"hook": f"tc/{direction}", "prog_id": pid,
+                    name = options.get_attr("TCA_BPF_NAME") if options else None
+                    if name:  # pyroute2 does not decode TCA_BPF_ID; the name is what identifies ours
+                        result.append({"hook": f"tc/{direction}", "prog_id": None, "prog_name": name,
                                        "prio": msg["info"] >> 16, "handle": msg["handle"]})
     return result

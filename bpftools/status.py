@@ -29,13 +29,12 @@ def find_attachments(netns_names: Optional[List[Optional[str]]] = None) -> List[
         label = netns_label(netns_inode(ns), names) if ns else "host"
         for iface in list_interfaces(ns):
             for prog in attached_programs(iface):
-                info = bpfsys.prog_info(prog["prog_id"])
-                if not info or not info.name.startswith(PROG_NAME_PREFIX):
+                if not prog["prog_name"].startswith(PROG_NAME_PREFIX):
                     continue
                 found.append({
                     "netns": label, "netns_name": ns, "ifname": iface.ifname, "ifindex": iface.ifindex,
-                    "hook": prog["hook"], "prog_id": info.id, "prog_name": info.name,
-                    "held_by": "bpf_link" if info.id in linked else "netlink",
+                    "hook": prog["hook"], "prog_id": prog["prog_id"], "prog_name": prog["prog_name"],
+                    "held_by": "bpf_link" if prog["prog_id"] in linked else "netlink",
                     **{k: prog[k] for k in ("prio", "handle") if k in prog},
                 })
     if netns_names is None:

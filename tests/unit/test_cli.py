@@ -1,0 +1,35 @@
+"""CLI behaviour that needs neither root nor bcc."""
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from bpftools.cli.main import cli, register_commands
+
+register_commands()
+
+
+def test_help_lists_the_foundation_commands():
+    result = CliRunner().invoke(cli, ["--help"], catch_exceptions=False)
+    assert result.exit_code == 0
+    for command in ("doctor", "status", "detach", "mount"):
+        assert command in result.output
+
+
+def test_detach_needs_an_interface_or_all(monkeypatch):
+    monkeypatch.setattr("bpftools.cli.status.require_privileges", lambda: None)
+    result = CliRunner().invoke(cli, ["detach"])
+    assert result.exit_code == 2
+    assert "name an interface or give --all" in result.output
+
+
+def test_missing_privileges_is_one_line_and_nonzero(monkeypatch):
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import bpftools.kernel.privileges as p; p.effective_capabilities = lambda: 0;"
+         "from bpftools.cli.main import main; main(['doctor'])"],
+        capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "bpftools: error: bpftools needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN) to load and attach BPF programs"]
+    assert "Traceback" not in proc.stderr
