@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 from typing import Dict, List, Tuple
 
 from .btf import VMLINUX_BTF, Btf
@@ -23,11 +25,38 @@ KERNEL_FIELDS: Dict[str, Tuple[str, str]] = {
 }
 
 
+# Offsets cannot change while the kernel runs: cache them in tmpfs (cleared at reboot).
+CACHE_DIR = "/run/bpftools"
+
+
+def _cache_path(btf_path: str) -> str:
+    st = os.stat(btf_path)
+    release = os.uname().release
+    return os.path.join(CACHE_DIR, f"offsets-{release}-{st.st_size}-{int(st.st_mtime)}.json")
+
+
 @functools.lru_cache(maxsize=1)
 def kernel_offsets(btf_path: str = VMLINUX_BTF) -> Dict[str, Tuple[int, int]]:
     """define name -> (offset, size) in the running kernel."""
+    cache = None
+    try:
+        cache = _cache_path(btf_path)
+        with open(cache) as f:
+            cached = {name: tuple(value) for name, value in json.load(f).items()}
+        if set(cached) == set(KERNEL_FIELDS):
+            return cached
+    except (OSError, ValueError):
+        pass
     btf = Btf.from_file(btf_path)
-    return {name: btf.member(struct, path) for name, (struct, path) in KERNEL_FIELDS.items()}
+    offsets = {name: btf.member(struct, path) for name, (struct, path) in KERNEL_FIELDS.items()}
+    if cache:
+        try:
+            os.makedirs(CACHE_DIR, exist_ok=True)
+            with open(cache, "w") as f:
+                json.dump(offsets, f)
+        except OSError:
+            pass  # read-only /run: parse again next time
+    return offsets
 
 
 def offset_cflags(offsets: Dict[str, Tuple[int, int]]) -> List[str]:
