@@ -17,7 +17,7 @@ from .kernel.headers import require_headers
 from .kernel.mounts import ensure_mounted
 from .kernel.offsets import kernel_offsets, offset_cflags
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_DIR = Path(__file__).resolve().parent / "bpf"  # a link to the top-level bpf/ in a checkout
 Define = Union[int, str, bool]
 
 

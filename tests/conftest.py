@@ -50,3 +50,25 @@ def topo():
 
     with Topology("bt") as topology:
         yield topology
+
+
+def _leftovers() -> list:
+    """Namespaces this test run created and did not remove, and netlink attachments in ours."""
+    from bpftools.status import find_attachments
+    from bpftools.topology import Topology
+
+    found = [f"network namespace {n}" for n in sorted(Topology.created_in_this_process)
+             if os.path.exists(f"/run/netns/{n}")]
+    found += [f"{a['hook']} program {a['prog_name']} on {a['ifname']} (netns {a['netns']})"
+              for a in find_attachments([None]) if a["held_by"] == "netlink"]
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite must leave no namespaces, links or programs behind: fail the run if it does."""
+    if not IS_ROOT:
+        return
+    leftovers = _leftovers()
+    if leftovers:
+        sys.stderr.write("\nbpftools tests left these behind:\n" + "".join(f"  {x}\n" for x in leftovers))
+        session.exitstatus = 1

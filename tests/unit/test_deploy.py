@@ -1,0 +1,71 @@
+"""Kubernetes manifests: schema-valid, with what the DaemonSet needs to load BPF on a node."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+MANIFESTS = sorted(p for p in DEPLOY.glob("*.yaml"))
+
+
+def documents(path):
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def all_objects():
+    return {(d["kind"], d["metadata"]["name"]): d for p in MANIFESTS for d in documents(p)}
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_core_objects_match_the_kubernetes_schema(path):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for doc in documents(path):
+        if doc["apiVersion"].startswith("monitoring.coreos.com"):
+            continue  # a CRD: checked below
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+
+
+def test_daemonset_has_host_access_and_bpf_capabilities():
+    ds = all_objects()[("DaemonSet", "bpftools")]
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True and spec["hostPID"] is True
+    container = spec["containers"][0]
+    caps = set(container["securityContext"]["capabilities"]["add"])
+    assert {"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN"} <= caps
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/sys/fs/bpf", "/sys/kernel/tracing", "/lib/modules", "/usr/src"} <= mounts
+    volumes = {v["name"] for v in spec["volumes"]}
+    assert {m["name"] for m in container["volumeMounts"]} <= volumes
+    assert container["ports"][0]["containerPort"] == 9435
+
+
+def test_service_and_servicemonitor_select_the_daemonset():
+    objs = all_objects()
+    pod_labels = objs[("DaemonSet", "bpftools")]["spec"]["template"]["metadata"]["labels"]
+    svc = objs[("Service", "bpftools")]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    monitor = objs[("ServiceMonitor", "bpftools")]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+
+
+def test_serve_config_in_the_configmap_parses():
+    import tomllib
+
+    config = tomllib.loads(all_objects()[("ConfigMap", "bpftools-config")]["data"]["config.toml"])
+    assert config["listen"].endswith(":9435")
+
+
+def test_dashboard_configmap_matches_dashboards_dir():
+    cm = all_objects()[("ConfigMap", "bpftools-dashboards")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    for name, text in cm["data"].items():
+        assert json.loads(text) == json.loads((REPO / "dashboards" / name).read_text())
+
+
+def test_plain_prometheus_scrape_config_parses():
+    config = yaml.safe_load((DEPLOY / "prometheus-scrape.yml").read_text())
+    assert {job["job_name"] for job in config["scrape_configs"]} == {"bpftools", "bpftools-hosts"}
