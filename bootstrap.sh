@@ -74,7 +74,7 @@ setup_venv() {
     local stamp=.venv/.bpftools-installed want
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
-    log "creating .venv from the system Python (bcc is a system package)"
+    log "installing bpftools into .venv (made from the system Python: bcc is a system package)"
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
     .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
     echo "$want" > "$stamp"

@@ -40,6 +40,10 @@ class Attachment(contextlib.AbstractContextManager):
     def _detach(self) -> None:
         raise NotImplementedError
 
+    def still_attached(self) -> bool:
+        """Asks the kernel: is our program still where we put it? (Someone may have removed it.)"""
+        return self.attached
+
     def detach(self) -> None:
         if not self.attached:
             return
@@ -120,6 +124,12 @@ class XdpAttachment(Attachment):
         except Exception as exc:  # pyroute2 raises NetlinkError (an OSError)
             raise BpftoolsError(f"cannot attach XDP to {self.iface.describe()}: {exc}") from None
 
+    def still_attached(self) -> bool:
+        try:
+            return self.attached and xdp_prog_id(self.iface) == self._prog_id
+        except Exception:  # the interface is gone
+            return False
+
     def _remove_existing(self, prog_id: int) -> None:
         if not _detach_foreign_link(prog_id, self.iface.ifindex):
             with ipr(self.iface.netns) as sock:
@@ -146,11 +156,10 @@ class TcAttachment(Attachment):
         self._created_clsact = False
 
     def attach(self) -> "TcAttachment":
-        attach_type = bpfsys.ATTACH_TCX_INGRESS if self.direction == "ingress" else bpfsys.ATTACH_TCX_EGRESS
         if not FORCE_NETLINK:
             with in_netns(self.iface.netns):
                 try:
-                    self._link_fd = bpfsys.link_create(self.prog_fd, self.iface.ifindex, attach_type)
+                    self._link_fd = bpfsys.link_create(self.prog_fd, self.iface.ifindex, self._attach_type)
                     self.method = "tcx"
                 except OSError as exc:
                     if not bpfsys.means_unsupported(exc):
@@ -160,6 +169,22 @@ class TcAttachment(Attachment):
             self.method = "clsact"
         self.attached = True
         return self
+
+    def still_attached(self) -> bool:
+        if not self.attached:
+            return False
+        try:
+            if self._link_fd >= 0:
+                with in_netns(self.iface.netns):
+                    return bpfsys.prog_id_of_fd(self.prog_fd) in bpfsys.tcx_prog_ids(self.iface.ifindex, self._attach_type)
+            return any(p["hook"] == f"tc/{self.direction}" and p["prog_name"] == self.prog_name
+                       for p in attached_programs(self.iface))
+        except Exception:  # the interface is gone
+            return False
+
+    @property
+    def _attach_type(self) -> int:
+        return bpfsys.ATTACH_TCX_INGRESS if self.direction == "ingress" else bpfsys.ATTACH_TCX_EGRESS
 
     def _attach_clsact(self) -> None:
         from pyroute2.netlink.exceptions import NetlinkError

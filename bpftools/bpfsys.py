@@ -106,6 +106,10 @@ def prog_info(prog_id: int) -> Optional[ProgInfo]:
     return ProgInfo(pid, PROG_TYPE_NAMES.get(ptype, str(ptype)), name, raw[8:16].hex())
 
 
+def prog_id_of_fd(prog_fd: int) -> int:
+    return struct.unpack_from("<I", _info(prog_fd, 232), 4)[0]
+
+
 @dataclass(frozen=True)
 class LinkInfo:
     id: int

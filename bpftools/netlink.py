@@ -82,13 +82,13 @@ def netns_label(inode: int, names: Optional[Dict[int, str]] = None) -> str:
 
 
 def ipr(netns: Optional[str] = None):
-    """An IPRoute socket bound to namespace `netns` (the socket stays there once opened)."""
+    """An IPRoute socket bound to namespace `netns` (a socket stays in the namespace it was
+    opened in). Opened from this thread after setns(): pyroute2's own netns= forks a helper
+    process, which is slow and unsafe in a threaded program such as the exporter."""
     from pyroute2 import IPRoute
 
-    if netns is not None:
-        netns_path(netns)
-        return IPRoute(netns=netns)
-    return IPRoute()
+    with in_netns(netns):
+        return IPRoute()
 
 
 @dataclass(frozen=True)
@@ -142,3 +142,54 @@ def xdp_prog_id(iface: Interface) -> int:
 def all_netns() -> List[Optional[str]]:
     """None (our namespace) followed by every named namespace."""
     return [None] + sorted(named_netns().values())
+
+
+def interface_addresses(iface: Interface) -> List[str]:
+    """IPv4 and IPv6 addresses configured on `iface` (IFA_LOCAL for IPv4 point-to-point peers)."""
+    with ipr(iface.netns) as sock:
+        msgs = sock.get_addr(index=iface.ifindex)
+    return [m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS") for m in msgs]
+
+
+def interface_mac(iface: Interface) -> Optional[str]:
+    with ipr(iface.netns) as sock:
+        return sock.get_links(iface.ifindex)[0].get_attr("IFLA_ADDRESS")
+
+
+NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE, STALE, DELAY, PROBE, PERMANENT
+
+
+def neighbours(iface: Interface) -> Dict[str, str]:
+    """IP address -> MAC of the usable neighbour entries on `iface`."""
+    with ipr(iface.netns) as sock:
+        msgs = sock.get_neighbours(ifindex=iface.ifindex)
+    return {m.get_attr("NDA_DST"): m.get_attr("NDA_LLADDR") for m in msgs
+            if m["state"] & NUD_USABLE and m.get_attr("NDA_DST") and m.get_attr("NDA_LLADDR")}
+
+
+def veth_peer(iface: Interface) -> Optional[Interface]:
+    """The other end of veth `iface`, found through IFLA_LINK and the peer's namespace id;
+    None when the peer's namespace has no `ip netns` name we can enter."""
+    with ipr(iface.netns) as sock:
+        msg = sock.get_links(iface.ifindex)[0]
+        peer_index, nsid = msg.get_attr("IFLA_LINK"), msg.get_attr("IFLA_LINK_NETNSID")
+        if not peer_index:
+            return None
+        candidates: List[Optional[str]] = [iface.netns] if nsid is None else []
+        if nsid is not None:
+            for name in all_netns():
+                try:
+                    fd = os.open(netns_path(name) if name else "/proc/thread-self/ns/net", os.O_RDONLY)
+                except (OSError, BpftoolsError):
+                    continue  # removed meanwhile
+                try:
+                    found = sock.get_netnsid(fd=fd)
+                finally:
+                    os.close(fd)
+                if found and found.get("nsid") == nsid:
+                    candidates.append(name)
+    for name in candidates:
+        for peer in list_interfaces(name):
+            if peer.ifindex == peer_index:
+                return peer
+    return None

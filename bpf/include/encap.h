@@ -29,6 +29,11 @@ enum encap_direction {
  * ((slot * ENCAP_DIR_COUNT) + direction) * ENCAP_TYPE_COUNT + type. */
 #define ENCAP_MAX_IFACES 8
 
+/* The udp_ports map: a 4-bit type per UDP port, UDP_PORTS_PER_WORD ports per 64-bit word. */
+#define UDP_PORT_TYPE_BITS 4
+#define UDP_PORTS_PER_WORD 16
+#define UDP_PORT_WORDS (65536 / UDP_PORTS_PER_WORD)
+
 struct encap_counter {
     __u64 packets;
     __u64 bytes;

@@ -22,6 +22,11 @@ KERNEL_FIELDS: Dict[str, Tuple[str, str]] = {
     "DEV_NAME": ("net_device", "name"),
     "DEV_ND_NET": ("net_device", "nd_net"),
     "NET_NS_INUM": ("net", "ns.inum"),
+    # Where a drop happened when skb->dev is NULL (trace-drops): the route's device, the socket's netns.
+    "SKB_REFDST": ("sk_buff", "_skb_refdst"),
+    "SKB_SK": ("sk_buff", "sk"),
+    "DST_DEV": ("dst_entry", "dev"),
+    "SK_NET": ("sock", "__sk_common.skc_net.net"),
 }
 
 

@@ -1,0 +1,83 @@
+"""`bpftools encap-stats`: tunnel traffic per interface, direction and type."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import List, Optional, Tuple
+
+import click
+
+from ..attach import terminate_gracefully
+from ..encap_stats import INGRESS_HOOKS, UDP_TYPES, EncapStats, parse_udp_port, udp_port_table
+from ..kernel.privileges import require_privileges
+from ..netlink import resolve_interface
+from .output import announce_ready, emit_json, table
+
+CLEAR_SCREEN = "\033[H\033[2J"
+
+
+@click.command("encap-stats")
+@click.argument("ifaces", metavar="IFACE...", nargs=-1, required=True)
+@click.option("--netns", help="Namespace of the interfaces (as in `ip netns`).")
+@click.option("--ingress-hook", type=click.Choice(INGRESS_HOOKS), default="tc", show_default=True,
+              help="Count ingress with tc (sees what XDP-less paths see) or XDP.")
+@click.option("--udp-port", "udp_ports", multiple=True, metavar="TYPE=PORT",
+              help=f"Extra UDP destination port for a type ({', '.join(UDP_TYPES)}); repeatable.")
+@click.option("--top", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Also show the N busiest outer (src, dst) endpoint pairs per type.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between reports.")
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (see README).")
+def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str, udp_ports: Tuple[str, ...],
+                top: int, interval: float, duration: Optional[float], as_json: bool) -> None:
+    """Count encapsulated packets and bytes (ipip, sit, GRE, VXLAN, GENEVE, ...) on IFACE..."""
+    require_privileges()
+    ports = udp_port_table(parse_udp_port(spec) for spec in udp_ports)
+    interfaces = [resolve_interface(name, netns) for name in ifaces]
+    report = _print_json if as_json else _print_table
+    with terminate_gracefully(), EncapStats(interfaces, ingress_hook, ports, top) as stats:
+        announce_ready(f"counting encapsulated traffic on {', '.join(i.describe() for i in interfaces)} "
+                       f"(ingress {ingress_hook}, egress tc)")
+        try:
+            _run(stats, report, interval, duration)
+        except KeyboardInterrupt:
+            pass
+        report(stats.snapshot())  # final totals, always
+
+
+def _run(stats: EncapStats, report, interval: float, duration: Optional[float]) -> None:
+    """Report every `interval` until `duration` (the caller reports once more at the end)."""
+    now = time.monotonic()
+    deadline = None if duration is None else now + duration
+    next_report = now + interval
+    while True:
+        if deadline is not None and deadline <= next_report:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return
+        time.sleep(max(0.0, next_report - time.monotonic()))
+        report(stats.snapshot())
+        next_report += interval
+
+
+def _print_json(rows: List[dict]) -> None:
+    for row in rows:
+        emit_json(row)
+
+
+def _print_table(rows: List[dict]) -> None:
+    counters = [r for r in rows if r["type"] == "encap"]
+    pairs = [r for r in rows if r["type"] == "top"]
+    text = table(["IFACE", "DIR", "ENCAP", "PACKETS", "BYTES"],
+                 [(r["ifname"], r["direction"], r["encap"], r["packets"], r["bytes"]) for r in counters])
+    if pairs:
+        text += "\n\n" + table(["ENCAP", "RANK", "SRC", "DST", "PACKETS", "BYTES"],
+                               [(r["encap"], r["rank"], r["src"], r["dst"], r["packets"], r["bytes"])
+                                for r in pairs])
+    if sys.stdout.isatty():
+        click.echo(CLEAR_SCREEN, nl=False)
+    click.echo(text + ("" if sys.stdout.isatty() else "\n"))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(encap_stats)

@@ -1,0 +1,43 @@
+"""`bpftools serve`: the Prometheus exporter."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import click
+
+from ..attach import terminate_gracefully
+from ..kernel.privileges import require_privileges
+from ..serve import Exporter
+from ..serve_config import DEFAULT_LISTEN, build_config, read_config_file
+from .output import announce_ready
+
+
+@click.command()
+@click.option("--listen", default=None, metavar="HOST:PORT", help=f"Where to serve /metrics [default: {DEFAULT_LISTEN}].")
+@click.option("--drops", is_flag=True, help="Export drops by reason (skb:kfree_skb).")
+@click.option("--netns", default=None, help="Namespace for --drops and for interfaces without NETNS/.")
+@click.option("--all-netns", is_flag=True, help="--drops in every network namespace.")
+@click.option("--encap", multiple=True, metavar="[NETNS/]IFACE", help="Count tunnel traffic on IFACE; repeatable.")
+@click.option("--ingress-hook", type=click.Choice(["tc", "xdp"]), default=None, help="Ingress hook for --encap.")
+@click.option("--udp-port", multiple=True, metavar="TYPE=PORT", help="Extra UDP port for a tunnel type (--encap).")
+@click.option("--decap", multiple=True, metavar="[NETNS/]IFACE", help="Run the XDP ipip decapsulator on IFACE.")
+@click.option("--allow-remote", multiple=True, metavar="CIDR", help="Tunnel senders --decap accepts.")
+@click.option("--allow-any", is_flag=True, help="--decap accepts any sender (unsafe, CVE-2020-10136).")
+@click.option("--local", multiple=True, metavar="ADDR", help="Tunnel endpoint addresses for --decap.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML file with the same keys.")
+def serve(listen: Optional[str], drops: bool, netns: Optional[str], all_netns: bool, encap: Tuple[str, ...],
+          ingress_hook: Optional[str], udp_port: Tuple[str, ...], decap: Tuple[str, ...],
+          allow_remote: Tuple[str, ...], allow_any: bool, local: Tuple[str, ...], config_file: Optional[str]) -> None:
+    """Export drops, tunnel counters and decap results to Prometheus."""
+    require_privileges()
+    flags = dict(listen=listen, drops=drops, netns=netns, all_netns=all_netns, encap=encap,
+                 ingress_hook=ingress_hook, udp_port=udp_port, decap=decap, allow_remote=allow_remote,
+                 allow_any=allow_any, local=local)
+    config = build_config(read_config_file(config_file) if config_file else {}, flags)
+    with terminate_gracefully(), Exporter(config) as exporter:
+        announce_ready(f"serving metrics on http://{config.listen}/metrics")
+        exporter.run()
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve)

@@ -1,0 +1,84 @@
+"""`bpftools trace-drops`: every dropped packet with the kernel's reason, where, what, and a hint."""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Tuple
+
+import click
+
+from .output import announce_ready, emit_json, table
+
+
+@click.command("trace-drops")
+@click.argument("ifaces", nargs=-1, metavar="[IFACE]...")
+@click.option("--netns", help="Namespace of IFACE, or to watch whole (as in `ip netns`).")
+@click.option("--all-netns", is_flag=True, help="Every network namespace; each drop names its namespace.")
+@click.option("--src", metavar="CIDR", help="Only packets from this address/prefix.")
+@click.option("--dst", metavar="CIDR", help="Only packets to this address/prefix.")
+@click.option("--proto", metavar="icmp|tcp|udp|N", help="Only this IP protocol.")
+@click.option("--reason", "reasons", multiple=True, metavar="NAME",
+              help="Only this kernel drop reason (repeatable), e.g. NETFILTER_DROP.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--summary", is_flag=True, help="Count in the kernel (exact, no per-drop output); print totals on exit.")
+@click.option("--no-hints", is_flag=True, help="Do not read namespace state to explain drops.")
+@click.option("--duration", type=float, metavar="SECONDS", help="Stop after this many seconds.")
+@click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N drops.")
+def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, src: Optional[str],
+                dst: Optional[str], proto: Optional[str], reasons: Tuple[str, ...], as_json: bool, summary: bool,
+                no_hints: bool, duration: Optional[float], count: Optional[int]) -> None:
+    """Show each packet the kernel drops: reason, namespace/interface, flow, kernel location, hint.
+
+    With no IFACE, every interface of the namespace (--netns, else the current one)."""
+    from ..attach import terminate_gracefully
+    from ..kernel.drop_reasons import kfree_skb_format
+    from ..kernel.privileges import require_privileges
+    from ..drop_events import Names, bcc_ksym, summary_json
+    from ..trace_drops import DropTracer, build_filter, run_trace
+
+    if summary and count:
+        raise click.UsageError("--count counts shown drops; with --summary use --duration or Ctrl-C")
+    require_privileges()
+    fmt = kfree_skb_format()
+    flt = build_filter(ifaces, netns, all_netns, src, dst, proto, reasons, fmt)
+    hints = None
+    if not summary and not no_hints:
+        from ..drop_hints import HintEngine
+
+        hints = HintEngine()
+
+    def on_event(event) -> None:
+        if hints is not None:
+            event.hint = hints.hint(event)
+        if as_json:
+            emit_json(event.as_json())
+            return
+        click.echo(event.text())
+        sys.stdout.flush()
+
+    def on_lost(n: int) -> None:
+        if as_json:
+            emit_json({"type": "lost", "count": n})
+        else:
+            click.echo(f"-- {n} drop events lost (ring buffer full); the summary still counts them")
+
+    with terminate_gracefully(), DropTracer(flt, summary=summary, fmt=fmt) as tracer:
+        names = Names(fmt, ksym=bcc_ksym)
+        if hints is not None:
+            hints.prime(flt, names)
+        ready = f"tracing drops on {flt.describe(names)} via {tracer.method}"
+        result = run_trace(tracer, names, on_event, on_lost, duration=duration, count=count,
+                           on_ready=lambda: announce_ready(ready))
+    if as_json:
+        emit_json(summary_json(result.rows, result.events_lost))
+        return
+    if not result.rows:
+        click.echo("no drops seen")
+        return
+    click.echo(table(["NETNS", "IFACE", "REASON", "COUNT"],
+                     [(r.netns, r.ifname or f"if{r.ifindex}", r.reason, r.count) for r in result.rows]))
+    if result.events_lost:
+        click.echo(f"events lost: {result.events_lost}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(trace_drops)

@@ -1,0 +1,95 @@
+"""Configuration of `bpftools serve`: flags, or a TOML/YAML file with the same keys."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import BpftoolsError
+
+DEFAULT_LISTEN = "127.0.0.1:9435"  # loopback: exposing metrics wider is an explicit choice
+
+
+@dataclass
+class ServeConfig:
+    listen: str = DEFAULT_LISTEN
+    drops: bool = False
+    netns: Optional[str] = None
+    all_netns: bool = False
+    encap: List[str] = field(default_factory=list)  # "IFACE" or "NETNS/IFACE"
+    ingress_hook: str = "tc"
+    udp_port: List[str] = field(default_factory=list)  # TYPE=PORT
+    decap: List[str] = field(default_factory=list)
+    allow_remote: List[str] = field(default_factory=list)
+    allow_any: bool = False
+    local: List[str] = field(default_factory=list)
+    watch_interval: float = 1.0  # seconds between checks for interfaces that appeared/disappeared
+
+    def validate(self) -> "ServeConfig":
+        if self.netns and self.all_netns:
+            raise BpftoolsError("netns and all_netns exclude each other")
+        if not (self.drops or self.encap or self.decap):
+            raise BpftoolsError("nothing to export: give --drops, --encap IFACE or --decap IFACE (or a --config file)")
+        if self.decap and not (self.allow_remote or self.allow_any):
+            raise BpftoolsError("--decap needs --allow-remote CIDR or --allow-any (open ipip decapsulation is CVE-2020-10136)")
+        listen_address(self.listen)
+        return self
+
+
+def listen_address(text: str) -> Tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BpftoolsError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def split_interface(spec: str, default_netns: Optional[str]) -> Tuple[Optional[str], str]:
+    """"NETNS/IFACE" or "IFACE" -> (netns, ifname)."""
+    netns, sep, ifname = spec.rpartition("/")
+    return (netns if sep else default_netns), ifname
+
+
+def read_config_file(path: str) -> Dict[str, Any]:
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise BpftoolsError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        if file.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python < 3.11
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif file.suffix in (".yml", ".yaml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise BpftoolsError(f"config file {path}: use .toml, .yml or .yaml")
+    except BpftoolsError:
+        raise
+    except Exception as exc:
+        raise BpftoolsError(f"config file {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise BpftoolsError(f"config file {path}: expected a table of settings")
+    return data
+
+
+def build_config(file_settings: Dict[str, Any], flags: Dict[str, Any]) -> ServeConfig:
+    """File settings, overridden by flags that were given (not None / not empty)."""
+    known = {f.name: f for f in dataclasses.fields(ServeConfig)}
+    settings: Dict[str, Any] = {}
+    for key, value in file_settings.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise BpftoolsError(f"config file: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        if isinstance(getattr(ServeConfig(), name), list) and isinstance(value, str):
+            value = [value]
+        settings[name] = value
+    for name, value in flags.items():
+        if value not in (None, (), [], False):
+            settings[name] = list(value) if isinstance(value, tuple) else value
+    return ServeConfig(**settings).validate()

@@ -1,0 +1,360 @@
+"""trace-drops: every packet the kernel drops, with its reason, place, flow and a hint.
+
+The BPF half (bpf/trace_drops.bpf.c) sits on skb:kfree_skb (a raw tracepoint when the
+kernel has them, else the perf tracepoint), filters in the kernel, counts every matching
+drop in a per-CPU hash keyed (netns inode, ifindex, reason) and, unless only a summary is
+wanted, sends one event per drop through a ring buffer. This module turns options into the
+program's -D defines and filter maps, attaches, and runs the read loop; decoding and names
+live in drop_events.py, the explanations in drop_hints.py.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import functools
+import ipaddress
+import os
+import signal
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
+
+from .attach import TracepointAttachment
+# Names, bcc_ksym, decode_event, summarize, summary_json, wall_clock_offset_ns are also used
+# through this module by serve and diagnose: the trace-drops API is importable from here.
+from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, bcc_ksym, decode_event,  # noqa: F401
+                          decode_raw, protocol_name, summarize, summary_json, wall_clock_offset_ns)
+from .errors import BpftoolsError
+from .kernel.drop_reasons import TracepointFormat, kfree_skb_format
+from .netlink import Interface, list_interfaces, named_netns, netns_inode, resolve_interface
+
+SOURCE = "trace_drops.bpf.c"
+RAW_FN, TP_FN = "bpftools_drops", "bpftools_dropt"
+RAW_TP, PERF_TP = b"kfree_skb", b"skb:kfree_skb"
+# BPFTOOLS_TRACEPOINT=perf uses the perf tracepoint even where raw tracepoints work (tests cover it so).
+FORCE_PERF_TRACEPOINT = os.environ.get("BPFTOOLS_TRACEPOINT") == "perf"
+
+
+def parse_protocol(text: str) -> int:
+    """--proto: a name (icmp, tcp, udp, ...) or a number 0-255."""
+    value = text.strip().lower()
+    if value in PROTOCOLS:
+        return PROTOCOLS[value]
+    if value.isdigit() and 0 <= int(value) <= 255:
+        return int(value)
+    raise BpftoolsError(f"unknown protocol {text!r} (icmp, tcp, udp, icmpv6 or a number 0-255)")
+
+
+def parse_cidr(text: str):
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise BpftoolsError(f"not an address or CIDR: {text!r}") from None
+
+
+def cidr_defines(prefix: str, network) -> Dict[str, int]:
+    """FILTER_<prefix>_FAMILY / _W0.._W3 / _M0.._M3: address and mask as the u32 words the
+    BPF program loads from packet memory (native byte order of this machine)."""
+    addr = network.network_address.packed.ljust(16, b"\0")
+    mask = network.netmask.packed.ljust(16, b"\0")
+    words = struct.unpack("=4I", addr)
+    masks = struct.unpack("=4I", mask)
+    defines = {f"FILTER_{prefix}_FAMILY": network.version}
+    for i in range(4):
+        defines[f"FILTER_{prefix}_W{i}"] = f"{words[i]}U"
+        defines[f"FILTER_{prefix}_M{i}"] = f"{masks[i]}U"
+    return defines
+
+
+@dataclass
+class DropFilter:
+    """What to trace. Empty means everything in the scope."""
+    ifaces: List[Interface] = field(default_factory=list)
+    netns_inodes: Set[int] = field(default_factory=set)  # empty with all_netns
+    all_netns: bool = False
+    src: Optional[object] = None  # ipaddress network
+    dst: Optional[object] = None
+    proto: Optional[int] = None
+    reasons: Set[int] = field(default_factory=set)
+
+    def describe(self, names: Optional[Names] = None) -> str:
+        if self.ifaces:
+            where = ", ".join(i.describe() for i in self.ifaces)
+        elif self.all_netns:
+            where = "all network namespaces"
+        else:
+            labels = sorted(names.netns_label(i) if names else str(i) for i in self.netns_inodes)
+            where = "every interface of netns " + ", ".join(labels)
+        extra = [f"src {self.src}" if self.src else "", f"dst {self.dst}" if self.dst else "",
+                 f"proto {protocol_name(4, self.proto)}" if self.proto is not None else "",
+                 f"{len(self.reasons)} reason(s)" if self.reasons else ""]
+        return " ".join([where] + [e for e in extra if e])
+
+
+# Functions whose kfree_skb() is not a packet drop: `ip route get` builds a dummy skb, routes it
+# and frees it (the hints' own route lookups would otherwise show up as drops).
+NOT_DROPS = ("inet_rtm_getroute", "inet6_rtm_getroute")
+
+
+def symbol_ranges(kallsyms: str, names: Sequence[str]) -> List[Tuple[int, int]]:
+    """[start, end) of each named text symbol in /proc/kallsyms text (end: the next symbol)."""
+    ranges = []
+    for name in names:
+        at = kallsyms.find(f" {name}\n")
+        if at < 0:
+            continue
+        line_start = kallsyms.rfind("\n", 0, at) + 1
+        next_end = kallsyms.find("\n", at + len(name) + 2)
+        start = int(kallsyms[line_start:at].split()[0], 16)
+        end = int(kallsyms[at + len(name) + 2:next_end].split()[0], 16) if next_end > 0 else 0
+        if start and end > start:
+            ranges.append((start, end))
+    return ranges
+
+
+@functools.lru_cache(maxsize=1)
+def not_drop_ranges() -> Tuple[Tuple[int, int], ...]:
+    try:
+        with open("/proc/kallsyms") as f:
+            return tuple(symbol_ranges(f.read(), NOT_DROPS))
+    except OSError:
+        return ()
+
+
+def program_defines(flt: DropFilter, fmt: TracepointFormat, summary: bool,
+                    ignore: Sequence[Tuple[int, int]] = ()) -> Dict[str, object]:
+    """The -D configuration of trace_drops.bpf.c for a filter (pure; unit-tested)."""
+    defines: Dict[str, object] = {
+        "HAVE_DROP_REASON": fmt.has_reason,
+        "TP_OFF_SKBADDR": fmt.fields.get("skbaddr", 8),
+        "TP_OFF_LOCATION": fmt.fields.get("location", 16),
+        "TP_OFF_REASON": fmt.fields.get("reason", 0),
+        "SUMMARY_ONLY": summary,
+        "FILTER_IFACES": bool(flt.ifaces),
+        "FILTER_NETNS": bool(not flt.ifaces and not flt.all_netns),
+        "FILTER_REASONS": bool(flt.reasons),
+    }
+    if flt.proto is not None:
+        defines["FILTER_PROTO"] = flt.proto
+    if flt.src is not None:
+        defines.update(cidr_defines("SRC", flt.src))
+    if flt.dst is not None:
+        defines.update(cidr_defines("DST", flt.dst))
+    for i, (start, end) in enumerate(ignore[:2]):
+        defines[f"IGNORE_LOC{i}_START"] = f"{start}ULL"
+        defines[f"IGNORE_LOC{i}_END"] = f"{end}ULL"
+    return defines
+
+
+def build_filter(ifnames: Sequence[str], netns: Optional[str], all_netns: bool, src: Optional[str] = None,
+                 dst: Optional[str] = None, proto: Optional[str] = None, reasons: Sequence[str] = (),
+                 fmt: Optional[TracepointFormat] = None) -> DropFilter:
+    """Options -> DropFilter; unknown interface/namespace/reason is a one-line BpftoolsError."""
+    if netns and all_netns:
+        raise BpftoolsError("--netns and --all-netns exclude each other")
+    flt = DropFilter(all_netns=all_netns)
+    if ifnames:
+        if all_netns:
+            for ns in [None] + sorted(named_netns().values()):
+                with contextlib.suppress(Exception):  # a namespace may vanish meanwhile
+                    by_name = {i.ifname: i for i in list_interfaces(ns)}
+                    flt.ifaces += [by_name[n] for n in ifnames if n in by_name]
+            missing = set(ifnames) - {i.ifname for i in flt.ifaces}
+            if missing:
+                raise BpftoolsError(f"interface {sorted(missing)[0]!r} not found in any network namespace")
+        else:
+            flt.ifaces = [resolve_interface(name, netns) for name in ifnames]
+    elif not all_netns:
+        flt.netns_inodes = {netns_inode(netns)}
+    flt.src = parse_cidr(src) if src else None
+    flt.dst = parse_cidr(dst) if dst else None
+    flt.proto = parse_protocol(proto) if proto else None
+    if reasons:
+        fmt = fmt or kfree_skb_format()
+        if not fmt.has_reason:
+            raise BpftoolsError("this kernel's skb:kfree_skb has no drop reason (before 5.17): --reason unavailable")
+        for name in reasons:
+            code = fmt.reason_code(name)
+            if code is None:
+                raise BpftoolsError(f"unknown drop reason {name!r} on this kernel (e.g. NETFILTER_DROP, NO_SOCKET)")
+            flt.reasons.add(code)
+    return flt
+
+
+class DropTracer(contextlib.AbstractContextManager):
+    """`with DropTracer(flt, summary) as t:` compiles, fills the filter maps and attaches to
+    skb:kfree_skb; `poll()` hands decoded raw events to `on_event`; `counts()` and
+    `events_lost()` read the kernel's counters. Leaving the block detaches and unloads."""
+
+    def __init__(self, flt: DropFilter, summary: bool = False, fmt: Optional[TracepointFormat] = None):
+        self.flt = flt
+        self.summary = summary
+        self.fmt = fmt or kfree_skb_format()
+        self.program = None
+        self.attachment: Optional[TracepointAttachment] = None
+        self._pending: List[bytes] = []
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "DropTracer":
+        from .program import BpfProgram
+
+        try:
+            self.program = self._stack.enter_context(
+                BpfProgram(SOURCE, program_defines(self.flt, self.fmt, self.summary, not_drop_ranges())))
+            self._fill_maps()
+            self.attachment = self._stack.enter_context(self._attach())
+            if not self.summary:
+                self.program.table("events").open_ring_buffer(self._on_ring_event)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _attach(self) -> TracepointAttachment:
+        from bcc import BPF
+
+        try:
+            if FORCE_PERF_TRACEPOINT:
+                raise BpftoolsError("perf tracepoint forced")
+            self.program.load(RAW_FN, BPF.RAW_TRACEPOINT)
+            return TracepointAttachment(self.program.bpf, RAW_TP, RAW_FN.encode(), raw=True).attach()
+        except BpftoolsError:
+            # No raw tracepoints (or not for this one): the perf tracepoint does the same job.
+            self.program.load(TP_FN, BPF.TRACEPOINT)
+            return TracepointAttachment(self.program.bpf, PERF_TP, TP_FN.encode()).attach()
+
+    def _fill_maps(self) -> None:
+        u8, u32 = ctypes.c_uint8, ctypes.c_uint32
+        if self.flt.ifaces:
+            table = self.program.table("iface_filter")
+            for iface in self.flt.ifaces:
+                key = table.Key(iface.netns_inode, iface.ifindex)
+                table[key] = u8(1)
+        if not self.flt.ifaces and not self.flt.all_netns:
+            table = self.program.table("netns_filter")
+            for inode in self.flt.netns_inodes:
+                table[u32(inode)] = u8(1)
+        if self.flt.reasons:
+            table = self.program.table("reason_filter")
+            for code in self.flt.reasons:
+                table[u32(code)] = u8(1)
+
+    @property
+    def method(self) -> str:
+        """`raw_tracepoint skb:kfree_skb` or `tracepoint skb:kfree_skb`."""
+        if not self.attachment:
+            return ""
+        return ("raw_tracepoint" if self.attachment.raw else "tracepoint") + " skb:kfree_skb"
+
+    def _on_ring_event(self, _ctx, data, size) -> int:
+        self._pending.append(ctypes.string_at(data, size))
+        return 0
+
+    def poll(self, timeout_ms: int) -> List[RawDrop]:
+        """Wait up to timeout_ms for events; the decoded raw events (none in summary mode)."""
+        if self.summary:
+            return []
+        self.program.bpf.ring_buffer_poll(timeout_ms)
+        pending, self._pending = self._pending, []
+        return [decode_raw(item) for item in pending]
+
+    def detach(self) -> None:
+        """Stop tracing but keep maps and ring buffer readable (for the final counts)."""
+        if self.attachment is not None and self.attachment.attached:
+            self.attachment.detach()
+            time.sleep(0.02)  # let program runs already under way on other CPUs finish
+
+    def drain(self) -> List[RawDrop]:
+        """Whatever is still in the ring buffer, without waiting (at the end of a run)."""
+        if self.summary:
+            return []
+        self.program.bpf.ring_buffer_consume()
+        pending, self._pending = self._pending, []
+        return [decode_raw(item) for item in pending]
+
+    def counts(self) -> Dict[Tuple[int, int, int], int]:
+        table = self.program.table("drop_counts")
+        return {(k.netns, k.ifindex, k.reason): sum(v) for k, v in table.items()}
+
+    def events_lost(self) -> int:
+        table = self.program.table("lost_events")
+        return sum(table[ctypes.c_int(0)])
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+
+@dataclass
+class RunResult:
+    rows: List[CountRow]
+    events_lost: int
+    events_seen: int
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event):
+    """Ctrl-C/SIGTERM/SIGHUP end the run between two events (never in the middle of printing
+    one); the caller then reads what is left and the counts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_trace(tracer: DropTracer, names: Names, on_event: Callable[[DropEvent], None],
+              on_lost: Callable[[int], None], duration: Optional[float] = None, count: Optional[int] = None,
+              poll_ms: Optional[int] = None, on_ready: Optional[Callable[[], None]] = None) -> RunResult:
+    """Poll until --duration, --count or Ctrl-C/SIGTERM; then read the kernel's counts.
+
+    Lost events (ring buffer full) are reported through on_lost as they are noticed, never
+    silently; the counts stay exact because the kernel counts before it tries to send."""
+    clock = wall_clock_offset_ns()
+    if poll_ms is None:  # summary mode has nothing to read until the end: wake up rarely
+        poll_ms = 1000 if tracer.summary else 100
+    deadline = time.monotonic() + duration if duration else None
+    backlog: Deque[RawDrop] = collections.deque()
+    seen, lost_reported = 0, 0
+    stop = threading.Event()
+
+    def deliver() -> None:
+        nonlocal seen
+        while backlog and (count is None or seen < count):
+            on_event(decode_event(backlog[0], names, clock))
+            backlog.popleft()
+            seen += 1
+
+    with _stop_on_signals(stop):
+        if on_ready is not None:  # once a signal can no longer cut the summary short
+            on_ready()
+        while not stop.is_set() and (count is None or seen < count):
+            timeout = poll_ms
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                timeout = max(1, min(poll_ms, int(left * 1000)))
+            if tracer.summary:
+                stop.wait(timeout / 1000)
+                continue
+            backlog.extend(tracer.poll(timeout))
+            deliver()
+            lost = tracer.events_lost()
+            if lost > lost_reported:
+                on_lost(lost - lost_reported)
+                lost_reported = lost
+        tracer.detach()  # from here on nothing is counted that could not be shown
+        backlog.extend(tracer.drain())
+        deliver()
+    lost = tracer.events_lost()
+    if not tracer.summary and lost > lost_reported:
+        on_lost(lost - lost_reported)
+    return RunResult(summarize(tracer.counts(), names), lost, seen)
