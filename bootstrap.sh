@@ -76,7 +76,8 @@ setup_venv() {
     if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
     log "installing bpftools into .venv (made from the system Python: bcc is a system package)"
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+    # (the filter hides pip's notes about local index mirrors that some machines configure)
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | { grep -v "neither a file nor a directory" || true; } >&2
     echo "$want" > "$stamp"
 }
 

@@ -6,6 +6,7 @@ import time
 from typing import Iterable
 
 from bpftools.netlink import in_netns
+from bpftools.traffic import send_udp  # noqa: F401  (re-exported for tests)
 
 
 def send_frames(netns: str, ifname: str, frames: Iterable[bytes], gap: float = 0.0) -> None:
@@ -18,15 +19,3 @@ def send_frames(netns: str, ifname: str, frames: Iterable[bytes], gap: float = 0
             sock.send(bytes(frame))
             if gap:
                 time.sleep(gap)
-
-
-def send_udp(netns: str, dst: str, port: int, count: int, payload: bytes = b"bpftools") -> None:
-    """`count` UDP datagrams to dst:port from a socket opened in `netns`."""
-    with in_netns(netns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sock:
-        for _ in range(count):
-            try:
-                sock.sendto(payload, (dst, port))
-            except OSError:
-                pass  # an ICMP error from an earlier datagram; the kernel drops or refuses: still counted
