@@ -11,7 +11,6 @@ real BPF map, resolves real interface names and renders 1,000+ series.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import resource
 import statistics
 import sys

@@ -216,11 +216,12 @@ class TcAttachment(Attachment):
         with ipr(self.iface.netns) as sock:
             with contextlib.suppress(Exception):
                 sock.tc("del-filter", "bpf", self.iface.ifindex, parent=TC_PARENTS[self.direction], prio=TC_PRIORITY)
-            if self._created_clsact and not _other_filters(sock, self.iface.ifindex):
+            if self._created_clsact and not other_filters(sock, self.iface.ifindex):
                 self._remove_clsact_if_ours(sock)
 
 
-def _other_filters(sock, ifindex: int) -> bool:
+def other_filters(sock, ifindex: int) -> bool:
+    """Does the interface's clsact still hold any filter?"""
     return any(sock.get_filters(index=ifindex, parent=parent) for parent in TC_PARENTS.values())
 
 

@@ -6,7 +6,6 @@ Pure functions and small caches; no BPF here (unit-tested without root or bcc).
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
 import time
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .kernel.drop_reasons import TracepointFormat
-from .netlink import list_interfaces, named_netns, netns_inode
+from .netlink import host_netns_inode, list_interfaces, named_netns, netns_inode
 
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132, "gre": 47, "esp": 50, "ah": 51,
              "ipip": 4, "ipv6": 41, "ipv6-frag": 44, "udplite": 136, "ospf": 89, "vrrp": 112}
@@ -91,10 +90,7 @@ class Names:
         self._ns_refreshed = 0.0
         self._ifnames: Dict[Tuple[int, int], Optional[str]] = {}
         self.own_inode = netns_inode(None)
-        try:
-            self.host_inode = os.stat("/proc/1/ns/net").st_ino
-        except OSError:
-            self.host_inode = self.own_inode
+        self.host_inode = host_netns_inode()
         self.refresh()
 
     def refresh(self) -> None:

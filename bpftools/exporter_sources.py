@@ -37,7 +37,7 @@ class DropsSource:
         self.tracer, self.names = tracer, names
 
     def samples(self) -> Iterable[Sample]:
-        from .trace_drops import summarize
+        from .drop_events import summarize
 
         for row in summarize(self.tracer.counts(), self.names):
             yield Sample("bpftools_drops_total", (row.netns, row.ifname or "unknown", row.reason), float(row.count))

@@ -71,12 +71,21 @@ def named_netns() -> Dict[int, str]:
     return result
 
 
+def host_netns_inode() -> int:
+    """Inode of init's network namespace ("host"); ours where init's cannot be read
+    (some sandboxes and containers deny it even to root)."""
+    try:
+        return os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        return netns_inode(None)
+
+
 def netns_label(inode: int, names: Optional[Dict[int, str]] = None) -> str:
-    """How we show a namespace: its `ip netns` name, "host" for ours, else the inode."""
+    """How we show a namespace: its `ip netns` name, "host" for init's, else the inode."""
     names = named_netns() if names is None else names
     if inode in names:
         return names[inode]
-    if inode == os.stat("/proc/1/ns/net").st_ino:
+    if inode == host_netns_inode():
         return "host"
     return str(inode)
 

@@ -67,7 +67,8 @@ class Exporter(contextlib.AbstractContextManager):
     # --- drops (one tracer for the whole scope) ---------------------------------------------
     def _start_drops(self, stack: contextlib.ExitStack) -> None:
         from .kernel.drop_reasons import kfree_skb_format
-        from .trace_drops import DropTracer, Names, bcc_ksym, build_filter
+        from .drop_events import Names, bcc_ksym
+        from .trace_drops import DropTracer, build_filter
 
         fmt = kfree_skb_format()
         flt = build_filter([], self.config.netns, self.config.all_netns, fmt=fmt)

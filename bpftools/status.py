@@ -10,7 +10,7 @@ import contextlib
 from typing import Dict, List, Optional, Tuple
 
 from . import bpfsys
-from .attach import PROG_NAME_PREFIX, TC_PARENTS, attached_programs
+from .attach import PROG_NAME_PREFIX, TC_PARENTS, other_filters, attached_programs
 from .netlink import all_netns, in_netns, ipr, list_interfaces, netns_inode, netns_label, named_netns
 
 TRACING_TYPES = ("tracepoint", "raw_tracepoint", "kprobe", "perf_event", "tracing")
@@ -72,6 +72,10 @@ def _remove(item: dict) -> None:
             sock.link("set", index=ifindex, xdp_fd=-1)
         elif hook.startswith("tc/"):
             sock.tc("del-filter", "bpf", ifindex, item["handle"], parent=TC_PARENTS[hook[3:]], prio=item["prio"])
+            if not other_filters(sock, ifindex):
+                # An empty clsact does nothing; the process that made it for us died before removing it.
+                with contextlib.suppress(Exception):
+                    sock.tc("del", "clsact", ifindex)
 
 
 def remove_attachments(ifname: Optional[str], netns: Optional[str], force: bool) -> Tuple[List[dict], List[dict]]:

@@ -23,10 +23,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from .attach import TracepointAttachment
-# Names, bcc_ksym, decode_event, summarize, summary_json, wall_clock_offset_ns are also used
-# through this module by serve and diagnose: the trace-drops API is importable from here.
-from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, bcc_ksym, decode_event,  # noqa: F401
-                          decode_raw, protocol_name, summarize, summary_json, wall_clock_offset_ns)
+from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, decode_event, decode_raw, protocol_name,
+                          summarize, wall_clock_offset_ns)
 from .errors import BpftoolsError
 from .kernel.drop_reasons import TracepointFormat, kfree_skb_format
 from .netlink import Interface, list_interfaces, named_netns, netns_inode, resolve_interface

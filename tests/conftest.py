@@ -3,9 +3,7 @@ skips decided by `bpftools doctor`'s probes, and a runner for bpftools processes
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -6,7 +6,7 @@ import time
 from typing import Iterable
 
 from bpftools.netlink import in_netns
-from bpftools.traffic import send_udp  # noqa: F401  (re-exported for tests)
+from bpftools.traffic import send_udp  # noqa: F401  (re-exported for the tests)
 
 
 def send_frames(netns: str, ifname: str, frames: Iterable[bytes], gap: float = 0.0) -> None:

@@ -33,7 +33,7 @@ def register_commands() -> None:
 
 
 # Each module under bpftools/cli/ registers its commands on the group.
-COMMAND_MODULES = ("doctor", "status", "encap_stats", "trace_drops", "xdp_decap", "serve", "demo")
+COMMAND_MODULES = ("doctor", "status", "encap_stats", "trace_drops", "xdp_decap", "serve", "diagnose", "lab", "demo")
 
 
 def main(argv=None) -> None:

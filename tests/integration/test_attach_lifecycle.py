@@ -93,6 +93,9 @@ def test_sigterm_detaches_netlink_attachments(veth_pair):
     out = cli("detach", veth_pair.veth_a, "--netns", veth_pair.ns_a, check=True).stdout
     assert out.count("detached") == 3
     assert hooks(veth_pair.ns_a) == []
+    qdiscs = subprocess.run(["tc", "-n", veth_pair.ns_a, "qdisc", "show", "dev", veth_pair.veth_a],
+                            capture_output=True, text=True).stdout
+    assert "clsact" not in qdiscs  # emptied by the detach, so removed too
 
 
 def test_refuses_to_replace_a_foreign_xdp_program(iface):

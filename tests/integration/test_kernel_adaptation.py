@@ -4,8 +4,6 @@ import os
 import re
 import subprocess
 
-import pytest
-
 from bpftools.kernel.btf import Btf
 from bpftools.kernel.offsets import KERNEL_FIELDS, kernel_offsets
 from bpftools_proc import cli

@@ -1,0 +1,100 @@
+"""`bpftools diagnose ping`: say why a ping fails, and how to fix it.
+
+static walk (walk.py, checks.py on a Snapshot of namespace state) -> live pings with drop
+tracing and per-hop counters (live.py) -> verdict (verdict.py)."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Optional
+
+from ..errors import BpftoolsError
+from .capture import capture_netns, current_label
+from .live import default_tracer, relevant_drops, run_live
+from .state import Snapshot
+from .verdict import EXIT_ERROR, exit_status, story, verdict
+from .walk import Walker
+
+__all__ = ["diagnose_ping", "exit_status", "story", "UsageProblem"]
+
+_DEFAULT = object()
+
+
+class UsageProblem(BpftoolsError):
+    """Bad input or an environment we cannot diagnose in: exit status 3."""
+
+    exit_code = EXIT_ERROR
+
+
+def static_walk(src_ns: str, target: str, payload: int = 56, home: Optional[str] = None,
+                snapshot: Optional[Snapshot] = None):
+    """Walk the path on a snapshot (default: the live namespaces, captured as the walk needs them)."""
+    home = home or current_label()
+    snapshot = snapshot if snapshot is not None else Snapshot(source=capture_netns)
+    return Walker(snapshot, payload, home=home).walk(src_ns, target)
+
+
+def recording(snapshot: Snapshot, src_ns: str, target: str, home: str, payload: int = 56) -> dict:
+    """What the walk saw, replayable with `replay()` (unit tests, bug reports)."""
+    return {"home": home, "netns": src_ns, "target": target, "payload": payload, "namespaces": snapshot.to_dict()}
+
+
+def replay(data: dict):
+    """The static walk over a recording."""
+    return static_walk(data["netns"], data["target"], data.get("payload", 56), data.get("home", "host"),
+                       Snapshot.from_dict(data["namespaces"]))
+
+
+def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, timeout: float = 2.0,
+                  payload: int = 56, tracer=_DEFAULT, record: Optional[str] = None) -> dict:
+    try:
+        if ipaddress.ip_address(target).version != 4:
+            raise ValueError
+    except ValueError:
+        raise UsageProblem(f"{target!r} is not an IPv4 address (diagnose ping takes an address)") from None
+    if count < 1 or count > 100:
+        raise UsageProblem("--count must be between 1 and 100")
+    if timeout <= 0 or timeout > 60:
+        raise UsageProblem("--timeout must be between 0 and 60 seconds")
+    home = current_label()
+    src_ns = netns or home
+    try:
+        first = static_walk(src_ns, target, payload, home)
+    except BpftoolsError as exc:
+        raise UsageProblem(str(exc)) from None
+    namespaces = first.namespaces or [src_ns]
+    live = run_live(src_ns, target, count, timeout, payload, namespaces,
+                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src)
+    # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
+    snapshot = Snapshot(source=capture_netns)
+    walk = static_walk(src_ns, target, payload, home, snapshot)
+    if record:
+        import json
+
+        with open(record, "w") as f:
+            json.dump(recording(snapshot, src_ns, target, home, payload), f, indent=1, sort_keys=True)
+    drops = relevant_drops(live.drops, walk.src or first.src, target)
+    result = verdict(target, src_ns, walk, live.sent, live.received, drops)
+    annotate_counts(result["path"], live, snapshot)
+    result["notes"] = live.notes
+    return result
+
+
+def annotate_counts(path, live, snapshot: Snapshot) -> None:
+    """Each hop gets `packets`: {"in", "out"}: the ping's echo packets seen entering and leaving
+    (per-hop ICMP counting), else every frame the interfaces counted (interface statistics)."""
+    for hop in path:
+        if live.hop_counts is not None:
+            icmp = 8 if hop["direction"] == "request" else 0
+            links = {l.ifname: l.ifindex for l in snapshot.ns(hop["netns"]).links}
+
+            def seen(ifname, way):
+                if not ifname or ifname not in links:
+                    return None
+                return live.hop_counts.get((hop["netns"], links[ifname], way, icmp), 0)
+
+            hop["packets"] = {"in": seen(hop["iif"], "rx"), "out": seen(hop["oif"], "tx"), "unit": "echo"}
+        else:
+            counters = live.counters.get(hop["netns"], {})
+            hop["packets"] = {"in": counters.get(hop["iif"], {}).get("rx") if hop["iif"] else None,
+                              "out": counters.get(hop["oif"], {}).get("tx") if hop["oif"] else None,
+                              "unit": "frames"}

@@ -1,0 +1,212 @@
+"""Read a namespace's live state (links, addresses, routes, rules, neighbours, sysctls,
+firewall) into a `NetnsState`. Read-only: nothing here changes the namespace."""
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import socket
+from typing import Dict, Iterator, Optional
+
+from ..errors import BpftoolsError
+from ..netlink import NETNS_RUN_DIR, in_netns, named_netns, netns_inode
+from ..topology import run
+from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
+
+AF_INET = socket.AF_INET
+ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole",
+               7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
+RULE_ACTIONS = {1: "to_tbl", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
+NUD_STATES = {0x01: "incomplete", 0x02: "reachable", 0x04: "stale", 0x08: "delay", 0x10: "probe",
+              0x20: "failed", 0x40: "noarp", 0x80: "permanent", 0x00: "none"}
+SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
+                    "route_localnet")
+
+
+def current_label() -> str:
+    """How our own namespace is called in paths: its `ip netns` name, else "host"."""
+    return named_netns().get(netns_inode(None), "host")
+
+
+@contextlib.contextmanager
+def entered(label: str) -> Iterator[Optional[str]]:
+    """Enter the namespace called `label`: an `ip netns` name, or our own namespace's label."""
+    if label == current_label():
+        yield None
+        return
+    if not os.path.exists(os.path.join(NETNS_RUN_DIR, label)):
+        raise BpftoolsError(f"network namespace {label!r} not found (see `ip netns list`)")
+    with in_netns(label):
+        yield label
+
+
+def capture(label: str) -> NetnsState:
+    from pyroute2 import IPRoute
+
+    home = current_label()
+    global_bridge_nf = _read_int("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        with entered(label) as netns:
+            sock = IPRoute()  # a netlink socket stays in the namespace it was created in
+            sysctls = _read_sysctls()
+            nsids = _nsid_labels(sock, home, home_fd)
+    finally:
+        os.close(home_fd)
+    with sock:
+        state = NetnsState(label)
+        state.links = [_link(m, nsids) for m in sock.get_links()]
+        state.addrs = [_addr(m) for m in sock.get_addr(family=AF_INET)]
+        state.routes = [r for r in (_route(m) for m in sock.get_routes(family=AF_INET)) if r]
+        state.rules = [_rule(m) for m in sock.get_rules(family=AF_INET)]
+        state.neighbours = [_neigh(m) for m in sock.get_neighbours(family=AF_INET)]
+        try:
+            qdiscs = {m["index"]: m.get_attr("TCA_KIND") for m in sock.get_qdiscs()
+                      if m.get_attr("TCA_KIND") in ("clsact", "ingress")}
+        except Exception:
+            qdiscs = {}
+        for link in state.links:
+            link.tc_qdisc = qdiscs.get(link.ifindex, "")
+    if "net.bridge.bridge-nf-call-iptables" not in sysctls and global_bridge_nf is not None:
+        # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
+        sysctls["net.bridge.bridge-nf-call-iptables"] = global_bridge_nf
+    state.sysctls = sysctls
+    state.iptables_save = _output(["iptables-save"], netns)
+    nft = _output(["nft", "-j", "list", "ruleset"], netns)
+    try:
+        state.nft_ruleset = json.loads(nft) if nft.strip() else {}
+    except ValueError:
+        state.nft_ruleset = {}
+    return state
+
+
+def _output(cmd, netns: Optional[str]) -> str:
+    try:
+        proc = run(*cmd, netns=netns, check=False)
+    except OSError:
+        return ""
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def _read_int(path: str) -> Optional[int]:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_sysctls() -> Dict[str, int]:
+    """Read from inside the namespace: /proc/sys/net resolves against the reader's namespace."""
+    values: Dict[str, int] = {}
+
+    def read(path: str, key: str) -> None:
+        value = _read_int(path)
+        if value is not None:
+            values[key] = value
+
+    read("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")
+    read("/proc/sys/net/bridge/bridge-nf-call-iptables", "net.bridge.bridge-nf-call-iptables")
+    for conf in glob.glob("/proc/sys/net/ipv4/conf/*"):
+        name = os.path.basename(conf)
+        for key in SYSCTL_CONF_KEYS:
+            read(os.path.join(conf, key), f"net.ipv4.conf.{name}.{key}")
+    return values
+
+
+def _nsid_labels(sock, home: str, home_fd: int) -> Dict[int, str]:
+    """nsid (as this namespace numbers its peers) -> namespace label."""
+    result: Dict[int, str] = {}
+    candidates = {os.path.join(NETNS_RUN_DIR, name): name for name in named_netns().values()}
+    candidates[None] = home
+    for path, label in candidates.items():
+        try:
+            fd = home_fd if path is None else os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            reply = sock.get_netnsid(fd=fd)
+        except Exception:
+            reply = None
+        finally:
+            if path is not None:
+                os.close(fd)
+        nsid = reply.get("nsid") if reply else None
+        if nsid is not None and 0 <= nsid < 2 ** 31 and nsid not in result:
+            result[nsid] = label
+    return result
+
+
+def _link(msg, nsids: Dict[int, str]) -> Link:
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = (info.get_attr("IFLA_INFO_KIND") if info else "") or ""
+    flags = msg["flags"]
+    link = Link(
+        ifindex=msg["index"], ifname=msg.get_attr("IFLA_IFNAME"), kind=kind,
+        admin_up=bool(flags & 0x1), lower_up=bool(flags & 0x10000), mtu=msg.get_attr("IFLA_MTU") or 0,
+        mac=msg.get_attr("IFLA_ADDRESS") or "", noarp=bool(flags & 0x80), master=msg.get_attr("IFLA_MASTER"),
+    )
+    if kind == "veth":
+        link.peer_ifindex = msg.get_attr("IFLA_LINK")
+        nsid = msg.get_attr("IFLA_LINK_NETNSID")
+        link.peer_netns = None if nsid is None else nsids.get(nsid, f"nsid:{nsid}")
+        if nsid is None:
+            link.peer_netns = ""  # same namespace; filled in by the caller's label
+    if kind in ("ipip", "gre", "sit") and info is not None:
+        data = info.get_attr("IFLA_INFO_DATA")
+        if data is not None:
+            prefix = "IFLA_GRE_" if kind == "gre" else "IFLA_IPIP_"  # pyroute2's names for ipip/sit data
+            link.tunnel_local = _unset_none(data.get_attr(prefix + "LOCAL"))
+            link.tunnel_remote = _unset_none(data.get_attr(prefix + "REMOTE"))
+    xdp = msg.get_attr("IFLA_XDP")
+    if xdp:
+        link.xdp_prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
+    return link
+
+
+def _unset_none(address: Optional[str]) -> Optional[str]:
+    return None if address in (None, "0.0.0.0") else address
+
+
+def _addr(msg) -> Addr:
+    local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+    peer = msg.get_attr("IFA_ADDRESS")
+    return Addr(msg["index"], local, msg["prefixlen"], peer if peer and peer != local else None)
+
+
+def _route(msg) -> Optional[Route]:
+    table = msg.get_attr("RTA_TABLE") or msg["table"]
+    oif = msg.get_attr("RTA_OIF")
+    gateway = msg.get_attr("RTA_GATEWAY")
+    multipath = msg.get_attr("RTA_MULTIPATH")
+    if multipath and oif is None:
+        first = multipath[0]
+        oif = first["oif"]
+        gateway = first.get_attr("RTA_GATEWAY")
+    return Route(dst=msg.get_attr("RTA_DST") or "0.0.0.0", dst_len=msg["dst_len"], table=table,
+                 type=ROUTE_TYPES.get(msg["type"], str(msg["type"])), oif=oif, gateway=gateway,
+                 prefsrc=msg.get_attr("RTA_PREFSRC"), priority=msg.get_attr("RTA_PRIORITY") or 0,
+                 scope=msg["scope"], tos=msg["tos"])
+
+
+def _rule(msg) -> Rule:
+    return Rule(priority=msg.get_attr("FRA_PRIORITY") or 0, table=msg.get_attr("FRA_TABLE") or msg["table"],
+                action=RULE_ACTIONS.get(msg["action"], str(msg["action"])), src=msg.get_attr("FRA_SRC"),
+                src_len=msg["src_len"], dst=msg.get_attr("FRA_DST"), dst_len=msg["dst_len"],
+                iif=msg.get_attr("FRA_IIFNAME"), oif=msg.get_attr("FRA_OIFNAME"),
+                fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2))
+
+
+def _neigh(msg) -> Neighbour:
+    return Neighbour(msg["ifindex"], msg.get_attr("NDA_DST"), NUD_STATES.get(msg["state"], str(msg["state"])),
+                     msg.get_attr("NDA_LLADDR"))
+
+
+def capture_netns(label: str) -> NetnsState:
+    """`capture` with same-namespace veth peers named."""
+    state = capture(label)
+    for link in state.links:
+        if link.peer_netns == "":
+            link.peer_netns = label
+    return state

@@ -1,0 +1,145 @@
+"""`ip route get` semantics on a recorded namespace: policy rules, longest-prefix match,
+source address selection, and the reverse-path check the kernel does on input
+(`fib_validate_source`: rp_filter, accept_local, martian local sources)."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Optional
+
+from .state import Link, NetnsState, Route
+
+FAILURE_TYPES = ("blackhole", "unreachable", "prohibit")
+
+
+def _in(address: str, prefix: Optional[str], length: int) -> bool:
+    if not length:
+        return True
+    if prefix is None:
+        return False
+    return ipaddress.ip_address(address) in ipaddress.ip_network(f"{prefix}/{length}", strict=False)
+
+
+def _rule_matches(rule, dst: str, src: Optional[str], iif: str, oif: Optional[str]) -> bool:
+    match = True
+    if rule.src_len and (src is None or not _in(src, rule.src, rule.src_len)):
+        match = False
+    if rule.dst_len and not _in(dst, rule.dst, rule.dst_len):
+        match = False
+    if rule.iif and rule.iif != iif:
+        match = False
+    if rule.oif and rule.oif != oif:
+        match = False
+    if rule.fwmark:  # pings carry no mark
+        match = False
+    return match != rule.invert
+
+
+def table_lookup(state: NetnsState, table: int, dst: str, oif: Optional[int] = None) -> Optional[Route]:
+    addr = ipaddress.ip_address(dst)
+    best = None
+    for route in state.routes:
+        if route.table != table or addr not in route.network:
+            continue
+        if oif is not None and route.oif not in (None, oif) and route.type not in FAILURE_TYPES:
+            continue
+        key = (route.dst_len, -route.priority)
+        if best is None or key > best[0]:
+            best = (key, route)
+    return best[1] if best else None
+
+
+@dataclass
+class Lookup:
+    route: Optional[Route]
+    rule_priority: Optional[int] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.route is not None and self.route.type not in FAILURE_TYPES + ("throw",)
+
+    @property
+    def type(self) -> str:
+        return self.route.type if self.route else "none"
+
+
+def fib_lookup(state: NetnsState, dst: str, src: Optional[str] = None, iif: str = "lo",
+               oif: Optional[int] = None) -> Lookup:
+    """The route the kernel picks for dst (policy rules in priority order, then each table)."""
+    oif_name = state.ifname(oif) if oif is not None else None
+    for rule in sorted(state.rules, key=lambda r: r.priority):
+        if not _rule_matches(rule, dst, src, iif, oif_name):
+            continue
+        if rule.action in FAILURE_TYPES:
+            return Lookup(Route(dst=dst, dst_len=32, table=0, type=rule.action), rule.priority)
+        if rule.action != "to_tbl":
+            continue
+        route = table_lookup(state, rule.table, dst, oif)
+        if route is None or route.type == "throw":
+            continue
+        return Lookup(route, rule.priority)
+    return Lookup(None)
+
+
+def select_source(state: NetnsState, route: Route, dst: str) -> Optional[str]:
+    """The source address an unbound socket gets for this route (prefsrc, else the oif's)."""
+    if route.prefsrc:
+        return route.prefsrc
+    target = ipaddress.ip_address(route.gateway or dst)
+    on_dev = [a for a in state.addrs_on(route.oif or -1) if not a.address.startswith("127.")]
+    for addr in on_dev:
+        if target in addr.network:
+            return addr.address
+    if on_dev:
+        return on_dev[0].address
+    others = [a for a in state.addrs if not a.address.startswith("127.")]
+    return others[0].address if others else None
+
+
+def route_get(state: NetnsState, dst: str, src: Optional[str] = None) -> Lookup:
+    """Output route for a locally generated packet (two passes, as a socket does)."""
+    first = fib_lookup(state, dst, src)
+    if not first.ok or src is not None:
+        return first
+    chosen = select_source(state, first.route, dst) if first.route.type == "unicast" else dst
+    again = fib_lookup(state, dst, chosen)
+    return again if again.ok else first
+
+
+@dataclass
+class SourceCheck:
+    ok: bool
+    problem: str = ""              # "", "local_source", "rp_filter", "no_return_route"
+    detail: str = ""
+    rp_filter: int = 0
+    reverse: Optional[Route] = None
+
+
+def validate_source(state: NetnsState, src: str, dst: str, iif: Link) -> SourceCheck:
+    """What `fib_validate_source` says about a packet from src to dst arriving on iif."""
+    rpf = state.rp_filter(iif.ifname)
+    accept_local = state.accept_local(iif.ifname)
+    is_local = state.owns(src) is not None
+    if rpf == 0:
+        if is_local and not accept_local:
+            return SourceCheck(False, "local_source", f"source {src} is an address of this namespace "
+                               "(martian source; accept_local = 0)", rpf)
+        return SourceCheck(True, detail="rp_filter = 0", rp_filter=rpf)
+    back = fib_lookup(state, src, dst, "lo")
+    if back.route is None or back.route.type in FAILURE_TYPES:
+        return SourceCheck(False, "no_return_route", f"rp_filter = {rpf} and there is no route back to {src}",
+                           rpf, back.route)
+    if back.route.type == "local" and not accept_local:
+        return SourceCheck(False, "local_source", f"source {src} is an address of this namespace "
+                           "(martian source; accept_local = 0)", rpf, back.route)
+    if back.route.type not in ("unicast", "local"):
+        return SourceCheck(False, "rp_filter", f"the route back to {src} is {back.route.type}", rpf, back.route)
+    if back.route.oif == iif.ifindex:
+        return SourceCheck(True, detail=f"rp_filter = {rpf}: the route back to {src} leaves by {iif.ifname}",
+                           rp_filter=rpf, reverse=back.route)
+    back_dev = state.ifname(back.route.oif) or "?"
+    if rpf == 1:
+        return SourceCheck(False, "rp_filter", f"rp_filter = 1 (strict): packets from {src} arrive on "
+                           f"{iif.ifname} but the route back to {src} leaves by {back_dev}", rpf, back.route)
+    return SourceCheck(True, detail=f"rp_filter = {rpf} (loose): a route back to {src} exists (via {back_dev})",
+                       rp_filter=rpf, reverse=back.route)

@@ -1,0 +1,233 @@
+"""From checks and drop events to the verdict: causes ranked by confidence, each with its
+evidence and fix commands, the JSON object of `diagnose ping --json`, and the short story."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from .checks import LIKELY, Finding
+from .walk import WalkResult
+
+# kfree_skb drop reasons (names as the kernel prints them, SKB_DROP_REASON_ prefix removed) -> cause.
+REASON_CAUSES = {
+    "NETFILTER_DROP": "netfilter_drop", "IP_RPFILTER": "rp_filter", "IP_INVALID_SOURCE": "local_source",
+    "IP_LOCAL_SOURCE": "local_source", "IP_INNOROUTES": "no_route", "IP_OUTNOROUTES": "no_route",
+"PKT_TOO_BIG": "mtu", "NEIGH_FAILED": "neighbor_unreachable",
+    "NEIGH_QUEUEFULL": "neighbor_unreachable", "NEIGH_DEAD": "neighbor_unreachable", "XDP": "xdp_drop",
+    "TC_INGRESS": "tc_drop", "TC_EGRESS": "tc_drop", "DEV_READY": "link_down", "NETDEV_DOWN": "link_down",
+}
+# A drop whose reason names one cause confirms these (bridged traffic dies in iptables as NETFILTER_DROP).
+CONFIRMS = {"netfilter_drop": ("netfilter_drop", "bridge_netfilter"), "rp_filter": ("rp_filter", "no_return_route"),
+            "no_route": ("no_route", "no_return_route", "link_down"), "mtu": ("mtu",),
+            "neighbor_unreachable": ("neighbor_unreachable", "local_source", "rp_filter", "bridge_port_address")}
+# Reasons (and drop locations) that only support a cause found by the checks, never one on their own.
+SUPPORTS = {"QDISC_DROP": ("link_down",), "NO_TX_TARGET": ("link_down", "neighbor_unreachable"),
+            "OTHERHOST": ("neighbor_unreachable",), "IP_INADDRERRORS": ("ip_forward_disabled",)}
+SUPPORTS_AT = {"__dev_forward_skb": ("mtu", "link_down"), "br_dev_queue_push_xmit": ("mtu",)}
+EXIT_REACHABLE, EXIT_CAUSE, EXIT_UNKNOWN, EXIT_ERROR = 0, 1, 2, 3
+
+
+def drop_reason(event: dict) -> str:
+    reason = str(event.get("reason", "")).upper()
+    return reason[len("SKB_DROP_REASON_"):] if reason.startswith("SKB_DROP_REASON_") else reason
+
+
+def _check_text(f: Finding) -> str:
+    return f"check {f.check} ({f.direction}): {f.detail}"
+
+
+def _cause(name, netns, ifname, detail, evidence, fix, confidence, order) -> dict:
+    return {"cause": name, "netns": netns, "ifname": ifname, "detail": detail, "evidence": list(evidence),
+            "fix": list(fix), "confidence": confidence, "_order": order}
+
+
+def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
+    """Failed checks become causes (merged when they name the same fix); drop events add evidence
+    to the cause they confirm, or become causes of their own (XDP/TC drops, unexplained drops)."""
+    causes: List[dict] = []
+    index: Dict[tuple, dict] = {}
+    for order, f in enumerate(x for x in findings if not x.ok and x.cause):
+        key = (f.cause, f.netns, tuple(f.fix) or f.detail)
+        if key in index:
+            index[key]["evidence"].append(_check_text(f))
+            continue
+        index[key] = _cause(f.cause, f.netns, f.ifname, f.detail, [_check_text(f)], f.fix, f.confidence, order)
+        causes.append(index[key])
+    programs = {(f.netns, f.ifname): f for f in findings if f.ok and f.cause in ("xdp_drop", "tc_drop")}
+    for event in drops:
+        _add_drop(event, causes, index, programs)
+    if not causes:  # nothing else explains it: the programs on the path are the suspects
+        for order, f in enumerate(programs.values()):
+            causes.append(_cause(f.cause, f.netns, f.ifname, f"{f.detail}; nothing else on the path explains the "
+                                 "failure", [_check_text(f)], f.fix, f.confidence, order))
+    causes.sort(key=lambda c: (-c["confidence"], c["_order"]))
+    for c in causes:
+        del c["_order"]
+        c["confidence"] = round(c["confidence"], 2)
+    return causes
+
+
+def _add_drop(event: dict, causes: List[dict], index: Dict[tuple, dict], programs: Dict[tuple, Finding]) -> None:
+    name = cause_for_drop(event)
+    program = programs.get((event.get("netns"), event.get("ifname")))
+    location = str(event.get("location") or "")
+    if name is None and ("xdp" in location or (program is not None and program.cause == "xdp_drop")):
+        name = "xdp_drop"  # XDP drops on veth/generic XDP carry no specific reason
+    kin = CONFIRMS.get(name, (name,)) if name else SUPPORTS.get(drop_reason(event), ())
+    kin = kin or next((v for k, v in SUPPORTS_AT.items() if location.startswith(k)), ())
+    matched = [c for c in causes if c["cause"] in kin and c["netns"] == event.get("netns")] or \
+              [c for c in causes if c["cause"] in kin]
+    text = _event_text(event)
+    if matched:
+        if text not in matched[0]["evidence"]:
+            matched[0]["evidence"].append(text)
+        matched[0]["confidence"] = min(0.99, matched[0]["confidence"] + 0.05)
+        return
+    if name is None:
+        return
+    key = (name, event.get("netns"), event.get("ifname"))
+    if key in index:
+        index[key]["evidence"].append(text)
+        return
+    detail = f"the kernel dropped the ping with reason {drop_reason(event)} in {event.get('netns')}" \
+        + (f" on {event['ifname']}" if event.get("ifname") else "") + (f" at {location}" if location else "")
+    if program is not None:
+        detail += f" ({program.detail})"
+    index[key] = _cause(name, event.get("netns"), event.get("ifname"), detail, [text], _drop_fix(name, event),
+                        LIKELY + 0.1, 10_000 + len(causes))
+    causes.append(index[key])
+
+
+def cause_for_drop(event: dict) -> Optional[str]:
+    return REASON_CAUSES.get(drop_reason(event))
+
+
+def _event_text(event: dict) -> str:
+    where = event.get("netns", "?") + (f" {event['ifname']}" if event.get("ifname") else "")
+    count = f" x{event['count']}" if event.get("count", 1) != 1 else ""
+    loc = f" at {event['location']}" if event.get("location") else ""
+    return f"drop {drop_reason(event)} in {where}{loc}{count}"
+
+
+def _drop_fix(cause: str, event: dict) -> List[str]:
+    ns, dev = event.get("netns"), event.get("ifname")
+    prefix = f"ip netns exec {ns} " if ns and ns != "host" else ""
+    if cause == "xdp_drop" and dev:
+        return [f"{prefix}ip link set dev {dev} xdp off"]
+    if cause == "tc_drop" and dev:
+        hook = "egress" if drop_reason(event) == "TC_EGRESS" else "ingress"
+        return [f"{prefix}tc filter del dev {dev} {hook}"]
+    return []
+
+
+def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int, drops: List[dict]) -> dict:
+    reachable = received > 0
+    causes: List[dict] = []
+    if not reachable:
+        causes = build_causes(walk.findings, drops)
+        if not causes:
+            evidence = [_event_text(e) for e in drops] or ["every check on the path passed and no drop was traced"]
+            if walk.left_machine:
+                evidence.append(f"the path leaves the machine through {walk.left_machine}: the problem may be "
+                                "beyond it")
+            causes = [{"cause": "unknown", "netns": netns, "ifname": None,
+                       "detail": "the ping fails but no check on the path explains it", "evidence": evidence,
+                       "fix": [], "confidence": 0.0}]
+    return {
+        "target": target, "netns": netns, "reachable": reachable, "sent": sent, "received": received,
+        "source": walk.src, "path": [h.to_dict() for h in walk.hops], "causes": causes, "drops": drops,
+        "checks": [f.to_dict() for f in walk.findings],
+    }
+
+
+def exit_status(result: dict) -> int:
+    if result["reachable"]:
+        return EXIT_REACHABLE
+    return EXIT_UNKNOWN if not result["causes"] or result["causes"][0]["cause"] == "unknown" else EXIT_CAUSE
+
+
+def _count(hop: dict, side: str) -> str:
+    n = (hop.get("packets") or {}).get(side)
+    return f" [{'rx' if side == 'in' else 'tx'} {n}]" if n is not None else ""
+
+
+def _hop_text(hop: dict) -> str:
+    iif = f"{hop['iif']}{_count(hop, 'in')}" if hop["iif"] else None
+    oif = f"{hop['oif']}{_count(hop, 'out')}" if hop["oif"] else None
+    if hop["action"] == "deliver":
+        return f"{hop['netns']} ({iif or 'local'}: {hop['dst']} is local)"
+    if hop["action"] == "decap":
+        return f"{hop['netns']} ({iif}: decapsulated)"
+    if hop["action"] == "tunnel":
+        return f"{hop['netns']} ({hop['oif']}: {hop['note']})"
+    if hop["action"] == "bridge":
+        return f"{hop['netns']} ({iif} -> bridge -> {oif})"
+    inner = " -> ".join(x for x in (iif, oif) if x)
+    text = f"{hop['netns']} ({inner})" if inner else hop["netns"]
+    if hop["action"] in ("broken", "leave") and hop.get("note"):
+        text += f" [{hop['note']}]"
+    return text
+
+
+def where_it_stops(path: List[dict]) -> Optional[str]:
+    """From the per-hop counts: where the ping's packets stop (None when they do not, or unknown)."""
+    for direction, what in (("request", "echo requests"), ("reply", "echo replies")):
+        previous = None
+        for hop in (h for h in path if h["direction"] == direction):
+            counts = hop.get("packets") or {}
+            if counts.get("unit") != "echo":
+                return None
+            inn, out = counts.get("in"), counts.get("out")
+            if previous is not None and inn is not None and inn < previous[1]:
+                return (f"{what}: {previous[1]} left {previous[0]['netns']} ({previous[0]['oif']}), "
+                        f"{inn} arrived in {hop['netns']} ({hop['iif']})")
+            if inn is not None and out is not None and out < inn:
+                return f"{what}: {inn} entered {hop['netns']} on {hop['iif']}, {out} left on {hop['oif']}"
+            if out is not None:
+                previous = (hop, out)
+            elif hop["action"] == "deliver":
+                previous = None
+    return None
+
+
+def story(result: dict) -> str:
+    """The human output: the path, where it breaks, why, the fix."""
+    lines = []
+    for direction in ("request", "reply"):
+        hops = [h for h in result["path"] if h["direction"] == direction]
+        if hops:
+            label = "echo request" if direction == "request" else "echo reply  "
+            lines.append(f"{label}: " + " => ".join(_hop_text(h) for h in hops))
+    lines.append(f"ping {result['target']} from {result['netns']}"
+                 + (f" ({result['source']})" if result.get("source") else "")
+                 + f": {result['sent']} sent, {result['received']} received")
+    if result["reachable"]:
+        lines.append(f"{result['target']} is reachable.")
+        warnings = [c for c in result["checks"] if not c["ok"]]
+        for c in warnings:
+            lines.append(f"  note: {c['netns']}: {c['detail']}")
+        return "\n".join(lines)
+    stops = where_it_stops(result["path"])
+    if stops:
+        lines.append(f"  counted: {stops}")
+    for drop in result.get("drops", []):
+        lines.append(f"  traced: {_event_text(drop)}")
+    causes = result["causes"]
+    first = causes[0]
+    if first["cause"] == "unknown":
+        lines.append("the ping fails, and no check on the path explains why:")
+        lines += [f"  {e}" for e in first["evidence"]]
+        return "\n".join(lines)
+    where = first["netns"] + (f", {first['ifname']}" if first.get("ifname") else "")
+    lines.append(f"it breaks in {where}: {first['cause']}")
+    lines.append(f"  why: {first['detail']}")
+    for e in first["evidence"][1:]:
+        if e.startswith("check "):
+            e = e.split(":", 1)[0] + " agrees"
+        lines.append(f"  evidence: {e}")
+    if first["fix"]:
+        lines.append("  fix:")
+        lines += [f"    {cmd}" for cmd in first["fix"]]
+    for other in causes[1:]:
+        lines.append(f"also ({other['cause']}, {other['netns']}): {other['detail']}")
+        lines += [f"    {cmd}" for cmd in other["fix"]]
+    return "\n".join(lines)

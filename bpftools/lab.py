@@ -1,0 +1,375 @@
+"""`bpftools lab`: the seeds' topologies built in namespaces named `bpftlab-<topology>-<role>`,
+and the faults that break their pings, for learning, demos and `diagnose` tests.
+
+Nothing here touches the namespace bpftools runs in: the "host" of the tutorials is a
+namespace too (`bpftlab-veth-host`). `lab down --all` removes every `bpftlab-` namespace."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .errors import BpftoolsError
+from .netlink import named_netns
+from .topology import Topology, kill_netns_processes, run
+
+PREFIX = "bpftlab"
+STATE_DIR = "/run/bpftools-lab"
+PREFIX_ENV = "BPFTOOLS_LAB_PREFIX"   # tests use bpftlab-<unique> so parallel runs never meet
+
+
+def prefix() -> str:
+    value = os.environ.get(PREFIX_ENV) or PREFIX
+    if not re.fullmatch(r"bpftlab(-[a-z0-9]{1,12})?", value):
+        raise BpftoolsError(f"{PREFIX_ENV} must be `bpftlab` or `bpftlab-<up to 12 of a-z0-9>`, not {value!r}")
+    return value
+
+Step = Tuple[str, Sequence[str]]   # (role, command run inside that role's namespace)
+
+
+@dataclass
+class Fault:
+    name: str          # the `diagnose` cause it produces
+    summary: str
+    steps: List[Step]
+    undo: List[Step]
+    ping_from: Optional[str] = None   # role; default: the topology's
+    ping_to: Optional[str] = None     # address; default: the topology's
+    program: Optional[Tuple[str, str, str]] = None   # (role, ifname, "xdp"|"tc"): a BPF program that drops ICMP
+
+
+@dataclass
+class LabTopology:
+    name: str
+    summary: str
+    build: Callable[["LabBuilder"], None]
+    ping_from: str
+    ping_to: str
+    faults: Dict[str, Fault] = field(default_factory=dict)
+    requires: Optional[str] = None    # kernel feature (doctor probe name)
+
+    def ns(self, role: str) -> str:
+        return f"{prefix()}-{self.name}-{role}"
+
+    def ping(self, fault: Optional[str] = None) -> Tuple[str, str]:
+        """(namespace, address) of the ping that shows the fault (or the healthy ping)."""
+        f = self.faults.get(fault) if fault else None
+        return self.ns((f and f.ping_from) or self.ping_from), (f and f.ping_to) or self.ping_to
+
+
+class LabBuilder(Topology):
+    """A Topology whose namespaces have fixed, recognisable names and outlive the process."""
+
+    def __init__(self, topo: LabTopology):
+        super().__init__(prefix())
+        self.topo = topo
+
+    def netns(self, role: str = "") -> str:
+        name = self.topo.ns(role)
+        run("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        run("ip", "link", "set", "lo", "up", netns=name)
+        return name
+
+    def run(self, role: str, *cmd: str) -> None:
+        run(*cmd, netns=self.topo.ns(role))
+
+
+# -- topologies ---------------------------------------------------------------------------------
+
+def _build_veth(b: LabBuilder) -> None:
+    host, ns1 = b.netns("host"), b.netns("ns1")
+    b.veth(host, "veth0", ns1, "eth0", "10.70.0.1/24", "10.70.0.2/24")
+
+
+def _build_bridge(b: LabBuilder) -> None:
+    a, bb, sw = b.netns("a"), b.netns("b"), b.netns("sw")
+    b.veth(a, "eth0", sw, "pa", "10.71.0.1/24")
+    b.veth(bb, "eth0", sw, "pb", "10.71.0.2/24")
+    b.bridge(sw, "br0", ["pa", "pb"], "10.71.0.254/24")
+
+
+def _build_routed(b: LabBuilder) -> None:
+    left, router, right = b.netns("left"), b.netns("router"), b.netns("right")
+    b.veth(left, "eth0", router, "r-left", "10.72.1.2/24", "10.72.1.1/24")
+    b.veth(right, "eth0", router, "r-right", "10.72.2.2/24", "10.72.2.1/24")
+    b.veth(right, "eth1", router, "r-right2", "10.72.3.2/24", "10.72.3.1/24")  # a second, backup link
+    b.sysctl(router, "net.ipv4.ip_forward", 1)
+    b.run("left", "ip", "route", "add", "default", "via", "10.72.1.1")
+    b.run("right", "ip", "route", "add", "default", "via", "10.72.2.1")
+
+
+def _build_ipip(b: LabBuilder) -> None:
+    ns1, hub, ns2 = b.netns("ns1"), b.netns("hub"), b.netns("ns2")
+    b.veth(ns1, "v1", hub, "v1_p", "10.73.10.2/24", "10.73.10.1/24")
+    b.veth(ns2, "v2", hub, "v2_p", "10.73.20.2/24", "10.73.20.1/24")
+    b.sysctl(hub, "net.ipv4.ip_forward", 1)
+    b.run("ns1", "ip", "route", "add", "10.73.20.0/24", "via", "10.73.10.1")
+    b.run("ns2", "ip", "route", "add", "10.73.10.0/24", "via", "10.73.20.1")
+    try:
+        b.run("ns1", "ip", "tunnel", "add", "tun1", "mode", "ipip", "remote", "10.73.20.2", "local", "10.73.10.2")
+    except BpftoolsError:
+        raise BpftoolsError("this kernel has no ipip module, so the ipip lab cannot be built "
+                            "(see `bpftools doctor`: ipip_module)") from None
+    b.run("ns2", "ip", "tunnel", "add", "tun1", "mode", "ipip", "remote", "10.73.10.2", "local", "10.73.20.2")
+    b.run("ns1", "ip", "addr", "add", "10.73.100.1", "peer", "10.73.100.2", "dev", "tun1")
+    b.run("ns2", "ip", "addr", "add", "10.73.100.2", "peer", "10.73.100.1", "dev", "tun1")
+    b.run("ns1", "ip", "link", "set", "tun1", "up")
+    b.run("ns2", "ip", "link", "set", "tun1", "up")
+
+
+def _sysctl(key: str, value) -> List[str]:
+    return ["sysctl", "-qw", f"{key}={value}"]
+
+
+TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
+    LabTopology("veth", "a veth pair between a namespace and the host's stand-in (seed: netns + veth)",
+                _build_veth, "host", "10.70.0.2", faults={f.name: f for f in [
+                    Fault("link_down", "the namespace's end of the veth pair is down",
+                          [("ns1", ["ip", "link", "set", "eth0", "down"])],
+                          [("ns1", ["ip", "link", "set", "eth0", "up"])]),
+                    Fault("netfilter_drop", "INPUT drops ICMP echo requests in the namespace",
+                          [("ns1", ["iptables", "-A", "INPUT", "-p", "icmp", "--icmp-type", "echo-request",
+                                    "-j", "DROP"])],
+                          [("ns1", ["iptables", "-D", "INPUT", "-p", "icmp", "--icmp-type", "echo-request",
+                                    "-j", "DROP"])]),
+                    Fault("local_source", "the namespace also has the host's address (a stray VIP): the "
+                          "ping's source is martian there",
+                          [("ns1", ["ip", "addr", "add", "10.70.0.1/32", "dev", "lo"])],
+                          [("ns1", ["ip", "addr", "del", "10.70.0.1/32", "dev", "lo"])]),
+                    Fault("mtu", "the namespace's end has a 68-byte MTU (the host's end 1500)",
+                          [("ns1", ["ip", "link", "set", "eth0", "mtu", "68"])],
+                          [("ns1", ["ip", "link", "set", "eth0", "mtu", "1500"])]),
+                    Fault("neighbor_unreachable", "a stale static ARP entry for the namespace's address",
+                          [("host", ["ip", "neigh", "replace", "10.70.0.2", "lladdr", "02:00:00:00:00:99",
+                                     "nud", "permanent", "dev", "veth0"])],
+                          [("host", ["ip", "neigh", "del", "10.70.0.2", "dev", "veth0"])]),
+                    Fault("xdp_drop", "an XDP program on the namespace's end drops ICMP",
+                          [], [("ns1", ["ip", "link", "set", "dev", "eth0", "xdp", "off"])],
+                          program=("ns1", "eth0", "xdp")),
+                    Fault("tc_drop", "a tc ingress program on the namespace's end drops ICMP",
+                          [], [("ns1", ["tc", "qdisc", "del", "dev", "eth0", "clsact"])],
+                          program=("ns1", "eth0", "tc")),
+                ]}),
+    LabTopology("bridge", "two namespaces joined by br0 in a switch namespace (seed: Docker's bridge)",
+                _build_bridge, "a", "10.71.0.2", faults={f.name: f for f in [
+                    Fault("bridge_netfilter", "br_netfilter sends bridged frames through iptables, and FORWARD "
+                          "drops them (Docker's FORWARD DROP)",
+                          [("sw", _sysctl("net.bridge.bridge-nf-call-iptables", 1)),
+                           ("sw", ["iptables", "-P", "FORWARD", "DROP"])],
+                          [("sw", ["iptables", "-P", "FORWARD", "ACCEPT"])]),
+                    Fault("bridge_port_address", "the switch's address is on the bridge port pa instead of br0",
+                          [("sw", ["ip", "addr", "del", "10.71.0.254/24", "dev", "br0"]),
+                           ("sw", ["ip", "addr", "add", "10.71.0.254/24", "dev", "pa"])],
+                          [("sw", ["ip", "addr", "del", "10.71.0.254/24", "dev", "pa"]),
+                           ("sw", ["ip", "addr", "add", "10.71.0.254/24", "dev", "br0"])],
+                          ping_from="sw", ping_to="10.71.0.1"),
+                    Fault("link_down", "the bridge port towards b is down",
+                          [("sw", ["ip", "link", "set", "pb", "down"])],
+                          [("sw", ["ip", "link", "set", "pb", "up"])]),
+                    Fault("mtu", "the bridge port towards b has a 68-byte MTU",
+                          [("sw", ["ip", "link", "set", "pb", "mtu", "68"])],
+                          [("sw", ["ip", "link", "set", "pb", "mtu", "1500"])]),
+                ]}),
+    LabTopology("routed", "two namespaces routed through a router namespace (with a second, backup link "
+                "to the right)", _build_routed, "left", "10.72.2.2", faults={f.name: f for f in [
+                    Fault("ip_forward_disabled", "the router does not forward",
+                          [("router", _sysctl("net.ipv4.ip_forward", 0))],
+                          [("router", _sysctl("net.ipv4.ip_forward", 1))]),
+                    Fault("netfilter_drop", "the router's FORWARD policy is DROP",
+                          [("router", ["iptables", "-P", "FORWARD", "DROP"])],
+                          [("router", ["iptables", "-P", "FORWARD", "ACCEPT"])]),
+                    Fault("no_route", "left has no route to the right subnet (its default route is gone)",
+                          [("left", ["ip", "route", "del", "default"])],
+                          [("left", ["ip", "route", "replace", "default", "via", "10.72.1.1"])]),
+                    Fault("no_return_route", "right has no route back to left (its default route is gone)",
+                          [("right", ["ip", "route", "del", "default"])],
+                          [("right", ["ip", "route", "replace", "default", "via", "10.72.2.1"])]),
+                    Fault("rp_filter", "strict rp_filter on right, whose route back to left uses the backup "
+                          "link (asymmetric routing)",
+                          [("right", ["ip", "route", "add", "10.72.1.0/24", "via", "10.72.3.1", "dev", "eth1"]),
+                           ("right", _sysctl("net.ipv4.conf.all.rp_filter", 1)),
+                           ("right", _sysctl("net.ipv4.conf.eth0.rp_filter", 1))],
+                          [("right", ["ip", "route", "del", "10.72.1.0/24", "via", "10.72.3.1", "dev", "eth1"]),
+                           ("right", _sysctl("net.ipv4.conf.all.rp_filter", 0)),
+                           ("right", _sysctl("net.ipv4.conf.eth0.rp_filter", 0))]),
+                    Fault("mtu", "the router's interface towards right has a 68-byte MTU",
+                          [("router", ["ip", "link", "set", "r-right", "mtu", "68"])],
+                          [("router", ["ip", "link", "set", "r-right", "mtu", "1500"])]),
+                    Fault("link_down", "the router's interface towards right is down",
+                          [("router", ["ip", "link", "set", "r-right", "down"])],
+                          [("router", ["ip", "link", "set", "r-right", "up"])]),
+                    Fault("neighbor_unreachable", "left's default gateway is an address nobody has",
+                          [("left", ["ip", "route", "replace", "default", "via", "10.72.1.254"])],
+                          [("left", ["ip", "route", "replace", "default", "via", "10.72.1.1"])]),
+                ]}),
+    LabTopology("ipip", "an ipip tunnel between two namespaces across a forwarding hub (seed: netns + ipip)",
+                _build_ipip, "ns1", "10.73.100.2", requires="ipip_module", faults={f.name: f for f in [
+                    Fault("ip_forward_disabled", "the hub between the tunnel ends does not forward",
+                          [("hub", _sysctl("net.ipv4.ip_forward", 0))],
+                          [("hub", _sysctl("net.ipv4.ip_forward", 1))]),
+                    Fault("no_route", "ns1 has no underlay route to the far tunnel end",
+                          [("ns1", ["ip", "route", "del", "10.73.20.0/24"])],
+                          [("ns1", ["ip", "route", "replace", "10.73.20.0/24", "via", "10.73.10.1"])]),
+                    Fault("link_down", "the far tunnel device is down",
+                          [("ns2", ["ip", "link", "set", "tun1", "down"])],
+                          [("ns2", ["ip", "link", "set", "tun1", "up"])]),
+                ]}),
+]}
+
+
+# -- operations ---------------------------------------------------------------------------------
+
+def topology(name: str) -> LabTopology:
+    if name not in TOPOLOGIES:
+        raise BpftoolsError(f"no lab topology {name!r} (choose from: {', '.join(TOPOLOGIES)})")
+    return TOPOLOGIES[name]
+
+
+def namespaces_of(name: Optional[str] = None) -> List[str]:
+    """Existing lab namespaces (of one topology, or all)."""
+    start = f"{prefix()}-{name}-" if name else f"{prefix()}-"
+    return sorted(n for n in named_netns().values() if n.startswith(start))
+
+
+def is_up(name: str) -> bool:
+    return bool(namespaces_of(name))
+
+
+def _state_path(name: str) -> str:
+    return os.path.join(STATE_DIR, f"{prefix()}-{name}.json")
+
+
+def _faults_applied(name: str) -> List[str]:
+    try:
+        with open(_state_path(name)) as f:
+            return json.load(f).get("faults", [])
+    except (OSError, ValueError):
+        return []
+
+
+def _record(name: str, faults: List[str]) -> None:
+    os.makedirs(STATE_DIR, exist_ok=True)
+    with open(_state_path(name), "w") as f:
+        json.dump({"faults": faults}, f)
+
+
+def healthy_ping(topo: LabTopology, attempts: int = 10) -> bool:
+    """Wait until the topology's ping works (ports and carriers take a moment)."""
+    ns, dst = topo.ping()
+    for _ in range(attempts):
+        if run("ping", "-n", "-q", "-c", "1", "-W", "1", dst, netns=ns, check=False).returncode == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def up(name: str) -> LabTopology:
+    topo = topology(name)
+    down(name)
+    builder = LabBuilder(topo)
+    try:
+        topo.build(builder)
+    except BaseException:
+        builder.close()
+        with contextlib.suppress(OSError):
+            os.unlink(_state_path(name))
+        raise
+    _record(name, [])
+    if not healthy_ping(topo):
+        ns, dst = topo.ping()
+        raise BpftoolsError(f"lab {name} is up but `ip netns exec {ns} ping {dst}` does not work yet")
+    return topo
+
+
+def _apply(topo: LabTopology, steps: List[Step], check: bool = True) -> None:
+    for role, cmd in steps:
+        run(*cmd, netns=topo.ns(role), check=check)
+
+
+def break_(name: str, fault: str) -> Fault:
+    topo = topology(name)
+    if fault not in topo.faults:
+        raise BpftoolsError(f"lab {name} has no fault {fault!r} (choose from: {', '.join(topo.faults)})")
+    if not is_up(name):
+        raise BpftoolsError(f"lab {name} is not up (run `bpftools lab up {name}` first)")
+    applied = _faults_applied(name)
+    if fault in applied:
+        return topo.faults[fault]
+    _apply(topo, topo.faults[fault].steps)
+    if topo.faults[fault].program:
+        role, ifname, hook = topo.faults[fault].program
+        attach_drop_program(topo.ns(role), ifname, hook)
+    _record(name, applied + [fault])
+    return topo.faults[fault]
+
+
+def attach_drop_program(netns: str, ifname: str, hook: str) -> None:
+    """Attach lab.bpf.c's ICMP dropper through netlink, so it stays after this process exits
+    (until `lab fix` or `lab down`)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from .netlink import ipr, resolve_interface
+    from .program import BpfProgram
+
+    iface = resolve_interface(ifname, netns)
+    with BpfProgram("lab.bpf.c") as prog:
+        from bcc import BPF
+
+        try:
+            if hook == "xdp":
+                fd = prog.load("bpftools_labxdp", BPF.XDP)
+                with ipr(netns) as sock:
+                    sock.link("set", index=iface.ifindex, xdp_fd=fd)
+            else:
+                fd = prog.load("bpftools_labtc", BPF.SCHED_CLS)
+                with ipr(netns) as sock:
+                    sock.tc("add", "clsact", iface.ifindex)
+                    sock.tc("add-filter", "bpf", iface.ifindex, ":1", fd=fd, name="bpftools_labtc",
+                            parent="ffff:fff2", classid=1, direct_action=True)
+        except NetlinkError as exc:
+            raise BpftoolsError(f"cannot attach the lab's {hook} program to {iface.describe()}: {exc}") from None
+
+
+def fix(name: str) -> List[str]:
+    """Undo every fault `break` injected, newest first; returns their names."""
+    topo = topology(name)
+    if not is_up(name):
+        raise BpftoolsError(f"lab {name} is not up (run `bpftools lab up {name}` first)")
+    applied = _faults_applied(name)
+    for fault in reversed(applied):
+        _apply(topo, topo.faults[fault].undo, check=False)
+    _record(name, [])
+    return applied
+
+
+def down(name: Optional[str] = None) -> List[str]:
+    """Delete the namespaces of one topology, or with None everything the lab made (every
+    namespace and state file under the prefix, whatever topology or run made it)."""
+    if name is not None:
+        topology(name)
+    removed = []
+    for ns in namespaces_of(name):
+        with contextlib.suppress(Exception):
+            kill_netns_processes(ns)
+        if run("ip", "netns", "del", ns, check=False).returncode == 0:
+            removed.append(ns)
+    start = f"{prefix()}-{name}." if name else f"{prefix()}-"
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(STATE_DIR):
+            if entry.startswith(start):
+                os.unlink(os.path.join(STATE_DIR, entry))
+    with contextlib.suppress(OSError):
+        os.rmdir(STATE_DIR)  # only when empty
+    return removed
+
+
+def status() -> List[dict]:
+    return [{"topology": t.name, "summary": t.summary, "up": is_up(t.name),
+             "faults": list(t.faults), "broken": _faults_applied(t.name) if is_up(t.name) else [],
+             "ping": "ip netns exec {} ping {}".format(*t.ping()), "requires": t.requires}
+            for t in TOPOLOGIES.values()]

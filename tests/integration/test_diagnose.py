@@ -1,0 +1,74 @@
+"""`diagnose ping` on topologies it did not build (the shared fixtures), its human output,
+its recordings and its errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bpftools_proc import cli
+from bpftools.topology import run
+
+
+def _diagnose(ns: str, dst: str, *extra: str):
+    return cli("diagnose", "ping", dst, "--netns", ns, "--count", "2", "--timeout", "1", *extra, timeout=120)
+
+
+def test_routed_fixture_healthy_then_router_stops_forwarding(routed):
+    proc = _diagnose(routed.left, routed.right_addr, "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["reachable"] and result["causes"] == []
+    assert [h["netns"] for h in result["path"] if h["direction"] == "request"] == [routed.left, routed.router,
+                                                                                   routed.right]
+    run("sysctl", "-qw", "net.ipv4.ip_forward=0", netns=routed.router)
+    proc = _diagnose(routed.left, routed.right_addr)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"it breaks in {routed.router}" in proc.stdout and "ip_forward_disabled" in proc.stdout
+    assert f"ip netns exec {routed.router} sysctl -w net.ipv4.ip_forward=1" in proc.stdout
+
+
+def test_bridged_fixture_is_reachable_through_the_switch(bridged):
+    proc = _diagnose(bridged.a, bridged.addr_b, "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["causes"] == []
+    assert any(h["action"] == "bridge" and h["netns"] == bridged.switch for h in result["path"])
+    assert all(c["ok"] for c in result["checks"]), result["checks"]
+
+
+def test_strict_rp_filter_on_the_veth_pair_is_named_with_drop_evidence(topo, veth_pair, tmp_path):
+    """A route back through another interface + rp_filter=1 in conf/all only (effective = max)."""
+    topo.veth(veth_pair.ns_b, "side0", veth_pair.ns_b, "side1")
+    run("ip", "route", "add", f"{veth_pair.addr_a}/32", "dev", "side0", netns=veth_pair.ns_b)
+    run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1", netns=veth_pair.ns_b)
+    record = tmp_path / "state.json"
+    proc = _diagnose(veth_pair.ns_a, veth_pair.addr_b, "--json", "--record", str(record))
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    first = result["causes"][0]
+    assert (first["cause"], first["netns"], first["ifname"]) == ("rp_filter", veth_pair.ns_b, veth_pair.veth_b)
+    if result["drops"]:  # tracing available: the kernel says so too
+        assert any("IP_RPFILTER" in e for e in first["evidence"]), first
+    saved = json.loads(record.read_text())
+    assert saved["netns"] == veth_pair.ns_a and veth_pair.ns_b in saved["namespaces"]
+
+
+def test_unknown_namespace_is_an_environment_error():
+    proc = cli("diagnose", "ping", "10.11.0.2", "--netns", "bpftools-no-such-ns")
+    assert proc.returncode == 3
+    assert proc.stderr.startswith("bpftools: error:") and "not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.feature("tracepoint_kfree_skb")
+def test_live_part_traces_the_drop_and_counts_the_echoes_per_hop(routed):
+    run("iptables", "-A", "FORWARD", "-p", "icmp", "-j", "DROP", netns=routed.router)
+    proc = _diagnose(routed.left, routed.right_addr, "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1 and result["notes"] == [], result["notes"]
+    assert result["causes"][0]["cause"] == "netfilter_drop"
+    assert result["causes"][0]["fix"] == [f"ip netns exec {routed.router} iptables -t filter -D FORWARD -p icmp -j DROP"]
+    drops = [d for d in result["drops"] if d["reason"] == "NETFILTER_DROP"]
+    assert drops and drops[0]["netns"] == routed.router and drops[0]["count"] == 2
+    router_hop = next(h for h in result["path"] if h["netns"] == routed.router and h["direction"] == "request")
+    assert router_hop["packets"] == {"in": 2, "out": 0, "unit": "echo"}
+    assert "counted: echo requests: 2 entered" in _diagnose(routed.left, routed.right_addr).stdout
