@@ -52,11 +52,13 @@ def test_service_and_servicemonitor_select_the_daemonset():
     assert monitor["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
 
 
-def test_serve_config_in_the_configmap_parses():
-    import tomllib
+def test_serve_config_in_the_configmap_is_a_valid_serve_config(tmp_path):
+    from bpftools.serve_config import build_config, read_config_file
 
-    config = tomllib.loads(all_objects()[("ConfigMap", "bpftools-config")]["data"]["config.toml"])
-    assert config["listen"].endswith(":9435")
+    path = tmp_path / "config.toml"
+    path.write_text(all_objects()[("ConfigMap", "bpftools-config")]["data"]["config.toml"])
+    config = build_config(read_config_file(str(path)), {})
+    assert config.listen == "0.0.0.0:9435" and config.drops and config.all_netns
 
 
 def test_dashboard_configmap_matches_dashboards_dir():

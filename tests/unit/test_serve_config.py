@@ -1,0 +1,101 @@
+"""serve's configuration (file + flags) and the metrics collector, without root."""
+import threading
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from bpftools.errors import BpftoolsError
+from bpftools.metrics import METRICS, BpftoolsCollector, Sample
+from bpftools.serve_config import DEFAULT_LISTEN, build_config, listen_address, read_config_file, split_interface
+
+
+def test_flags_override_the_file_and_defaults_stay_loopback():
+    config = build_config({"drops": True, "encap": "eth0", "listen": "0.0.0.0:1"}, {"listen": None, "encap": ("eth1",)})
+    assert config.encap == ["eth1"] and config.drops and config.listen == "0.0.0.0:1"
+    assert build_config({}, {"drops": True}).listen == DEFAULT_LISTEN == "127.0.0.1:9435"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"bogus": 1, "drops": True}, "unknown setting 'bogus'"),
+    ({}, "nothing to export"),
+    ({"decap": ["eth0"]}, "CVE-2020-10136"),
+    ({"drops": True, "netns": "a", "all_netns": True}, "exclude each other"),
+    ({"drops": True, "listen": "9435"}, "expected HOST:PORT"),
+])
+def test_bad_settings_are_one_line_errors(settings, message):
+    with pytest.raises(BpftoolsError, match=message):
+        build_config(settings, {})
+
+
+def test_config_files_toml_and_yaml(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('drops = true\nencap = ["ns1/veth1"]\n')
+    yml = tmp_path / "c.yml"
+    yml.write_text("drops: true\nencap: [ns1/veth1]\n")
+    assert read_config_file(str(toml)) == read_config_file(str(yml)) == {"drops": True, "encap": ["ns1/veth1"]}
+    bad = tmp_path / "c.ini"
+    bad.write_text("x")
+    with pytest.raises(BpftoolsError, match="use .toml"):
+        read_config_file(str(bad))
+    with pytest.raises(BpftoolsError, match="cannot read config file"):
+        read_config_file(str(tmp_path / "missing.toml"))
+
+
+def test_interface_specs_and_listen_addresses():
+    assert split_interface("ns1/veth1", None) == ("ns1", "veth1")
+    assert split_interface("eth0", "ns2") == ("ns2", "eth0")
+    assert listen_address("[::1]:9435") == ("::1", 9435)
+    assert listen_address(":9435") == ("0.0.0.0", 9435)
+
+
+class FakeSource:
+    name = "fake"
+
+    def __init__(self, samples, fail=False):
+        self._samples, self.fail = samples, fail
+
+    def samples(self):
+        yield from self._samples
+        if self.fail:
+            raise OSError("map gone")
+
+
+def scrape(collector) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+def test_collector_sums_sources_and_counts_a_failing_one_as_scrape_error():
+    collector = BpftoolsCollector()
+    collector.set_source("a", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 3.0)]))
+    collector.set_source("b", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 2.0)], fail=True))
+    text = scrape(collector)
+    assert 'bpftools_drops_total{device="eth0",netns="ns",reason="NO_SOCKET"} 5.0' in text
+    assert "bpftools_scrape_errors_total 1.0" in text
+    assert 'bpftools_build_info{version="' in text
+    collector.remove_source("b")
+    assert 'reason="NO_SOCKET"} 3.0' in scrape(collector)
+
+
+def test_every_metric_in_the_table_is_exposed_with_help_and_type():
+    text = scrape(BpftoolsCollector())
+    for name, (kind, _labels, _help) in METRICS.items():
+        assert f"# TYPE {name} {kind}" in text and f"# HELP {name} " in text
+
+
+def test_concurrent_scrapes_see_consistent_totals():
+    collector = BpftoolsCollector()
+    collector.set_source("a", FakeSource([Sample("bpftools_events_lost_total", (), 7.0)]))
+    results = []
+
+    def worker():
+        for _ in range(50):
+            results.append("bpftools_events_lost_total 7.0" in scrape(collector))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 200 and all(results)
