@@ -181,7 +181,10 @@ def test_promtool_check_metrics_is_clean(veth_pair):
                          "--encap", f"{veth_pair.ns_b}/{veth_pair.veth_b}") as serve:
         run("ping", "-c", "3", "-i", "0.1", veth_pair.addr_b, netns=veth_pair.ns_a)
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, 5)  # NO_SOCKET drops in B
-        body = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            body = response.read().decode()
         assert "bpftools_drops_total{" in body and "bpftools_encap_packets_total{" in body
         check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
         assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
