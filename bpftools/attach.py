@@ -69,11 +69,7 @@ def _detach_foreign_link(prog_id: int, ifindex: int) -> bool:
     """With --force: detach the bpf_link holding prog_id on ifindex, if a link holds it."""
     for link in bpfsys.links():
         if link.prog_id == prog_id and link.ifindex == ifindex:
-            fd = bpfsys._bpf(bpfsys.LINK_GET_FD_BY_ID, bpfsys._attr("<I", link.id))
-            try:
-                bpfsys._bpf(bpfsys.LINK_DETACH, bpfsys._attr("<I", fd))
-            finally:
-                os.close(fd)
+            bpfsys.detach_link(link.id)
             return True
     return False
 
@@ -154,6 +150,7 @@ class TcAttachment(Attachment):
         self.prog_fd, self.iface, self.direction, self.prog_name = prog_fd, iface, direction, prog_name
         self._link_fd = -1
         self._created_clsact = False
+        self._handle = 0  # our clsact filter's handle (netlink fallback)
 
     def attach(self) -> "TcAttachment":
         if not FORCE_NETLINK:
@@ -196,12 +193,17 @@ class TcAttachment(Attachment):
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise BpftoolsError(f"cannot add clsact qdisc on {self.iface.describe()}: {exc}") from None
+            # Our own handle under our priority: other bpftools processes on this interface keep theirs.
+            taken = {msg["handle"] for msg in sock.get_filters(index=self.iface.ifindex, parent=TC_PARENTS[self.direction])
+                     if msg["info"] >> 16 == TC_PRIORITY}
+            self._handle = next(h for h in range(1, len(taken) + 2) if h not in taken)
             try:
-                sock.tc("add-filter", "bpf", self.iface.ifindex, ":1", fd=self.prog_fd, name=self.prog_name,
+                sock.tc("add-filter", "bpf", self.iface.ifindex, self._handle, fd=self.prog_fd, name=self.prog_name,
                         parent=TC_PARENTS[self.direction], classid=1, direct_action=True, prio=TC_PRIORITY)
             except NetlinkError as exc:
                 self._remove_clsact_if_ours(sock)
-                raise BpftoolsError(f"cannot add tc filter on {self.iface.describe()}: {exc}") from None
+                raise BpftoolsError(f"cannot add tc filter on {self.iface.describe()}: "
+                                    f"{os.strerror(exc.code) if exc.code else exc}") from None
 
     def _remove_clsact_if_ours(self, sock) -> None:
         if self._created_clsact:
@@ -215,7 +217,8 @@ class TcAttachment(Attachment):
             return
         with ipr(self.iface.netns) as sock:
             with contextlib.suppress(Exception):
-                sock.tc("del-filter", "bpf", self.iface.ifindex, parent=TC_PARENTS[self.direction], prio=TC_PRIORITY)
+                sock.tc("del-filter", "bpf", self.iface.ifindex, self._handle, parent=TC_PARENTS[self.direction],
+                        prio=TC_PRIORITY)
             if self._created_clsact and not other_filters(sock, self.iface.ifindex):
                 self._remove_clsact_if_ours(sock)
 

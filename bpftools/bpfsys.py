@@ -60,6 +60,15 @@ def link_create(prog_fd: int, target_ifindex: int, attach_type: int, flags: int 
     return _bpf(LINK_CREATE, _attr("<IIII", prog_fd, target_ifindex, attach_type, flags))
 
 
+def detach_link(link_id: int) -> None:
+    """Detach a bpf_link someone else holds (the holder keeps a defunct fd)."""
+    fd = _bpf(LINK_GET_FD_BY_ID, _attr("<I", link_id))
+    try:
+        _bpf(LINK_DETACH, _attr("<I", fd))
+    finally:
+        os.close(fd)
+
+
 def prog_fd_by_id(prog_id: int) -> int:
     return _bpf(PROG_GET_FD_BY_ID, _attr("<I", prog_id))
 
@@ -104,6 +113,42 @@ def prog_info(prog_id: int) -> Optional[ProgInfo]:
     ptype, pid = struct.unpack_from("<II", raw, 0)
     name = raw[64:80].split(b"\0", 1)[0].decode(errors="replace")
     return ProgInfo(pid, PROG_TYPE_NAMES.get(ptype, str(ptype)), name, raw[8:16].hex())
+
+
+OBJ_GET = 7
+
+
+def obj_get(path: str) -> int:
+    """fd of a pinned BPF object."""
+    name = ctypes.create_string_buffer(path.encode())
+    return _bpf(OBJ_GET, _attr("<QII", ctypes.addressof(name), 0, 0))
+
+
+def map_id_of_fd(map_fd: int) -> int:
+    return struct.unpack_from("<I", _info(map_fd, 96), 4)[0]
+
+
+def prog_ids() -> List[int]:
+    return list(_next_id(PROG_GET_NEXT_ID))
+
+
+def prog_map_ids(prog_id: int) -> List[int]:
+    """Ids of the maps a loaded program uses."""
+    try:
+        fd = prog_fd_by_id(prog_id)
+    except OSError:
+        return []
+    try:
+        count = struct.unpack_from("<I", _info(fd, 232), 52)[0]
+        if not count:
+            return []
+        ids = (ctypes.c_uint32 * count)()
+        info = ctypes.create_string_buffer(232)
+        struct.pack_into("<IQ", info, 52, count, ctypes.addressof(ids))
+        _bpf(OBJ_GET_INFO_BY_FD, _attr("<IIQ", fd, 232, ctypes.addressof(info)))
+        return list(ids)
+    finally:
+        os.close(fd)
 
 
 def prog_id_of_fd(prog_fd: int) -> int:

@@ -3,9 +3,25 @@ BPF maps into `Sample`s at scrape time. The capabilities own loading and attachi
 these adapters only read."""
 from __future__ import annotations
 
-from typing import Iterable
+import contextlib
+from typing import Dict, Iterable, Optional, Set
 
 from .metrics import Sample
+from .netlink import list_interfaces, live_netns_inodes, named_netns, netns_inode, netns_label
+
+
+def _ifindexes(inode: int) -> Optional[Set[int]]:
+    """Interfaces of a namespace we can enter (named or ours); None for the others."""
+    name = named_netns().get(inode)
+    if name is None and inode != netns_inode(None):
+        return None
+    try:
+        return {iface.ifindex for iface in list_interfaces(name)}
+    except Exception:
+        return None
+
+
+ANY = "any"  # label value for what is not tied to one namespace or device (the tracepoint)
 
 
 def _attached_samples(attachments, program: str) -> Iterable[Sample]:
@@ -13,8 +29,9 @@ def _attached_samples(attachments, program: str) -> Iterable[Sample]:
         iface = getattr(attachment, "iface", None)
         hook = getattr(attachment, "direction", None)
         hook = f"tc/{hook}" if hook else ("xdp" if iface is not None else "tracepoint")
-        device = iface.ifname if iface is not None else "any"  # a tracepoint sees every device
-        yield Sample("bpftools_bpf_program_attached", (program_name(attachment, program), hook, device),
+        netns = netns_label(iface.netns_inode) if iface is not None else ANY
+        device = iface.ifname if iface is not None else ANY
+        yield Sample("bpftools_bpf_program_attached", (netns, program_name(attachment, program), hook, device),
                      1.0 if attachment.still_attached() else 0.0)
 
 
@@ -22,10 +39,10 @@ def program_name(attachment, default: str) -> str:
     return getattr(attachment, "prog_name", None) or default
 
 
-def _map_samples(name: str, table) -> Iterable[Sample]:
+def _map_samples(name: str, table, netns: str = ANY, device: str = ANY) -> Iterable[Sample]:
     entries = sum(1 for _ in table.keys())
-    yield Sample("bpftools_bpf_map_entries", (name,), float(entries))
-    yield Sample("bpftools_bpf_map_max_entries", (name,), float(table.max_entries))
+    yield Sample("bpftools_bpf_map_entries", (name, netns, device), float(entries))
+    yield Sample("bpftools_bpf_map_max_entries", (name, netns, device), float(table.max_entries))
 
 
 class DropsSource:
@@ -33,8 +50,32 @@ class DropsSource:
 
     name = "drops"
 
-    def __init__(self, tracer, names):
-        self.tracer, self.names = tracer, names
+    def __init__(self, tracer, names_factory):
+        self.tracer, self.names_factory = tracer, names_factory
+        self.names = names_factory()
+
+    def forget_gone(self) -> int:
+        """Delete the counts of namespaces and interfaces that no longer exist, so their series
+        go away and the bounded map does not fill up with the dead; how many were deleted."""
+        table = self.tracer.program.table("drop_counts")
+        live = live_netns_inodes()
+        present: Dict[int, Optional[Set[int]]] = {}  # netns inode -> ifindexes (None: cannot look)
+        gone = []
+        for key in list(table.keys()):
+            if key.netns not in live:
+                gone.append(key)
+                continue
+            if key.netns not in present:
+                present[key.netns] = _ifindexes(key.netns)
+            ifindexes = present[key.netns]
+            if key.ifindex and ifindexes is not None and key.ifindex not in ifindexes:
+                gone.append(key)
+        for key in gone:
+            with contextlib.suppress(KeyError):
+                del table[key]
+        if gone:
+            self.names = self.names_factory()  # an ifindex may come back as another device
+        return len(gone)
 
     def samples(self) -> Iterable[Sample]:
         from .drop_events import summarize
@@ -77,5 +118,5 @@ class DecapSource:
         for result, value in self.decap.counters().items():
             yield Sample("bpftools_xdp_decap_packets_total", (self.netns, self.decap.iface.ifname, result), float(value))
         yield from _attached_samples([self.decap.attachment], "bpftools_xdp_decap")
-        yield from _map_samples("decap_allow", self.decap.program.table("allow"))
+        yield from _map_samples("decap_allow", self.decap.program.table("allow"), self.netns, self.decap.iface.ifname)
 

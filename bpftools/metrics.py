@@ -25,11 +25,12 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     "bpftools_xdp_decap_packets_total": ("counter", ("netns", "device", "result"),
                                          "Packets handled by the XDP ipip decapsulator, by result."),
     "bpftools_build_info": ("gauge", ("version",), "bpftools version; always 1."),
-    "bpftools_bpf_program_attached": ("gauge", ("program", "hook", "device"),
+    "bpftools_bpf_program_attached": ("gauge", ("netns", "program", "hook", "device"),
                                       "1 while the BPF program is attached to the device, else 0."),
-    "bpftools_events_lost_total": ("counter", (), "Per-packet events the kernel could not hand to bpftools."),
-    "bpftools_bpf_map_entries": ("gauge", ("map",), "Entries currently in a bounded BPF map."),
-    "bpftools_bpf_map_max_entries": ("gauge", ("map",), "Capacity of a bounded BPF map."),
+    "bpftools_events_lost_total": ("counter", (), "Drops bpftools could not record: the per-event buffer "
+                                   "or the in-kernel count map was full."),
+    "bpftools_bpf_map_entries": ("gauge", ("map", "netns", "device"), "Entries currently in a bounded BPF map."),
+    "bpftools_bpf_map_max_entries": ("gauge", ("map", "netns", "device"), "Capacity of a bounded BPF map."),
     "bpftools_scrape_errors_total": ("counter", (), "Scrapes in which reading a source failed."),
 }
 
@@ -83,7 +84,10 @@ class BpftoolsCollector:
                 try:
                     for sample in source.samples():
                         bucket = values[sample.metric]
-                        bucket[sample.labels] = bucket.get(sample.labels, 0.0) + sample.value
+                        if METRICS[sample.metric][0] == "counter":  # e.g. one drop tracer, many sources
+                            bucket[sample.labels] = bucket.get(sample.labels, 0.0) + sample.value
+                        else:  # a state: never add two up
+                            bucket[sample.labels] = max(bucket.get(sample.labels, sample.value), sample.value)
                 except Exception:  # a broken source must not break the scrape
                     self.scrape_errors += 1
             values["bpftools_build_info"][(__version__,)] = 1.0

@@ -10,7 +10,7 @@ import ctypes
 import ctypes.util
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Set
 
 from .errors import BpftoolsError
 
@@ -26,8 +26,14 @@ def _setns(fd: int) -> None:
 
 
 def netns_path(name: str) -> str:
+    """/run/netns/NAME, checked to really be a namespace (not ".", not a stale file)."""
     path = os.path.join(NETNS_RUN_DIR, name)
-    if "/" in name or not os.path.exists(path):
+    try:
+        valid = "/" not in name and name not in (".", "..") and \
+            os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev  # a bind mount of nsfs
+    except OSError:
+        valid = False
+    if not valid:
         raise BpftoolsError(f"network namespace {name!r} not found (see `ip netns list`)")
     return path
 
@@ -71,13 +77,24 @@ def named_netns() -> Dict[int, str]:
     return result
 
 
-def host_netns_inode() -> int:
-    """Inode of init's network namespace ("host"); ours where init's cannot be read
-    (some sandboxes and containers deny it even to root)."""
+def live_netns_inodes() -> Set[int]:
+    """Inodes of the namespaces that still exist as far as we can see: named ones, ours,
+    and those of running processes."""
+    inodes = set(named_netns()) | {netns_inode(None)}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
+    return inodes
+
+
+def host_netns_inode() -> Optional[int]:
+    """Inode of init's network namespace ("host"); None where it cannot be read (some
+    sandboxes deny it even to root): then no namespace is called "host"."""
     try:
         return os.stat("/proc/1/ns/net").st_ino
     except OSError:
-        return netns_inode(None)
+        return None
 
 
 def netns_label(inode: int, names: Optional[Dict[int, str]] = None) -> str:
@@ -140,8 +157,13 @@ def resolve_interface(ifname: str, netns: Optional[str] = None) -> Interface:
 
 def xdp_prog_id(iface: Interface) -> int:
     """Id of the XDP program attached to `iface` (0 if none), whatever attached it."""
-    with ipr(iface.netns) as sock:
-        msg = sock.get_links(iface.ifindex)[0]
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        with ipr(iface.netns) as sock:
+            msg = sock.get_links(iface.ifindex)[0]
+    except NetlinkError as exc:
+        raise BpftoolsError(f"interface {iface.describe()} is gone ({exc.args[-1] if exc.args else exc})") from None
     xdp = msg.get_attr("IFLA_XDP")
     if not xdp:
         return 0

@@ -19,6 +19,7 @@ from .netlink import Interface, list_interfaces, netns_label
 from .serve_config import ServeConfig, listen_address, split_interface
 
 InterfaceKey = Tuple[str, Optional[str], str]  # (capability, netns, ifname)
+GC_INTERVAL = 10.0  # seconds between sweeps of drop counts of vanished namespaces/interfaces
 
 
 def _log(message: str) -> None:
@@ -35,6 +36,7 @@ class Exporter(contextlib.AbstractContextManager):
         self._stack = contextlib.ExitStack()
         self._per_iface: Dict[InterfaceKey, Tuple[int, contextlib.ExitStack]] = {}
         self._server = None
+        self._drops: Optional[DropsSource] = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "Exporter":
@@ -56,11 +58,15 @@ class Exporter(contextlib.AbstractContextManager):
         self._stack.close()
 
     def run(self) -> None:
-        """Follow interfaces until Ctrl-C/SIGTERM."""
+        """Follow interfaces until Ctrl-C/SIGTERM; now and then forget the counts of the dead."""
+        last_gc = time.monotonic()
         try:
             while True:
                 time.sleep(self.config.watch_interval)
                 self.reconcile()
+                if self._drops is not None and time.monotonic() - last_gc >= GC_INTERVAL:
+                    last_gc = time.monotonic()
+                    self._drops.forget_gone()
         except KeyboardInterrupt:
             pass
 
@@ -73,7 +79,8 @@ class Exporter(contextlib.AbstractContextManager):
         fmt = kfree_skb_format()
         flt = build_filter([], self.config.netns, self.config.all_netns, fmt=fmt)
         tracer = stack.enter_context(DropTracer(flt, summary=True, fmt=fmt))
-        self.collector.set_source("drops", DropsSource(tracer, Names(fmt, bcc_ksym)))
+        self._drops = DropsSource(tracer, lambda: Names(fmt, bcc_ksym))
+        self.collector.set_source("drops", self._drops)
         stack.callback(self.collector.remove_source, "drops")
 
     # --- per-interface capabilities ---------------------------------------------------------
@@ -109,9 +116,13 @@ class Exporter(contextlib.AbstractContextManager):
         stack = contextlib.ExitStack()
         try:
             source = start(iface, stack)
-        except BpftoolsError as exc:
+        except KeyboardInterrupt:
             stack.close()
-            _log(f"cannot start {key[0]} on {iface.describe()}: {exc}")
+            raise
+        except Exception as exc:  # e.g. the interface vanished while we compiled: retried next round
+            with contextlib.suppress(Exception):
+                stack.close()
+            _log(f"cannot start {key[0]} on {iface.describe()}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             return
         self.collector.set_source("/".join(map(str, key)), source)
         self._per_iface[key] = (iface.ifindex, stack)
@@ -120,13 +131,15 @@ class Exporter(contextlib.AbstractContextManager):
     def _stop(self, key: InterfaceKey, why: str) -> None:
         self.collector.remove_source("/".join(map(str, key)))
         _ifindex, stack = self._per_iface.pop(key)
-        stack.close()
+        with contextlib.suppress(Exception):  # the interface is gone: detaching may find nothing
+            stack.close()
         _log(f"{key[0]} on {key[2]} stopped: interface {why}")
 
     def _close_interfaces(self) -> None:
         for key in list(self._per_iface):
             self.collector.remove_source("/".join(map(str, key)))
-            self._per_iface.pop(key)[1].close()
+            with contextlib.suppress(Exception):
+                self._per_iface.pop(key)[1].close()
 
     def _start_encap(self, iface: Interface, stack: contextlib.ExitStack):
         from .encap_stats import EncapStats, parse_udp_port, udp_port_table

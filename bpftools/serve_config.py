@@ -34,6 +34,16 @@ class ServeConfig:
         if self.decap and not (self.allow_remote or self.allow_any):
             raise BpftoolsError("--decap needs --allow-remote CIDR or --allow-any (open ipip decapsulation is CVE-2020-10136)")
         listen_address(self.listen)
+        # Options of per-interface capabilities are used when an interface appears: check them now.
+        from .encap_stats import INGRESS_HOOKS, parse_udp_port, udp_port_table
+        from .xdp_decap import parse_addresses, parse_networks
+
+        if self.ingress_hook not in INGRESS_HOOKS:
+            raise BpftoolsError(f"ingress_hook {self.ingress_hook!r}: tc or xdp")
+        udp_port_table(parse_udp_port(spec) for spec in self.udp_port)
+        if self.decap:
+            parse_networks(self.allow_remote, self.allow_any)
+        parse_addresses(self.local)
         return self
 
 

@@ -7,6 +7,7 @@ our programs are named with the `bpftools_` prefix.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Dict, List, Optional, Tuple
 
 from . import bpfsys
@@ -39,6 +40,8 @@ def find_attachments(netns_names: Optional[List[Optional[str]]] = None) -> List[
                 })
     if netns_names is None:
         found += _loaded_tracing_programs()
+    found += [p for p in _pins() if netns_names is None or p["netns"] in {netns_label(netns_inode(n), names)
+                                                                          if n else "host" for n in netns_names}]
     return found
 
 
@@ -53,19 +56,55 @@ def _loaded_tracing_programs() -> List[dict]:
     return result
 
 
+PIN_ROOT = "/sys/fs/bpf/bpftools"  # what our programs pin (the xdp-decap allow-list)
+
+
+def _pins() -> List[dict]:
+    """Objects pinned under PIN_ROOT; `stale` when no loaded program uses them any more
+    (the process that pinned them was killed before it could unpin)."""
+    paths = [os.path.join(d, f) for d, _dirs, files in os.walk(PIN_ROOT) for f in files]
+    if not paths:
+        return []
+    in_use = {map_id for prog_id in bpfsys.prog_ids() for map_id in bpfsys.prog_map_ids(prog_id)}
+    result = []
+    for path in sorted(paths):
+        try:
+            fd = bpfsys.obj_get(path)
+        except OSError:
+            continue
+        try:
+            map_id = bpfsys.map_id_of_fd(fd)
+        finally:
+            os.close(fd)
+        parts = os.path.relpath(path, PIN_ROOT).split(os.sep)  # capability/netns/ifname/map
+        netns, ifname = (parts[1], parts[2]) if len(parts) == 4 else ("-", "-")
+        result.append({"netns": netns, "netns_name": None, "ifname": ifname, "ifindex": 0, "hook": "pin",
+                       "prog_id": None, "prog_name": path,
+                       "held_by": "process" if map_id in in_use else "stale pin"})
+    return result
+
+
+def _remove_pin(path: str) -> None:
+    os.unlink(path)
+    directory = os.path.dirname(path)
+    while directory.startswith(PIN_ROOT + os.sep):
+        try:
+            os.rmdir(directory)  # only empty directories go
+        except OSError:
+            break
+        directory = os.path.dirname(directory)
+
+
 def _remove(item: dict) -> None:
     ns, ifindex = item["netns_name"], item["ifindex"]
     hook = item["hook"]
+    if hook == "pin":
+        _remove_pin(item["prog_name"])
+        return
     if item["held_by"] == "bpf_link":
         link_id = _linked_prog_ids().get(item["prog_id"])
         if link_id is not None:
-            fd = bpfsys._bpf(bpfsys.LINK_GET_FD_BY_ID, bpfsys._attr("<I", link_id))
-            try:
-                bpfsys._bpf(bpfsys.LINK_DETACH, bpfsys._attr("<I", fd))
-            finally:
-                import os
-
-                os.close(fd)
+            bpfsys.detach_link(link_id)
         return
     with ipr(ns) as sock:
         if hook == "xdp":
@@ -85,7 +124,9 @@ def remove_attachments(ifname: Optional[str], netns: Optional[str], force: bool)
     for item in find_attachments(scope):
         if ifname and item["ifname"] != ifname:
             continue
-        if item["held_by"] == "bpf_link" and not force:
+        if item["hook"] in TRACING_TYPES:
+            continue  # perf-event attachments of a running process: only it can undo them
+        if item["held_by"] in ("bpf_link", "process") and not force:
             kept.append(item)
             continue
         with contextlib.suppress(Exception), in_netns(None):

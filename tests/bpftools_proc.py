@@ -64,6 +64,11 @@ class BpftoolsProcess:
         return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
 
     def __exit__(self, *exc) -> None:
+        """A test that failed midway still lets bpftools clean up (SIGTERM); SIGKILL only if stuck."""
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+            self.proc.terminate()
+            try:
+                self.proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()

@@ -59,6 +59,8 @@ def _leftovers() -> list:
              if os.path.exists(f"/run/netns/{n}")]
     found += [f"{a['hook']} program {a['prog_name']} on {a['ifname']} (netns {a['netns']})"
               for a in find_attachments([None]) if a["held_by"] == "netlink"]
+    found += [f"stale pin {a['prog_name']}" for a in find_attachments()
+              if a["held_by"] == "stale pin" and a["netns"] in Topology.created_in_this_process]
     return found
 
 

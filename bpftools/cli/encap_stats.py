@@ -11,7 +11,7 @@ from ..attach import terminate_gracefully
 from ..encap_stats import INGRESS_HOOKS, UDP_TYPES, EncapStats, parse_udp_port, udp_port_table
 from ..kernel.privileges import require_privileges
 from ..netlink import resolve_interface
-from .output import announce_ready, emit_json, table
+from .output import announce_ready, duration_option, emit_json, table
 
 CLEAR_SCREEN = "\033[H\033[2J"
 
@@ -27,7 +27,7 @@ CLEAR_SCREEN = "\033[H\033[2J"
               help="Also show the N busiest outer (src, dst) endpoint pairs per type.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="Seconds between reports.")
-@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after this many seconds.")
+@duration_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (see README).")
 def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str, udp_ports: Tuple[str, ...],
                 top: int, interval: float, duration: Optional[float], as_json: bool) -> None:

@@ -26,3 +26,12 @@ def announce_ready(what: str) -> None:
     """The line tests and scripts wait for: everything is attached and counting."""
     sys.stderr.write(f"{READY_MARK}: {what}\n")
     sys.stderr.flush()
+
+
+def duration_option(fn):
+    """`--duration SECONDS` with one meaning everywhere: stop after that many seconds (> 0);
+    without it, run until Ctrl-C/SIGTERM."""
+    import click
+
+    return click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+                        metavar="SECONDS", help="Stop after SECONDS (default: until Ctrl-C or SIGTERM).")(fn)

@@ -34,13 +34,16 @@ def status(as_json: bool) -> None:
 @click.option("--all", "all_", is_flag=True, help="Every bpftools leftover in every namespace.")
 @click.option("--force", is_flag=True, help="Also detach bpf_links held by running bpftools processes.")
 def detach(iface: Optional[str], netns: Optional[str], all_: bool, force: bool) -> None:
-    """Remove leftover bpftools attachments (netlink XDP, tc clsact filters)."""
+    """Remove leftover bpftools attachments (netlink XDP, tc clsact filters, stale pins)."""
     require_privileges()
     if not iface and not all_:
         raise click.UsageError("name an interface or give --all")
     removed, kept = remove_attachments(iface, netns, force)
     for item in removed:
-        click.echo(f"detached {item['hook']} {item['prog_name']} from {item['ifname']} (netns {item['netns']})")
+        if item["hook"] == "pin":
+            click.echo(f"removed stale pin {item['prog_name']}")
+        else:
+            click.echo(f"detached {item['hook']} {item['prog_name']} from {item['ifname']} (netns {item['netns']})")
     for item in kept:
         click.echo(f"kept {item['hook']} {item['prog_name']} on {item['ifname']} (netns {item['netns']}): "
                    "held by a running bpftools process (stop it, or use --force)")

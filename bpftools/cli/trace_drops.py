@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 import click
 
-from .output import announce_ready, emit_json, table
+from .output import announce_ready, duration_option, emit_json, table
 
 
 @click.command("trace-drops")
@@ -21,7 +21,7 @@ from .output import announce_ready, emit_json, table
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--summary", is_flag=True, help="Count in the kernel (exact, no per-drop output); print totals on exit.")
 @click.option("--no-hints", is_flag=True, help="Do not read namespace state to explain drops.")
-@click.option("--duration", type=float, metavar="SECONDS", help="Stop after this many seconds.")
+@duration_option
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N drops.")
 def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, src: Optional[str],
                 dst: Optional[str], proto: Optional[str], reasons: Tuple[str, ...], as_json: bool, summary: bool,

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import click
 
 from ..kernel.privileges import require_privileges
-from .output import announce_ready, emit_json
+from .output import announce_ready, duration_option, emit_json
 
 
 def counters_line(counters: dict) -> str:
@@ -29,7 +29,7 @@ def counters_line(counters: dict) -> str:
 @click.option("--force", is_flag=True, help="Replace an XDP program already attached to IFACE.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS",
               help="Seconds between counter lines.")
-@click.option("--duration", type=click.FloatRange(min=0), metavar="SECONDS", help="Stop after SECONDS (default: until Ctrl-C).")
+@duration_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line; the last holds the totals.")
 def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], allow_any: bool,
               local: Tuple[str, ...], redirect: Optional[str], dst_mac: Optional[str], route: bool,

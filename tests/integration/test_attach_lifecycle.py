@@ -118,3 +118,20 @@ def test_refuses_to_replace_a_foreign_xdp_program(iface):
         with ipr(iface.netns) as sock:
             sock.link("set", index=iface.ifindex, xdp_fd=-1)
         foreign.cleanup()
+
+
+def test_kill_9_of_xdp_decap_leaves_only_a_pin_that_detach_removes(veth_pair):
+    from bpftools_proc import BpftoolsProcess
+
+    with BpftoolsProcess("xdp-decap", veth_pair.veth_b, "--netns", veth_pair.ns_b, "--allow-any") as decap:
+        decap.proc.kill()
+        decap.proc.wait(timeout=10)
+    iface = resolve_interface(veth_pair.veth_b, veth_pair.ns_b)
+    assert xdp_prog_id(iface) == 0  # the bpf_link went with the process
+    pins = [a for a in find_attachments([veth_pair.ns_b]) if a["hook"] == "pin"]
+    assert [p["held_by"] for p in pins] == ["stale pin"], pins
+    status = cli("status", check=True).stdout
+    assert "stale pin" in status and veth_pair.ns_b in status
+    out = cli("detach", veth_pair.veth_b, "--netns", veth_pair.ns_b, check=True).stdout
+    assert "removed stale pin" in out
+    assert not [a for a in find_attachments([veth_pair.ns_b]) if a["hook"] == "pin"]

@@ -8,7 +8,9 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,28 +153,66 @@ def test_prometheus_sees_what_the_kernel_counted(site):
         prom.wait_for(fired["BpftoolsExporterDown"]["expr"])
 
 
+def metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def wait_metrics(port: int, predicate, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    text = metrics_text(port)
+    while not predicate(text) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        text = metrics_text(port)
+    assert predicate(text), text
+    return text
+
+
 def test_interfaces_that_appear_and_disappear_are_followed(topo):
     ns = topo.netns("sw")
     port = free_port()
-    with BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--encap", f"{ns}/late0") as serve:
-        import urllib.request
-
-        def metrics() -> str:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                return r.read().decode()
-
-        assert 'device="late0"' not in metrics()
-        topo.veth(ns, "late0", ns, "late1", "10.65.0.1/24", "10.65.0.2/24")
-        deadline = time.monotonic() + 10
-        while 'bpftools_bpf_program_attached{device="late0"' not in metrics() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert 'device="late0"' in metrics()
+    with BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--encap", f"{ns}/late0",
+                         "--decap", f"{ns}/late0", "--allow-any") as serve:
+        assert 'device="late0"' not in metrics_text(port)
+        for round_ in range(2):  # appear, disappear, and again: nothing stale, nothing crashes
+            topo.veth(ns, "late0", ns, "late1", "10.65.0.1/24", "10.65.0.2/24")
+            text = wait_metrics(port, lambda t: t.count('bpftools_bpf_program_attached{device="late0"') == 3)
+            assert 'hook="xdp"' in text and 'hook="tc/ingress"' in text and 'hook="tc/egress"' in text
+            run("ip", "link", "del", "late0", netns=ns)
+            wait_metrics(port, lambda t: 'device="late0"' not in t)
+        # an interface that vanishes while it is being attached (compiling takes a while)
+        topo.veth(ns, "late0", ns, "late1")
         run("ip", "link", "del", "late0", netns=ns)
-        deadline = time.monotonic() + 10
-        while 'device="late0"' in metrics() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert 'device="late0"' not in metrics()
+        time.sleep(2.5)
+        assert serve.proc.poll() is None, serve.proc.stderr.read() if serve.proc.stderr else ""
         assert serve.stop(signal.SIGTERM) == 0
+    assert "internal error" not in serve.stderr
+
+
+def test_concurrent_scrapes_stay_correct(veth_pair):
+    port = free_port()
+    with BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--drops", "--netns", veth_pair.ns_b,
+                         "--encap", f"{veth_pair.ns_b}/{veth_pair.veth_b}") as serve:
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, 50)  # NO_SOCKET drops in B
+        wait_metrics(port, lambda t: 'reason="NO_SOCKET"} 50.0' in t)
+        bodies, errors = [], []
+
+        def scraper():
+            for _ in range(25):
+                try:
+                    bodies.append(metrics_text(port))
+                except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=scraper) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(bodies) == 150
+        expected = f'bpftools_drops_total{{device="{veth_pair.veth_b}",netns="{veth_pair.ns_b}",reason="NO_SOCKET"}} 50.0'
+        assert all(expected in body and "bpftools_scrape_errors_total 0.0" in body for body in bodies)
+        assert serve.stop() == 0
 
 
 def test_promtool_check_metrics_is_clean(veth_pair):
@@ -191,21 +231,20 @@ def test_promtool_check_metrics_is_clean(veth_pair):
         serve.stop()
 
 
-def test_config_file_says_the_same_as_flags(tmp_path, veth_pair):
+@pytest.mark.parametrize("suffix", [".toml", ".yml"])
+def test_config_file_says_the_same_as_flags(tmp_path, veth_pair, suffix):
     port = free_port()
-    config = tmp_path / "serve.toml"
-    config.write_text(f'listen = "127.0.0.1:{port}"\ndrops = true\nnetns = "{veth_pair.ns_b}"\n')
+    config = tmp_path / f"serve{suffix}"
+    if suffix == ".toml":
+        config.write_text(f'listen = "127.0.0.1:{port}"\ndrops = true\nnetns = "{veth_pair.ns_b}"\n'
+                          f'encap = ["{veth_pair.ns_b}/{veth_pair.veth_b}"]\n')
+    else:
+        config.write_text(f'listen: "127.0.0.1:{port}"\ndrops: true\nnetns: {veth_pair.ns_b}\n'
+                          f'encap:\n  - {veth_pair.ns_b}/{veth_pair.veth_b}\n')
     with BpftoolsProcess("serve", "--config", str(config)) as serve:
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, 3)
-        import urllib.request
-
-        deadline = time.monotonic() + 10
-        body = ""
-        while 'reason="NO_SOCKET"' not in body and time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                body = r.read().decode()
-            time.sleep(0.2)
-        assert f'netns="{veth_pair.ns_b}"' in body and 'reason="NO_SOCKET"' in body
+        body = wait_metrics(port, lambda t: 'reason="NO_SOCKET"' in t and "bpftools_encap_packets_total{" in t)
+        assert f'netns="{veth_pair.ns_b}"' in body
         assert serve.stop() == 0
 
 
