@@ -257,3 +257,19 @@ def test_bad_config_is_one_line_error(tmp_path):
         proc.stderr.strip().splitlines()[0]] and "unknown setting 'bogus'" in proc.stderr
     assert cli("serve").stderr.startswith("bpftools: error: nothing to export")
     assert "CVE-2020-10136" in cli("serve", "--decap", "eth0").stderr
+
+
+def test_drop_series_of_a_deleted_namespace_go_away(topo):
+    from bpftools.netlink import netns_inode
+
+    ns = topo.netns("gone")
+    labels = (f'netns="{ns}"', f'netns="{netns_inode(ns)}"')  # by name, or by inode once unnamed
+    port = free_port()
+    with BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--drops", "--all-netns") as serve:
+        send_udp(ns, "127.0.0.1", 9, 5)  # NO_SOCKET on lo in that namespace
+        wait_metrics(port, lambda t: f'{labels[0]},reason="NO_SOCKET"' in t)
+        run("ip", "netns", "del", ns)
+        topo.namespaces.remove(ns)
+        # the exporter sweeps the counts of vanished namespaces every 10 s
+        wait_metrics(port, lambda t: not any(label in t for label in labels), timeout=25)
+        assert serve.stop() == 0
