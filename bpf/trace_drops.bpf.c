@@ -92,16 +92,21 @@ struct where {
  * the socket, and the interface is skb_iif (the device it arrived on) when it was
  * received, else the route's output device. */
 /* ifindex and nd_net of a device; one read when they are close (they are 40 bytes apart on
- * 6.x), which matters at hundreds of thousands of drops per second. */
-#if OFF_DEV_ND_NET > OFF_DEV_IFINDEX && OFF_DEV_ND_NET + 8 - OFF_DEV_IFINDEX <= 64
-#define DEV_SPAN (OFF_DEV_ND_NET + 8 - OFF_DEV_IFINDEX)
+ * 6.x), which matters at hundreds of thousands of drops per second. The read starts at the
+ * 8-byte boundary below ifindex into a u64 array, so every load from the copy is naturally
+ * aligned (the verifier rejects misaligned stack loads) whatever the two offsets are; layouts
+ * where that cannot hold (nd_net not 8-aligned, ifindex not 4-aligned) take two reads. */
+#define DEV_SPAN_START (OFF_DEV_IFINDEX & ~7)
+#if OFF_DEV_ND_NET > OFF_DEV_IFINDEX && OFF_DEV_ND_NET % 8 == 0 && OFF_DEV_IFINDEX % 4 == 0 && \
+    OFF_DEV_ND_NET + 8 - DEV_SPAN_START <= 64
+#define DEV_SPAN_WORDS ((OFF_DEV_ND_NET + 8 - DEV_SPAN_START) / 8)
 static __always_inline void dev_place(const void *dev, struct where *w)
 {
-    u8 span[DEV_SPAN];
-    if (bpf_probe_read_kernel(span, sizeof(span), (const char *)dev + OFF_DEV_IFINDEX) != 0)
+    u64 span[DEV_SPAN_WORDS];
+    if (bpf_probe_read_kernel(span, sizeof(span), (const char *)dev + DEV_SPAN_START) != 0)
         return;
-    const void *net = *(void **)(span + OFF_DEV_ND_NET - OFF_DEV_IFINDEX);
-    w->ifindex = *(u32 *)span;
+    const void *net = (const void *)span[(OFF_DEV_ND_NET - DEV_SPAN_START) / 8];
+    w->ifindex = ((u32 *)span)[(OFF_DEV_IFINDEX - DEV_SPAN_START) / 4];
     w->netns = net ? kread_u32(net, OFF_NET_NS_INUM) : 0;
 }
 #else

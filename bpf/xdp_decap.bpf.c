@@ -5,8 +5,9 @@
  * untagged Ethernet frame. The outer header is removed with bpf_xdp_adjust_head and the Ethernet
  * header is rewritten in front of the inner one with the inner ethertype. Outer CE is copied into
  * the inner header (RFC 6040 normal mode, as Linux does: only CE is propagated; an inner Not-ECT
- * packet with an outer CE mark is not decapsulated). Every packet increments exactly one of the
- * first six counters, plus `redirected` or `redirect_failed` when it is decapsulated and forwarded.
+ * packet with an outer CE mark is not decapsulated). Every packet increments exactly one of
+ * decapsulated, passed_not_tunnel, rejected_remote, malformed and fragment, plus `redirected` or
+ * `redirect_failed` when it is decapsulated and forwarded.
  *
  * Configuration (-D defines): LOCAL_V4 / LOCAL_V6 (this host's tunnel endpoints), REDIRECT (send decapsulated packets through tx_ports slot 0),
  * ROUTE (bpf_fib_lookup, egress through the tx_ports slot egress_slots gives), REDIRECT_DST_MAC /
@@ -259,7 +260,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct ethhdr *eth, void 
         fib.family = AF_INET6;
         fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
         fib.l4_protocol = ip6->nexthdr;
-        fib.tot_len = bpf_ntohs(ip6->payload_len);
+        fib.tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len); /* whole packet, checked against the MTU */
         __builtin_memcpy(fib.ipv6_src, ip6->saddr.s6_addr32, 16);
         __builtin_memcpy(fib.ipv6_dst, ip6->daddr.s6_addr32, 16);
     }

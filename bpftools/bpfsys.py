@@ -116,6 +116,22 @@ def prog_info(prog_id: int) -> Optional[ProgInfo]:
 
 
 OBJ_GET = 7
+PIN_ROOT = "/sys/fs/bpf/bpftools"  # everything bpftools pins lives below this
+
+
+def unpin(path: str) -> None:
+    """Remove a pin, then the directories below PIN_ROOT it leaves empty."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(path)
+    while directory.startswith(PIN_ROOT + os.sep):
+        try:
+            os.rmdir(directory)  # only empty directories go
+        except OSError:
+            break
+        directory = os.path.dirname(directory)
 
 
 def obj_get(path: str) -> int:

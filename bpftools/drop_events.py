@@ -6,13 +6,13 @@ Pure functions and small caches; no BPF here (unit-tested without root or bcc).
 from __future__ import annotations
 
 import contextlib
-import socket
 import struct
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .kernel.drop_reasons import TracepointFormat
+from .addresses import format_address
 from .netlink import host_netns_inode, list_interfaces, named_netns, netns_inode
 
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132, "gre": 47, "esp": 50, "ah": 51,
@@ -51,14 +51,6 @@ class RawDrop:
 
 def decode_raw(data: bytes) -> RawDrop:
     return RawDrop(*EVENT_LAYOUT.unpack_from(data))
-
-
-def format_address(family: int, raw: bytes) -> Optional[str]:
-    if family == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    if family == 6:
-        return socket.inet_ntop(socket.AF_INET6, raw[:16])
-    return None
 
 
 def family_name(family: int, ethertype: int) -> Optional[str]:

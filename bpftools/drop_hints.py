@@ -17,9 +17,9 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from .netlink import in_netns, ipr
+from .netlink import in_netns, interface_addresses, ipr, list_interfaces
 
 FACT_TTL = 1.0          # seconds a namespace fact is reused
 NETFILTER_MIN_GAP = 0.5  # at most one ruleset read per namespace and family per this many seconds
@@ -75,6 +75,50 @@ def parse_iptables_save(text: str, tool: str) -> List[NfCounter]:
             rule = match.group(3)
             drops = bool(re.search(r"-j (DROP|REJECT)\b", rule))
             result.append(NfCounter(tool, table, chain, rule, str(numbers[chain]), int(match.group(1)), drops))
+    return result
+
+
+_SAVE_INCOMPATIBLE = re.compile(r"^# Table `([^']+)'.*\bincompatible\b")
+
+
+def iptables_nft_coverage(text: str) -> Tuple[Set[str], Set[Tuple[str, str]]]:
+    """What an iptables-nft save (`iptables-save` / `ip6tables-save` on the nf_tables backend)
+    reported of the nf_tables ruleset: the tables it listed whole, and the (table, chain) pairs
+    it listed from tables it calls incompatible. Such a table ("# Table `filter' is
+    incompatible" / "contains incompatible base-chains") also holds native nft chains that only
+    `nft list ruleset` shows; an older iptables lists nothing of it at all."""
+    listed: Dict[str, Set[str]] = {}
+    incompatible: Set[str] = set()
+    table = ""
+    for line in text.splitlines():
+        match = _SAVE_INCOMPATIBLE.match(line)
+        if match:
+            incompatible.add(match.group(1))
+        elif line.startswith("*"):
+            table = line[1:].strip()
+            listed.setdefault(table, set())
+        elif line.startswith(":") and table:
+            listed[table].add(line[1:].split(" ", 1)[0])
+    whole = {name for name in listed if name not in incompatible}
+    chains = {(name, chain) for name in incompatible for chain in listed.get(name, ())}
+    return whole, chains
+
+
+def native_nft_counters(counters: List[NfCounter], family: str, iptables_nft_save: str) -> List[NfCounter]:
+    """The `nft list ruleset` counters that can count a packet of `family` and that the
+    iptables-nft save (its text; "" when iptables is not on nf_tables) did not report already:
+    iptables-nft's own tables show up in both. A native table named like one of iptables'
+    (`table ip filter`) stays, unless iptables-nft listed it."""
+    own, other = ("ip6", "ip") if family == "ipv6" else ("ip", "ip6")
+    whole, chains = iptables_nft_coverage(iptables_nft_save)
+    result = []
+    for counter in counters:
+        table_family, _, name = counter.table.partition(" ")
+        if table_family == other:
+            continue  # an ip6 table never sees an IPv4 packet, nor an ip table an IPv6 one
+        if table_family == own and (name in whole or (name, counter.chain) in chains):
+            continue
+        result.append(counter)
     return result
 
 
@@ -205,20 +249,31 @@ def explain_netfilter(event, facts: dict) -> str:
     return f"{text}. Check {_cmd(event, save)} and {_cmd(event, 'nft list ruleset')}"
 
 
+def forwarding_sysctl(family: Optional[str]) -> str:
+    """The /proc/sys path of the switch that lets a namespace forward packets of `family`."""
+    return "net/ipv6/conf/all/forwarding" if family == "ipv6" else "net/ipv4/ip_forward"
+
+
+def _forwarding_name(event) -> str:
+    """How the hints name that switch."""
+    return "net.ipv6.conf.all.forwarding" if event.family == "ipv6" else "ip_forward"
+
+
 def explain_inaddrerrors(event, facts: dict) -> str:
-    fwd = facts.get("ip_forward")
+    fwd, name = facts.get("forwarding"), _forwarding_name(event)
     if fwd == 0:
-        return (f"{event.dst} is not a local address of {_where(event)} and ip_forward=0 there, so it will not "
-                f"route the packet: enable forwarding with {_cmd(event, 'sysctl -w net.ipv4.ip_forward=1')} "
+        setting = forwarding_sysctl(event.family).replace("/", ".")
+        return (f"{event.dst} is not a local address of {_where(event)} and {name}=0 there, so it will not "
+                f"route the packet: enable forwarding with {_cmd(event, f'sysctl -w {setting}=1')} "
                 f"or send it to the right host")
-    return (f"address error for {event.dst} in {_where(event)} (ip_forward={fwd}, route "
+    return (f"address error for {event.dst} in {_where(event)} ({name}={fwd}, route "
             f"{_route_text(facts.get('route'))}): check the destination and {_cmd(event, f'ip route get {event.dst}')}")
 
 
 def explain_noroute(event, facts: dict) -> str:
     route = facts.get("route")
     return (f"no route to {event.dst} in {_where(event)} (route lookup now: {_route_text(route)}; "
-            f"ip_forward={facts.get('ip_forward')}): add a route or a default route, see "
+            f"{_forwarding_name(event)}={facts.get('forwarding')}): add a route or a default route, see "
             f"{_cmd(event, f'ip route get {event.dst}')}")
 
 
@@ -243,7 +298,13 @@ def explain_neigh(event, facts: dict) -> str:
     return (f"{what} next hop {hop} on {(route or {}).get('dev') or _iface(event)} got no answer "
             f"(neighbour state {state}) in {_where(event)}: is {hop} up and on the same L2 segment? "
             f"Check {_cmd(event, f'ip neigh show {hop}')}" +
-            (f"; unres_qlen_bytes={facts.get('unres_qlen_bytes')}" if event.reason == "NEIGH_QUEUEFULL" else ""))
+            (f"; {_neigh_sysctl(event, 'unres_qlen_bytes').replace('/', '.')}={facts.get('unres_qlen_bytes')}"
+             if event.reason == "NEIGH_QUEUEFULL" else ""))
+
+
+def _neigh_sysctl(event, key: str) -> str:
+    """net/ipv4/neigh/IFACE/KEY (ARP) or net/ipv6/neigh/IFACE/KEY (neighbour discovery)."""
+    return f"net/{'ipv6' if event.family == 'ipv6' else 'ipv4'}/neigh/{_iface(event)}/{key}"
 
 
 def explain_otherhost(event, facts: dict) -> str:
@@ -400,9 +461,10 @@ class NamespaceInspector:
         return self._cached(("link", ifname), read) if ifname else None
 
     def local_addresses(self) -> List[str]:
+        """Every address of the namespace's interfaces: the local end on point-to-point links
+        (IFA_LOCAL), not the peer, as interface_addresses() reads them."""
         def read():
-            with ipr(self.ns) as sock:
-                return [m.get_attr("IFA_ADDRESS") for m in sock.get_addr()]
+            return [addr for iface in list_interfaces(self.ns) for addr in interface_addresses(iface)]
         return self._cached(("addrs",), read) or []
 
     def neigh_state(self, addr: str) -> Optional[str]:
@@ -436,17 +498,17 @@ class NamespaceInspector:
     def netfilter_counters(self, family: str) -> List[NfCounter]:
         v6 = family == "ipv6"
         counters: List[NfCounter] = []
-        text = _netns_exec(self.ns, "ip6tables-save" if v6 else "iptables-save", "-c")
-        if text:
-            counters += parse_iptables_save(text, "iptables-nft" if self._iptables_is_nft() else "iptables-legacy")
-        if self._iptables_is_nft() and self._legacy_tables(v6):
+        save = _netns_exec(self.ns, "ip6tables-save" if v6 else "iptables-save", "-c") or ""
+        nft_backend = self._iptables_is_nft()
+        if save:
+            counters += parse_iptables_save(save, "iptables-nft" if nft_backend else "iptables-legacy")
+        if nft_backend and self._legacy_tables(v6):
             text = _netns_exec(self.ns, "ip6tables-legacy-save" if v6 else "iptables-legacy-save", "-c")
             if text:
                 counters += parse_iptables_save(text, "iptables-legacy")
         text = _netns_exec(self.ns, "nft", "-a", "list", "ruleset")
         if text:
-            counters += [c for c in parse_nft_ruleset(text)
-                         if not _is_iptables_nft_table(c.table)]
+            counters += native_nft_counters(parse_nft_ruleset(text), family, save if nft_backend else "")
         return counters
 
     def _iptables_is_nft(self) -> bool:
@@ -482,12 +544,6 @@ class NamespaceInspector:
         self._nf_snapshot[family], self._nf_read_at[family] = after, now
         self._nf_last[family] = culprits
         return culprits, exact, after
-
-
-def _is_iptables_nft_table(table: str) -> bool:
-    """iptables-nft's own tables also show up in `nft list ruleset`; iptables-save covers them."""
-    family, _, name = table.partition(" ")
-    return family in ("ip", "ip6") and name in ("filter", "nat", "mangle", "raw", "security")
 
 
 # ---------------------------------------------------------------- the engine
@@ -538,7 +594,7 @@ class HintEngine:
             return {"hook": hook, "culprits": culprits, "exact": exact,
                     "policy": None if culprits else nft_policy_guess(counters, hook)}
         if reason in ("IP_INADDRERRORS", "IP_INNOROUTES", "IP_OUTNOROUTES"):
-            return {"ip_forward": ns.sysctl("net/ipv4/ip_forward"),
+            return {"forwarding": ns.sysctl(forwarding_sysctl(event.family)),
                     "route": ns.route(event.dst) if event.dst else None}
         if reason == "IP_LOCAL_SOURCE":
             return {"accept_local_all": ns.sysctl("net/ipv4/conf/all/accept_local"),
@@ -549,7 +605,7 @@ class HintEngine:
             route = ns.route(event.dst) if event.dst else None
             hop = (route or {}).get("gateway") or event.dst
             return {"route": route, "neigh_state": ns.neigh_state(hop) if hop else None,
-                    "unres_qlen_bytes": ns.sysctl(f"net/ipv4/neigh/{iface}/unres_qlen_bytes") if iface else None}
+                    "unres_qlen_bytes": ns.sysctl(_neigh_sysctl(event, "unres_qlen_bytes")) if iface else None}
         if reason == "NO_SOCKET":
             return {"listening": ns.listening(event.proto, event.family, event.dport)}
         if reason in ("OTHERHOST", "QDISC_DROP", "XDP"):

@@ -7,11 +7,11 @@ this module builds its configuration, attaches it, and sums and decodes the coun
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .addresses import format_address
 from .attach import TcAttachment, XdpAttachment
 from .errors import BpftoolsError
 from .netlink import Interface, netns_label
@@ -93,12 +93,6 @@ def classifier_defines(ifindexes: Sequence[int], l3: Sequence[bool], top: bool =
     if top:
         defines["TOP_PAIRS"] = TOP_PAIRS_SIZE
     return defines
-
-
-def format_address(family: int, raw: bytes) -> str:
-    if family == 4:
-        return str(ipaddress.IPv4Address(bytes(raw[:4])))
-    return str(ipaddress.IPv6Address(bytes(raw[:16])))
 
 
 @dataclass(frozen=True)

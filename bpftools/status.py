@@ -56,7 +56,7 @@ def _loaded_tracing_programs() -> List[dict]:
     return result
 
 
-PIN_ROOT = "/sys/fs/bpf/bpftools"  # what our programs pin (the xdp-decap allow-list)
+PIN_ROOT = bpfsys.PIN_ROOT  # what our programs pin (the xdp-decap allow-list)
 
 
 def _pins() -> List[dict]:
@@ -84,22 +84,11 @@ def _pins() -> List[dict]:
     return result
 
 
-def _remove_pin(path: str) -> None:
-    os.unlink(path)
-    directory = os.path.dirname(path)
-    while directory.startswith(PIN_ROOT + os.sep):
-        try:
-            os.rmdir(directory)  # only empty directories go
-        except OSError:
-            break
-        directory = os.path.dirname(directory)
-
-
 def _remove(item: dict) -> None:
     ns, ifindex = item["netns_name"], item["ifindex"]
     hook = item["hook"]
     if hook == "pin":
-        _remove_pin(item["prog_name"])
+        bpfsys.unpin(item["prog_name"])
         return
     if item["held_by"] == "bpf_link":
         link_id = _linked_prog_ids().get(item["prog_id"])

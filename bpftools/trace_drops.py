@@ -13,7 +13,6 @@ import collections
 import contextlib
 import ctypes
 import functools
-import ipaddress
 import os
 import signal
 import struct
@@ -22,12 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
+from .addresses import parse_cidr
 from .attach import TracepointAttachment
 from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, decode_event, decode_raw, protocol_name,
                           summarize, wall_clock_offset_ns)
 from .errors import BpftoolsError
 from .kernel.drop_reasons import TracepointFormat, kfree_skb_format
-from .netlink import Interface, list_interfaces, named_netns, netns_inode, resolve_interface
+from .netlink import Interface, all_netns as every_netns, list_interfaces, netns_inode, resolve_interface
 
 SOURCE = "trace_drops.bpf.c"
 RAW_FN, TP_FN = "bpftools_drops", "bpftools_dropt"
@@ -44,13 +44,6 @@ def parse_protocol(text: str) -> int:
     if value.isdigit() and 0 <= int(value) <= 255:
         return int(value)
     raise BpftoolsError(f"unknown protocol {text!r} (icmp, tcp, udp, icmpv6 or a number 0-255)")
-
-
-def parse_cidr(text: str):
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise BpftoolsError(f"not an address or CIDR: {text!r}") from None
 
 
 def cidr_defines(prefix: str, network) -> Dict[str, int]:
@@ -156,7 +149,7 @@ def build_filter(ifnames: Sequence[str], netns: Optional[str], all_netns: bool, 
     flt = DropFilter(all_netns=all_netns)
     if ifnames:
         if all_netns:
-            for ns in [None] + sorted(named_netns().values()):
+            for ns in every_netns():
                 with contextlib.suppress(Exception):  # a namespace may vanish meanwhile
                     by_name = {i.ifname: i for i in list_interfaces(ns)}
                     flt.ifaces += [by_name[n] for n in ifnames if n in by_name]
@@ -167,8 +160,8 @@ def build_filter(ifnames: Sequence[str], netns: Optional[str], all_netns: bool, 
             flt.ifaces = [resolve_interface(name, netns) for name in ifnames]
     elif not all_netns:
         flt.netns_inodes = {netns_inode(netns)}
-    flt.src = parse_cidr(src) if src else None
-    flt.dst = parse_cidr(dst) if dst else None
+    flt.src = parse_cidr(src, "--src") if src else None
+    flt.dst = parse_cidr(dst, "--dst") if dst else None
     flt.proto = parse_protocol(proto) if proto else None
     if reasons:
         fmt = fmt or kfree_skb_format()

@@ -16,9 +16,11 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from . import bpfsys
 from .errors import BpftoolsError
 from .netlink import (Interface, in_netns, interface_addresses, interface_mac, neighbours, netns_label,
                       resolve_interface, veth_peer, xdp_prog_id)
+from .addresses import parse_cidr
 
 SOURCE = "xdp_decap.bpf.c"
 PROG_DECAP = "bpftools_decap"
@@ -26,7 +28,7 @@ PROG_PASS = "bpftools_xpass"
 # Same order as enum decap_counter in bpf/xdp_decap.bpf.c.
 COUNTERS = ("decapsulated", "redirected", "passed_not_tunnel", "rejected_remote", "malformed", "fragment",
             "redirect_failed")
-PIN_ROOT = "/sys/fs/bpf/bpftools/xdp-decap"
+PIN_ROOT = os.path.join(bpfsys.PIN_ROOT, "xdp-decap")
 MAX_EGRESS = 64  # tx_ports size in the C
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -62,13 +64,7 @@ def parse_networks(values: Iterable[str], allow_any: bool) -> List[Network]:
         raise BpftoolsError("refusing to decapsulate from anyone: name the tunnel senders with "
                             "--allow-remote CIDR (repeatable), or accept every sender with --allow-any "
                             "(open ipip decapsulation is CVE-2020-10136)")
-    networks = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            raise BpftoolsError(f"--allow-remote {value!r} is not an address or CIDR") from None
-    return networks
+    return [parse_cidr(value, "--allow-remote") for value in values]
 
 
 def parse_addresses(values: Iterable[str], option: str = "--local") -> List[Address]:
@@ -237,18 +233,6 @@ def pin_map(fd: int, path: str) -> None:
         raise BpftoolsError(f"cannot pin the allow-list map at {path}: {os.strerror(ctypes.get_errno())}")
 
 
-def unpin(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-    directory = os.path.dirname(path)
-    while directory.startswith(PIN_ROOT.rsplit("/", 1)[0] + "/"):
-        try:
-            os.rmdir(directory)  # only empty directories go
-        except OSError:
-            break
-        directory = os.path.dirname(directory)
-
-
 def allow_pin(iface: Interface) -> str:
     return os.path.join(pin_dir(netns_label(iface.netns_inode), iface.ifname), "allow")
 
@@ -323,7 +307,7 @@ class XdpDecap(contextlib.AbstractContextManager):
             ensure_mounted("/sys/fs/bpf")
             self.pin_path = allow_pin(self.iface)
             pin_map(self.program.table("allow").map_fd, self.pin_path)
-            stack.callback(unpin, self.pin_path)
+            stack.callback(bpfsys.unpin, self.pin_path)
             self._stack = stack.pop_all()
         return self
 

@@ -111,6 +111,28 @@ def test_ip_forward_off_on_router(routed, topo):
     assert "ip_forward=0" in event["hint"]
 
 
+def test_ipv6_forwarding_off_names_the_ipv6_sysctl(topo):
+    """IPv6 is forwarded by net.ipv6.conf.all.forwarding, whatever net.ipv4.ip_forward says."""
+    a, r, c = topo.netns("f6a"), topo.netns("f6r"), topo.netns("f6c")
+    topo.veth(a, "f6l", r, "f6rl")
+    topo.veth(r, "f6rr", c, "f6c")
+    for ns, dev, addr in ((a, "f6l", "fd00:25::1/64"), (r, "f6rl", "fd00:25::2/64"), (r, "f6rr", "fd00:26::1/64"),
+                          (c, "f6c", "fd00:26::2/64")):
+        run("ip", "addr", "add", addr, "dev", dev, "nodad", netns=ns)
+    run("ip", "route", "add", "fd00:26::/64", "via", "fd00:25::2", netns=a)
+    topo.sysctl(r, "net.ipv4.ip_forward", 1)
+    topo.sysctl(r, "net.ipv6.conf.all.forwarding", 0)
+    resolve_neighbour(a, "fd00:25::2")
+    with trace("--netns", r, "--reason", "IP_INADDRERRORS") as proc:
+        send_udp(a, "fd00:26::2", 6905, count=2, gap=0.05)
+        stop(proc)
+    events = drops(proc, dport=6905)
+    assert events, proc.stdout
+    assert (events[0]["family"], events[0]["ifname"], events[0]["dst"]) == ("ipv6", "f6rl", "fd00:26::2")
+    assert "net.ipv6.conf.all.forwarding=0 there" in events[0]["hint"], events[0]["hint"]
+    assert "ip_forward" not in events[0]["hint"]
+
+
 def test_missing_route(routed):
     with trace("--netns", routed.router) as proc:
         ping(routed.left, "10.21.77.1")  # left's default route leads to the router, which has no route
@@ -253,22 +275,39 @@ def test_netfilter_hint_for_iptables_legacy(veth_pair):
         in events[0]["hint"]
 
 
-def test_netfilter_hint_for_native_nftables(veth_pair):
+def native_nft_input_drops(veth_pair, family: str, table: str, chain: str, port: int) -> list:
+    """A native nft input base chain `chain` in `table` of `family` drops UDP to `port` with a
+    counter; the NETFILTER_DROP events of two such packets from ns_a."""
     ns = veth_pair.ns_b
-    run("nft", "add", "table", "inet", "guard", netns=ns)
-    run("nft", "add", "chain", "inet", "guard", "in", "{ type filter hook input priority 0; policy accept; }", netns=ns)
-    run("nft", "add", "rule", "inet", "guard", "in", "udp", "dport", "6801", "counter", "drop", netns=ns)
-    run("nft", "add", "chain", "inet", "guard", "routed", "{ type filter hook forward priority 0; policy drop; }",
+    run("nft", "add", "table", family, table, netns=ns)
+    run("nft", "add", "chain", family, table, chain, "{ type filter hook input priority 0; policy accept; }",
         netns=ns)
+    run("nft", "add", "rule", family, table, chain, "udp", "dport", str(port), "counter", "drop", netns=ns)
     resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
     with trace("--netns", ns, "--reason", "NETFILTER_DROP") as proc:
-        send_udp(veth_pair.ns_a, veth_pair.addr_b, 6801, count=2, gap=0.05)
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, port, count=2, gap=0.05)
         stop(proc)
-    events = drops(proc, dport=6801)
+    events = drops(proc, dport=port)
     assert len(events) == 2, proc.stdout
     assert "at INPUT" in events[0]["hint"]
+    return events
+
+
+def test_netfilter_hint_for_native_nftables(veth_pair):
+    run("nft", "add", "table", "inet", "guard", netns=veth_pair.ns_b)
+    run("nft", "add", "chain", "inet", "guard", "routed", "{ type filter hook forward priority 0; policy drop; }",
+        netns=veth_pair.ns_b)
+    events = native_nft_input_drops(veth_pair, "inet", "guard", "in", 6801)
     assert "nft: table inet guard chain in rule handle" in events[0]["hint"] and "`udp dport 6801 drop`" \
         in events[0]["hint"]
+
+
+def test_netfilter_hint_for_native_nftables_in_a_table_named_like_iptables_one(veth_pair):
+    """A native `table ip filter` (not made by iptables): iptables-nft calls it incompatible and
+    lists none of its rules, so the hint must take the rule from nft."""
+    events = native_nft_input_drops(veth_pair, "ip", "filter", "input", 6999)
+    assert "nft: table ip filter chain input rule handle" in events[0]["hint"] and "`udp dport 6999 drop`" \
+        in events[0]["hint"], events[0]["hint"]
 
 
 def test_netfilter_hint_for_native_nftables_policy(routed):
@@ -353,3 +392,20 @@ def test_ipv6_netfilter_drop_names_the_ip6tables_rule(topo):
     assert (events[0]["family"], events[0]["src"], events[0]["dst"]) == ("ipv6", "fd00:22::1", "fd00:22::2")
     assert "at INPUT" in events[0]["hint"] and "chain INPUT rule 1 `-A INPUT -p udp -m udp --dport 6903 -j DROP`" \
         in events[0]["hint"] and "ip6tables-save -c" in events[0]["hint"]
+
+
+@pytest.mark.parametrize("ifindex_off, nd_net_off", [(224, 264), (228, 264), (220, 264), (224, 268), (260, 224)])
+def test_program_loads_for_other_net_device_layouts(ifindex_off, nd_net_off):
+    """dev_place() reads ifindex and nd_net in one go when they are close: the verifier must accept
+    it whatever the offsets (a misaligned pointer load from the stack copy is rejected)."""
+    from bcc import BPF
+
+    from bpftools.kernel.drop_reasons import kfree_skb_format
+    from bpftools.program import BpfProgram
+    from bpftools.trace_drops import RAW_FN, SOURCE, TP_FN, DropFilter, program_defines
+
+    defines = program_defines(DropFilter(all_netns=True), kfree_skb_format(), summary=False)
+    defines.update(OFF_DEV_IFINDEX=ifindex_off, OFF_DEV_ND_NET=nd_net_off)  # after (and over) the BTF ones
+    with BpfProgram(SOURCE, defines) as program:
+        assert program.load(RAW_FN, BPF.RAW_TRACEPOINT) >= 0
+        assert program.load(TP_FN, BPF.TRACEPOINT) >= 0

@@ -243,6 +243,38 @@ def test_route_forwards_with_fib_lookup(tunnel_to_c, replies_in_a):
     assert totals["redirect_failed"] == 2  # local destination: the FIB sends those to the stack
 
 
+def test_route_sends_inner_ipv6_over_the_egress_mtu_to_the_stack(topo, tunnel_to_c):
+    """6in4 with --route, egress MTU 1280: the FIB's MTU check must see the whole inner IPv6 packet
+    (40-byte header + payload), so one of 1300 bytes, whose payload alone would fit, is not
+    redirected (the stack answers "packet too big") and one of exactly 1280 is."""
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+
+    t = tunnel_to_c
+    run("ip", "addr", "add", "fd00:54::1/64", "dev", "tc", "nodad", netns=t.b)
+    run("ip", "addr", "add", "fd00:54::2/64", "dev", "tcc", "nodad", netns=t.c)
+    run("ip", "link", "set", "tc", "mtu", "1280", netns=t.b)
+    run("ip", "link", "set", "tcc", "mtu", "1280", netns=t.c)
+    topo.sysctl(t.b, "net.ipv6.conf.all.forwarding", 1)
+    run("ping", "-6", "-c", "1", "-W", "2", "fd00:54::2", netns=t.b)  # B learns C's MAC
+    b_mac, a_mac = interface_mac(resolve_interface("tb", t.b)), interface_mac(resolve_interface("ta", t.a))
+
+    def six_in_four(total: int, seq: int) -> bytes:
+        inner = IPv6(src="fd00:52::1", dst="fd00:54::2") / ICMPv6EchoRequest(id=ICMP_ID, seq=seq)
+        inner = inner / (b"m" * (total - len(inner)))
+        assert len(inner) == total
+        return bytes(Ether(src=a_mac, dst=b_mac) / IP(src=t.a_addr, dst=t.b_addr, proto=41) / inner)
+
+    fits = [six_in_four(1280, seq) for seq in (1, 2)]
+    too_big = [six_in_four(1300, seq) for seq in (3, 4, 5)]  # payload 1260 < 1280 < 1300
+    with BpftoolsProcess("xdp-decap", "tb", "--netns", t.b, "--allow-remote", t.a_addr, "--route",
+                         "--json") as proc:
+        send_frames(t.a, "ta", fits + too_big)
+        time.sleep(0.3)
+        totals = final_counters(proc)
+    assert totals["decapsulated"] == 5
+    assert (totals["redirected"], totals["redirect_failed"]) == (2, 3), totals
+
+
 def xdp_detached(netns: str, ifname: str) -> bool:
     return xdp_prog_id(resolve_interface(ifname, netns)) == 0
 
