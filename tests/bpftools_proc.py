@@ -65,10 +65,16 @@ class BpftoolsProcess:
 
     def __exit__(self, *exc) -> None:
         """A test that failed midway still lets bpftools clean up (SIGTERM); SIGKILL only if stuck."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.communicate()
+        end_process(self.proc, timeout=15)
+
+
+def end_process(proc: Optional[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()

@@ -14,6 +14,8 @@ from typing import List, Optional
 
 import yaml
 
+from bpftools_proc import end_process
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -81,11 +83,5 @@ class Prometheus:
         return bool(active) and all(t["health"] == "up" for t in active)
 
     def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
