@@ -21,6 +21,7 @@ def trace(*args: str):
 
 
 def drops(proc: BpftoolsProcess, **match) -> list:
+    """Drop events matching every field given (filtering by flow keeps IPv6 neighbour discovery out)."""
     return [e for e in proc.json_lines()
             if e["type"] == "drop" and all(e.get(k) == v for k, v in match.items())]
 
@@ -28,6 +29,16 @@ def drops(proc: BpftoolsProcess, **match) -> list:
 def stop(proc: BpftoolsProcess) -> None:
     time.sleep(SETTLE)
     assert proc.stop() == 0, proc.stderr
+
+
+def first_router_drop(routed, dst: str, match: dict, src: str = ""):
+    """Ping dst from `left` while tracing the router; the first drop event matching `match`."""
+    with trace("--netns", routed.router) as proc:
+        ping(routed.left, dst, **({"src": src} if src else {}))
+        stop(proc)
+    events = drops(proc, **match)
+    assert events, proc.stdout
+    return events[0]
 
 
 def ping(ns: str, dst: str, count: int = 2, src: str = "") -> None:
@@ -42,12 +53,7 @@ def test_rp_filter_strict_with_asymmetric_route(routed, topo):
     topo.sysctl(routed.router, "net.ipv4.conf.all.rp_filter", 1)
     topo.sysctl(routed.router, "net.ipv4.conf.r-left.rp_filter", 1)
     resolve_neighbour(routed.left, routed.right_addr)  # ARP from 10.21.9.2 would fail rp_filter too
-    with trace("--netns", routed.router) as proc:
-        ping(routed.left, routed.right_addr, src="10.21.9.2")
-        stop(proc)
-    events = drops(proc, reason="IP_RPFILTER", family="ipv4")  # not IPv6 neighbour discovery noise
-    assert events, proc.stdout
-    event = events[0]
+    event = first_router_drop(routed, routed.right_addr, {"reason": "IP_RPFILTER", "family": "ipv4"}, src="10.21.9.2")
     assert (event["netns"], event["ifname"]) == (routed.router, "r-left")
     assert (event["family"], event["proto"], event["src"], event["dst"]) == ("ipv4", "icmp", "10.21.9.2",
                                                                              routed.right_addr)
@@ -59,12 +65,7 @@ def test_rp_filter_strict_with_asymmetric_route(routed, topo):
 
 def test_forward_policy_drop(routed):
     run("iptables", "-P", "FORWARD", "DROP", netns=routed.router)
-    with trace("--netns", routed.router) as proc:
-        ping(routed.left, routed.right_addr)
-        stop(proc)
-    events = drops(proc, reason="NETFILTER_DROP", family="ipv4")  # not IPv6 neighbour discovery noise
-    assert events, proc.stdout
-    event = events[0]
+    event = first_router_drop(routed, routed.right_addr, {"reason": "NETFILTER_DROP", "family": "ipv4"})
     assert (event["netns"], event["ifname"], event["proto"]) == (routed.router, "r-left", "icmp")
     assert (event["src"], event["dst"]) == (routed.left_addr, routed.right_addr)
     assert "FORWARD" in event["hint"] and "policy DROP of chain FORWARD" in event["hint"]
@@ -100,12 +101,7 @@ def test_input_rule_drop(veth_pair):
 
 def test_ip_forward_off_on_router(routed, topo):
     topo.sysctl(routed.router, "net.ipv4.ip_forward", 0)
-    with trace("--netns", routed.router) as proc:
-        ping(routed.left, routed.right_addr)
-        stop(proc)
-    events = drops(proc, reason="IP_INADDRERRORS", family="ipv4")  # not IPv6 neighbour discovery noise
-    assert events, proc.stdout
-    event = events[0]
+    event = first_router_drop(routed, routed.right_addr, {"reason": "IP_INADDRERRORS", "family": "ipv4"})
     assert (event["netns"], event["ifname"], event["src"], event["dst"]) == (
         routed.router, "r-left", routed.left_addr, routed.right_addr)
     assert "ip_forward=0" in event["hint"]
@@ -134,12 +130,8 @@ def test_ipv6_forwarding_off_names_the_ipv6_sysctl(topo):
 
 
 def test_missing_route(routed):
-    with trace("--netns", routed.router) as proc:
-        ping(routed.left, "10.21.77.1")  # left's default route leads to the router, which has no route
-        stop(proc)
-    events = drops(proc, reason="IP_INNOROUTES", dst="10.21.77.1")  # not IPv6 neighbour discovery noise
-    assert events, proc.stdout
-    event = events[0]
+    # left's default route leads to the router, which has no route
+    event = first_router_drop(routed, "10.21.77.1", {"reason": "IP_INNOROUTES", "dst": "10.21.77.1"})
     assert (event["netns"], event["ifname"], event["src"], event["dst"]) == (
         routed.router, "r-left", routed.left_addr, "10.21.77.1")
     assert "no route to 10.21.77.1" in event["hint"]
