@@ -64,13 +64,22 @@ def _container_from_attrs(attrs: Dict) -> Container:
     )
 
 
-def containers(engine=None) -> List[Container]:
-    """Every container the Engine knows, running or not ([] without Docker)."""
+def container(engine, name_or_id: str) -> Optional[Container]:
+    """One container by name or (a prefix of its) id; None if the Engine knows none."""
+    try:
+        return _container_from_attrs(engine.api.inspect_container(name_or_id))
+    except Exception as exc:  # docker.errors.NotFound, or the Engine went away
+        log.debug("docker: inspect %s: %s", name_or_id, exc)
+        return None
+
+
+def containers(engine=None, running_only: bool = False) -> List[Container]:
+    """The containers the Engine knows ([] without Docker)."""
     engine = engine or client()
     if engine is None:
         return []
     try:
-        summaries = engine.api.containers(all=True)
+        summaries = engine.api.containers(all=not running_only)
         found = []
         for summary in summaries:
             try:

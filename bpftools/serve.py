@@ -13,12 +13,12 @@ from typing import Callable, Dict, Optional, Tuple
 from prometheus_client import CollectorRegistry, start_http_server
 
 from .errors import BpftoolsError
-from .exporter_sources import DecapSource, DropsSource, EncapSource
+from .exporter_sources import DecapSource, DropsSource, EncapSource, NetnsInfoSource
 from .metrics import BpftoolsCollector
-from .netlink import Interface, list_interfaces, netns_label
+from .netlink import Interface, list_interfaces, netns_label, select_netns
 from .serve_config import ServeConfig, listen_address, split_interface
 
-InterfaceKey = Tuple[str, Optional[str], str]  # (capability, netns, ifname)
+InterfaceKey = Tuple[str, Optional[str], str]  # (capability, netns selector, ifname)
 GC_INTERVAL = 10.0  # seconds between sweeps of drop counts of vanished namespaces/interfaces
 
 
@@ -34,13 +34,14 @@ class Exporter(contextlib.AbstractContextManager):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         self._stack = contextlib.ExitStack()
-        self._per_iface: Dict[InterfaceKey, Tuple[int, contextlib.ExitStack]] = {}
+        self._per_iface: Dict[InterfaceKey, Tuple[Tuple[int, int], contextlib.ExitStack]] = {}  # (inode, ifindex)
         self._server = None
         self._drops: Optional[DropsSource] = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "Exporter":
         with self._stack as stack:
+            self.collector.set_source("netns_info", NetnsInfoSource())
             if self.config.drops:
                 self._start_drops(stack)
             stack.callback(self._close_interfaces)
@@ -77,7 +78,8 @@ class Exporter(contextlib.AbstractContextManager):
         from .trace_drops import DropTracer, build_filter
 
         fmt = kfree_skb_format()
-        flt = build_filter([], self.config.netns, self.config.all_netns, fmt=fmt)
+        netns = self.config.netns if self.config.all_netns else select_netns(self.config.netns)
+        flt = build_filter([], netns, self.config.all_netns, fmt=fmt)
         tracer = stack.enter_context(DropTracer(flt, summary=True, fmt=fmt))
         self._drops = DropsSource(tracer, lambda: Names(fmt, bcc_ksym))
         self.collector.set_source("drops", self._drops)
@@ -98,15 +100,16 @@ class Exporter(contextlib.AbstractContextManager):
         """Attach to configured interfaces that exist now; drop the ones that went away."""
         present: Dict[Tuple[Optional[str], str], Interface] = {}
         wanted = self.wanted()
-        for netns in {ns for _, ns, _ in wanted}:
-            try:
-                present.update({(netns, i.ifname): i for i in list_interfaces(netns)})
+        for selector in {ns for _, ns, _ in wanted}:
+            try:  # re-resolved every round: a restarted container is a new namespace
+                handle = select_netns(selector, hold=False)
+                present.update({(selector, i.ifname): i for i in list_interfaces(handle)})
             except BpftoolsError:
                 pass  # namespace not there (yet)
         for key, start in wanted.items():
             iface = present.get(key[1:])
             current = self._per_iface.get(key)
-            if current and (iface is None or iface.ifindex != current[0]):
+            if current and (iface is None or (iface.netns_inode, iface.ifindex) != current[0]):
                 self._stop(key, "gone" if iface is None else "replaced")
                 current = None
             if iface is not None and current is None:
@@ -125,7 +128,7 @@ class Exporter(contextlib.AbstractContextManager):
             _log(f"cannot start {key[0]} on {iface.describe()}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             return
         self.collector.set_source("/".join(map(str, key)), source)
-        self._per_iface[key] = (iface.ifindex, stack)
+        self._per_iface[key] = ((iface.netns_inode, iface.ifindex), stack)
         _log(f"{key[0]} attached to {iface.describe()}")
 
     def _stop(self, key: InterfaceKey, why: str) -> None:

@@ -27,7 +27,7 @@ from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, decode
                           summarize, wall_clock_offset_ns)
 from .errors import BpftoolsError
 from .kernel.drop_reasons import TracepointFormat, kfree_skb_format
-from .netlink import Interface, all_netns as every_netns, list_interfaces, netns_inode, resolve_interface
+from .netlink import Interface, NetnsHandle, all_netns as every_netns, list_interfaces, netns_inode, resolve_interface
 
 SOURCE = "trace_drops.bpf.c"
 RAW_FN, TP_FN = "bpftools_drops", "bpftools_dropt"
@@ -140,7 +140,7 @@ def program_defines(flt: DropFilter, fmt: TracepointFormat, summary: bool,
     return defines
 
 
-def build_filter(ifnames: Sequence[str], netns: Optional[str], all_netns: bool, src: Optional[str] = None,
+def build_filter(ifnames: Sequence[str], netns: NetnsHandle, all_netns: bool, src: Optional[str] = None,
                  dst: Optional[str] = None, proto: Optional[str] = None, reasons: Sequence[str] = (),
                  fmt: Optional[TracepointFormat] = None) -> DropFilter:
     """Options -> DropFilter; unknown interface/namespace/reason is a one-line BpftoolsError."""

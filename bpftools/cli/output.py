@@ -35,3 +35,13 @@ def duration_option(fn):
 
     return click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
                         metavar="SECONDS", help="Stop after SECONDS (default: until Ctrl-C or SIGTERM).")(fn)
+
+
+def netns_option(what: str = "Namespace of IFACE"):
+    """`--netns SELECTOR`, one help text everywhere (selectors: docs/namespaces.md). Resolve
+    it with `bpftools.netlink.select_netns` after the privilege check."""
+    import click
+
+    return click.option("--netns", metavar="NETNS",
+                        help=f"{what}: an `ip netns` name, docker:NAME, pod:NS/NAME, pid:N, inode:N, host or "
+                             "a /proc/PID/ns/net path (docs/namespaces.md); default: the current one.")

@@ -6,12 +6,12 @@ from typing import Optional, Tuple
 
 import click
 
-from .output import announce_ready, duration_option, emit_json, table
+from .output import announce_ready, duration_option, emit_json, netns_option, table
 
 
 @click.command("trace-drops")
 @click.argument("ifaces", nargs=-1, metavar="[IFACE]...")
-@click.option("--netns", help="Namespace of IFACE, or to watch whole (as in `ip netns`).")
+@netns_option("Namespace of IFACE, or to watch whole")
 @click.option("--all-netns", is_flag=True, help="Every network namespace; each drop names its namespace.")
 @click.option("--src", metavar="CIDR", help="Only packets from this address/prefix.")
 @click.option("--dst", metavar="CIDR", help="Only packets to this address/prefix.")
@@ -33,13 +33,14 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
     from ..kernel.drop_reasons import kfree_skb_format
     from ..kernel.privileges import require_privileges
     from ..drop_events import Names, bcc_ksym, summary_json
+    from ..netlink import select_netns
     from ..trace_drops import DropTracer, build_filter, run_trace
 
     if summary and count:
         raise click.UsageError("--count counts shown drops; with --summary use --duration or Ctrl-C")
     require_privileges()
     fmt = kfree_skb_format()
-    flt = build_filter(ifaces, netns, all_netns, src, dst, proto, reasons, fmt)
+    flt = build_filter(ifaces, netns if all_netns else select_netns(netns), all_netns, src, dst, proto, reasons, fmt)
     hints = None
     if not summary and not no_hints:
         from ..drop_hints import HintEngine
