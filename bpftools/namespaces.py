@@ -19,6 +19,8 @@ import fcntl
 import logging
 import os
 import re
+import socket
+import struct
 import time
 from dataclasses import dataclass, replace
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -503,15 +505,43 @@ def entered(ns: Netns) -> Iterator[None]:
         yield
 
 
-def nsid_map(of: Netns, candidates: Optional[List[Netns]] = None) -> Dict[int, Netns]:
-    """nsid -> namespace, as namespace `of` numbers its peers (veth IFLA_LINK_NETNSID)."""
-    from pyroute2 import IPRoute
+RTM_NEWNSID, RTM_GETNSID = 88, 90
+NETNSA_NSID, NETNSA_FD = 1, 3
+NLMSG_ERROR, NLM_F_REQUEST = 2, 1
 
+
+def _nsid_request(fd: int, seq: int) -> bytes:
+    """RTM_GETNSID for the namespace of `fd`: nlmsghdr, rtgenmsg (padded to 4), NETNSA_FD."""
+    body = struct.pack("=B3x", socket.AF_UNSPEC) + struct.pack("=HHI", 8, NETNSA_FD, fd)
+    return struct.pack("=IHHII", 16 + len(body), RTM_GETNSID, NLM_F_REQUEST, seq, 0) + body
+
+
+def _parse_nsid_reply(data: bytes) -> Optional[int]:
+    """NETNSA_NSID of an RTM_NEWNSID reply; None when not assigned (-1) or on an error."""
+    length, msg_type = struct.unpack_from("=IH", data)
+    if msg_type != RTM_NEWNSID:
+        return None
+    offset = 16 + 4
+    while offset + 4 <= length:
+        attr_len, attr_type = struct.unpack_from("=HH", data, offset)
+        if attr_len < 4:
+            break
+        if attr_type == NETNSA_NSID:
+            nsid = struct.unpack_from("=i", data, offset + 4)[0]
+            return nsid if nsid >= 0 else None
+        offset += (attr_len + 3) & ~3
+    return None
+
+
+def nsid_map(of: Netns, candidates: Optional[List[Netns]] = None) -> Dict[int, Netns]:
+    """nsid -> namespace, as namespace `of` numbers its peers (veth IFLA_LINK_NETNSID).
+    One RTM_GETNSID per candidate on a plain netlink socket (pyroute2's costs ~1.5 ms each)."""
     result: Dict[int, Netns] = {}
     with entered(of):
-        sock = IPRoute()
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)  # NETLINK_ROUTE
     with sock:
-        for ns in candidates if candidates is not None else discover():
+        sock.settimeout(2)
+        for seq, ns in enumerate(candidates if candidates is not None else discover(), start=1):
             fd = _held_fds.get(ns.inode)
             opened = None
             if fd is None:
@@ -524,11 +554,11 @@ def nsid_map(of: Netns, candidates: Optional[List[Netns]] = None) -> Dict[int, N
             try:
                 if os.fstat(fd).st_ino != ns.inode:
                     continue
-                reply = sock.get_netnsid(fd=fd)
-                nsid = reply.get("nsid") if reply else None
-                if nsid is not None and nsid >= 0:
+                sock.send(_nsid_request(fd, seq))
+                nsid = _parse_nsid_reply(sock.recv(4096))
+                if nsid is not None:
                     result[nsid] = ns
-            except Exception as exc:
+            except OSError as exc:
                 log.debug("nsid of %s in %s: %s", ns.label, of.label, exc)
             finally:
                 if opened is not None:
