@@ -88,7 +88,9 @@ class TraceDropsSession:
 
         home = current_label()
         self.fmt = kfree_skb_format()
-        inodes = {netns_inode(None if ns == home else ns) for ns in namespaces}
+        # drops are labelled as the path labels namespaces (ours: "host", not an inode)
+        self.labels = {netns_inode(None if ns == home else ns): ns for ns in namespaces}
+        inodes = set(self.labels)
         self.tracer = DropTracer(DropFilter(netns_inodes=inodes), fmt=self.fmt)
         self.names = None
         self.clock = 0
@@ -107,7 +109,9 @@ class TraceDropsSession:
         found: List[dict] = []
         for _ in range(4):
             raws = self.tracer.poll(50)
-            found += [decode_event(raw, self.names, self.clock).as_json() for raw in raws]
+            for raw in raws:
+                event = decode_event(raw, self.names, self.clock)
+                found.append(dict(event.as_json(), netns=self.labels.get(event.netns_inode, event.netns)))
         return found
 
     def __exit__(self, *exc) -> None:

@@ -48,7 +48,7 @@ def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
     for order, f in enumerate(x for x in findings if not x.ok and x.cause):
         key = (f.cause, f.netns, tuple(f.fix) or f.detail)
         if key in index:
-            index[key]["evidence"].append(_check_text(f))
+            _add_evidence(index[key], _check_text(f))
             continue
         index[key] = _cause(f.cause, f.netns, f.ifname, f.detail, [_check_text(f)], f.fix, f.confidence, order)
         causes.append(index[key])
@@ -78,15 +78,14 @@ def _add_drop(event: dict, causes: List[dict], index: Dict[tuple, dict], program
               [c for c in causes if c["cause"] in kin]
     text = _event_text(event)
     if matched:
-        if text not in matched[0]["evidence"]:
-            matched[0]["evidence"].append(text)
+        _add_evidence(matched[0], text)
         matched[0]["confidence"] = min(0.99, matched[0]["confidence"] + 0.05)
         return
     if name is None:
         return
     key = (name, event.get("netns"), event.get("ifname"))
     if key in index:
-        index[key]["evidence"].append(text)
+        _add_evidence(index[key], text)
         return
     detail = f"the kernel dropped the ping with reason {drop_reason(event)} in {event.get('netns')}" \
         + (f" on {event['ifname']}" if event.get("ifname") else "") + (f" at {location}" if location else "")
@@ -95,6 +94,11 @@ def _add_drop(event: dict, causes: List[dict], index: Dict[tuple, dict], program
     index[key] = _cause(name, event.get("netns"), event.get("ifname"), detail, [text], _drop_fix(name, event),
                         LIKELY + 0.1, 10_000 + len(causes))
     causes.append(index[key])
+
+
+def _add_evidence(cause: dict, text: str) -> None:
+    if text not in cause["evidence"]:
+        cause["evidence"].append(text)
 
 
 def cause_for_drop(event: dict) -> Optional[str]:
@@ -189,6 +193,10 @@ def where_it_stops(path: List[dict]) -> Optional[str]:
     return None
 
 
+def _evidence_line(evidence: str) -> str:
+    return evidence.split(":", 1)[0] + " agrees" if evidence.startswith("check ") else evidence
+
+
 def story(result: dict) -> str:
     """The human output: the path, where it breaks, why, the fix."""
     lines = []
@@ -220,10 +228,12 @@ def story(result: dict) -> str:
     where = first["netns"] + (f", {first['ifname']}" if first.get("ifname") else "")
     lines.append(f"it breaks in {where}: {first['cause']}")
     lines.append(f"  why: {first['detail']}")
+    shown = {_evidence_line(first["evidence"][0])}
     for e in first["evidence"][1:]:
-        if e.startswith("check "):
-            e = e.split(":", 1)[0] + " agrees"
-        lines.append(f"  evidence: {e}")
+        line = _evidence_line(e)
+        if line not in shown:
+            shown.add(line)
+            lines.append(f"  evidence: {line}")
     if first["fix"]:
         lines.append("  fix:")
         lines += [f"    {cmd}" for cmd in first["fix"]]
