@@ -58,25 +58,34 @@ class WalkResult:
 class Walker:
     def __init__(self, snapshot: Snapshot, payload: int = 56, max_hops: int = 16, home: str = C.HOST_LABEL):
         self.snap = snapshot
+        self.bound: Optional[Link] = None
         self.size = payload + ICMP_HEADER + IP_HEADER
         self.max_hops = max_hops
         self.home = home
         self.result = WalkResult()
 
     # -- entry point -------------------------------------------------------------------------
-    def walk(self, src_ns: str, dst: str, src: Optional[str] = None) -> WalkResult:
+    def walk(self, src_ns: str, dst: str, src: Optional[str] = None, device: Optional[str] = None) -> WalkResult:
+        """The ping's path; `src` and `device` are ping's -I ADDR and -I IFACE (SO_BINDTODEVICE)."""
         res = self.result
         state = self.snap.ns(src_ns)
-        first = route_get(state, dst, src)
+        self.bound = state.link_by_name(device) if device else None
+        first = route_get(state, dst, src, self.bound.ifindex if self.bound else None)
         if src is None and first.route is not None and first.route.type == "unicast":
             src = select_source(state, first.route, dst)
         res.src = src or dst
-        end = self._direction("request", src_ns, res.src, dst, None)
+        end = self._direction("request", src_ns, res.src, dst, None, self.bound)
         if end is None:
             return res
         res.request_delivered = True
         res.dst_netns = end
         back = self._direction("reply", end, dst, res.src, None)
+        if self.bound is not None and back == src_ns and self.result.hops[-1].iif is None:
+            local = fib_lookup(self.snap.ns(back), res.src).route
+            hop = self.result.hops[-1]
+            hop.note = (f"{res.src} is local: table local routes the reply over lo; the kernel gives it the local "
+                        f"route's device ({state.ifname(local.oif) if local else '?'}) as its input interface, "
+                        f"so the socket bound to {self.bound.ifname} receives it")
         res.reply_delivered = back == src_ns
         if back is not None and back != src_ns:
             self._add(C.bad(self.snap.ns(back), "reply", "no_return_route",
@@ -99,8 +108,10 @@ class Walker:
         return hop
 
     # -- one direction ---------------------------------------------------------------------------
-    def _direction(self, direction: str, ns: str, src: str, dst: str, iif: Optional[Link]) -> Optional[str]:
-        """Walk until dst is local (returns that namespace) or the walk cannot go on (None)."""
+    def _direction(self, direction: str, ns: str, src: str, dst: str, iif: Optional[Link],
+                   bound: Optional[Link] = None) -> Optional[str]:
+        """Walk until dst is local (returns that namespace) or the walk cannot go on (None).
+        `bound`: the sending socket is bound to this device (its first lookup only)."""
         kw = {"direction": direction, "home": self.home}
         origin = ns
         icmp = 8 if direction == "request" else 0
@@ -108,10 +119,12 @@ class Walker:
         for _ in range(self.max_hops):
             state = self.snap.ns(ns)
             if iif is None:
-                lookup = route_get(state, dst, src)
+                lookup = route_get(state, dst, src, bound.ifindex if bound else None)
                 if lookup.route is not None and lookup.route.type == "local":
                     self._hop(direction, ns, None, "lo", "deliver", src, dst, note=f"{dst} is local")
                     return ns
+                bypass = self._bound_note(state, bound, dst, lookup)
+                bound = None
                 prefer = self.result.arrival_ifindex if direction == "reply" else None
                 self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
                                         "no_return_route", self._suggest_route(ns, dst, prefer), **kw))
@@ -123,6 +136,7 @@ class Walker:
                                                          ctstate), **kw))
                 action = "send"
             else:
+                bypass = ""
                 lookup = fib_lookup(state, dst, src, iif.ifname)
                 if lookup.route is not None and lookup.route.type == "local":
                     self._add(C.check_source(state, src, dst, iif, "packet",
@@ -153,13 +167,29 @@ class Walker:
                 self._hop(direction, ns, iif.ifname if iif else None, None, "leave", src, dst, nexthop,
                           note="the route's output device is not known here; not followed further")
                 return None
-            self._hop(direction, ns, iif.ifname if iif else None, oif.ifname, action, src, dst, nexthop)
+            self._hop(direction, ns, iif.ifname if iif else None, oif.ifname, action, src, dst, nexthop, note=bypass)
             nxt = self._egress(state, oif, lookup.route, nexthop, src, dst, iif is None, **kw)
             if nxt is None:
                 return None
             ns, iif = nxt
         self._hop(direction, ns, None, None, "broken", src, dst, note="too many hops (routing loop?)")
         return None
+
+    @staticmethod
+    def _bound_note(state: NetnsState, bound: Optional[Link], dst: str, lookup) -> str:
+        """SO_BINDTODEVICE: the output lookup takes only routes through the bound device, so it skips
+        the local route of an address on another device, and the packet leaves by the bound one."""
+        if bound is None:
+            return ""
+        text = f"bound to {bound.ifname} (ping -I {bound.ifname}, SO_BINDTODEVICE)"
+        local = fib_lookup(state, dst).route
+        if local is not None and local.type == "local":
+            text += (f": {dst} is an address of this namespace (on {state.ifname(local.oif)}), but the lookup "
+                     f"skips its local route (device {state.ifname(local.oif)}) and sends the request out of "
+                     f"{bound.ifname}")
+        if lookup.route is not None and lookup.route.table == 0:
+            text += f"; no route via {bound.ifname}: the kernel assumes {dst} is on-link"
+        return text
 
     # -- leaving a namespace ------------------------------------------------------------------------
     def _egress(self, state: NetnsState, oif: Link, route, nexthop: str, src: str, dst: str,
@@ -226,7 +256,7 @@ class Walker:
     def _stop(self, action: str, note: str) -> None:
         """The walk ends at the hop just recorded (the one that sends towards the next hop)."""
         hop = self.result.hops[-1]
-        hop.action, hop.note = action, note
+        hop.action, hop.note = action, f"{hop.note}; {note}" if hop.note else note
 
     def _cross(self, state: NetnsState, oif: Link, station: Station, src: str, dst: str, nexthop: str,
                **kw) -> bool:

@@ -14,7 +14,8 @@ from bpftools.diagnose.routing import fib_lookup, route_get, validate_source
 from bpftools.diagnose.segment import resolve
 from bpftools.diagnose.state import (Addr, Link, NetnsState, Neighbour, Route, Rule, Snapshot, default_rules,
                                      local_routes)
-from bpftools.diagnose.verdict import build_causes, exit_status, story, verdict, where_it_stops
+from bpftools.diagnose.verdict import (build_causes, claimable, counted_cutoff, exit_status, story, verdict,
+                                      where_it_stops)
 from bpftools.diagnose.walk import Walker
 
 LO = Link(1, "lo", mtu=65536)
@@ -338,8 +339,32 @@ def test_causes_rank_by_confidence_then_path_order_and_merge_same_fix():
     findings = [_finding("neighbor_unreachable", confidence=C.LIKELY, fix=("a",)), _finding("rp_filter", fix=("b",)),
                 _finding("netfilter_drop", fix=("c",)), _finding("netfilter_drop", fix=("c",))]
     causes = build_causes(findings, [])
-    assert [c["cause"] for c in causes] == ["rp_filter", "netfilter_drop", "neighbor_unreachable"]
+    # a symptom (LIKELY) is listed after the first cause only when a traced drop confirms it
+    assert [c["cause"] for c in causes] == ["rp_filter", "netfilter_drop"]
     assert len(causes[1]["evidence"]) == 1   # the same check twice is one piece of evidence
+    drop = {"netns": "r", "ifname": "eth0", "reason": "NEIGH_FAILED", "count": 1}
+    assert [c["cause"] for c in build_causes(findings, [drop])] == ["rp_filter", "netfilter_drop",
+                                                                     "neighbor_unreachable"]
+    assert [c["cause"] for c in build_causes(findings[:1], [])] == ["neighbor_unreachable"]   # first: always
+
+
+def test_causes_beyond_where_the_packets_were_counted_to_stop_are_not_claimed():
+    path = [dict(_hop("request", "l", None, "eth0", "send", None, 3)),
+            dict(_hop("request", "r", "a", "b", "forward", 3, 0)),
+            dict(_hop("request", "x", "eth0", None, "deliver", 0, None)),
+            dict(_hop("reply", "x", None, "eth0", "send", None, 0)),
+            dict(_hop("reply", "l", "eth0", None, "deliver", 0, None))]
+    causes = [{"cause": c, "netns": n, "direction": d} for c, n, d in (
+        ("netfilter_drop", "r", "request"), ("mtu", "x", "request"), ("no_return_route", "x", "reply"),
+        ("xdp_drop", "q", None))]
+    # r is where they stop; x (the next hop) is still a suspect; nothing on the reply path is
+    assert counted_cutoff(path) == {"request": 2, "reply": -1}
+    assert [c["cause"] for c in claimable(causes, path)] == ["netfilter_drop", "mtu", "xdp_drop"]
+    path[1]["packets"] = {"in": 3, "out": 3, "unit": "echo"}
+    path[2]["packets"] = {"in": 0, "out": None, "unit": "echo"}
+    assert counted_cutoff(path)["request"] == 2
+    frames = [dict(h, packets={"in": 0, "out": 0, "unit": "frames"}) for h in path]
+    assert claimable(causes, frames) == causes   # no echo counts: nothing is ruled out
 
 
 def test_story_shows_each_piece_of_evidence_once():

@@ -99,3 +99,45 @@ def test_a_port_that_is_down_stops_the_walk_at_the_bridge_with_link_down():
     first = build_causes(walk.findings, [])[0]
     assert (first["cause"], first["netns"], first["ifname"]) == ("link_down", "sw2", "pb")
     assert first["fix"] == ["ip netns exec sw2 ip link set dev pb up"]
+
+
+# -- the seeds' veth pair with both ends in one namespace (ping -I veth0 192.168.4.2) ----------------------
+
+def _veth_pair(**sysctls):
+    return Snapshot({"h": ns("h", [veth(2, "veth0", "h", 3), veth(3, "veth1", "h", 2)],
+                             [Addr(2, "192.168.4.3", 24), Addr(3, "192.168.4.2", 24)], sysctls=sysctls)})
+
+
+def test_unbound_ping_of_the_other_end_never_leaves_lo():
+    walk = Walker(_veth_pair()).walk("h", "192.168.4.2")
+    assert [(h.oif, h.action) for h in walk.hops] == [("lo", "deliver"), ("lo", "deliver")]
+    assert [f for f in walk.findings if not f.ok] == []
+
+
+def test_ping_bound_to_veth0_leaves_by_veth0_and_is_a_martian_on_veth1():
+    walk = Walker(_veth_pair()).walk("h", "192.168.4.2", device="veth0")
+    assert walk.src == "192.168.4.3"
+    assert [(h.direction, h.iif, h.oif, h.action) for h in walk.hops] == [
+        ("request", None, "veth0", "send"), ("request", "veth1", None, "deliver"), ("reply", None, "lo", "deliver")]
+    assert "SO_BINDTODEVICE" in walk.hops[0].note and "skips its local route" in walk.hops[0].note
+    assert "table local routes the reply over lo" in walk.hops[2].note
+    causes = build_causes(walk.findings, [])
+    assert [(c["cause"], c["ifname"]) for c in causes] == [("local_source", "veth1")]
+    assert causes[0]["fix"] == ["ip netns exec h sysctl -w net.ipv4.conf.veth1.accept_local=1"]
+    assert "came back in on veth1" in causes[0]["detail"]
+
+
+def test_accept_local_makes_the_bound_ping_healthy_unless_rp_filter_is_strict():
+    walk = Walker(_veth_pair(**{"net.ipv4.conf.veth1.accept_local": 1})).walk("h", "192.168.4.2", device="veth0")
+    assert walk.request_delivered and walk.reply_delivered and [f for f in walk.findings if not f.ok] == []
+    strict = _veth_pair(**{"net.ipv4.conf.veth1.accept_local": 1, "net.ipv4.conf.all.rp_filter": 1})
+    causes = build_causes(Walker(strict).walk("h", "192.168.4.2", device="veth0").findings, [])
+    assert causes[0]["cause"] == "rp_filter"
+    assert causes[0]["fix"] == ["ip netns exec h sysctl -w net.ipv4.conf.all.rp_filter=2",
+                                "ip netns exec h sysctl -w net.ipv4.conf.veth1.rp_filter=2"]
+
+
+def test_a_device_without_a_route_is_assumed_on_link():
+    snap = _veth_pair()
+    walk = Walker(snap).walk("h", "10.99.0.1", device="veth0")
+    assert walk.hops[0].oif == "veth0" and "assumes 10.99.0.1 is on-link" in walk.hops[0].note
