@@ -1,7 +1,7 @@
-"""`bpftools lab`: the seeds' topologies built in namespaces named `bpftlab-<topology>-<role>`,
+"""`bpftools lab`: common namespace topologies built in namespaces named `bpftlab-<topology>-<role>`,
 and the faults that break their pings, for learning, demos and `diagnose` tests.
 
-Nothing here touches the namespace bpftools runs in: the "host" of the tutorials is a
+Nothing here touches the namespace bpftools runs in: the "host" of these setups is a
 namespace too (`bpftlab-veth-host`). `lab down --all` removes every `bpftlab-` namespace."""
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class LabTopology:
     faults: Dict[str, Fault] = field(default_factory=dict)
     requires: Optional[str] = None    # kernel feature (doctor probe name)
     ping_device: Optional[str] = None  # the ping is `ping -I <device>`
-    starts_broken: Optional[str] = None   # the seed's setup has this fault: `lab fix` repairs it
+    starts_broken: Optional[str] = None   # the tutorial's setup has this fault: `lab fix` repairs it
 
     def ns(self, role: str) -> str:
         return f"{prefix()}-{self.name}-{role}"
@@ -133,7 +133,7 @@ def _build_ipip(b: LabBuilder) -> None:
 
 
 def _build_veth_pair(b: LabBuilder) -> None:
-    """The seed, command for command: both ends of one veth pair in one namespace."""
+    """The tutorial's commands, one for one: both ends of one veth pair in one namespace."""
     b.netns("host")
     for cmd in (["ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"],
                 ["ip", "addr", "add", "192.168.4.3/24", "dev", "veth0"],
@@ -148,7 +148,7 @@ def _sysctl(key: str, value) -> List[str]:
 
 
 TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
-    LabTopology("veth", "a veth pair between a namespace and the host's stand-in (seed: netns + veth)",
+    LabTopology("veth", "a veth pair between a namespace and the host's stand-in (the classic netns + veth setup)",
                 _build_veth, "host", "10.70.0.2", faults={f.name: f for f in [
                     Fault("link_down", "the namespace's end of the veth pair is down",
                           [("ns1", ["ip", "link", "set", "eth0", "down"])],
@@ -176,7 +176,7 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                           [], [("ns1", ["tc", "qdisc", "del", "dev", "eth0", "clsact"])],
                           program=("ns1", "eth0", "tc")),
                 ]}),
-    LabTopology("bridge", "two namespaces joined by br0 in a switch namespace (seed: Docker's bridge)",
+    LabTopology("bridge", "two namespaces joined by br0 in a switch namespace (like Docker's default bridge)",
                 _build_bridge, "a", "10.71.0.2", faults={f.name: f for f in [
                     Fault("bridge_netfilter", "br_netfilter sends bridged frames through iptables, and FORWARD "
                           "drops them (Docker's FORWARD DROP)",
@@ -229,16 +229,17 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                           [("left", ["ip", "route", "replace", "default", "via", "10.72.1.1"])]),
                 ]}),
     LabTopology("veth-pair", "both ends of one veth pair in one namespace, veth0 192.168.4.3/24 and veth1 "
-                "192.168.4.2/24; `ping -I veth0 192.168.4.2` (seed: the veth pair tutorial)", _build_veth_pair, "host",
+                "192.168.4.2/24, and `ping -I veth0 192.168.4.2` (the classic veth pair tutorial)", _build_veth_pair,
+                "host",
                 "192.168.4.2", ping_device="veth0", starts_broken="local_source", faults={f.name: f for f in [
-                    Fault("local_source", "as in the seed: accept_local = 0, so the request, which leaves by veth0 "
+                    Fault("local_source", "as in the tutorial: accept_local = 0, so the request, which leaves by veth0 "
                           "and comes back in on veth1 with a source of this namespace, is dropped as a martian",
                           [("host", _sysctl("net.ipv4.conf.veth0.accept_local", 0)),
                            ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 0))],
                           [("host", _sysctl("net.ipv4.conf.veth0.accept_local", 1)),
                            ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 1))]),
                 ]}),
-    LabTopology("ipip", "an ipip tunnel between two namespaces across a forwarding hub (seed: netns + ipip)",
+    LabTopology("ipip", "an ipip tunnel between two namespaces across a forwarding hub (the classic netns + ipip setup)",
                 _build_ipip, "ns1", "10.73.100.2", requires="ipip_module", faults={f.name: f for f in [
                     Fault("ip_forward_disabled", "the hub between the tunnel ends does not forward",
                           [("hub", _sysctl("net.ipv4.ip_forward", 0))],

@@ -1,4 +1,4 @@
-"""`bpftools lab`: build the tutorials' topologies in namespaces, break them, fix them."""
+"""`bpftools lab`: build common topologies in namespaces, break them, fix them."""
 from __future__ import annotations
 
 from typing import Optional
@@ -43,7 +43,7 @@ def up(name: str) -> None:
     click.echo(f"  {topo.summary}")
     click.echo(f"  try: {topo.ping_command()}")
     if topo.starts_broken:
-        click.echo(f"  it starts broken, as in the seed ({topo.starts_broken}): "
+        click.echo(f"  it starts broken, as in the tutorial ({topo.starts_broken}): "
                    f"bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}; "
                    f"`bpftools lab fix {name}` repairs it")
     click.echo(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")
