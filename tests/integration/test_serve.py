@@ -168,6 +168,18 @@ def wait_metrics(port: int, predicate, timeout: float = 10) -> str:
     return text
 
 
+def wait_metrics_at(port: int, predicate, timeout: float = 30) -> str:
+    """wait_metrics on a port that may not be listening yet (a reload moves the exporter)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return wait_metrics(port, predicate, timeout=max(0.1, deadline - time.monotonic()))
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
 def test_interfaces_that_appear_and_disappear_are_followed(topo):
     ns = topo.netns("sw")
     port = free_port()
@@ -211,7 +223,7 @@ def test_concurrent_scrapes_stay_correct(veth_pair):
             t.join()
         assert not errors and len(bodies) == 150
         expected = f'bpftools_drops_total{{device="{veth_pair.veth_b}",netns="{veth_pair.ns_b}",reason="NO_SOCKET"}} 50.0'
-        assert all(expected in body and "bpftools_scrape_errors_total 0.0" in body for body in bodies)
+        assert all(expected in body and 'bpftools_scrape_errors_total{source="drops"} 0.0' in body for body in bodies)
         assert serve.stop() == 0
 
 
@@ -273,3 +285,47 @@ def test_drop_series_of_a_deleted_namespace_go_away(topo):
         # the exporter sweeps the counts of vanished namespaces every 10 s
         wait_metrics(port, lambda t: not any(label in t for label in labels), timeout=25)
         assert serve.stop() == 0
+
+
+def test_sighup_reloads_the_config_and_changes_only_what_changed(tmp_path, veth_pair):
+    ns = veth_pair.ns_b
+    port, new_port = free_port(), free_port()
+    config = tmp_path / "serve.toml"
+    config.write_text(f'listen = "127.0.0.1:{port}"\ndrops = true\nnetns = "{ns}"\nencap = ["{veth_pair.veth_b}"]\n')
+    with BpftoolsProcess("serve", "--config", str(config), "--log-level", "debug") as serve:
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, 7)  # NO_SOCKET drops in B
+        wait_metrics(port, lambda t: 'reason="NO_SOCKET"} 7.0' in t)
+        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{ns}"\n'
+                          f'encap = ["{veth_pair.veth_b}"]\ndecap = ["{veth_pair.veth_b}"]\nallow_any = true\n')
+        serve.proc.send_signal(signal.SIGHUP)
+        text = wait_metrics_at(new_port, lambda t: 'hook="xdp"' in t, timeout=60)
+        # unchanged: the drop tracer kept its counts, encap was not re-attached
+        assert 'reason="NO_SOCKET"} 7.0' in text and text.count(f'device="{veth_pair.veth_b}",hook="tc/') == 2
+        with pytest.raises(OSError):
+            metrics_text(port)  # the old address is closed
+
+        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{ns}"\n'
+                          f'decap = ["{veth_pair.veth_b}"]\nallow_any = true\n')
+        serve.proc.send_signal(signal.SIGHUP)
+        text = wait_metrics_at(new_port, lambda t: 'hook="tc/' not in t)
+        assert 'hook="xdp"' in text and 'reason="NO_SOCKET"} 7.0' in text
+        assert 'source="encap:' in text  # the scrape-error counter of a removed source stays (never goes back)
+
+        config.write_text("drops = true\nbogus = 1\n")  # a broken file keeps the running config
+        serve.proc.send_signal(signal.SIGHUP)
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, 3)
+        text = wait_metrics_at(new_port, lambda t: 'reason="NO_SOCKET"} 10.0' in t
+                               and 'bpftools_config_reloads_total{result="failure"} 1.0' in t)
+        assert "bpftools_config_last_reload_successful 0.0" in text
+        assert 'bpftools_config_reloads_total{result="success"} 2.0' in text
+        assert 'hook="xdp"' in text and serve.proc.poll() is None
+        rc = serve.stop(signal.SIGTERM)
+        assert rc == 0, serve.stderr
+    log = serve.stderr
+    assert log.count("msg=\"encap attached to") == 1 and log.count("msg=\"decap attached to") == 1
+    assert "encap on vb stopped: removed from the config" in log
+    assert "level=error logger=bpftools.serve msg=\"config reload failed, keeping the running config:" in log
+    assert "unknown setting 'bogus'" in log and "Traceback" not in log
+    for line in log.splitlines():
+        if not line.startswith("bpftools: ready"):
+            assert re.match(r"time=\S+Z level=(debug|info|warning|error) logger=bpftools\.\S+ msg=", line), line
