@@ -117,3 +117,22 @@ def test_garbage_from_crictl_is_no_pods(monkeypatch):
 
 def test_init_net_inode_is_below_the_dynamic_range():
     assert namespaces.NET_NS_INIT_INO < 0xF0000000
+
+
+def _reply(msg_type: int, nsid: int) -> bytes:
+    import struct
+
+    body = struct.pack("=B3x", 0) + struct.pack("=HHi", 8, namespaces.NETNSA_NSID, nsid)
+    return struct.pack("=IHHII", 16 + len(body), msg_type, 0, 1, 0) + body
+
+
+def test_rtm_getnsid_request_and_reply():
+    import struct
+
+    request = namespaces._nsid_request(fd=7, seq=3)
+    length, msg_type, flags, seq = struct.unpack_from("=IHHI", request)
+    assert (length, msg_type, flags, seq) == (len(request), namespaces.RTM_GETNSID, 1, 3)
+    assert struct.unpack_from("=HHI", request, 20) == (8, namespaces.NETNSA_FD, 7)
+    assert namespaces._parse_nsid_reply(_reply(namespaces.RTM_NEWNSID, 5)) == 5
+    assert namespaces._parse_nsid_reply(_reply(namespaces.RTM_NEWNSID, -1)) is None  # not assigned
+    assert namespaces._parse_nsid_reply(_reply(namespaces.NLMSG_ERROR, 0)) is None
