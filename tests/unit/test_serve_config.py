@@ -1,10 +1,12 @@
 """serve's configuration (file + flags) and the metrics collector, without root."""
+import io
 import threading
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bpftools.errors import BpftoolsError
+from bpftools.logs import setup_logging
 from bpftools.metrics import METRICS, BpftoolsCollector, Sample
 from bpftools.serve_config import DEFAULT_LISTEN, build_config, listen_address, read_config_file, split_interface
 
@@ -12,7 +14,7 @@ from bpftools.serve_config import DEFAULT_LISTEN, build_config, listen_address, 
 def test_flags_override_the_file_and_defaults_stay_loopback():
     config = build_config({"drops": True, "encap": "eth0", "listen": "0.0.0.0:1"}, {"listen": None, "encap": ("eth1",)})
     assert config.encap == ["eth1"] and config.drops and config.listen == "0.0.0.0:1"
-    assert build_config({}, {"drops": True}).listen == DEFAULT_LISTEN == "127.0.0.1:9435"
+    assert build_config({}, {"drops": True}).listen == DEFAULT_LISTEN == "127.0.0.1:9654"
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -20,7 +22,7 @@ def test_flags_override_the_file_and_defaults_stay_loopback():
     ({}, "nothing to export"),
     ({"decap": ["eth0"]}, "CVE-2020-10136"),
     ({"drops": True, "netns": "a", "all_netns": True}, "exclude each other"),
-    ({"drops": True, "listen": "9435"}, "expected HOST:PORT"),
+    ({"drops": True, "listen": "9654"}, "expected HOST:PORT"),
 ])
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(BpftoolsError, match=message):
@@ -44,8 +46,8 @@ def test_config_files_toml_and_yaml(tmp_path):
 def test_interface_specs_and_listen_addresses():
     assert split_interface("ns1/veth1", None) == ("ns1", "veth1")
     assert split_interface("eth0", "ns2") == ("ns2", "eth0")
-    assert listen_address("[::1]:9435") == ("::1", 9435)
-    assert listen_address(":9435") == ("0.0.0.0", 9435)
+    assert listen_address("[::1]:9654") == ("::1", 9654)
+    assert listen_address(":9654") == ("0.0.0.0", 9654)
 
 
 class FakeSource:
@@ -66,16 +68,23 @@ def scrape(collector) -> str:
     return generate_latest(registry).decode()
 
 
-def test_collector_sums_sources_and_counts_a_failing_one_as_scrape_error():
+def test_collector_sums_sources_and_counts_a_failing_one_as_scrape_error_of_that_source():
+    log = io.StringIO()
+    setup_logging("info", stream=log)
     collector = BpftoolsCollector()
-    collector.set_source("a", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 3.0)]))
-    collector.set_source("b", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 2.0)], fail=True))
+    collector.set_source("drops", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 3.0)]))
+    collector.set_source("encap:ns/eth0", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 2.0)],
+                                                     fail=True))
     text = scrape(collector)
     assert 'bpftools_drops_total{device="eth0",netns="ns",reason="NO_SOCKET"} 5.0' in text
-    assert "bpftools_scrape_errors_total 1.0" in text
+    assert 'bpftools_scrape_errors_total{source="encap:ns/eth0"} 1.0' in text
+    assert 'bpftools_scrape_errors_total{source="drops"} 0.0' in text
     assert 'bpftools_build_info{version="' in text
-    collector.remove_source("b")
-    assert 'reason="NO_SOCKET"} 3.0' in scrape(collector)
+    assert 'level=warning logger=bpftools.metrics msg="reading encap:ns/eth0 failed: map gone"' in log.getvalue()
+    collector.remove_source("encap:ns/eth0")
+    text = scrape(collector)
+    assert 'reason="NO_SOCKET"} 3.0' in text
+    assert 'bpftools_scrape_errors_total{source="encap:ns/eth0"} 1.0' in text  # a counter never goes back
 
 
 def test_every_metric_in_the_table_is_exposed_with_help_and_type():
