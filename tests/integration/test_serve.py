@@ -346,9 +346,25 @@ def test_sighup_reloads_the_config_and_changes_only_what_changed(tmp_path, veth_
         assert "bpftools_config_last_reload_successful 0.0" in text
         assert 'bpftools_config_reloads_total{result="success"} 2.0' in text
         assert 'hook="xdp"' in text and serve.proc.poll() is None
+
+        # drops move to the other namespace: a new tracer, then the old one goes
+        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{veth_pair.ns_a}"\n'
+                          f'decap = ["{ns}/{veth_pair.veth_b}"]\nallow_any = true\n')
+        serve.proc.send_signal(signal.SIGHUP)
+        wait_metrics_at(new_port, lambda t: 'bpftools_config_reloads_total{result="success"} 3.0' in t, timeout=60)
+        send_udp(ns, veth_pair.addr_a, 9, 4)  # NO_SOCKET drops in A
+        text = wait_metrics_at(new_port, lambda t: f'netns="{veth_pair.ns_a}",reason="NO_SOCKET"}} 4.0' in t)
+        assert f'netns="{ns}",reason="NO_SOCKET"' not in text and text.count('hook="tracepoint"') == 1
+        assert 'hook="xdp"' in text  # decap, the same interface named another way: kept
+
+        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndecap = ["{ns}/{veth_pair.veth_b}"]\nallow_any = true\n')
+        serve.proc.send_signal(signal.SIGHUP)
+        text = wait_metrics_at(new_port, lambda t: 'hook="tracepoint"' not in t)
+        assert 'hook="xdp"' in text and "bpftools_drops_total{" not in text
         rc = serve.stop(signal.SIGTERM)
         assert rc == 0, serve.stderr
     log = serve.stderr
+    assert "msg=\"drops: stopped\"" in log
     assert log.count("msg=\"encap attached to") == 1 and log.count("msg=\"decap attached to") == 1
     assert "encap on vb stopped: removed from the config" in log
     assert "level=error logger=bpftools.serve msg=\"config reload failed, keeping the running config:" in log
