@@ -166,7 +166,8 @@ def test_exporter_up_panel_shows_0_for_a_stopped_exporter(veth_pair):
     data") once it is stopped; the instance stays selectable in the dashboard's variable."""
     port = free_port()
     expr = panel_expression("Exporter up")
-    serve = BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--drops", "--netns", veth_pair.ns_b)
+    serve = BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--drops", "--netns", veth_pair.ns_b,
+                            ready_timeout=READY_TIMEOUT)
     with serve, Prometheus([f"127.0.0.1:{port}"]) as prom:
         started = time.time()
         up = prom.wait_for(expr, predicate=lambda r: len(r) == 1 and r[0]["value"][1] == "1")
@@ -319,7 +320,7 @@ def test_sighup_reloads_the_config_and_changes_only_what_changed(tmp_path, veth_
     port, new_port = free_port(), free_port()
     config = tmp_path / "serve.toml"
     config.write_text(f'listen = "127.0.0.1:{port}"\ndrops = true\nnetns = "{ns}"\nencap = ["{veth_pair.veth_b}"]\n')
-    with BpftoolsProcess("serve", "--config", str(config), "--log-level", "debug") as serve:
+    with BpftoolsProcess("serve", "--config", str(config), "--log-level", "debug", ready_timeout=READY_TIMEOUT) as serve:
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, 7)  # NO_SOCKET drops in B
         wait_metrics(port, lambda t: 'reason="NO_SOCKET"} 7.0' in t)
         config.write_text(f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{ns}"\n'
