@@ -4,54 +4,46 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from .checks import HOST_LABEL, LIKELY, Finding, in_ns
+from ..drop_causes import DROP_CAUSES, DropCause, drop_cause, event_from_json, reason_name
+from .checks import CERTAIN, HOST_LABEL, LIKELY, Finding, in_ns
 from .walk import WalkResult
 
-# kfree_skb drop reasons (names as the kernel prints them, SKB_DROP_REASON_ prefix removed) -> cause.
-REASON_CAUSES = {
-    "NETFILTER_DROP": "netfilter_drop", "IP_RPFILTER": "rp_filter", "IP_INVALID_SOURCE": "local_source",
-    "IP_LOCAL_SOURCE": "local_source", "IP_INNOROUTES": "no_route", "IP_OUTNOROUTES": "no_route",
-"PKT_TOO_BIG": "mtu", "NEIGH_FAILED": "neighbor_unreachable",
-    "NEIGH_QUEUEFULL": "neighbor_unreachable", "NEIGH_DEAD": "neighbor_unreachable", "XDP": "xdp_drop",
-    "TC_INGRESS": "tc_drop", "TC_EGRESS": "tc_drop", "DEV_READY": "link_down", "NETDEV_DOWN": "link_down",
-}
-# A drop whose reason names one cause confirms these (bridged traffic dies in iptables as NETFILTER_DROP).
-CONFIRMS = {"netfilter_drop": ("netfilter_drop", "bridge_netfilter", "docker_isolation", "docker_icc_disabled"),
-            "rp_filter": ("rp_filter", "no_return_route"), "no_route": ("no_route", "no_return_route", "link_down"),
-            "mtu": ("mtu",),
-            "neighbor_unreachable": ("neighbor_unreachable", "local_source", "rp_filter", "bridge_port_address")}
-# Reasons (and drop locations) that only support a cause found by the checks, never one on their own.
-SUPPORTS = {"QDISC_DROP": ("link_down",), "NO_TX_TARGET": ("link_down", "neighbor_unreachable"),
-            "OTHERHOST": ("neighbor_unreachable",), "IP_INADDRERRORS": ("ip_forward_disabled",)}
+# What a drop reason means (cause, what it confirms, fix) is drop_causes.DROP_CAUSES, shared with
+# trace-drops' hints. Drop locations without a telling reason support these causes found by the checks:
 SUPPORTS_AT = {"__dev_forward_skb": ("mtu", "link_down"), "br_dev_queue_push_xmit": ("mtu",)}
 EXIT_REACHABLE, EXIT_CAUSE, EXIT_UNKNOWN, EXIT_ERROR = 0, 1, 2, 3
 
 
 def drop_reason(event: dict) -> str:
-    reason = str(event.get("reason", "")).upper()
-    return reason[len("SKB_DROP_REASON_"):] if reason.startswith("SKB_DROP_REASON_") else reason
+    return reason_name(event.get("reason", ""))
 
 
 def _check_text(f: Finding) -> str:
     return f"check {f.check} ({f.direction}): {f.detail}"
 
 
-def _cause(name, netns, ifname, detail, evidence, fix, confidence, order) -> dict:
+def _cause(name, netns, ifname, detail, evidence, fix, confidence, order, direction=None) -> dict:
     return {"cause": name, "netns": netns, "ifname": ifname, "detail": detail, "evidence": list(evidence),
-            "fix": list(fix), "confidence": confidence, "_order": order}
+            "fix": list(fix), "confidence": confidence, "direction": direction, "_order": order,
+            "_confirmed": confidence >= CERTAIN}
 
 
 def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
-    """Failed checks become causes (merged when they name the same fix); drop events add evidence
-    to the cause they confirm, or become causes of their own (XDP/TC drops, unexplained drops)."""
+    """Failed checks become causes (one per cause, namespace and interface); drop events add
+    evidence to the cause they confirm, or become causes of their own (XDP/TC drops, unexplained
+    drops). The first is the most likely; the others ("also") only when independently confirmed:
+    the configuration alone breaks the ping there, or a traced drop says so."""
     causes: List[dict] = []
     index: Dict[tuple, dict] = {}
     for order, f in enumerate(x for x in findings if not x.ok and x.cause):
-        key = (f.cause, f.netns, tuple(f.fix) or f.detail)
-        if key in index:
-            index[key]["evidence"].append(_check_text(f))
+        key = (f.cause, f.netns, f.ifname or f.detail)
+        same = next((c for c in causes if (c["cause"], c["netns"]) == (f.cause, f.netns)
+                     and (f.fix and c["fix"] == f.fix or f.ifname and c["ifname"] == f.ifname)), None)
+        if same is not None:
+            _add_evidence(same, _check_text(f))
             continue
-        index[key] = _cause(f.cause, f.netns, f.ifname, f.detail, [_check_text(f)], f.fix, f.confidence, order)
+        index[key] = _cause(f.cause, f.netns, f.ifname, f.detail, [_check_text(f)], f.fix, f.confidence, order,
+                            f.direction)
         causes.append(index[key])
     programs = {(f.netns, f.ifname): f for f in findings if f.ok and f.cause in ("xdp_drop", "tc_drop")}
     for event in drops:
@@ -61,45 +53,69 @@ def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
             causes.append(_cause(f.cause, f.netns, f.ifname, f"{f.detail}; nothing else on the path explains the "
                                  "failure", [_check_text(f)], f.fix, f.confidence, order))
     causes.sort(key=lambda c: (-c["confidence"], c["_order"]))
+    causes = causes[:1] + [c for c in causes[1:] if c["_confirmed"]]
     for c in causes:
-        del c["_order"]
+        del c["_order"], c["_confirmed"]
         c["confidence"] = round(c["confidence"], 2)
     return causes
 
 
 def _add_drop(event: dict, causes: List[dict], index: Dict[tuple, dict], programs: Dict[tuple, Finding]) -> None:
-    name = cause_for_drop(event)
-    program = programs.get((event.get("netns"), event.get("ifname")))
+    entry = drop_entry(event, programs)
+    name = entry.cause if entry else None
     location = str(event.get("location") or "")
-    if name is None and ("xdp" in location or (program is not None and program.cause == "xdp_drop")):
-        name = "xdp_drop"  # XDP drops on veth/generic XDP carry no specific reason
-    kin = CONFIRMS.get(name, (name,)) if name else SUPPORTS.get(drop_reason(event), ())
+    kin = entry.confirms if entry else ()
     kin = kin or next((v for k, v in SUPPORTS_AT.items() if location.startswith(k)), ())
     matched = [c for c in causes if c["cause"] in kin and c["netns"] == event.get("netns")] or \
               [c for c in causes if c["cause"] in kin]
     text = _event_text(event)
     if matched:
-        if text not in matched[0]["evidence"]:
-            matched[0]["evidence"].append(text)
+        _add_evidence(matched[0], text)
+        matched[0]["_confirmed"] = True
         matched[0]["confidence"] = min(0.99, matched[0]["confidence"] + 0.05)
         return
     if name is None:
         return
     key = (name, event.get("netns"), event.get("ifname"))
     if key in index:
-        index[key]["evidence"].append(text)
+        _add_evidence(index[key], text)
         return
     detail = f"the kernel dropped the ping with reason {drop_reason(event)} in {event.get('netns')}" \
-        + (f" on {event['ifname']}" if event.get("ifname") else "") + (f" at {location}" if location else "")
+        + (f" on {event['ifname']}" if event.get("ifname") else "") + (f" at {location}" if location else "") \
+        + f": {entry.summary}"
+    program = programs.get((event.get("netns"), event.get("ifname")))
     if program is not None:
         detail += f" ({program.detail})"
-    index[key] = _cause(name, event.get("netns"), event.get("ifname"), detail, [text], _drop_fix(name, event),
+    index[key] = _cause(name, event.get("netns"), event.get("ifname"), detail, [text], drop_fix(entry, event),
                         LIKELY + 0.1, 10_000 + len(causes))
+    index[key]["_confirmed"] = True   # the kernel said so
     causes.append(index[key])
 
 
+def drop_entry(event: dict, programs: Dict[tuple, Finding]) -> Optional[DropCause]:
+    """The drop reason's entry; XDP drops on veth/generic XDP carry no specific reason, so a drop
+    at an XDP location, or on an interface with an XDP program, counts as the XDP entry."""
+    entry = drop_cause(drop_reason(event))
+    if entry is None or entry.cause is None:
+        program = programs.get((event.get("netns"), event.get("ifname")))
+        if "xdp" in str(event.get("location") or "") or (program is not None and program.cause == "xdp_drop"):
+            return DROP_CAUSES["XDP"]
+    return entry
+
+
+def _add_evidence(cause: dict, text: str) -> None:
+    if text not in cause["evidence"]:
+        cause["evidence"].append(text)
+
+
 def cause_for_drop(event: dict) -> Optional[str]:
-    return REASON_CAUSES.get(drop_reason(event))
+    entry = drop_cause(drop_reason(event))
+    return entry.cause if entry else None
+
+
+def drop_fix(entry: DropCause, event: dict) -> List[str]:
+    """The entry's fix commands, run in the drop's namespace."""
+    return [in_ns(event.get("netns") or HOST_LABEL, cmd) for cmd in entry.fix(event_from_json(event), {})]
 
 
 def _event_text(event: dict) -> str:
@@ -107,16 +123,6 @@ def _event_text(event: dict) -> str:
     count = f" x{event['count']}" if event.get("count", 1) != 1 else ""
     loc = f" at {event['location']}" if event.get("location") else ""
     return f"drop {drop_reason(event)} in {where}{loc}{count}"
-
-
-def _drop_fix(cause: str, event: dict) -> List[str]:
-    ns, dev = event.get("netns") or HOST_LABEL, event.get("ifname")
-    if cause == "xdp_drop" and dev:
-        return [in_ns(ns, f"ip link set dev {dev} xdp off")]
-    if cause == "tc_drop" and dev:
-        hook = "egress" if drop_reason(event) == "TC_EGRESS" else "ingress"
-        return [in_ns(ns, f"tc filter del dev {dev} {hook}")]
-    return []
 
 
 def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int, drops: List[dict]) -> dict:
@@ -129,14 +135,24 @@ def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int,
             if walk.left_machine:
                 evidence.append(f"the path leaves the machine through {walk.left_machine}: the problem may be "
                                 "beyond it")
-            causes = [{"cause": "unknown", "netns": netns, "ifname": None,
-                       "detail": "the ping fails but no check on the path explains it", "evidence": evidence,
-                       "fix": [], "confidence": 0.0}]
+            causes = [_unknown(netns, "the ping fails but no check on the path explains it", evidence)]
     return {
         "target": target, "netns": netns, "reachable": reachable, "sent": sent, "received": received,
         "source": walk.src, "path": [h.to_dict() for h in walk.hops], "causes": causes, "drops": drops,
         "checks": [f.to_dict() for f in walk.findings],
     }
+
+
+def _unknown(netns: str, detail: str, evidence: List[str]) -> dict:
+    return {"cause": "unknown", "netns": netns, "ifname": None, "detail": detail, "evidence": evidence, "fix": [],
+            "confidence": 0.0, "direction": None}
+
+
+def unexplained(result: dict, netns: str) -> dict:
+    """When every cause the checks found sits where the ping's packets were counted never to arrive."""
+    stops = where_it_stops(result["path"])
+    return _unknown(netns, "the ping fails, and the failed checks are all at hops its packets never reached",
+                    [f"counted: {stops}"] if stops else [])
 
 
 def exit_status(result: dict) -> int:
@@ -189,6 +205,54 @@ def where_it_stops(path: List[dict]) -> Optional[str]:
     return None
 
 
+def _evidence_line(evidence: str) -> str:
+    return evidence.split(":", 1)[0] + " agrees" if evidence.startswith("check ") else evidence
+
+
+def counted_cutoff(path: List[dict]) -> Dict[str, int]:
+    """Per direction, the last hop (index among that direction's hops) the echo packets were counted
+    to reach or to stop at: the first hop they never arrived in is where they stop, and still a
+    suspect (an XDP program or a veth MTU drops before the count); beyond it nothing is. Replies
+    are never generated when no request arrived. Directions without per-hop echo counts: absent."""
+    cutoff: Dict[str, int] = {}
+    for direction in ("request", "reply"):
+        hops = [h for h in path if h["direction"] == direction]
+        if not hops or any((h.get("packets") or {}).get("unit") != "echo" for h in hops):
+            continue
+        if direction == "reply" and cutoff.get("request") is not None and not _request_arrived(path):
+            cutoff[direction] = -1
+            continue
+        for i, hop in enumerate(hops):
+            inn, out = hop["packets"].get("in"), hop["packets"].get("out")
+            if i > 0 and inn == 0:
+                cutoff[direction] = i
+                break
+            if out == 0:
+                cutoff[direction] = i + 1
+                break
+    return cutoff
+
+
+def _request_arrived(path: List[dict]) -> bool:
+    delivered = [h for h in path if h["direction"] == "request" and h["action"] == "deliver"]
+    return bool(delivered) and (delivered[-1].get("packets") or {}).get("in") != 0
+
+
+def claimable(causes: List[dict], path: List[dict]) -> List[dict]:
+    """The causes at hops the ping's packets were counted to reach (see counted_cutoff)."""
+    cutoff = counted_cutoff(path)
+
+    def reached(cause: dict) -> bool:
+        direction = cause.get("direction")
+        if direction not in cutoff:
+            return True
+        hops = [h for h in path if h["direction"] == direction]
+        at = [i for i, h in enumerate(hops) if h["netns"] == cause["netns"]]
+        return not at or at[0] <= cutoff[direction]
+
+    return [c for c in causes if reached(c)]
+
+
 def story(result: dict) -> str:
     """The human output: the path, where it breaks, why, the fix."""
     lines = []
@@ -197,7 +261,11 @@ def story(result: dict) -> str:
         if hops:
             label = "echo request" if direction == "request" else "echo reply  "
             lines.append(f"{label}: " + " => ".join(_hop_text(h) for h in hops))
-    lines.append(f"ping {result['target']} from {result['netns']}"
+    for hop in result["path"]:
+        if hop["action"] in ("send", "deliver") and hop.get("note") and not hop["note"].endswith(" is local"):
+            lines.append(f"  {hop['direction']} in {hop['netns']}: {hop['note']}")
+    lines.append(f"ping {result['target']}" + (f" -I {result['device']}" if result.get("device") else "")
+                 + f" from {result['netns']}"
                  + (f" ({result['source']})" if result.get("source") else "")
                  + f": {result['sent']} sent, {result['received']} received")
     if result["reachable"]:
@@ -220,10 +288,12 @@ def story(result: dict) -> str:
     where = first["netns"] + (f", {first['ifname']}" if first.get("ifname") else "")
     lines.append(f"it breaks in {where}: {first['cause']}")
     lines.append(f"  why: {first['detail']}")
+    shown = {_evidence_line(first["evidence"][0])}
     for e in first["evidence"][1:]:
-        if e.startswith("check "):
-            e = e.split(":", 1)[0] + " agrees"
-        lines.append(f"  evidence: {e}")
+        line = _evidence_line(e)
+        if line not in shown:
+            shown.add(line)
+            lines.append(f"  evidence: {line}")
     if first["fix"]:
         lines.append("  fix:")
         lines += [f"    {cmd}" for cmd in first["fix"]]
