@@ -113,3 +113,13 @@ def test_concurrent_scrapes_see_consistent_totals():
     for t in threads:
         t.join()
     assert len(results) == 200 and all(results)
+
+
+def test_the_exporter_registry_has_process_and_platform_metrics():
+    from bpftools.metrics import RUNTIME_METRICS
+    from bpftools.serve import Exporter
+
+    text = generate_latest(Exporter(build_config({"drops": True}, {})).registry).decode()
+    samples = {line.split("{")[0].split()[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert set(RUNTIME_METRICS) <= samples, set(RUNTIME_METRICS) - samples
+    assert "bpftools_build_info" in samples
