@@ -18,7 +18,7 @@ REASON_CAUSES = {
 # A drop whose reason names one cause confirms these (bridged traffic dies in iptables as NETFILTER_DROP).
 CONFIRMS = {"netfilter_drop": ("netfilter_drop", "bridge_netfilter", "docker_isolation", "docker_icc_disabled"),
             "rp_filter": ("rp_filter", "no_return_route"), "no_route": ("no_route", "no_return_route", "link_down"),
-            "mtu": ("mtu",),
+            "mtu": ("mtu",), "local_source": ("local_source", "no_return_route", "no_route"),  # came back: a loop
             "neighbor_unreachable": ("neighbor_unreachable", "local_source", "rp_filter", "bridge_port_address")}
 # Reasons (and drop locations) that only support a cause found by the checks, never one on their own.
 SUPPORTS = {"QDISC_DROP": ("link_down",), "NO_TX_TARGET": ("link_down", "neighbor_unreachable"),

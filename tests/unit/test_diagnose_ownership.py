@@ -141,3 +141,58 @@ def test_a_device_without_a_route_is_assumed_on_link():
     snap = _veth_pair()
     walk = Walker(snap).walk("h", "10.99.0.1", device="veth0")
     assert walk.hops[0].oif == "veth0" and "assumes 10.99.0.1 is on-link" in walk.hops[0].note
+
+
+# -- strict rp_filter on a router whose route back to the client points at the server's link --------------
+
+def _misrouted_router():
+    data = json.loads((FIXTURES / "routed-healthy.json").read_text())
+    router = data["namespaces"]["bpftlab-routed-router"]
+    r_right = next(l["ifindex"] for l in router["links"] if l["ifname"] == "r-right")
+    router["routes"].append({"dst": "10.72.1.2", "dst_len": 32, "gateway": "10.72.2.2", "oif": r_right,
+                             "prefsrc": None, "priority": 0, "scope": 0, "table": 254, "tos": 0, "type": "unicast"})
+    router["sysctls"]["net.ipv4.conf.all.rp_filter"] = 1
+    return data
+
+
+def test_strict_rp_filter_with_a_route_back_that_leads_nowhere_names_the_route():
+    walk = replay(_misrouted_router())
+    causes = build_causes(walk.findings, [])
+    first = causes[0]
+    assert (first["cause"], _short(first["netns"]), first["ifname"]) == ("no_return_route", "router", "r-left")
+    assert first["fix"] == ["ip netns exec bpftlab-routed-router ip route replace 10.72.1.2/32 dev r-left"]
+    # nothing on the server: no local_source with a fix deleting its own address, no ip_forward_disabled
+    assert [c for c in causes if _short(c["netns"]) == "right"] == []
+    assert not any("ip addr del" in cmd for c in causes for cmd in c["fix"])
+
+
+def test_a_route_that_sends_the_packet_back_where_it_came_from_is_a_loop_at_that_hop():
+    data = _misrouted_router()
+    data["namespaces"]["bpftlab-routed-router"]["sysctls"]["net.ipv4.conf.all.rp_filter"] = 0
+    walk = replay(data)
+    reply = [(_short(h.netns), h.iif, h.oif, h.action) for h in walk.hops if h.direction == "reply"]
+    assert reply == [("right", None, "eth0", "send"), ("router", "r-right", "r-right", "broken")]
+    causes = build_causes(walk.findings, [])
+    assert [(c["cause"], _short(c["netns"])) for c in causes] == [("no_return_route", "router")]
+    assert causes[0]["fix"] == ["ip netns exec bpftlab-routed-router ip route replace 10.72.1.2/32 dev r-left"]
+
+
+def test_no_fix_deletes_an_address_or_route_the_path_uses():
+    from bpftools.diagnose import checks as C
+
+    used_addresses, used_routes = {("srv", "10.72.2.2")}, {("r", "10.72.1.0/24", 254)}
+    finding = C.Finding("srv", "x", False, "d", "local_source", fix=[])
+    assert C.deletes_used("ip netns exec srv ip addr del 10.72.2.2/24 dev eth0", finding, used_addresses, used_routes)
+    assert not C.deletes_used("ip netns exec srv ip addr del 10.9.9.9/32 dev lo", finding, used_addresses, used_routes)
+    moved = C.Finding("srv", "x", False, "d", "bridge_port_address",
+                      fix=["ip addr del 10.72.2.2/24 dev pa", "ip addr add 10.72.2.2/24 dev br0"])
+    assert not C.deletes_used(moved.fix[0], moved, used_addresses, used_routes)
+    at_r = C.Finding("r", "x", False, "d", "no_route")
+    assert C.deletes_used("ip netns exec r ip route del 10.72.1.0/24 table 254", at_r, used_addresses, used_routes)
+    assert not C.deletes_used("ip netns exec r ip route del blackhole 10.66.0.0/16 table 254", at_r, used_addresses,
+                              used_routes)
+    # and the walk applies it: every fix of every recorded fault keeps the ping's ends and routes
+    for path in sorted(FIXTURES.glob("*.json")):
+        walk = replay(json.loads(path.read_text()))
+        for f in walk.findings:
+            assert not [c for c in f.fix if C.deletes_used(c, f, walk.used_addresses, walk.used_routes)], path
