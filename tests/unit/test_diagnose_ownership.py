@@ -196,3 +196,24 @@ def test_no_fix_deletes_an_address_or_route_the_path_uses():
         walk = replay(json.loads(path.read_text()))
         for f in walk.findings:
             assert not [c for c in f.fix if C.deletes_used(c, f, walk.used_addresses, walk.used_routes)], path
+
+
+def test_drops_are_labelled_like_the_path_not_by_inode(monkeypatch):
+    """Our own namespace is `host` in the path; its drops said `4026531840` (issue 11)."""
+    from types import SimpleNamespace
+
+    from bpftools import drop_events
+    from bpftools.diagnose.live import TraceDropsSession
+
+    session = TraceDropsSession.__new__(TraceDropsSession)
+    session.labels = {4026531840: "host", 4026532999: "bpftlab-routed-router"}
+    session.names, session.clock = None, 0
+    raws = [SimpleNamespace(netns=4026531840), SimpleNamespace(netns=4026532999)]
+    session.tracer = SimpleNamespace(poll=lambda ms: [raws.pop(0)] if raws else [])
+
+    def decode(raw, names, clock):
+        return SimpleNamespace(netns_inode=raw.netns, netns=str(raw.netns),
+                               as_json=lambda: {"netns": str(raw.netns), "reason": "NETFILTER_DROP"})
+
+    monkeypatch.setattr(drop_events, "decode_event", decode)
+    assert [e["netns"] for e in session.events()] == ["host", "bpftlab-routed-router"]
