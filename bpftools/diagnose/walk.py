@@ -213,11 +213,19 @@ class Walker:
         end = probe._direction("reply", ns, src, dst, None)
         return end is not None and end != ns and self.snap.ns(end).owns(dst) is not None
 
+    def _locate(self, state: NetnsState, address: str, src: Optional[str]) -> Optional[str]:
+        """Where a packet from state to address is delivered (a VXLAN port's remote VTEP)."""
+        if self.probing:
+            return None
+        probe = Walker(self.snap, 0, self.max_hops, self.home)
+        probe.probing = True
+        return probe._direction("request", state.name, src or address, address, None)
+
     def _sends_back(self, state: NetnsState, oif: Link, route, nexthop: str, came_from: Optional[str], dst: str,
                     **kw) -> bool:
         """A route that sends the packet back out of the interface it came in by, to the namespace
         it came from (which does not have dst): a routing loop; the route here is the fault."""
-        station = resolve(self.snap, state, oif, nexthop, None).station
+        station = resolve(self.snap, state, oif, nexthop, None, self._locate).station
         if station is None or station.state.name != came_from or station.state.owns(dst) is not None:
             return False
         cause = "no_route" if kw["direction"] == "request" else "no_return_route"
@@ -287,7 +295,7 @@ class Walker:
     def _next_hop_station(self, state: NetnsState, oif: Link, route, nexthop: str, arp_src: Optional[str],
                           src: str, dst: str, **kw) -> Optional[Station]:
         """Resolve the next hop as ARP does; a packet goes only to the station that would take it."""
-        resolution = resolve(self.snap, state, oif, nexthop, arp_src)
+        resolution = resolve(self.snap, state, oif, nexthop, arp_src, self._locate)
         entry = state.neighbour(oif.ifindex, nexthop)
         if entry is not None and entry.state in ("permanent", "noarp") or oif.noarp:
             # no ARP is asked: the frame goes out anyway; check_neighbour judges the static entry
@@ -322,9 +330,15 @@ class Walker:
         frame = min(self.size, sent_mtu)
         for c in station.crossings:
             if c.port_in is not None:
-                self._rx_checks(c.state, c.port_in, frame, sent_mtu, f"veth peer of {oif.ifname}", **kw)
-                self._hop(direction, c.state.name, c.port_in.ifname, (c.port_out or c.bridge).ifname, "bridge",
-                          src, dst, nexthop, note=f"{c.port_in.ifname} is a port of {c.bridge.ifname}")
+                role = f"VXLAN device (VNI {c.port_in.vni})" if c.port_in.kind == "vxlan" else \
+                    f"veth peer of {oif.ifname}"
+                self._rx_checks(c.state, c.port_in, frame, sent_mtu, role, **kw)
+                out = c.port_out or c.bridge
+                note = f"{c.port_in.ifname} is a port of {c.bridge.ifname}"
+                if out.kind == "vxlan":
+                    note += f"; {out.ifname} encapsulates in VXLAN VNI {out.vni}"
+                self._hop(direction, c.state.name, c.port_in.ifname, out.ifname, "bridge", src, dst, nexthop,
+                          note=note)
             self._add(C.check_link(c.state, c.bridge, "bridge", **kw))
             if c.port_out is None:
                 frame = min(frame, c.bridge.mtu)
@@ -399,4 +413,4 @@ class Walker:
         return None
 
     def _neighbours_of(self, state: NetnsState, link: Link):
-        return [(st.state, st.link) for st in segment(self.snap, state, link).stations]
+        return [(st.state, st.link) for st in segment(self.snap, state, link, self._locate).stations]

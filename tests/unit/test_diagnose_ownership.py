@@ -217,3 +217,37 @@ def test_drops_are_labelled_like_the_path_not_by_inode(monkeypatch):
 
     monkeypatch.setattr(drop_events, "decode_event", decode)
     assert [e["netns"] for e in session.events()] == ["host", "bpftlab-routed-router"]
+
+
+def _vxlan(fdb=("10.0.0.2",), vni_b=42, fdb_back=("10.0.0.1",)):
+    """a - sw1 (br0: pa, vx0) ==VXLAN over u0/u1== sw2 (br0: vx0, pb) - b."""
+    def vx(ifindex, vni, local, remotes):
+        return Link(ifindex, "vx0", "vxlan", master=4, vni=vni, tunnel_local=local, vxlan_fdb=list(remotes),
+                    mtu=1450)
+
+    a = ns("a", [veth(2, "eth0", "sw1", 2)], [Addr(2, "10.5.0.1", 24)])
+    sw1 = ns("sw1", [veth(2, "pa", "a", 2, master=4), vx(3, 42, "10.0.0.1", fdb), Link(4, "br0", "bridge"),
+                     veth(5, "u0", "sw2", 5)], [Addr(5, "10.0.0.1", 24)])
+    sw2 = ns("sw2", [veth(2, "pb", "b", 2, master=4), vx(3, vni_b, "10.0.0.2", fdb_back), Link(4, "br0", "bridge"),
+                     veth(5, "u1", "sw1", 5)], [Addr(5, "10.0.0.2", 24)])
+    b = ns("b", [veth(2, "eth0", "sw2", 2)], [Addr(2, "10.5.0.2", 24)])
+    for state in (a, b):
+        state.links[1].mtu = 1450
+    return Snapshot({"a": a, "sw1": sw1, "sw2": sw2, "b": b})
+
+
+def test_vxlan_ports_are_followed_through_the_fdb_to_the_remote_vtep():
+    walk = Walker(_vxlan()).walk("a", "10.5.0.2")
+    request = [(h.netns, h.iif, h.oif, h.action) for h in walk.hops if h.direction == "request"]
+    assert request == [("a", None, "eth0", "send"), ("sw1", "pa", "vx0", "bridge"), ("sw2", "vx0", "pb", "bridge"),
+                       ("b", "eth0", None, "deliver")]
+    assert "VXLAN VNI 42" in walk.hops[1].note
+    assert walk.request_delivered and walk.reply_delivered, walk.hops
+    assert [f for f in walk.findings if not f.ok and f.direction == "request"] == []
+
+
+def test_vxlan_without_a_matching_vni_or_fdb_entry_is_not_a_station():
+    walk = Walker(_vxlan(vni_b=43)).walk("a", "10.5.0.2")
+    assert walk.hops[-1].action == "leave" and "VTEP 10.0.0.2" in walk.hops[-1].note
+    walk = Walker(_vxlan(fdb=())).walk("a", "10.5.0.2")
+    assert walk.hops[-1].action == "leave" and "no remote VTEP" in walk.hops[-1].note
