@@ -161,8 +161,9 @@ class Exporter(contextlib.AbstractContextManager):
             return
         try:
             new = self.reload_config()
-        except BpftoolsError as exc:
-            log.error("config reload failed, keeping the running config: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the exporter stays up
+            log.error("config reload failed, keeping the running config: %s", _first_line(exc),
+                      exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(exc, BpftoolsError))
             self.collector.record_reload(ok=False)
             return
         old = self.config
