@@ -11,7 +11,7 @@ Two halves, so the texts are unit-testable without a kernel:
 """
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import re
 import subprocess
@@ -19,7 +19,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
+from .errors import survive
 from .netlink import in_netns, interface_addresses, ipr, list_interfaces
+
+log = logging.getLogger(__name__)
 
 FACT_TTL = 1.0          # seconds a namespace fact is reused
 NETFILTER_MIN_GAP = 0.5  # at most one ruleset read per namespace and family per this many seconds
@@ -414,7 +417,7 @@ class NamespaceInspector:
         if hit and now - hit[0] < FACT_TTL:
             return hit[1]
         value = None
-        with contextlib.suppress(Exception):
+        with survive(log, "reading %s in netns %s", key, self.ns):
             value = compute()
         self._cache[key] = (now, value)
         return value
@@ -579,7 +582,7 @@ class HintEngine:
                 continue
             inspector = self._inspectors.setdefault(ns, NamespaceInspector(ns))
             for family in ("ipv4", "ipv6"):
-                with contextlib.suppress(Exception):
+                with survive(log, "reading the %s rulesets of netns %s", family, ns):
                     inspector.prime_netfilter(family)
 
     def facts(self, event, ns: NamespaceInspector) -> dict:
@@ -621,6 +624,6 @@ class HintEngine:
         ns = self.inspector(event)
         facts = {}
         if ns is not None:
-            with contextlib.suppress(Exception):
+            with survive(log, "reading the facts for a %s drop", event.reason):
                 facts = self.facts(event, ns)
         return explain(event, facts)

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 from .netlink import named_netns
 from .topology import Topology, kill_netns_processes, run
+
+log = logging.getLogger(__name__)
 
 PREFIX = "bpftlab"
 STATE_DIR = "/run/bpftools-lab"
@@ -354,7 +357,7 @@ def down(name: Optional[str] = None) -> List[str]:
         topology(name)
     removed = []
     for ns in namespaces_of(name):
-        with contextlib.suppress(Exception):
+        with survive(log, "stopping the processes of %s", ns):
             kill_netns_processes(ns)
         if run("ip", "netns", "del", ns, check=False).returncode == 0:
             removed.append(ns)
