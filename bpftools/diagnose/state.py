@@ -106,6 +106,7 @@ class NetnsState:
     sysctls: Dict[str, int] = field(default_factory=dict)
     iptables_save: str = ""        # `iptables-save` output
     nft_ruleset: dict = field(default_factory=dict)   # `nft -j list ruleset`
+    docker_networks: Dict[str, dict] = field(default_factory=dict)   # bridge ifname -> {"name", "id", "icc"}
 
     # -- lookups --------------------------------------------------------------------------
     def link(self, ifindex: Optional[int]) -> Optional[Link]:
@@ -172,6 +173,7 @@ class NetnsState:
             sysctls=dict(data.get("sysctls", {})),
             iptables_save=data.get("iptables_save", ""),
             nft_ruleset=data.get("nft_ruleset", {}),
+            docker_networks=dict(data.get("docker_networks", {})),
         )
 
 
