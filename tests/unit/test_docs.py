@@ -97,3 +97,11 @@ def test_no_internal_jargon_in_docs_or_help():
         assert not JARGON.search(md.read_text()), f"{md.name}: {JARGON.search(md.read_text()).group(0)}"
     for path, cmd in _commands().items():
         assert not JARGON.search(cmd.help or ""), f"`bpftools {path} --help`"
+
+
+def test_every_diagnose_cause_is_documented():
+    from bpftools.diagnose.checks import CAUSES
+
+    page = (ROOT / "docs" / "diagnose.md").read_text()
+    missing = [cause for cause in CAUSES if f"| `{cause}` |" not in page]
+    assert not missing, f"add {missing} to the causes table of docs/diagnose.md"
