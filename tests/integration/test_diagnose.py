@@ -72,3 +72,36 @@ def test_live_part_traces_the_drop_and_counts_the_echoes_per_hop(routed):
     router_hop = next(h for h in result["path"] if h["netns"] == routed.router and h["direction"] == "request")
     assert router_hop["packets"] == {"in": 2, "out": 0, "unit": "echo"}
     assert "counted: echo requests: 2 entered" in _diagnose(routed.left, routed.right_addr).stdout
+
+
+def _vxlan_switches(topo):
+    """a - sw1 (br0: pa, vx0) ==VXLAN 42 over 10.31.0.0/24== sw2 (br0: vx0, pb) - b, FDB entries by hand."""
+    a, sw1, sw2, b = topo.netns("a"), topo.netns("s1"), topo.netns("s2"), topo.netns("b")
+    topo.veth(sw1, "u0", sw2, "u1", "10.31.0.1/24", "10.31.0.2/24")
+    topo.veth(a, "eth0", sw1, "pa", "10.32.0.1/24")
+    topo.veth(b, "eth0", sw2, "pb", "10.32.0.2/24")
+    for ns, local, remote in ((sw1, "10.31.0.1", "10.31.0.2"), (sw2, "10.31.0.2", "10.31.0.1")):
+        run("ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "local", local, "dstport", "4789",
+            "nolearning", netns=ns)
+        run("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", remote, netns=ns)
+        run("ip", "link", "set", "vx0", "up", netns=ns)
+        topo.bridge(ns, "br0", ["vx0", "pa" if ns == sw1 else "pb"])
+    for ns in (a, b):
+        run("ip", "link", "set", "eth0", "mtu", "1450", netns=ns)
+    return a, sw1, sw2, b
+
+
+@pytest.mark.feature("vxlan_module")
+def test_vxlan_segment_is_followed_to_the_remote_vtep_and_an_unused_address_stops_at_the_sender(topo):
+    a, sw1, sw2, b = _vxlan_switches(topo)
+    proc = _diagnose(a, "10.32.0.2", "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["causes"] == [], proc.stdout
+    request = [(h["netns"], h["iif"], h["oif"]) for h in result["path"] if h["direction"] == "request"]
+    assert request == [(a, None, "eth0"), (sw1, "pa", "vx0"), (sw2, "vx0", "pb"), (b, "eth0", None)]
+    proc = _diagnose(a, "10.32.0.77", "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    first = result["causes"][0]
+    assert (first["cause"], first["netns"], first["ifname"]) == ("neighbor_unreachable", a, "eth0")
+    assert f"eth0 in {b}" in first["detail"]   # the station behind the remote VTEP was asked too
