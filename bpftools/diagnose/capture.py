@@ -16,6 +16,9 @@ from ..netlink import NETNS_RUN_DIR, in_netns, named_netns, netns_inode
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
 AF_INET = socket.AF_INET
+# IPv4 and IPv6 switches that make a namespace ignore echo requests (checks.check_echo)
+ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
+                "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
 
@@ -83,6 +86,8 @@ def _read_sysctls() -> Dict[str, int]:
             values[key] = value
 
     read("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")
+    for key in ECHO_SYSCTLS:
+        read("/proc/sys/" + key.replace(".", "/"), key)
     read("/proc/sys/net/bridge/bridge-nf-call-iptables", "net.bridge.bridge-nf-call-iptables")
     for conf in glob.glob("/proc/sys/net/ipv4/conf/*"):
         name = os.path.basename(conf)
