@@ -16,6 +16,7 @@ from ..netlink import NETNS_RUN_DIR, in_netns, named_netns, netns_inode
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
 AF_INET = socket.AF_INET
+AF_BRIDGE = socket.AF_BRIDGE
 # IPv4 and IPv6 switches that make a namespace ignore echo requests (checks.check_echo)
 ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
                 "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
@@ -67,6 +68,7 @@ def capture(label: str) -> NetnsState:
             qdiscs = {}
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
+        _vxlan_fdb(sock, state.links)
     if "net.bridge.bridge-nf-call-iptables" not in sysctls and global_bridge_nf is not None:
         # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
         sysctls["net.bridge.bridge-nf-call-iptables"] = global_bridge_nf
@@ -140,10 +142,31 @@ def _link(msg, nsids: Dict[int, str]) -> Link:
             prefix = "IFLA_GRE_" if kind == "gre" else "IFLA_IPIP_"  # pyroute2's names for ipip/sit data
             link.tunnel_local = _unset_none(data.get_attr(prefix + "LOCAL"))
             link.tunnel_remote = _unset_none(data.get_attr(prefix + "REMOTE"))
+    if kind == "vxlan" and info is not None:
+        data = info.get_attr("IFLA_INFO_DATA")
+        if data is not None:
+            link.vni = data.get_attr("IFLA_VXLAN_ID")
+            link.tunnel_local = _unset_none(data.get_attr("IFLA_VXLAN_LOCAL"))
+            link.tunnel_remote = _unset_none(data.get_attr("IFLA_VXLAN_GROUP"))   # `remote` or `group`
     xdp = msg.get_attr("IFLA_XDP")
     if xdp:
         link.xdp_prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
     return link
+
+
+def _vxlan_fdb(sock, links) -> None:
+    """The remote VTEPs in each VXLAN device's forwarding database (`bridge fdb ... dst IP`)."""
+    vxlans = {l.ifindex: l for l in links if l.kind == "vxlan"}
+    if not vxlans:
+        return
+    try:
+        entries = list(sock.get_neighbours(family=AF_BRIDGE))
+    except Exception:
+        return
+    for entry in entries:
+        link, dst = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_DST")
+        if link is not None and dst and dst not in link.vxlan_fdb:
+            link.vxlan_fdb.append(dst)
 
 
 def _unset_none(address: Optional[str]) -> Optional[str]:
