@@ -266,8 +266,12 @@ class Walker:
         arp_src = src if state.owns(src) else self._arp_source(state, oif, nexthop)
         if oif.kind in TUNNEL_KINDS:
             return self._through_tunnel(state, oif, src, dst, **kw)
+        if oif.ifname == "lo":   # `ping -I lo`: the kernel delivers it locally; which socket sees the reply
+            self._stop("leave", f"sent through lo (bound to it): delivered back into {state.name} as local; "
+                       "not modelled further")
+            return None
         if oif.kind not in ("veth", "bridge"):
-            why = "loopback" if oif.ifname == "lo" else (oif.kind or "a physical interface")
+            why = oif.kind or "a physical interface"
             self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop,
                       note=f"the path leaves through {oif.ifname} ({why}); not followed further")
             self.result.left_machine = f"{oif.ifname} in {state.name}"
