@@ -154,7 +154,7 @@ class Exporter(contextlib.AbstractContextManager):
         try:
             new = self.reload_config()
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the exporter stays up
-            log.error("config reload failed, keeping the running config: %s", _first_line(exc),
+            log.error("config reload failed, keeping the running config: %s", first_line(exc),
                       exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(exc, BpftoolsError))
             self.collector.record_reload(ok=False)
             return
