@@ -91,9 +91,15 @@ class DropFilter:
                  f"port {self.port}" if self.port is not None else "",
                  f"sport {self.sport}" if self.sport is not None else "",
                  f"dport {self.dport}" if self.dport is not None else "",
-                 f"{len(self.reasons)} reason(s)" if self.reasons else "",
-                 f"{len(self.exclude_reasons)} reason(s) excluded" if self.exclude_reasons else ""]
+                 self._reasons("reason", self.reasons, names), self._reasons("not", self.exclude_reasons, names)]
         return " ".join([where] + [e for e in extra if e])
+
+    @staticmethod
+    def _reasons(word: str, codes: Set[int], names: Optional[Names]) -> str:
+        """`reason NO_SOCKET,NETFILTER_DROP` (names when known), `not NOT_SPECIFIED`; "" if none."""
+        if not codes:
+            return ""
+        return f"{word} " + ",".join(sorted(names.reason(c) if names else str(c) for c in codes))
 
 
 # IP protocols whose ports the kernel program reads (parse_packet in trace_drops.bpf.c).

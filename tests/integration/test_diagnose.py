@@ -105,3 +105,32 @@ def test_vxlan_segment_is_followed_to_the_remote_vtep_and_an_unused_address_stop
     first = result["causes"][0]
     assert (first["cause"], first["netns"], first["ifname"]) == ("neighbor_unreachable", a, "eth0")
     assert f"eth0 in {b}" in first["detail"]   # the station behind the remote VTEP was asked too
+
+
+def test_unused_addresses_stop_where_arp_goes_unanswered(routed):
+    """Issue 11: these used to be "forwarded" back and forth until "too many hops (routing loop?)"."""
+    for dst, where, ifname in (("10.21.1.77", routed.left, "eth0"), ("10.21.2.77", routed.router, "r-right")):
+        proc = _diagnose(routed.left, dst, "--json")
+        result = json.loads(proc.stdout)
+        assert proc.returncode == 1, proc.stdout
+        assert [(c["cause"], c["netns"], c["ifname"]) for c in result["causes"]] == [
+            ("neighbor_unreachable", where, ifname)], result["causes"]
+        assert result["path"][-1]["netns"] == where and result["path"][-1]["action"] == "broken"
+        assert not any("too many hops" in h["note"] for h in result["path"])
+
+
+def test_strict_rp_filter_with_a_route_back_over_the_servers_link_gets_a_fix_that_works(routed):
+    """Issue 11: the answer also listed local_source on the server, with a fix deleting its address."""
+    run("ip", "route", "add", f"{routed.left_addr}/32", "via", routed.right_addr, "dev", "r-right",
+        netns=routed.router)
+    run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1", netns=routed.router)
+    proc = _diagnose(routed.left, routed.right_addr, "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert [(c["cause"], c["netns"]) for c in result["causes"]] == [("no_return_route", routed.router)]
+    fixes = [cmd for c in result["causes"] for cmd in c["fix"]]
+    assert fixes == [f"ip netns exec {routed.router} ip route replace {routed.left_addr}/32 dev r-left"]
+    for cmd in fixes:
+        run(*cmd.split())
+    proc = _diagnose(routed.left, routed.right_addr, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["causes"] == [], proc.stdout
