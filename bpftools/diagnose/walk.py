@@ -134,6 +134,8 @@ class Walker:
             if iif is None:
                 lookup = route_get(state, dst, src, bound.ifindex if bound else None)
                 if lookup.route is not None and lookup.route.type == "local":
+                    if direction == "request":
+                        self._add(C.check_echo(state, dst, **kw))
                     self._hop(direction, ns, None, "lo", "deliver", src, dst, note=f"{dst} is local")
                     return ns
                 bypass = self._bound_note(state, bound, dst, lookup)
@@ -155,6 +157,8 @@ class Walker:
                     self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
                     self._add(C.check_firewall(state, Packet("input", src, dst, icmp, iif.ifname, "", ctstate),
                                                **kw))
+                    if direction == "request":
+                        self._add(C.check_echo(state, dst, **kw))
                     self._hop(direction, ns, iif.ifname, None, "deliver", src, dst, note=f"{dst} is local")
                     if direction == "request":
                         self.result.arrival_ifindex = iif.ifindex
