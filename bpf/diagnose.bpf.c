@@ -3,7 +3,7 @@
  * Raw tracepoints netif_receive_skb (every received packet, args: skb) and
  * net_dev_start_xmit (every transmitted packet, args: skb, dev) see all namespaces; a packet
  * counts when it is IPv4 ICMP echo between FILTER_A and FILTER_B (either way, also inside
- * ipip) and its device's namespace is in `netns_filter`. Counts are keyed
+ * ipip) and its device's namespace is in `hop_netns`. Counts are keyed
  * (netns inode, ifindex, direction, ICMP type). sk_buff/net_device are read through the BTF
  * offsets (OFF_*) only. Configuration: -DFILTER_A / -DFILTER_B (IPv4 addresses as loaded
  * from memory, i.e. network byte order in a u32). */
@@ -26,7 +26,7 @@ struct hop_key {
 };
 
 BPF_HASH(hop_counts, struct hop_key, u64, 4096);
-BPF_HASH(netns_filter, u32, u8, 256);
+BPF_HASH(hop_netns, u32, u8, 256);   /* the path's namespaces (own name: compiled beside trace_drops) */
 
 static __always_inline int ours(u32 saddr, u32 daddr)
 {
@@ -41,7 +41,7 @@ static __always_inline void count(const void *skb, u8 dir)
     if (!dev)
         return;
     u32 netns = dev_netns_inode(dev);
-    if (!netns_filter.lookup(&netns))
+    if (!hop_netns.lookup(&netns))
         return;
     const char *head = kread_ptr(skb, OFF_SKB_HEAD);
     u16 nh = kread_u16(skb, OFF_SKB_NETWORK_HEADER);

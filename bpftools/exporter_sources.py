@@ -4,11 +4,15 @@ these adapters only read."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Dict, Iterable, Optional, Set
 
 from . import namespaces
+from .errors import first_line
 from .metrics import Sample
 from .netlink import list_interfaces, live_netns_inodes, netns_label
+
+log = logging.getLogger(__name__)
 
 
 def _ifindexes(inode: int) -> Optional[Set[int]]:
@@ -18,7 +22,8 @@ def _ifindexes(inode: int) -> Optional[Set[int]]:
         return None
     try:
         return {iface.ifindex for iface in list_interfaces(handle)}
-    except Exception:
+    except Exception as exc:
+        log.debug("listing the interfaces of %s failed: %s", inode, first_line(exc))
         return None
 
 

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 from .netlink import named_netns
 from .topology import Topology, kill_netns_processes, run
+
+log = logging.getLogger(__name__)
 
 PREFIX = "bpftlab"
 STATE_DIR = "/run/bpftools-lab"
@@ -52,7 +55,7 @@ class LabTopology:
     faults: Dict[str, Fault] = field(default_factory=dict)
     requires: Optional[str] = None    # kernel feature (doctor probe name)
     ping_device: Optional[str] = None  # the ping is `ping -I <device>`
-    starts_broken: Optional[str] = None   # the tutorial's setup has this fault: `lab fix` repairs it
+    starts_broken: Optional[str] = None   # the setup as usually built has this fault: `lab fix` repairs it
 
     def ns(self, role: str) -> str:
         return f"{prefix()}-{self.name}-{role}"
@@ -94,6 +97,7 @@ class LabBuilder(Topology):
 def _build_veth(b: LabBuilder) -> None:
     host, ns1 = b.netns("host"), b.netns("ns1")
     b.veth(host, "veth0", ns1, "eth0", "10.70.0.1/24", "10.70.0.2/24")
+    b.run("ns1", "ip", "addr", "add", "10.70.0.3/32", "dev", "lo")   # a service address, answered over eth0
 
 
 def _build_bridge(b: LabBuilder) -> None:
@@ -133,7 +137,7 @@ def _build_ipip(b: LabBuilder) -> None:
 
 
 def _build_veth_pair(b: LabBuilder) -> None:
-    """The tutorial's commands, one for one: both ends of one veth pair in one namespace."""
+    """The usual commands, one for one: both ends of one veth pair in one namespace."""
     b.netns("host")
     for cmd in (["ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"],
                 ["ip", "addr", "add", "192.168.4.3/24", "dev", "veth0"],
@@ -175,6 +179,21 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                     Fault("tc_drop", "a tc ingress program on the namespace's end drops ICMP",
                           [], [("ns1", ["tc", "qdisc", "del", "dev", "eth0", "clsact"])],
                           program=("ns1", "eth0", "tc")),
+                    Fault("echo_ignored", "the namespace ignores every echo request (icmp_echo_ignore_all)",
+                          [("ns1", _sysctl("net.ipv4.icmp_echo_ignore_all", 1))],
+                          [("ns1", _sysctl("net.ipv4.icmp_echo_ignore_all", 0))]),
+                    Fault("arp_ignore", "arp_ignore = 1 in the namespace: its service address on lo is not "
+                          "answered on eth0",
+                          [("ns1", _sysctl("net.ipv4.conf.all.arp_ignore", 1))],
+                          [("ns1", _sysctl("net.ipv4.conf.all.arp_ignore", 0)),
+                           ("ns1", _sysctl("net.ipv4.conf.eth0.arp_ignore", 0))], ping_to="10.70.0.3"),
+                    Fault("no_route", "a policy rule sends the namespace's subnet to table 100, which "
+                          "blackholes it",
+                          [("host", ["ip", "route", "add", "blackhole", "10.70.0.0/24", "table", "100"]),
+                           ("host", ["ip", "rule", "add", "to", "10.70.0.0/24", "lookup", "100", "priority",
+                                     "1000"])],
+                          [("host", ["ip", "rule", "del", "priority", "1000"]),
+                           ("host", ["ip", "route", "del", "blackhole", "10.70.0.0/24", "table", "100"])]),
                 ]}),
     LabTopology("bridge", "two namespaces joined by br0 in a switch namespace (like Docker's default bridge)",
                 _build_bridge, "a", "10.71.0.2", faults={f.name: f for f in [
@@ -195,6 +214,9 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                     Fault("mtu", "the bridge port towards b has a 68-byte MTU",
                           [("sw", ["ip", "link", "set", "pb", "mtu", "68"])],
                           [("sw", ["ip", "link", "set", "pb", "mtu", "1500"])]),
+                    Fault("no_return_route", "a prohibit rule in b refuses every route back to a",
+                          [("b", ["ip", "rule", "add", "to", "10.71.0.1", "prohibit", "priority", "900"])],
+                          [("b", ["ip", "rule", "del", "priority", "900"])]),
                 ]}),
     LabTopology("routed", "two namespaces routed through a router namespace (with a second, backup link "
                 "to the right)", _build_routed, "left", "10.72.2.2", faults={f.name: f for f in [
@@ -229,10 +251,10 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                           [("left", ["ip", "route", "replace", "default", "via", "10.72.1.1"])]),
                 ]}),
     LabTopology("veth-pair", "both ends of one veth pair in one namespace, veth0 192.168.4.3/24 and veth1 "
-                "192.168.4.2/24, and `ping -I veth0 192.168.4.2` (the classic veth pair tutorial)", _build_veth_pair,
+                "192.168.4.2/24, and `ping -I veth0 192.168.4.2` (a setup many veth guides start with)", _build_veth_pair,
                 "host",
                 "192.168.4.2", ping_device="veth0", starts_broken="local_source", faults={f.name: f for f in [
-                    Fault("local_source", "as in the tutorial: accept_local = 0, so the request, which leaves by veth0 "
+                    Fault("local_source", "accept_local = 0 (the default), so the request, which leaves by veth0 "
                           "and comes back in on veth1 with a source of this namespace, is dropped as a martian",
                           [("host", _sysctl("net.ipv4.conf.veth0.accept_local", 0)),
                            ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 0))],
@@ -389,7 +411,7 @@ def down(name: Optional[str] = None) -> List[str]:
         topology(name)
     removed = []
     for ns in namespaces_of(name):
-        with contextlib.suppress(Exception):
+        with survive(log, "stopping the processes of %s", ns):
             kill_netns_processes(ns)
         if run("ip", "netns", "del", ns, check=False).returncode == 0:
             removed.append(ns)

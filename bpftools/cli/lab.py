@@ -43,7 +43,7 @@ def up(name: str) -> None:
     click.echo(f"  {topo.summary}")
     click.echo(f"  try: {topo.ping_command()}")
     if topo.starts_broken:
-        click.echo(f"  it starts broken, as in the tutorial ({topo.starts_broken}): "
+        click.echo(f"  it starts broken, as this setup usually is ({topo.starts_broken}): "
                    f"bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}; "
                    f"`bpftools lab fix {name}` repairs it")
     click.echo(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")

@@ -45,3 +45,11 @@ def netns_option(what: str = "Namespace of IFACE"):
     return click.option("--netns", metavar="NETNS",
                         help=f"{what}: an `ip netns` name, docker:NAME, pod:NS/NAME, pid:N, inode:N, host or "
                              "a /proc/PID/ns/net path (docs/namespaces.md); default: the current one.")
+
+
+def interval_option(default: float, what: str = "reports"):
+    """`--interval SECONDS` between a long-running command's reports (at least 0.1 s)."""
+    import click
+
+    return click.option("--interval", type=click.FloatRange(min=0.1), default=default, show_default=True,
+                        metavar="SECONDS", help=f"Seconds between {what}.")

@@ -101,13 +101,15 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     home = current_label()
     src_ns = netns or home
     try:
-        binding = binding_for(Snapshot(source=capture_netns), src_ns, interface, source)
-        first = static_walk(src_ns, target, payload, home, binding=binding)
+        before = Snapshot(source=capture_netns)
+        binding = binding_for(before, src_ns, interface, source)
+        first = static_walk(src_ns, target, payload, home, before, binding)
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
     namespaces = first.namespaces or [src_ns]
     live = run_live(src_ns, target, count, timeout, payload, namespaces,
-                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src, ping_args=binding.ping_args())
+                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src, ping_args=binding.ping_args(),
+                    local=first.left_machine is None)
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=capture_netns)
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)

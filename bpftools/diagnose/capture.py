@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import socket
 from typing import Dict, Iterator, Optional
 
 from ..errors import BpftoolsError
+from ..facts.namespace import iptables_save, nft_ruleset, read_int
+from ..facts.netfilter import IPV4
+from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
 from ..netlink import NETNS_RUN_DIR, in_netns, named_netns, netns_inode
-from ..topology import run
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
 AF_INET = socket.AF_INET
-ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole",
-               7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
-RULE_ACTIONS = {1: "to_tbl", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
-NUD_STATES = {0x01: "incomplete", 0x02: "reachable", 0x04: "stale", 0x08: "delay", 0x10: "probe",
-              0x20: "failed", 0x40: "noarp", 0x80: "permanent", 0x00: "none"}
+AF_BRIDGE = socket.AF_BRIDGE
+# IPv4 and IPv6 switches that make a namespace ignore echo requests (checks.check_echo)
+ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
+                "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
 
@@ -45,7 +45,7 @@ def capture(label: str) -> NetnsState:
     from pyroute2 import IPRoute
 
     home = current_label()
-    global_bridge_nf = _read_int("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    global_bridge_nf = read_int("/proc/sys/net/bridge/bridge-nf-call-iptables")
     home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         with entered(label) as netns:
@@ -68,33 +68,14 @@ def capture(label: str) -> NetnsState:
             qdiscs = {}
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
+        _vxlan_fdb(sock, state.links)
     if "net.bridge.bridge-nf-call-iptables" not in sysctls and global_bridge_nf is not None:
         # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
         sysctls["net.bridge.bridge-nf-call-iptables"] = global_bridge_nf
     state.sysctls = sysctls
-    state.iptables_save = _output(["iptables-save"], netns)
-    nft = _output(["nft", "-j", "list", "ruleset"], netns)
-    try:
-        state.nft_ruleset = json.loads(nft) if nft.strip() else {}
-    except ValueError:
-        state.nft_ruleset = {}
+    state.iptables_save = iptables_save(netns, IPV4)
+    state.nft_ruleset = nft_ruleset(netns)
     return state
-
-
-def _output(cmd, netns: Optional[str]) -> str:
-    try:
-        proc = run(*cmd, netns=netns, check=False)
-    except OSError:
-        return ""
-    return proc.stdout if proc.returncode == 0 else ""
-
-
-def _read_int(path: str) -> Optional[int]:
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _read_sysctls() -> Dict[str, int]:
@@ -102,11 +83,13 @@ def _read_sysctls() -> Dict[str, int]:
     values: Dict[str, int] = {}
 
     def read(path: str, key: str) -> None:
-        value = _read_int(path)
+        value = read_int(path)
         if value is not None:
             values[key] = value
 
     read("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")
+    for key in ECHO_SYSCTLS:
+        read("/proc/sys/" + key.replace(".", "/"), key)
     read("/proc/sys/net/bridge/bridge-nf-call-iptables", "net.bridge.bridge-nf-call-iptables")
     for conf in glob.glob("/proc/sys/net/ipv4/conf/*"):
         name = os.path.basename(conf)
@@ -144,8 +127,8 @@ def _link(msg, nsids: Dict[int, str]) -> Link:
     flags = msg["flags"]
     link = Link(
         ifindex=msg["index"], ifname=msg.get_attr("IFLA_IFNAME"), kind=kind,
-        admin_up=bool(flags & 0x1), lower_up=bool(flags & 0x10000), mtu=msg.get_attr("IFLA_MTU") or 0,
-        mac=msg.get_attr("IFLA_ADDRESS") or "", noarp=bool(flags & 0x80), master=msg.get_attr("IFLA_MASTER"),
+        admin_up=bool(flags & IFF_UP), lower_up=bool(flags & IFF_LOWER_UP), mtu=msg.get_attr("IFLA_MTU") or 0,
+        mac=msg.get_attr("IFLA_ADDRESS") or "", noarp=bool(flags & IFF_NOARP), master=msg.get_attr("IFLA_MASTER"),
     )
     if kind == "veth":
         link.peer_ifindex = msg.get_attr("IFLA_LINK")
@@ -159,10 +142,31 @@ def _link(msg, nsids: Dict[int, str]) -> Link:
             prefix = "IFLA_GRE_" if kind == "gre" else "IFLA_IPIP_"  # pyroute2's names for ipip/sit data
             link.tunnel_local = _unset_none(data.get_attr(prefix + "LOCAL"))
             link.tunnel_remote = _unset_none(data.get_attr(prefix + "REMOTE"))
+    if kind == "vxlan" and info is not None:
+        data = info.get_attr("IFLA_INFO_DATA")
+        if data is not None:
+            link.vni = data.get_attr("IFLA_VXLAN_ID")
+            link.tunnel_local = _unset_none(data.get_attr("IFLA_VXLAN_LOCAL"))
+            link.tunnel_remote = _unset_none(data.get_attr("IFLA_VXLAN_GROUP"))   # `remote` or `group`
     xdp = msg.get_attr("IFLA_XDP")
     if xdp:
         link.xdp_prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
     return link
+
+
+def _vxlan_fdb(sock, links) -> None:
+    """The remote VTEPs in each VXLAN device's forwarding database (`bridge fdb ... dst IP`)."""
+    vxlans = {l.ifindex: l for l in links if l.kind == "vxlan"}
+    if not vxlans:
+        return
+    try:
+        entries = list(sock.get_neighbours(family=AF_BRIDGE))
+    except Exception:
+        return
+    for entry in entries:
+        link, dst = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_DST")
+        if link is not None and dst and dst not in link.vxlan_fdb:
+            link.vxlan_fdb.append(dst)
 
 
 def _unset_none(address: Optional[str]) -> Optional[str]:
@@ -185,21 +189,21 @@ def _route(msg) -> Optional[Route]:
         oif = first["oif"]
         gateway = first.get_attr("RTA_GATEWAY")
     return Route(dst=msg.get_attr("RTA_DST") or "0.0.0.0", dst_len=msg["dst_len"], table=table,
-                 type=ROUTE_TYPES.get(msg["type"], str(msg["type"])), oif=oif, gateway=gateway,
+                 type=route_type(msg["type"]), oif=oif, gateway=gateway,
                  prefsrc=msg.get_attr("RTA_PREFSRC"), priority=msg.get_attr("RTA_PRIORITY") or 0,
                  scope=msg["scope"], tos=msg["tos"])
 
 
 def _rule(msg) -> Rule:
     return Rule(priority=msg.get_attr("FRA_PRIORITY") or 0, table=msg.get_attr("FRA_TABLE") or msg["table"],
-                action=RULE_ACTIONS.get(msg["action"], str(msg["action"])), src=msg.get_attr("FRA_SRC"),
+                action=rule_action(msg["action"]), src=msg.get_attr("FRA_SRC"),
                 src_len=msg["src_len"], dst=msg.get_attr("FRA_DST"), dst_len=msg["dst_len"],
                 iif=msg.get_attr("FRA_IIFNAME"), oif=msg.get_attr("FRA_OIFNAME"),
                 fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2))
 
 
 def _neigh(msg) -> Neighbour:
-    return Neighbour(msg["ifindex"], msg.get_attr("NDA_DST"), NUD_STATES.get(msg["state"], str(msg["state"])),
+    return Neighbour(msg["ifindex"], msg.get_attr("NDA_DST"), neigh_state(msg["state"]),
                      msg.get_attr("NDA_LLADDR"))
 
 

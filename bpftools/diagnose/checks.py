@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from . import docker
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
-from .routing import SourceCheck, validate_source
+from .routing import SourceCheck, describe_refusal, validate_source, without_refusal
 from .state import Link, NetnsState
 
 # How sure a failed check makes us that it is why the ping fails.
@@ -19,7 +19,7 @@ WEAK = 0.3
 
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
-          "docker_isolation", "docker_icc_disabled", "unknown")
+          "docker_isolation", "docker_icc_disabled", "echo_ignored", "arp_ignore", "unknown")
 
 HOST_LABEL = "host"
 
@@ -111,12 +111,49 @@ def check_forwarding(state: NetnsState, iif: Link, **kw) -> Finding:
                f"net.ipv4.ip_forward = 0", ["sysctl -w net.ipv4.ip_forward=1"], iif.ifname, **kw)
 
 
-def route_fix(suggestion: Optional["RouteSuggestion"], dst: str) -> List[str]:
+def deletes_used(command: str, finding: Finding, addresses, routes) -> bool:
+    """Would this fix command delete an address or route the working part of the path uses?
+    (Moving an address, `del` then `add` of the same address, is not deleting it.)"""
+    words = shlex.split(command)
+    if words[:3] == ["ip", "netns", "exec"]:
+        words = words[4:]
+    if words[:3] == ["ip", "addr", "del"] and len(words) > 3:
+        address = words[3].split("/")[0]
+        moved = any(f"ip addr add {words[3]} " in c for c in finding.fix)
+        return (finding.netns, address) in addresses and not moved
+    if words[:3] == ["ip", "route", "del"] and len(words) > 3:
+        rest = words[3:]
+        if rest[0] in ("unicast", "local", "blackhole", "unreachable", "prohibit", "throw"):
+            rest = rest[1:]
+        prefix = rest[0] if "/" in rest[0] else f"{rest[0]}/32"
+        table = int(rest[rest.index("table") + 1]) if "table" in rest and rest[rest.index("table") + 1].isdigit() \
+            else 254
+        return (finding.netns, prefix, table) in routes
+    return False
+
+
+def route_fix(suggestion: Optional["RouteSuggestion"], dst: str, replace=None) -> List[str]:
+    """A host route to dst. `replace`: the wrong route in use; when it is that very host route it is
+    replaced, else the new one is added beside it (more specific: nothing else changes path)."""
     if suggestion is None:
         return [f"ip route add {dst} via <gateway> dev <interface>"]
-    if suggestion.gateway:
-        return [f"ip route add {dst} via {suggestion.gateway} dev {suggestion.dev}"]
-    return [f"ip route add {dst} dev {suggestion.dev}"]
+    target = f"{suggestion.dev}" if not suggestion.gateway else f"{suggestion.gateway} dev {suggestion.dev}"
+    via = "via " if suggestion.gateway else "dev "
+    if replace is not None and replace.dst == dst and replace.dst_len == 32:
+        table = f" table {replace.table}" if replace.table != 254 else ""
+        return [f"ip route replace {dst}/32 {via}{target}{table}"]
+    return [f"ip route add {dst} {via}{target}"]
+
+
+def check_return_route(state: NetnsState, src: str, iif: Link, back, suggestion: Optional["RouteSuggestion"],
+                       what: str, **kw) -> Finding:
+    """Strict rp_filter fails, and the route back to the source does not lead to it at all."""
+    via = f" via {back.gateway}" if back.gateway else ""
+    detail = (f"{what} from {src} arrives on {iif.ifname}, but the route back to {src} ({back.dst}/{back.dst_len}"
+              f"{via} dev {state.ifname(back.oif)}) does not lead back to it: rp_filter = {state.rp_filter(iif.ifname)} "
+              "drops it here, and replies could not get back that way either")
+    return bad(state, f"source_{what}", "no_return_route", detail, route_fix(suggestion, src, replace=back),
+               iif.ifname, **kw)
 
 
 @dataclass
@@ -133,20 +170,38 @@ def check_route(state: NetnsState, lookup, dst: str, cause: str, suggestion: Opt
         return ok(state, "route", f"route to {dst}: {route.type} {route.dst}/{route.dst_len}{via} dev "
                   f"{state.ifname(route.oif)} (table {route.table})", state.ifname(route.oif),
                   kw.get("direction", "request"))
-    what = "no route" if lookup.route is None else f"a {lookup.route.type} route"
-    detail = f"{what} to {dst}"
+    what = describe_refusal(lookup)
+    detail = f"{what} to {dst}" if lookup.route is None else f"{what} refuses {dst}"
     if cause == "no_return_route":
-        detail = f"{what} back to {dst}: the echo reply cannot leave {state.name}"
+        detail = (f"{what} back to {dst}" if lookup.route is None else f"{what} refuses the way back to {dst}") \
+            + f": the echo reply cannot leave {state.name}"
     down = [l.ifname for l in state.links if not l.admin_up and any(
         ipaddress.ip_address(dst) in a.network for a in state.addrs_on(l.ifindex))]
     if down:
         return bad(state, "route", "link_down", f"{detail}: {down[0]}, which has the subnet, is down",
                    [f"ip link set dev {down[0]} up"], down[0], **kw)
-    fix = route_fix(suggestion, dst)
-    if lookup.route is not None and lookup.route.table:
-        fix = [f"ip route del {lookup.route.type} {lookup.route.dst}/{lookup.route.dst_len} table "
-               f"{lookup.route.table}"] + fix
-    return bad(state, "route", cause, detail, fix, suggestion.dev if suggestion else None, **kw)
+    return bad(state, "route", cause, detail, refusal_fix(state, lookup) + _route_fix_after(state, lookup, suggestion,
+                                                                                               dst),
+               suggestion.dev if suggestion else None, **kw)
+
+
+def refusal_fix(state: NetnsState, lookup) -> List[str]:
+    """Remove the blackhole/unreachable/prohibit route or rule that refused the lookup."""
+    route = lookup.route
+    if route is None:
+        return []
+    if lookup.refused_by_rule:
+        return [f"ip rule del priority {lookup.rule.priority}"]
+    if route.table:
+        return [f"ip route del {route.type} {route.dst}/{route.dst_len} table {route.table}"]
+    return []
+
+
+def _route_fix_after(state: NetnsState, lookup, suggestion: Optional[RouteSuggestion], dst: str) -> List[str]:
+    """A route to add, unless removing the refusal already lets the lookup find one."""
+    if lookup.route is not None and refusal_fix(state, lookup) and without_refusal(state, lookup).ok:
+        return []
+    return route_fix(suggestion, dst)
 
 
 def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
@@ -186,6 +241,29 @@ def rp_filter_loosening(state: NetnsState, iif: Link) -> List[str]:
         return []
     fix = ["sysctl -w net.ipv4.conf.all.rp_filter=2"] if state.conf("all", "rp_filter") == 1 else []
     return fix + [f"sysctl -w net.ipv4.conf.{iif.ifname}.rp_filter=2"]
+
+
+# -- the echo itself --------------------------------------------------------------------------------
+
+def echo_ignore_sysctl(family: str = "ipv4", broadcast: bool = False) -> str:
+    """The switch that makes a namespace ignore echo requests (IPv6: net.ipv6.icmp.echo_ignore_*)."""
+    if family == "ipv6":
+        return "net.ipv6.icmp.echo_ignore_multicast" if broadcast else "net.ipv6.icmp.echo_ignore_all"
+    return "net.ipv4.icmp_echo_ignore_broadcasts" if broadcast else "net.ipv4.icmp_echo_ignore_all"
+
+
+def check_echo(state: NetnsState, dst: str, family: str = "ipv4", broadcast: bool = False, **kw) -> Finding:
+    """The echo request arrived: does the namespace answer it? icmp_echo_ignore_all (and for a
+    broadcast/multicast destination icmp_echo_ignore_broadcasts) make it stay silent: the kernel
+    consumes the request, so no drop is traced anywhere."""
+    keys = [echo_ignore_sysctl(family)] + ([echo_ignore_sysctl(family, broadcast=True)] if broadcast else [])
+    on = [k for k in keys if state.sysctl(k)]
+    if not on:
+        return ok(state, "echo", f"{state.name} answers echo requests to {dst} ({keys[0]} = 0)", None,
+                  kw.get("direction", "request"))
+    return bad(state, "echo", "echo_ignored", f"{on[0]} = {state.sysctl(on[0])}: {state.name} receives the echo "
+               f"request for {dst} and ignores it (nothing is dropped, so nothing is traced)",
+               [f"sysctl -w {k}=0" for k in on], **kw)
 
 
 # -- firewall --------------------------------------------------------------------------------------

@@ -9,10 +9,6 @@ import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-IFF_UP = 0x1
-IFF_NOARP = 0x80
-IFF_LOWER_UP = 0x10000
-
 RT_TABLE_LOCAL = 255
 RT_TABLE_MAIN = 254
 RT_TABLE_DEFAULT = 253
@@ -33,6 +29,8 @@ class Link:
     peer_ifindex: Optional[int] = None
     tunnel_local: Optional[str] = None   # ipip/gre/sit endpoints
     tunnel_remote: Optional[str] = None
+    vni: Optional[int] = None      # vxlan: its VNI (tunnel_local/tunnel_remote: local, remote or group)
+    vxlan_fdb: List[str] = field(default_factory=list)   # vxlan: remote VTEPs of its FDB entries
     xdp_prog_id: int = 0
     tc_qdisc: str = ""             # clsact/ingress when tc filters can be attached
 
