@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -69,16 +68,10 @@ def parse_inspectp(text: str, runtime: str) -> Optional[Pod]:
 
 
 def _crictl(endpoint: str, *args: str) -> Optional[str]:
-    try:
-        proc = subprocess.run(["crictl", "--runtime-endpoint", f"unix://{endpoint}", *args],
-                              capture_output=True, text=True, timeout=CRICTL_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.debug("crictl %s: %s", " ".join(args), exc)
-        return None
-    if proc.returncode != 0:
-        log.debug("crictl %s exited %d: %s", " ".join(args), proc.returncode, proc.stderr.strip()[:200])
-        return None
-    return proc.stdout
+    """crictl's stdout, None on failure (logged at debug)."""
+    from .facts.namespace import netns_output  # (lazily: facts imports the namespace registry)
+
+    return netns_output(None, "crictl", "--runtime-endpoint", f"unix://{endpoint}", *args, timeout=CRICTL_TIMEOUT)
 
 
 def pods() -> List[Pod]:
