@@ -42,22 +42,27 @@ def up(name: str) -> None:
     click.echo(f"lab {name} is up: {', '.join(namespaces_of(name))}")
     click.echo(f"  {topo.summary}")
     click.echo(f"  try: ip netns exec {ns} ping -c 1 {dst}")
+    if 6 in topo.families:
+        click.echo(f"       ip netns exec {ns} ping -c 1 {topo.ping(family=6)[1]}")
     click.echo(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")
 
 
 @lab.command("break")
 @click.argument("name")
 @click.argument("fault")
-def break_(name: str, fault: str) -> None:
+@click.option("-6", "ipv6", is_flag=True, help="Break the IPv6 path instead (the fault's IPv6 counterpart).")
+def break_(name: str, fault: str, ipv6: bool) -> None:
     """Inject FAULT (a diagnose cause name) into topology NAME."""
     from ..kernel.privileges import require_privileges
     from ..lab import break_ as lab_break, topology
 
     require_privileges()
-    f = lab_break(name, fault)
-    ns, dst = topology(name).ping(fault)
-    click.echo(f"lab {name}: broke it ({fault}: {f.summary})")
-    click.echo(f"  diagnose: bpftools diagnose ping {dst} --netns {ns}")
+    family = 6 if ipv6 else 4
+    f = lab_break(name, fault, family)
+    ns, dst = topology(name).ping(fault, family)
+    size = topology(name).ping_size(fault, family)
+    click.echo(f"lab {name}: broke it ({fault}{' (IPv6)' if ipv6 else ''}: {f.summary})")
+    click.echo(f"  diagnose: bpftools diagnose ping {dst} --netns {ns}" + (f" --size {size}" if size != 56 else ""))
 
 
 @lab.command()

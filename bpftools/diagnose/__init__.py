@@ -5,14 +5,14 @@ tracing and per-hop counters (live.py) -> verdict (verdict.py)."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..errors import BpftoolsError
 from .capture import capture_netns, current_label
 from .live import default_tracer, relevant_drops, run_live
 from .state import Snapshot
 from .verdict import EXIT_ERROR, exit_status, story, verdict
-from .walk import Walker
+from .walk import ECHO_TYPES, Walker
 
 __all__ = ["diagnose_ping", "exit_status", "story", "UsageProblem"]
 
@@ -25,12 +25,27 @@ class UsageProblem(BpftoolsError):
     exit_code = EXIT_ERROR
 
 
+def parse_target(target: str) -> Tuple[str, Optional[str]]:
+    """(address, scope interface) of what `ping` takes: an IPv4 or IPv6 address, `fe80::1%eth0`."""
+    text, _, scope = target.partition("%")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise UsageProblem(f"{target!r} is not an IPv4 or IPv6 address (diagnose ping takes an address)") from None
+    if scope and address.version != 6:
+        raise UsageProblem(f"{target!r}: only IPv6 addresses take a %interface scope")
+    if address.version == 6 and address.is_link_local and not scope:
+        raise UsageProblem(f"{target!r} is link-local: name the interface, as ping needs it ({text}%eth0)")
+    return str(address), scope or None
+
+
 def static_walk(src_ns: str, target: str, payload: int = 56, home: Optional[str] = None,
                 snapshot: Optional[Snapshot] = None):
     """Walk the path on a snapshot (default: the live namespaces, captured as the walk needs them)."""
     home = home or current_label()
     snapshot = snapshot if snapshot is not None else Snapshot(source=capture_netns)
-    return Walker(snapshot, payload, home=home).walk(src_ns, target)
+    address, scope = parse_target(target)
+    return Walker(snapshot, payload, home=home).walk(src_ns, address, dev=scope)
 
 
 def recording(snapshot: Snapshot, src_ns: str, target: str, home: str, payload: int = 56) -> dict:
@@ -46,11 +61,7 @@ def replay(data: dict):
 
 def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, timeout: float = 2.0,
                   payload: int = 56, tracer=_DEFAULT, record: Optional[str] = None) -> dict:
-    try:
-        if ipaddress.ip_address(target).version != 4:
-            raise ValueError
-    except ValueError:
-        raise UsageProblem(f"{target!r} is not an IPv4 address (diagnose ping takes an address)") from None
+    address, _ = parse_target(target)
     if count < 1 or count > 100:
         raise UsageProblem("--count must be between 1 and 100")
     if timeout <= 0 or timeout > 60:
@@ -63,7 +74,7 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
         raise UsageProblem(str(exc)) from None
     namespaces = first.namespaces or [src_ns]
     live = run_live(src_ns, target, count, timeout, payload, namespaces,
-                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src)
+                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src, dst=address)
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=capture_netns)
     walk = static_walk(src_ns, target, payload, home, snapshot)
@@ -72,19 +83,20 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
 
         with open(record, "w") as f:
             json.dump(recording(snapshot, src_ns, target, home, payload), f, indent=1, sort_keys=True)
-    drops = relevant_drops(live.drops, walk.src or first.src, target)
+    drops = relevant_drops(live.drops, walk.src or first.src, address)
     result = verdict(target, src_ns, walk, live.sent, live.received, drops)
-    annotate_counts(result["path"], live, snapshot)
+    result["family"] = walk.family
+    annotate_counts(result["path"], live, snapshot, walk.family)
     result["notes"] = live.notes
     return result
 
 
-def annotate_counts(path, live, snapshot: Snapshot) -> None:
+def annotate_counts(path, live, snapshot: Snapshot, family: int = 4) -> None:
     """Each hop gets `packets`: {"in", "out"}: the ping's echo packets seen entering and leaving
     (per-hop ICMP counting), else every frame the interfaces counted (interface statistics)."""
     for hop in path:
         if live.hop_counts is not None:
-            icmp = 8 if hop["direction"] == "request" else 0
+            icmp = ECHO_TYPES[family][hop["direction"]]
             links = {l.ifname: l.ifindex for l in snapshot.ns(hop["netns"]).links}
 
             def seen(ifname, way):

@@ -14,7 +14,7 @@ from ..netlink import NETNS_RUN_DIR, in_netns, named_netns, netns_inode
 from ..topology import run
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
-AF_INET = socket.AF_INET
+AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole",
                7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
 RULE_ACTIONS = {1: "to_tbl", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
@@ -22,6 +22,7 @@ NUD_STATES = {0x01: "incomplete", 0x02: "reachable", 0x04: "stale", 0x08: "delay
               0x20: "failed", 0x40: "noarp", 0x80: "permanent", 0x00: "none"}
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
+SYSCTL_CONF6_KEYS = ("forwarding", "force_forwarding", "proxy_ndp", "accept_dad", "disable_ipv6", "mtu")
 
 
 def current_label() -> str:
@@ -57,10 +58,11 @@ def capture(label: str) -> NetnsState:
     with sock:
         state = NetnsState(label)
         state.links = [_link(m, nsids) for m in sock.get_links()]
-        state.addrs = [_addr(m) for m in sock.get_addr(family=AF_INET)]
-        state.routes = [r for r in (_route(m) for m in sock.get_routes(family=AF_INET)) if r]
-        state.rules = [_rule(m) for m in sock.get_rules(family=AF_INET)]
-        state.neighbours = [_neigh(m) for m in sock.get_neighbours(family=AF_INET)]
+        for family in (AF_INET, AF_INET6):
+            state.addrs += [_addr(m) for m in sock.get_addr(family=family)]
+            state.routes += [r for r in (_route(m) for m in sock.get_routes(family=family)) if r]
+            state.rules += [_rule(m) for m in sock.get_rules(family=family)]
+            state.neighbours += [_neigh(m) for m in sock.get_neighbours(family=family)]
         try:
             qdiscs = {m["index"]: m.get_attr("TCA_KIND") for m in sock.get_qdiscs()
                       if m.get_attr("TCA_KIND") in ("clsact", "ingress")}
@@ -73,6 +75,8 @@ def capture(label: str) -> NetnsState:
         sysctls["net.bridge.bridge-nf-call-iptables"] = global_bridge_nf
     state.sysctls = sysctls
     state.iptables_save = _output(["iptables-save"], netns)
+    state.ip6tables_save = _output(["ip6tables-save"], netns)
+    state.ndp_proxies = _ndp_proxies(_output(["ip", "-6", "neigh", "show", "proxy"], netns), state)
     nft = _output(["nft", "-j", "list", "ruleset"], netns)
     try:
         state.nft_ruleset = json.loads(nft) if nft.strip() else {}
@@ -112,7 +116,23 @@ def _read_sysctls() -> Dict[str, int]:
         name = os.path.basename(conf)
         for key in SYSCTL_CONF_KEYS:
             read(os.path.join(conf, key), f"net.ipv4.conf.{name}.{key}")
+    for conf in glob.glob("/proc/sys/net/ipv6/conf/*"):  # absent when the kernel has no IPv6
+        name = os.path.basename(conf)
+        for key in SYSCTL_CONF6_KEYS:
+            read(os.path.join(conf, key), f"net.ipv6.conf.{name}.{key}")
     return values
+
+
+def _ndp_proxies(text: str, state: NetnsState) -> list:
+    """`ip -6 neigh show proxy` lines (`ADDR dev IFNAME proxy`): rtnetlink dumps them only on request."""
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[1] == "dev":
+            link = state.link_by_name(words[2])
+            if link is not None:
+                found.append(Neighbour(link.ifindex, words[0], "proxy"))
+    return found
 
 
 def _nsid_labels(sock, home: str, home_fd: int) -> Dict[int, str]:
@@ -170,9 +190,14 @@ def _unset_none(address: Optional[str]) -> Optional[str]:
 
 
 def _addr(msg) -> Addr:
+    from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_DADFAILED, IFA_F_TENTATIVE
+
     local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
     peer = msg.get_attr("IFA_ADDRESS")
-    return Addr(msg["index"], local, msg["prefixlen"], peer if peer and peer != local else None)
+    flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+    dadfailed = bool(flags & IFA_F_DADFAILED)
+    return Addr(msg["index"], local, msg["prefixlen"], peer if peer and peer != local else None,
+                tentative=bool(flags & IFA_F_TENTATIVE) and not dadfailed, dadfailed=dadfailed)
 
 
 def _route(msg) -> Optional[Route]:
@@ -184,7 +209,8 @@ def _route(msg) -> Optional[Route]:
         first = multipath[0]
         oif = first["oif"]
         gateway = first.get_attr("RTA_GATEWAY")
-    return Route(dst=msg.get_attr("RTA_DST") or "0.0.0.0", dst_len=msg["dst_len"], table=table,
+    default = "::" if msg["family"] == AF_INET6 else "0.0.0.0"
+    return Route(dst=msg.get_attr("RTA_DST") or default, dst_len=msg["dst_len"], table=table,
                  type=ROUTE_TYPES.get(msg["type"], str(msg["type"])), oif=oif, gateway=gateway,
                  prefsrc=msg.get_attr("RTA_PREFSRC"), priority=msg.get_attr("RTA_PRIORITY") or 0,
                  scope=msg["scope"], tos=msg["tos"])
@@ -195,7 +221,8 @@ def _rule(msg) -> Rule:
                 action=RULE_ACTIONS.get(msg["action"], str(msg["action"])), src=msg.get_attr("FRA_SRC"),
                 src_len=msg["src_len"], dst=msg.get_attr("FRA_DST"), dst_len=msg["dst_len"],
                 iif=msg.get_attr("FRA_IIFNAME"), oif=msg.get_attr("FRA_OIFNAME"),
-                fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2))
+                fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2),
+                family=6 if msg["family"] == AF_INET6 else 4)
 
 
 def _neigh(msg) -> Neighbour:

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
 from .routing import SourceCheck, validate_source
-from .state import Link, NetnsState
+from .state import Link, NetnsState, family_of, is_link_local
 
 # How sure a failed check makes us that it is why the ping fails.
 CERTAIN = 0.9      # the configuration alone breaks the ping
@@ -80,7 +80,7 @@ def check_bridge_port_address(state: NetnsState, link: Link, **kw) -> Finding:
                   kw.get("direction", "request"))
     bridge = state.link(link.master)
     br = bridge.ifname if bridge else "the bridge"
-    moved = state.addrs_on(link.ifindex)
+    moved = [a for a in state.addrs_on(link.ifindex) if not is_link_local(a.address)]  # fe80:: is per port
     fix = [f"ip addr del {a.address}/{a.prefixlen} dev {link.ifname}" for a in moved]
     fix += [f"ip addr add {a.address}/{a.prefixlen} dev {br}" for a in moved]
     return bad(state, "bridge_port_address", "bridge_port_address",
@@ -91,13 +91,14 @@ def check_bridge_port_address(state: NetnsState, link: Link, **kw) -> Finding:
 
 # -- forwarding, routes ------------------------------------------------------------------------------
 
-def check_forwarding(state: NetnsState, iif: Link, **kw) -> Finding:
-    if state.forwarding(iif.ifname):
-        return ok(state, "ip_forward", f"forwarding is enabled on {iif.ifname}", iif.ifname,
+def check_forwarding(state: NetnsState, iif: Link, family: int = 4, **kw) -> Finding:
+    if state.forwarding(iif.ifname, family):
+        return ok(state, "ip_forward", f"IPv{family} forwarding is enabled on {iif.ifname}", iif.ifname,
                   kw.get("direction", "request"))
+    key = "net.ipv6.conf.all.forwarding" if family == 6 else "net.ipv4.ip_forward"
     return bad(state, "ip_forward", "ip_forward_disabled",
                f"this namespace routes the packet (it arrives on {iif.ifname} for another host) but "
-               f"net.ipv4.ip_forward = 0", ["sysctl -w net.ipv4.ip_forward=1"], iif.ifname, **kw)
+               f"{key} = 0", [f"sysctl -w {key}=1"], iif.ifname, **kw)
 
 
 def route_fix(suggestion: Optional["RouteSuggestion"], dst: str) -> List[str]:
@@ -164,9 +165,12 @@ def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
 # -- firewall --------------------------------------------------------------------------------------
 
 def check_firewall(state: NetnsState, pkt: Packet, **kw) -> Finding:
+    check = f"netfilter_{pkt.hook}"
+    if family_of(pkt.dst) == 6:
+        return ok(state, check, f"{pkt.hook.upper()}: IPv6 rules are not judged yet", pkt.iif or pkt.oif,
+                  kw.get("direction", "request"))
     verdict = firewall_verdict(state.iptables_save, state.nft_ruleset, pkt)
     kind = "echo-request" if pkt.icmp_type == 8 else "echo-reply"
-    check = f"netfilter_{pkt.hook}"
     if not verdict.dropped:
         detail = f"{pkt.hook.upper()} accepts the ICMP {kind} {pkt.src} -> {pkt.dst}"
         if verdict.uncertain:
@@ -178,6 +182,9 @@ def check_firewall(state: NetnsState, pkt: Packet, **kw) -> Finding:
 
 def check_bridge_netfilter(state: NetnsState, bridge: Link, pkt: Packet, **kw) -> Finding:
     """Bridged IPv4 goes through iptables FORWARD when net.bridge.bridge-nf-call-iptables = 1."""
+    if family_of(pkt.dst) == 6:
+        return ok(state, "bridge_netfilter", f"bridged IPv6 on {bridge.ifname}: rules are not judged yet",
+                  bridge.ifname, kw.get("direction", "request"))
     kind = "echo-request" if pkt.icmp_type == 8 else "echo-reply"
     family = bridge_family_verdict(state.nft_ruleset, pkt)
     if family.dropped:
@@ -201,40 +208,70 @@ def check_bridge_netfilter(state: NetnsState, bridge: Link, pkt: Packet, **kw) -
 
 # -- neighbours ------------------------------------------------------------------------------------
 
+def resolution(address: str) -> str:
+    """How a next hop's MAC is found: ARP (IPv4) or NDP (IPv6 neighbour discovery)."""
+    return "NDP" if family_of(address) == 6 else "ARP"
+
+
 def check_neighbour(state: NetnsState, oif: Link, nexthop: str, receiver: Optional[Link],
                     receiver_state: Optional[NetnsState], **kw) -> Finding:
-    """The ARP entry for the next hop, and whether anything on the other side answers ARP for it."""
+    """The neighbour entry (ARP/NDP) for the next hop, and whether anything on the other side answers."""
     direction = kw.get("direction", "request")
+    how = resolution(nexthop)
     if oif.noarp or oif.kind in ("ipip", "gre", "sit"):
-        return ok(state, "neighbour", f"{oif.ifname} does not use ARP", oif.ifname, direction)
+        return ok(state, "neighbour", f"{oif.ifname} does not use {how}", oif.ifname, direction)
     entry = state.neighbour(oif.ifindex, nexthop)
     if entry and entry.state in ("permanent", "noarp") and receiver and entry.lladdr and receiver.mac \
             and entry.lladdr.lower() != receiver.mac.lower():
         return bad(state, "neighbour", "neighbor_unreachable",
-                   f"static ARP entry {nexthop} lladdr {entry.lladdr} on {oif.ifname}, but {nexthop} is "
+                   f"static {how} entry {nexthop} lladdr {entry.lladdr} on {oif.ifname}, but {nexthop} is "
                    f"{receiver.mac} ({receiver.ifname} in {receiver_state.name}): frames go to the wrong MAC",
                    [f"ip neigh del {nexthop} dev {oif.ifname}"], oif.ifname, **kw)
     if receiver is not None and receiver.noarp:
         return bad(receiver_state, "neighbour", "neighbor_unreachable",
-                   f"{receiver.ifname} has ARP turned off (NOARP), so nobody answers who-has {nexthop}",
+                   f"{receiver.ifname} has ARP turned off (NOARP), so nobody answers {how} for {nexthop}",
                    [f"ip link set dev {receiver.ifname} arp on"], receiver.ifname, **kw)
     if entry and entry.state in ("failed", "incomplete"):
         return bad(state, "neighbour", "neighbor_unreachable",
-                   f"ARP for {nexthop} on {oif.ifname} is {entry.state.upper()}: nothing answered",
+                   f"{how} for {nexthop} on {oif.ifname} is {entry.state.upper()}: nothing answered",
                    [f"ip neigh flush dev {oif.ifname} to {nexthop}"], oif.ifname, confidence=LIKELY, **kw)
     state_text = entry.state if entry else "not cached yet"
-    return ok(state, "neighbour", f"ARP entry for {nexthop} on {oif.ifname}: {state_text}", oif.ifname, direction)
+    return ok(state, "neighbour", f"{how} entry for {nexthop} on {oif.ifname}: {state_text}", oif.ifname,
+              direction)
+
+
+def _ndp_owner(rstate: NetnsState, rlink: Link, nexthop: str, owner, where: str, **kw) -> Optional[Finding]:
+    """IPv6 answers a neighbour solicitation only for a usable address of the receiving interface."""
+    if owner.ifindex != rlink.ifindex:
+        return bad(rstate, "nexthop", "neighbor_unreachable",
+                   f"{nexthop} is on {rstate.ifname(owner.ifindex)}, not on {rlink.ifname} where the neighbour "
+                   f"solicitation arrives ({where}): IPv6 answers only for addresses of the receiving interface",
+                   [], rlink.ifname, confidence=LIKELY, **kw)
+    if owner.dadfailed:
+        return bad(rstate, "nexthop", "neighbor_unreachable",
+                   f"{nexthop} on {rlink.ifname} failed duplicate address detection (another host has it), so "
+                   "it is never used or answered", [], rlink.ifname, confidence=LIKELY, **kw)
+    if owner.tentative:
+        return bad(rstate, "nexthop", "neighbor_unreachable",
+                   f"{nexthop} on {rlink.ifname} is tentative (duplicate address detection has not finished): "
+                   "it answers nothing yet", [], rlink.ifname, confidence=LIKELY, **kw)
+    return None
 
 
 def check_nexthop_owner(state: NetnsState, oif: Link, route, nexthop: str, rstate: Optional[NetnsState],
                         rlink: Optional[Link], where: str, **kw) -> Finding:
-    """Does anything on the other side of oif answer ARP for the next hop (arp_ignore, proxy_arp)?"""
+    """Does anything on the other side of oif answer ARP/NDP for the next hop (arp_ignore, proxy_arp;
+    IPv6: the receiving interface's own usable addresses, proxy_ndp)?"""
     direction = kw.get("direction", "request")
     if oif.noarp or rstate is None or rlink is None:
         owner = None
     else:
         owner = rstate.owns(nexthop)
-    if owner is not None:
+    if owner is not None and family_of(nexthop) == 6:
+        problem = _ndp_owner(rstate, rlink, nexthop, owner, where, **kw)
+        if problem is not None:
+            return problem
+    elif owner is not None:
         if owner.ifindex != rlink.ifindex and rstate.arp_ignore(rlink.ifname) >= 1:
             return bad(rstate, "nexthop", "neighbor_unreachable",
                        f"{nexthop} is on {rstate.ifname(owner.ifindex)}, not on {rlink.ifname} where the ARP request "
@@ -244,14 +281,22 @@ def check_nexthop_owner(state: NetnsState, oif: Link, route, nexthop: str, rstat
                        rlink.ifname, **kw)
         return ok(state, "nexthop", f"{nexthop} answers on the other side of {oif.ifname} ({where})", oif.ifname,
                   direction)
-    if rstate is not None and rlink is not None and rstate.proxy_arp(rlink.ifname):
+    if owner is not None:
+        return ok(state, "nexthop", f"{nexthop} answers on the other side of {oif.ifname} ({where})", oif.ifname,
+                  direction)
+    how = resolution(nexthop)
+    if rstate is not None and rlink is not None and how == "ARP" and rstate.proxy_arp(rlink.ifname):
         return ok(state, "nexthop", f"{where} answers ARP for {nexthop} (proxy_arp)", oif.ifname, direction)
-    detail = f"nothing on the other side of {oif.ifname} ({where}) has the address {nexthop}: ARP goes unanswered"
+    if rstate is not None and rlink is not None and how == "NDP" and rstate.proxy_ndp(rlink.ifname, nexthop):
+        return ok(state, "nexthop", f"{where} answers NDP for {nexthop} (proxy_ndp and a proxy entry)",
+                  oif.ifname, direction)
+    detail = f"nothing on the other side of {oif.ifname} ({where}) has the address {nexthop}: {how} goes unanswered"
     candidates = []
     if rstate is not None and rlink is not None and route is not None and route.gateway:
-        mine = state.addrs_on(oif.ifindex)
-        candidates = [a.address for a in rstate.addrs_on(rlink.ifindex)
+        mine = state.addrs_on(oif.ifindex, family_of(nexthop))
+        candidates = [a.address for a in rstate.addrs_on(rlink.ifindex, family_of(nexthop))
                       if any(ipaddress.ip_address(a.address) in m.network for m in mine)]
+        candidates.sort(key=is_link_local)  # a global gateway reads better
     if candidates:
         return bad(state, "nexthop", "neighbor_unreachable", f"{detail}; the gateway there is {candidates[0]}",
                    [f"ip route replace {route.dst}/{route.dst_len} via {candidates[0]} dev {oif.ifname}"

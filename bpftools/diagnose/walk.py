@@ -1,7 +1,9 @@
 """The static path walk: from the source namespace, follow routing decisions, veth peers
 (across namespaces), bridges and forwarding namespaces to the destination, then walk the
 reply back; run the checks of `checks.py` at every hop. Works on a `Snapshot`, so unit
-tests feed it recorded namespace state."""
+tests feed it recorded namespace state. IPv4 and IPv6 alike: the family is the destination's
+(IPv6: NDP for ARP, no reverse-path filter, routers never fragment, link-local destinations
+leave by their %scope interface)."""
 from __future__ import annotations
 
 import ipaddress
@@ -11,10 +13,11 @@ from typing import List, Optional, Tuple
 from . import checks as C
 from .firewall import Packet
 from .routing import fib_lookup, route_get, select_source
-from .state import Link, NetnsState, Snapshot
+from .state import Link, NetnsState, Snapshot, family_of, is_link_local
 
 ICMP_HEADER = 8
-IP_HEADER = 20
+IP_HEADER = {4: 20, 6: 40}
+ECHO_TYPES = {4: {"request": 8, "reply": 0}, 6: {"request": 128, "reply": 129}}
 TUNNEL_KINDS = ("ipip", "gre", "sit")
 
 
@@ -44,6 +47,7 @@ class WalkResult:
     reply_delivered: bool = False
     left_machine: Optional[str] = None
     arrival_ifindex: Optional[int] = None   # where the echo request entered DST's namespace
+    family: int = 4
 
     @property
     def namespaces(self) -> List[str]:
@@ -57,25 +61,37 @@ class WalkResult:
 class Walker:
     def __init__(self, snapshot: Snapshot, payload: int = 56, max_hops: int = 16, home: str = C.HOST_LABEL):
         self.snap = snapshot
-        self.size = payload + ICMP_HEADER + IP_HEADER
+        self.payload = payload
+        self.size = payload + ICMP_HEADER + IP_HEADER[4]
         self.max_hops = max_hops
         self.home = home
         self.result = WalkResult()
 
     # -- entry point -------------------------------------------------------------------------
-    def walk(self, src_ns: str, dst: str, src: Optional[str] = None) -> WalkResult:
+    def walk(self, src_ns: str, dst: str, src: Optional[str] = None, dev: Optional[str] = None) -> WalkResult:
+        """`dev`: the interface the ping leaves by whatever the routes say (a link-local
+        destination's %scope)."""
         res = self.result
+        res.family = family_of(dst)
+        self.size = self.payload + ICMP_HEADER + IP_HEADER[res.family]
         state = self.snap.ns(src_ns)
-        first = route_get(state, dst, src)
+        bound = state.link_by_name(dev) if dev else None
+        if dev and bound is None:
+            self._hop("request", src_ns, None, dev, "broken", src or "", dst, note=f"no interface {dev} here")
+            return res
+        oif = bound.ifindex if bound else None
+        first = route_get(state, dst, src, oif)
         if src is None and first.route is not None and first.route.type == "unicast":
             src = select_source(state, first.route, dst)
         res.src = src or dst
-        end = self._direction("request", src_ns, res.src, dst, None)
+        end = self._direction("request", src_ns, res.src, dst, None, oif)
         if end is None:
             return res
         res.request_delivered = True
         res.dst_netns = end
-        back = self._direction("reply", end, dst, res.src, None)
+        # a link-local source is answered on the link the request came from
+        reply_oif = res.arrival_ifindex if is_link_local(res.src) else None
+        back = self._direction("reply", end, dst, res.src, None, reply_oif)
         res.reply_delivered = back == src_ns
         if back is not None and back != src_ns:
             self._add(C.bad(self.snap.ns(back), "reply", "no_return_route",
@@ -98,15 +114,17 @@ class Walker:
         return hop
 
     # -- one direction ---------------------------------------------------------------------------
-    def _direction(self, direction: str, ns: str, src: str, dst: str, iif: Optional[Link]) -> Optional[str]:
+    def _direction(self, direction: str, ns: str, src: str, dst: str, iif: Optional[Link],
+                   bound_oif: Optional[int] = None) -> Optional[str]:
         """Walk until dst is local (returns that namespace) or the walk cannot go on (None)."""
         kw = {"direction": direction, "home": self.home}
-        icmp = 8 if direction == "request" else 0
+        family = family_of(dst)
+        icmp = ECHO_TYPES[family][direction]
         ctstate = "NEW" if direction == "request" else "ESTABLISHED"
         for _ in range(self.max_hops):
             state = self.snap.ns(ns)
             if iif is None:
-                lookup = route_get(state, dst, src)
+                lookup = route_get(state, dst, src, bound_oif)
                 if lookup.route is not None and lookup.route.type == "local":
                     self._hop(direction, ns, None, "lo", "deliver", src, dst, note=f"{dst} is local")
                     return ns
@@ -131,7 +149,7 @@ class Walker:
                     if direction == "request":
                         self.result.arrival_ifindex = iif.ifindex
                     return ns
-                self._add(C.check_forwarding(state, iif, **kw))
+                self._add(C.check_forwarding(state, iif, family, **kw))
                 self._add(C.check_source(state, src, dst, iif, "packet",
                                          self._suggest_route(ns, src, iif.ifindex), **kw))
                 self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
@@ -142,7 +160,13 @@ class Walker:
                 oif = state.link(lookup.route.oif)
                 self._add(C.check_firewall(state, Packet("forward", src, dst, icmp, iif.ifname,
                                                          oif.ifname if oif else "", ctstate), **kw))
-                if oif is not None and oif.kind not in TUNNEL_KINDS and direction == "request":  # ping sets DF; echo replies do not
+                if oif is not None and oif.kind not in TUNNEL_KINDS and family == 6:
+                    self._add(C.check_mtu(state, oif, self.size, "IPv6 routers never fragment: the router drops "
+                                          "it and sends ICMPv6 packet-too-big to the source, which must fragment "
+                                          "(if that message is filtered on the way, the path is a black hole)",
+                                          max(self.size, 1500), **kw))
+                elif oif is not None and oif.kind not in TUNNEL_KINDS and direction == "request":
+                    # ping sets DF on IPv4; echo replies do not
                     self._add(C.check_mtu(state, oif, self.size, "the echo request is forwarded with DF set",
                                           max(self.size, 1500), **kw))
                 action = "forward"
@@ -169,6 +193,8 @@ class Walker:
         if oif.master is not None:
             self._add(C.check_bridge_port_address(state, oif, **kw))
         arp_src = src if state.owns(src) else self._arp_source(state, oif, nexthop)
+        if family_of(nexthop) == 6:
+            arp_src = None  # NDP has no source validation (no rp_filter in IPv6)
         if oif.kind == "bridge":
             got = self._through_bridge(state, oif, None, nexthop, src, dst, route=route, **kw)
         elif oif.kind == "veth":
@@ -193,7 +219,7 @@ class Walker:
 
     @staticmethod
     def _arp_source(state: NetnsState, oif: Link, nexthop: str) -> Optional[str]:
-        addrs = state.addrs_on(oif.ifindex)
+        addrs = state.addrs_on(oif.ifindex, family_of(nexthop))
         for addr in addrs:
             if ipaddress.ip_address(nexthop) in addr.network:
                 return addr.address
@@ -233,7 +259,7 @@ class Walker:
     def _through_bridge(self, bstate: NetnsState, bridge: Link, port_in: Optional[Link], nexthop,
                         src, dst, route=None, **kw):
         direction = kw["direction"]
-        icmp = 8 if direction == "request" else 0
+        icmp = ECHO_TYPES[family_of(dst)][direction]
         self._add(C.check_link(bstate, bridge, "bridge", **kw))
         if port_in is not None:
             self._hop(direction, bstate.name, port_in.ifname, None, "bridge", src, dst, nexthop,
@@ -307,16 +333,18 @@ class Walker:
         except Exception:
             return None
         links = sorted(state.links, key=lambda l: l.ifindex != prefer_ifindex)
+        family = family_of(dst)
         for link in links:
-            if link.kind not in ("veth", "bridge") or not state.addrs_on(link.ifindex):
+            if link.kind not in ("veth", "bridge") or not state.addrs_on(link.ifindex, family):
                 continue
             for pstate, plink in self._neighbours_of(state, link):
                 if pstate.owns(dst) is not None:
                     return C.RouteSuggestion(link.ifname, None)
-                gateways = [a for a in pstate.addrs_on(plink.ifindex)
+                gateways = [a for a in pstate.addrs_on(plink.ifindex, family)
                             if any(ipaddress.ip_address(a.address) in mine.network
-                                   for mine in state.addrs_on(link.ifindex))]
-                if gateways and pstate.forwarding(plink.ifname) and fib_lookup(pstate, dst).ok:
+                                   for mine in state.addrs_on(link.ifindex, family))]
+                gateways.sort(key=lambda a: is_link_local(a.address))  # a global gateway reads better
+                if gateways and pstate.forwarding(plink.ifname, family) and fib_lookup(pstate, dst).ok:
                     return C.RouteSuggestion(link.ifname, gateways[0].address)
         return None
 
