@@ -1,4 +1,4 @@
-"""`bpftools demo`, the main job: the seeds' two classic failures, end to end.
+"""`bpftools demo`, two classic ping failures, end to end.
 
 For each, a lab topology is built, broken, diagnosed (the human story `bpftools diagnose
 ping` prints), fixed with the diagnosis' own fix commands, and pinged again:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from . import __version__
+from . import __version__, docker_engine
 from .kernel import features
 from .kernel.drop_reasons import kfree_skb_format
 from .kernel.headers import build_dir, headers_version
@@ -45,6 +45,7 @@ def collect_report() -> Dict:
         "features": features.as_json(probes),
         "capabilities": {name: features.needs_met(needs, available)
                          for name, needs in features.CAPABILITY_NEEDS.items()},
+        "docker": docker_engine.availability(),
     }
 
 
@@ -68,4 +69,7 @@ def format_report(report: Dict) -> str:
     for name, ok in report["capabilities"].items():
         needs = " and ".join(n.replace("|", " or ") for n in features.CAPABILITY_NEEDS[name])
         lines.append(f"    {name:22} {'ready' if ok else 'UNAVAILABLE'}  (needs {needs})")
+    docker = report["docker"]
+    state = f"yes (Engine {docker['version']})" if docker["api"] else "no"
+    lines.append(f"  docker:        {state}: {docker['detail']} [{docker['socket']}]")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
-"""`bpftools lab`: the seeds' topologies built in namespaces named `bpftlab-<topology>-<role>`,
+"""`bpftools lab`: common namespace topologies built in namespaces named `bpftlab-<topology>-<role>`,
 and the faults that break their pings, for learning, demos and `diagnose` tests.
 
-Nothing here touches the namespace bpftools runs in: the "host" of the tutorials is a
+Nothing here touches the namespace bpftools runs in: the "host" of these setups is a
 namespace too (`bpftlab-veth-host`). `lab down --all` removes every `bpftlab-` namespace.
 
 The topologies are dual-stack (IPv4 and IPv6, fd00:7N:: ULA addresses, no duplicate address
@@ -200,7 +200,7 @@ def _readd6(ifname: str, cidr: str) -> List[str]:
 
 
 TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
-    LabTopology("veth", "a veth pair between a namespace and the host's stand-in (seed: netns + veth)",
+    LabTopology("veth", "a veth pair between a namespace and the host's stand-in (the classic netns + veth setup)",
                 _build_veth, "host", "10.70.0.2", ping_to6="fd00:70::2", faults={f.name: f for f in [
                     Fault("link_down", "the namespace's end of the veth pair is down",
                           [("ns1", ["ip", "link", "set", "eth0", "down"])],
@@ -240,7 +240,7 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                           [], [("ns1", ["tc", "qdisc", "del", "dev", "eth0", "clsact"])],
                           program=("ns1", "eth0", "tc"), **six()),
                 ]}),
-    LabTopology("bridge", "two namespaces joined by br0 in a switch namespace (seed: Docker's bridge)",
+    LabTopology("bridge", "two namespaces joined by br0 in a switch namespace (like Docker's default bridge)",
                 _build_bridge, "a", "10.71.0.2", ping_to6="fd00:71::2", faults={f.name: f for f in [
                     Fault("bridge_netfilter", "br_netfilter sends bridged frames through iptables, and FORWARD "
                           "drops them (Docker's FORWARD DROP)",
@@ -265,7 +265,8 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                           [("sw", ["ip", "link", "set", "pb", "up"])], **six()),
                     Fault("mtu", "the bridge port towards b has a 68-byte MTU",
                           [("sw", ["ip", "link", "set", "pb", "mtu", "68"])],
-                          [("sw", ["ip", "link", "set", "pb", "mtu", "1500"])],
+                          [("sw", ["ip", "link", "set", "pb", "mtu", "1500"]),
+                           ("sw", _readd6("br0", "fd00:71::fe/64"))],  # br0 follows its smallest port
                           **six([("sw", ["ip", "link", "set", "pb", "mtu", "1280"])],
                                 [("sw", ["ip", "link", "set", "pb", "mtu", "1500"])], size=1300)),
                 ]}),
@@ -319,7 +320,7 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                           **six([("left", ["ip", "-6", "route", "replace", "default", "via", "fd00:72:1::fe"])],
                                 [("left", ["ip", "-6", "route", "replace", "default", "via", "fd00:72:1::1"])])),
                 ]}),
-    LabTopology("ipip", "an ipip tunnel between two namespaces across a forwarding hub (seed: netns + ipip)",
+    LabTopology("ipip", "an ipip tunnel between two namespaces across a forwarding hub (the classic netns + ipip setup)",
                 _build_ipip, "ns1", "10.73.100.2", requires="ipip_module", faults={f.name: f for f in [
                     Fault("ip_forward_disabled", "the hub between the tunnel ends does not forward",
                           [("hub", _sysctl("net.ipv4.ip_forward", 0))],

@@ -8,7 +8,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import BpftoolsError
 
-DEFAULT_LISTEN = "127.0.0.1:9435"  # loopback: exposing metrics wider is an explicit choice
+# 9654: free in the Prometheus "default port allocations" list; 9435, used until 0.1, is
+# ebpf_exporter's, which users often run beside us (docs/serve.md).
+DEFAULT_PORT = 9654
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"  # loopback: exposing metrics wider is an explicit choice
 
 
 @dataclass

@@ -52,6 +52,7 @@ def topo():
 
 def _leftovers() -> list:
     """Namespaces this test run created and did not remove, and netlink attachments in ours."""
+    import docker_env
     from bpftools.status import find_attachments
     from bpftools.topology import Topology
 
@@ -61,6 +62,7 @@ def _leftovers() -> list:
               for a in find_attachments([None]) if a["held_by"] == "netlink"]
     found += [f"stale pin {a['prog_name']}" for a in find_attachments()
               if a["held_by"] == "stale pin" and a["netns"] in Topology.created_in_this_process]
+    found += docker_env.leftovers()
     return found
 
 

@@ -1,4 +1,4 @@
-"""`bpftools demo`: the main job, on throwaway lab namespaces."""
+"""`bpftools demo`: two failing pings, diagnosed and fixed on throwaway lab namespaces."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +8,8 @@ import click
 
 @click.command()
 def demo() -> None:
-    """Why does this ping fail? Build two lab networks, break each the way the tutorials' users
-    did (strict rp_filter with an asymmetric route; Docker's FORWARD DROP on bridged traffic),
+    """Why does this ping fail? Build two lab networks, break each in a way users
+    often hit (strict rp_filter with an asymmetric route; Docker's FORWARD DROP on bridged traffic),
     diagnose it, apply the diagnosis' fix, ping again, and remove everything."""
     from ..attach import terminate_gracefully
     from ..demo import run_demo

@@ -28,7 +28,7 @@ CLEAR_SCREEN = "\033[H\033[2J"
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="Seconds between reports.")
 @duration_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (see README).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (fields: docs/encap-stats.md).")
 def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str, udp_ports: Tuple[str, ...],
                 top: int, interval: float, duration: Optional[float], as_json: bool) -> None:
     """Count encapsulated packets and bytes (ipip, sit, GRE, VXLAN, GENEVE, ...) on IFACE..."""

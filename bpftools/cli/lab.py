@@ -1,4 +1,4 @@
-"""`bpftools lab`: build the tutorials' topologies in namespaces, break them, fix them."""
+"""`bpftools lab`: build common topologies in namespaces, break them, fix them."""
 from __future__ import annotations
 
 from typing import Optional

@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from . import docker
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
 from .routing import SourceCheck, validate_source
 from .state import Link, NetnsState, family_of, is_link_local
@@ -18,7 +19,7 @@ WEAK = 0.3
 
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
-          "unknown")
+          "docker_isolation", "docker_icc_disabled", "unknown")
 
 HOST_LABEL = "host"
 
@@ -40,8 +41,18 @@ class Finding:
 
 
 def in_ns(netns: str, command: str, home: str = HOST_LABEL) -> str:
-    """A command to run inside namespace `netns` (ours needs no prefix)."""
-    return command if netns == home else f"ip netns exec {shlex.quote(netns)} {command}"
+    """A shell command to run inside the namespace labelled `netns` (ours needs no prefix). Containers
+    are entered by the PID Docker reports when the command runs, so the command outlives a restart."""
+    if netns == home:
+        return command
+    if netns == HOST_LABEL:
+        return f"nsenter -n -t 1 {command}"
+    if netns.startswith("docker:"):
+        pid = shlex.quote("{{.State.Pid}}")
+        return f'nsenter -n -t "$(docker inspect -f {pid} {shlex.quote(netns[len("docker:"):])})" {command}'
+    if netns.startswith("pid:"):
+        return f"nsenter -n -t {netns[len('pid:'):].split()[0]} {command}"
+    return f"ip netns exec {shlex.quote(netns)} {command}"
 
 
 def ok(state: NetnsState, check: str, detail: str, ifname: Optional[str] = None, direction: str = "request"):
@@ -176,6 +187,9 @@ def check_firewall(state: NetnsState, pkt: Packet, **kw) -> Finding:
         if verdict.uncertain:
             detail += f" (rules not judged: {'; '.join(verdict.uncertain[:3])})"
         return ok(state, check, detail, pkt.iif or pkt.oif, kw.get("direction", "request"))
+    story = docker.explain(state, pkt, verdict, kw.get("direction", "request"))
+    if story is not None:
+        return bad(state, check, story.cause, story.detail, story.fix, pkt.iif or pkt.oif, **kw)
     return bad(state, check, "netfilter_drop", f"{verdict.where} drops the ICMP {kind} {pkt.src} -> {pkt.dst}: "
                f"{verdict.rule}", verdict.fix, pkt.iif or pkt.oif, **kw)
 
@@ -199,6 +213,9 @@ def check_bridge_netfilter(state: NetnsState, bridge: Link, pkt: Packet, **kw) -
     if not verdict.dropped:
         return ok(state, "bridge_netfilter", f"net.bridge.bridge-nf-call-iptables = 1 and FORWARD accepts bridged "
                   f"ICMP {kind} on {bridge.ifname}", bridge.ifname, kw.get("direction", "request"))
+    story = docker.explain(state, pkt, verdict, kw.get("direction", "request"))
+    if story is not None:
+        return bad(state, "bridge_netfilter", story.cause, story.detail, story.fix, bridge.ifname, **kw)
     return bad(state, "bridge_netfilter", "bridge_netfilter",
                f"net.bridge.bridge-nf-call-iptables = 1, so frames bridged by {bridge.ifname} ({pkt.physdev_in} -> "
                f"{pkt.physdev_out}) go through iptables FORWARD, and {verdict.where} drops them: {verdict.rule} "

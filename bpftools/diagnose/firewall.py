@@ -189,9 +189,9 @@ def iptables_verdict(tables: Dict[str, IptTable], pkt: Packet) -> Verdict:
                            [_ipt_policy_fix(chain, pkt)], uncertain)
         return Verdict(False, uncertain=uncertain)
     if verdict == "drop":
-        spec = shlex.split(text)[2:]
+        words = shlex.split(text)  # the rule may sit in a chain FORWARD jumps to (DOCKER-USER)
         return Verdict(True, f"iptables filter {chain}", text,
-                       ["iptables -t filter -D " + " ".join(shlex.quote(a) for a in [chain] + spec)], uncertain)
+                       ["iptables -t filter -D " + " ".join(shlex.quote(a) for a in words[1:])], uncertain)
     return Verdict(False, uncertain=uncertain)
 
 

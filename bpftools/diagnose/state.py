@@ -135,6 +135,7 @@ class NetnsState:
     ip6tables_save: str = ""       # `ip6tables-save` output
     ndp_proxies: List[Neighbour] = field(default_factory=list)   # `ip -6 neigh show proxy` (state "proxy")
     nft_ruleset: dict = field(default_factory=dict)   # `nft -j list ruleset`
+    docker_networks: Dict[str, dict] = field(default_factory=dict)   # bridge ifname -> {"name", "id", "icc"}
 
     # -- lookups --------------------------------------------------------------------------
     def link(self, ifindex: Optional[int]) -> Optional[Link]:
@@ -222,6 +223,7 @@ class NetnsState:
             ip6tables_save=data.get("ip6tables_save", ""),
             ndp_proxies=[Neighbour(**n) for n in data.get("ndp_proxies", [])],
             nft_ruleset=data.get("nft_ruleset", {}),
+            docker_networks=dict(data.get("docker_networks", {})),
         )
 
 

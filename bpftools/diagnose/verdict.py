@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from .checks import LIKELY, Finding
+from .checks import HOST_LABEL, LIKELY, Finding, in_ns
 from .walk import WalkResult
 
 # kfree_skb drop reasons (names as the kernel prints them, SKB_DROP_REASON_ prefix removed) -> cause.
@@ -16,8 +16,9 @@ REASON_CAUSES = {
     "TC_INGRESS": "tc_drop", "TC_EGRESS": "tc_drop", "DEV_READY": "link_down", "NETDEV_DOWN": "link_down",
 }
 # A drop whose reason names one cause confirms these (bridged traffic dies in iptables as NETFILTER_DROP).
-CONFIRMS = {"netfilter_drop": ("netfilter_drop", "bridge_netfilter"), "rp_filter": ("rp_filter", "no_return_route"),
-            "no_route": ("no_route", "no_return_route", "link_down"), "mtu": ("mtu",),
+CONFIRMS = {"netfilter_drop": ("netfilter_drop", "bridge_netfilter", "docker_isolation", "docker_icc_disabled"),
+            "rp_filter": ("rp_filter", "no_return_route"), "no_route": ("no_route", "no_return_route", "link_down"),
+            "mtu": ("mtu",),
             "neighbor_unreachable": ("neighbor_unreachable", "local_source", "rp_filter", "bridge_port_address")}
 # Reasons (and drop locations) that only support a cause found by the checks, never one on their own.
 SUPPORTS = {"QDISC_DROP": ("link_down",), "NO_TX_TARGET": ("link_down", "neighbor_unreachable"),
@@ -109,13 +110,12 @@ def _event_text(event: dict) -> str:
 
 
 def _drop_fix(cause: str, event: dict) -> List[str]:
-    ns, dev = event.get("netns"), event.get("ifname")
-    prefix = f"ip netns exec {ns} " if ns and ns != "host" else ""
+    ns, dev = event.get("netns") or HOST_LABEL, event.get("ifname")
     if cause == "xdp_drop" and dev:
-        return [f"{prefix}ip link set dev {dev} xdp off"]
+        return [in_ns(ns, f"ip link set dev {dev} xdp off")]
     if cause == "tc_drop" and dev:
         hook = "egress" if drop_reason(event) == "TC_EGRESS" else "ingress"
-        return [f"{prefix}tc filter del dev {dev} {hook}"]
+        return [in_ns(ns, f"tc filter del dev {dev} {hook}")]
     return []
 
 

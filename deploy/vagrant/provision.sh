@@ -28,7 +28,7 @@ cat > /etc/systemd/system/bpftools-serve.service <<UNIT
 Description=bpftools Prometheus exporter
 After=bpftools-traffic.service
 [Service]
-ExecStart=/vagrant/.venv/bin/bpftools serve --listen 127.0.0.1:9435 --drops --all-netns --encap vdemo-b/vb --decap vdemo-b/vb --allow-remote 10.77.0.1/32
+ExecStart=/vagrant/.venv/bin/bpftools serve --listen 127.0.0.1:9654 --drops --all-netns --encap vdemo-b/vb --decap vdemo-b/vb --allow-remote 10.77.0.1/32
 Restart=always
 UNIT
 
@@ -41,7 +41,7 @@ rule_files:
 scrape_configs:
   - job_name: bpftools
     static_configs:
-      - targets: ["127.0.0.1:9435"]
+      - targets: ["127.0.0.1:9654"]
 PROM
 
 install -D -m 0644 dashboards/provisioning/dashboards.yml /etc/grafana/provisioning/dashboards/bpftools.yml

@@ -5,6 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bpftools.serve_config import DEFAULT_PORT
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 MANIFESTS = sorted(p for p in DEPLOY.glob("*.yaml"))
@@ -38,7 +45,54 @@ def test_daemonset_has_host_access_and_bpf_capabilities():
     assert {"/sys/fs/bpf", "/sys/kernel/tracing", "/lib/modules", "/usr/src"} <= mounts
     volumes = {v["name"] for v in spec["volumes"]}
     assert {m["name"] for m in container["volumeMounts"]} <= volumes
-    assert container["ports"][0]["containerPort"] == 9435
+    assert container["ports"][0]["containerPort"] == DEFAULT_PORT
+
+
+def test_daemonset_runs_on_clusters_with_apparmor_and_pod_security():
+    objs = all_objects()
+    namespace = objs[("Namespace", "bpftools")]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    template = objs[("DaemonSet", "bpftools")]["spec"]["template"]
+    spec = template["spec"]
+    container = spec["containers"][0]
+    # The annotation for kubelets before 1.30, the field from 1.30 on.
+    assert template["metadata"]["annotations"][
+        f"container.apparmor.security.beta.kubernetes.io/{container['name']}"] == "unconfined"
+    assert container["securityContext"]["appArmorProfile"] == {"type": "Unconfined"}
+    assert "SYSLOG" in container["securityContext"]["capabilities"]["add"]  # else /proc/kallsyms reads as zeros
+    account = objs[("ServiceAccount", spec["serviceAccountName"])]
+    assert account["metadata"]["namespace"] == objs[("DaemonSet", "bpftools")]["metadata"]["namespace"]
+    assert account["automountServiceAccountToken"] is False and spec["automountServiceAccountToken"] is False
+
+
+def test_one_version_for_package_image_and_manifests():
+    from importlib.metadata import version
+
+    from bpftools import __version__
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "bpftools.__version__"}
+    assert version("bpftools") == __version__
+    images = [c["image"] for d in all_objects().values() if d["kind"] == "DaemonSet"
+              for c in d["spec"]["template"]["spec"]["containers"]]
+    assert images and all(image == f"bpftools:{__version__}" for image in images)
+
+
+def test_license_file_matches_pyproject():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == {"text": "Apache-2.0"}
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License" in text
+
+
+def test_dockerignore_keeps_local_state_out_of_the_image():
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "**/__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info"} <= ignored
+    # What the image build needs must not be ignored.
+    assert not ignored & {"bpf", "bpftools", "pyproject.toml", "README.md", "LICENSE"}
 
 
 def test_service_and_servicemonitor_select_the_daemonset():
@@ -50,6 +104,7 @@ def test_service_and_servicemonitor_select_the_daemonset():
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert svc["spec"]["ports"][0]["port"] == DEFAULT_PORT
 
 
 def test_serve_config_in_the_configmap_is_a_valid_serve_config(tmp_path):
@@ -58,7 +113,7 @@ def test_serve_config_in_the_configmap_is_a_valid_serve_config(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(all_objects()[("ConfigMap", "bpftools-config")]["data"]["config.toml"])
     config = build_config(read_config_file(str(path)), {})
-    assert config.listen == "0.0.0.0:9435" and config.drops and config.all_netns
+    assert config.listen == f"0.0.0.0:{DEFAULT_PORT}" and config.drops and config.all_netns
 
 
 def test_dashboard_configmap_matches_dashboards_dir():

@@ -12,7 +12,7 @@ from bpftools.serve_config import DEFAULT_LISTEN, build_config, listen_address, 
 def test_flags_override_the_file_and_defaults_stay_loopback():
     config = build_config({"drops": True, "encap": "eth0", "listen": "0.0.0.0:1"}, {"listen": None, "encap": ("eth1",)})
     assert config.encap == ["eth1"] and config.drops and config.listen == "0.0.0.0:1"
-    assert build_config({}, {"drops": True}).listen == DEFAULT_LISTEN == "127.0.0.1:9435"
+    assert build_config({}, {"drops": True}).listen == DEFAULT_LISTEN == "127.0.0.1:9654"
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -20,7 +20,7 @@ def test_flags_override_the_file_and_defaults_stay_loopback():
     ({}, "nothing to export"),
     ({"decap": ["eth0"]}, "CVE-2020-10136"),
     ({"drops": True, "netns": "a", "all_netns": True}, "exclude each other"),
-    ({"drops": True, "listen": "9435"}, "expected HOST:PORT"),
+    ({"drops": True, "listen": "9654"}, "expected HOST:PORT"),
 ])
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(BpftoolsError, match=message):
@@ -44,8 +44,8 @@ def test_config_files_toml_and_yaml(tmp_path):
 def test_interface_specs_and_listen_addresses():
     assert split_interface("ns1/veth1", None) == ("ns1", "veth1")
     assert split_interface("eth0", "ns2") == ("ns2", "eth0")
-    assert listen_address("[::1]:9435") == ("::1", 9435)
-    assert listen_address(":9435") == ("0.0.0.0", 9435)
+    assert listen_address("[::1]:9654") == ("::1", 9654)
+    assert listen_address(":9654") == ("0.0.0.0", 9654)
 
 
 class FakeSource:

@@ -1,0 +1,108 @@
+"""The Docker Engine, through its API on the unix socket (the `docker` SDK).
+
+Docker is optional: every function here answers "not available" rather than raising when
+the SDK is missing, the socket is absent or the Engine does not answer (logged at debug).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+API_TIMEOUT = 3  # seconds; a hung Engine must not hang a bpftools command
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container as the Engine reports it (only what naming its namespace needs)."""
+    id: str
+    name: str
+    running: bool
+    pid: Optional[int]  # State.Pid of a running container
+    sandbox_key: Optional[str]  # NetworkSettings.SandboxKey: /var/run/docker/netns/…
+    network_mode: str  # HostConfig.NetworkMode: bridge, host, none, container:ID, a network name
+
+
+def socket_path() -> str:
+    """The Engine's socket: DOCKER_HOST when it names a unix socket, else the default."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return host[len("unix://"):] if host.startswith("unix://") else DEFAULT_SOCKET
+
+
+def client():
+    """A connected SDK client, or None (SDK missing, no socket, Engine not answering)."""
+    path = socket_path()
+    if not os.path.exists(path):
+        log.debug("docker: no socket at %s", path)
+        return None
+    try:
+        import docker
+
+        engine = docker.DockerClient(base_url=f"unix://{path}", timeout=API_TIMEOUT)
+        engine.ping()
+        return engine
+    except Exception as exc:  # ImportError, DockerException, requests' errors: all mean "no Docker"
+        log.debug("docker: engine at %s not usable: %s", path, exc)
+        return None
+
+
+def _container_from_attrs(attrs: Dict) -> Container:
+    state = attrs.get("State") or {}
+    running = bool(state.get("Running"))
+    pid = state.get("Pid") or None
+    return Container(
+        id=attrs["Id"],
+        name=(attrs.get("Name") or "").lstrip("/"),
+        running=running,
+        pid=pid if running else None,
+        sandbox_key=(attrs.get("NetworkSettings") or {}).get("SandboxKey") or None,
+        network_mode=(attrs.get("HostConfig") or {}).get("NetworkMode") or "",
+    )
+
+
+def containers(engine=None) -> List[Container]:
+    """Every container the Engine knows, running or not ([] without Docker)."""
+    engine = engine or client()
+    if engine is None:
+        return []
+    try:
+        summaries = engine.api.containers(all=True)
+        found = []
+        for summary in summaries:
+            try:
+                found.append(_container_from_attrs(engine.api.inspect_container(summary["Id"])))
+            except Exception as exc:  # removed between list and inspect
+                log.debug("docker: inspect %s failed: %s", summary.get("Id", "?")[:12], exc)
+        return found
+    except Exception as exc:
+        log.debug("docker: listing containers failed: %s", exc)
+        return []
+
+
+def availability() -> Dict:
+    """What `doctor` reports: socket present, API answering, Engine version."""
+    path = socket_path()
+    report: Dict = {"socket": path, "socket_present": os.path.exists(path), "api": False, "version": None}
+    try:
+        import docker  # noqa: F401
+    except ImportError:
+        report["detail"] = "the docker Python SDK is not installed"
+        return report
+    if not report["socket_present"]:
+        report["detail"] = "no Docker Engine socket (dockerd not running or not installed)"
+        return report
+    engine = client()
+    if engine is None:
+        report["detail"] = "the socket exists but the Engine does not answer"
+        return report
+    try:
+        report["version"] = engine.version().get("Version")
+        report["api"] = True
+        report["detail"] = "container namespaces are named docker:NAME"
+    except Exception as exc:
+        report["detail"] = f"the Engine does not answer: {exc}"
+    return report
