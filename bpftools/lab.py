@@ -121,10 +121,13 @@ class LabBuilder(Topology):
         name = self.topo.ns(role)
         run("ip", "netns", "add", name)
         self.namespaces.append(name)
-        # no duplicate address detection: lab addresses (link-local ones too) are usable at once,
-        # instead of "tentative" for a second (devices moved in get the namespace's defaults)
+        # No duplicate address detection: lab addresses (link-local ones too) are usable at once,
+        # instead of "tentative" for a second; and static IPv6 addresses survive `ip link set down`
+        # (by default the kernel flushes them), so `link up` repairs a link_down fault in both
+        # families. Devices moved into the namespace get its defaults.
         for conf in ("all", "default"):
-            run("sysctl", "-qw", f"net.ipv6.conf.{conf}.accept_dad=0", netns=name, check=False)
+            for key in ("accept_dad=0", "keep_addr_on_down=1"):
+                run("sysctl", "-qw", f"net.ipv6.conf.{conf}.{key}", netns=name, check=False)
         run("ip", "link", "set", "lo", "up", netns=name)
         return name
 
@@ -215,7 +218,7 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                                 [("ns1", ["ip6tables", "-D", "INPUT", "-p", "ipv6-icmp", "--icmpv6-type",
                                           "echo-request", "-j", "DROP"])])),
                     Fault("local_source", "the namespace also has the host's address (a stray VIP): the "
-                          "ping's source is martian there",
+                          "ping's source is martian there (IPv6: the reply stays there)",
                           [("ns1", ["ip", "addr", "add", "10.70.0.1/32", "dev", "lo"])],
                           [("ns1", ["ip", "addr", "del", "10.70.0.1/32", "dev", "lo"])],
                           **six([("ns1", ["ip", "-6", "addr", "add", "fd00:70::1/128", "dev", "lo"])],

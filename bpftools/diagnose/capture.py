@@ -22,6 +22,7 @@ NUD_STATES = {0x01: "incomplete", 0x02: "reachable", 0x04: "stale", 0x08: "delay
               0x20: "failed", 0x40: "noarp", 0x80: "permanent", 0x00: "none"}
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
+BRIDGE_NF_KEYS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
 SYSCTL_CONF6_KEYS = ("forwarding", "force_forwarding", "proxy_ndp", "accept_dad", "disable_ipv6", "mtu")
 
 
@@ -46,7 +47,7 @@ def capture(label: str) -> NetnsState:
     from pyroute2 import IPRoute
 
     home = current_label()
-    global_bridge_nf = _read_int("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    global_bridge_nf = {key: _read_int(f"/proc/sys/net/bridge/{key}") for key in BRIDGE_NF_KEYS}
     home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         with entered(label) as netns:
@@ -70,9 +71,10 @@ def capture(label: str) -> NetnsState:
             qdiscs = {}
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
-    if "net.bridge.bridge-nf-call-iptables" not in sysctls and global_bridge_nf is not None:
-        # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
-        sysctls["net.bridge.bridge-nf-call-iptables"] = global_bridge_nf
+    for key, value in global_bridge_nf.items():
+        if f"net.bridge.{key}" not in sysctls and value is not None:
+            # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
+            sysctls[f"net.bridge.{key}"] = value
     state.sysctls = sysctls
     state.iptables_save = _output(["iptables-save"], netns)
     state.ip6tables_save = _output(["ip6tables-save"], netns)
@@ -111,7 +113,8 @@ def _read_sysctls() -> Dict[str, int]:
             values[key] = value
 
     read("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")
-    read("/proc/sys/net/bridge/bridge-nf-call-iptables", "net.bridge.bridge-nf-call-iptables")
+    for key in BRIDGE_NF_KEYS:
+        read(f"/proc/sys/net/bridge/{key}", f"net.bridge.{key}")
     for conf in glob.glob("/proc/sys/net/ipv4/conf/*"):
         name = os.path.basename(conf)
         for key in SYSCTL_CONF_KEYS:

@@ -173,6 +173,19 @@ def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
     return bad(state, check, "rp_filter", detail, fix, iif.ifname, **kw)
 
 
+def check_stray_source(state: NetnsState, src_ns: str, src: str, **kw) -> Finding:
+    """The echo reply is delivered in `state`, which also has the ping's source address (IPv6, or
+    IPv4 with accept_local: nothing drops such a request, the reply just never leaves)."""
+    owner = state.owns(src)
+    detail = f"the reply to {src} is delivered in {state.name}, not in {src_ns} where the ping waits"
+    if owner is None:
+        return bad(state, "reply", "no_return_route", detail, [], direction="reply", **kw)
+    dev = state.ifname(owner.ifindex) or "?"
+    return bad(state, "reply", "local_source", f"{detail}: {src} is also configured on {dev} here, so the echo "
+               "request's source is an address of this namespace and the reply stays in it",
+               [f"ip addr del {src}/{owner.prefixlen} dev {dev}"], dev, direction="reply", **kw)
+
+
 # -- firewall --------------------------------------------------------------------------------------
 
 def check_firewall(state: NetnsState, pkt: Packet, **kw) -> Finding:

@@ -202,8 +202,10 @@ class NetnsState:
         entry = link is not None and any(n.dst == address and n.ifindex == link.ifindex for n in self.ndp_proxies)
         return entry and bool(self.conf6("all", "proxy_ndp") or self.conf6(ifname, "proxy_ndp"))
 
-    def bridge_nf_call_iptables(self) -> Optional[int]:
-        return self.sysctls.get("net.bridge.bridge-nf-call-iptables")
+    def bridge_nf_call_iptables(self, family: int = 4) -> Optional[int]:
+        """Whether br_netfilter sends bridged IPv4 (IPv6: bridge-nf-call-ip6tables) through the firewall."""
+        return self.sysctls.get("net.bridge.bridge-nf-call-ip6tables" if family == 6 else
+                                "net.bridge.bridge-nf-call-iptables")
 
     # -- recording ------------------------------------------------------------------------
     def to_dict(self) -> dict:

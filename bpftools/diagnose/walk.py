@@ -94,9 +94,7 @@ class Walker:
         back = self._direction("reply", end, dst, res.src, None, reply_oif)
         res.reply_delivered = back == src_ns
         if back is not None and back != src_ns:
-            self._add(C.bad(self.snap.ns(back), "reply", "no_return_route",
-                            f"the reply to {res.src} is delivered in {back}, not in {src_ns} where the ping waits "
-                            f"(the address {res.src} exists in both)", [], direction="reply", home=self.home))
+            self._add(C.check_stray_source(self.snap.ns(back), src_ns, res.src, home=self.home))
         return res
 
     # -- helpers -------------------------------------------------------------------------------

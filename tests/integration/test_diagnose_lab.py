@@ -19,8 +19,7 @@ MATRIX = [(t.name, f.name, family) for t in TOPOLOGIES.values() for f in t.fault
 HEALTHY = [(t.name, family) for t in TOPOLOGIES.values() for family in t.families]
 # IPv6 counterparts whose diagnosis is still being built (strict: they fail the run once they pass).
 PENDING6 = {"netfilter_drop": "ip6tables/nft ip6 rules are not judged yet",
-            "bridge_netfilter": "bridged IPv6 rules are not judged yet",
-            "local_source": "an IPv6 source owned twice is not named yet"}
+            "bridge_netfilter": "bridged IPv6 rules are not judged yet"}
 
 
 FAULT_NEEDS = {"xdp_drop": "xdp_native", "tc_drop": "tc_clsact"}

@@ -1,6 +1,7 @@
-"""The path walker and checks on namespace state recorded from every lab (topology, fault):
-the injected fault is the first cause, and a healthy path fails no check at all.
-Re-record with tests/unit/fixtures/diagnose/record.sh (root)."""
+"""The path walker and checks on namespace state recorded from every lab (topology, fault),
+IPv4 and (in ipv6/) the IPv6 counterparts: the injected fault is the first cause, and a
+healthy path fails no check at all. Re-record with tests/unit/fixtures/diagnose/record.sh
+(root; `record.sh -6` for IPv6)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,21 @@ from bpftools.diagnose import replay
 from bpftools.diagnose.verdict import build_causes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "diagnose"
-RECORDED = sorted(FIXTURES.glob("*.json"))
+RECORDED = sorted(FIXTURES.glob("*.json")) + sorted(FIXTURES.glob("ipv6/*.json"))
+# IPv6 counterparts whose diagnosis is still being built (strict: they fail the run once they pass).
+PENDING6 = {"netfilter_drop": "ip6tables/nft ip6 rules are not judged yet",
+            "bridge_netfilter": "bridged IPv6 rules are not judged yet"}
+
+
+def _id(path: Path) -> str:
+    return f"{path.parent.name}-{path.stem}" if path.parent.name == "ipv6" else path.stem
+
+
+def _case(path: Path):
+    fault = path.stem.split("-", 1)[1]
+    pending = path.parent.name == "ipv6" and fault in PENDING6
+    return pytest.param(path, id=_id(path), marks=[pytest.mark.xfail(strict=True, reason=PENDING6[fault])]
+                        if pending else [])
 
 
 def _load(path: Path) -> dict:
@@ -23,7 +38,7 @@ def test_recordings_exist():
     assert len(RECORDED) >= 10
 
 
-@pytest.mark.parametrize("path", [p for p in RECORDED if p.stem.endswith("-healthy")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in RECORDED if p.stem.endswith("-healthy")], ids=_id)
 def test_healthy_recording_fails_no_check(path):
     walk = replay(_load(path))
     assert walk.request_delivered and walk.reply_delivered
@@ -31,7 +46,7 @@ def test_healthy_recording_fails_no_check(path):
     assert build_causes(walk.findings, []) == []
 
 
-@pytest.mark.parametrize("path", [p for p in RECORDED if not p.stem.endswith("-healthy")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [_case(p) for p in RECORDED if not p.stem.endswith("-healthy")])
 def test_recorded_fault_is_the_first_cause(path):
     fault = path.stem.split("-", 1)[1]
     walk = replay(_load(path))
