@@ -41,9 +41,13 @@ def up(name: str) -> None:
     ns, dst = topo.ping()
     click.echo(f"lab {name} is up: {', '.join(namespaces_of(name))}")
     click.echo(f"  {topo.summary}")
-    click.echo(f"  try: ip netns exec {ns} ping -c 1 {dst}")
+    click.echo(f"  try: {topo.ping_command()}")
     if 6 in topo.families:
-        click.echo(f"       ip netns exec {ns} ping -c 1 {topo.ping(family=6)[1]}")
+        click.echo(f"       {topo.ping_command(family=6)}")
+    if topo.starts_broken:
+        click.echo(f"  it starts broken, as in the tutorial ({topo.starts_broken}): "
+                   f"bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}; "
+                   f"`bpftools lab fix {name}` repairs it")
     click.echo(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")
 
 
@@ -59,10 +63,12 @@ def break_(name: str, fault: str, ipv6: bool) -> None:
     require_privileges()
     family = 6 if ipv6 else 4
     f = lab_break(name, fault, family)
-    ns, dst = topology(name).ping(fault, family)
-    size = topology(name).ping_size(fault, family)
+    topo = topology(name)
+    ns, dst = topo.ping(fault, family)
+    size = topo.ping_size(fault, family)
     click.echo(f"lab {name}: broke it ({fault}{' (IPv6)' if ipv6 else ''}: {f.summary})")
-    click.echo(f"  diagnose: bpftools diagnose ping {dst} --netns {ns}" + (f" --size {size}" if size != 56 else ""))
+    click.echo(f"  diagnose: bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}"
+               + (f" --size {size}" if size != 56 else ""))
 
 
 @lab.command()

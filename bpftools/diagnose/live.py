@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Optional
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 from ..errors import BpftoolsError
 from ..topology import run
@@ -28,10 +28,11 @@ class LiveResult:
     notes: List[str] = field(default_factory=list)
 
 
-def ping(netns: str, dst: str, count: int, timeout: float, payload: int = 56) -> (int, int, str):
-    """(sent, received, output) of a bounded ping from `netns`."""
+def ping(netns: str, dst: str, count: int, timeout: float, payload: int = 56,
+         extra: Sequence[str] = ()) -> (int, int, str):
+    """(sent, received, output) of a bounded ping from `netns` (`extra`: e.g. ["-I", "veth0"])."""
     cmd = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(max(1, int(round(timeout)))),
-           "-s", str(payload), dst]
+           "-s", str(payload), *extra, dst]
     try:
         proc = run(*cmd, netns=None if netns == current_label() else netns, check=False)
     except OSError as exc:
@@ -88,7 +89,9 @@ class TraceDropsSession:
 
         home = current_label()
         self.fmt = kfree_skb_format()
-        inodes = {netns_inode(None if ns == home else ns) for ns in namespaces}
+        # drops are labelled as the path labels namespaces (ours: "host", not an inode)
+        self.labels = {netns_inode(None if ns == home else ns): ns for ns in namespaces}
+        inodes = set(self.labels)
         self.tracer = DropTracer(DropFilter(netns_inodes=inodes), fmt=self.fmt)
         self.names = None
         self.clock = 0
@@ -107,7 +110,9 @@ class TraceDropsSession:
         found: List[dict] = []
         for _ in range(4):
             raws = self.tracer.poll(50)
-            found += [decode_event(raw, self.names, self.clock).as_json() for raw in raws]
+            for raw in raws:
+                event = decode_event(raw, self.names, self.clock)
+                found.append(dict(event.as_json(), netns=self.labels.get(event.netns_inode, event.netns)))
         return found
 
     def __exit__(self, *exc) -> None:
@@ -210,7 +215,8 @@ def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
 
 
 def run_live(src_ns: str, target: str, count: int, timeout: float, payload: int, namespaces: List[str],
-             tracer: Optional[DropTracer] = None, src: Optional[str] = None, dst: Optional[str] = None) -> LiveResult:
+             tracer: Optional[DropTracer] = None, src: Optional[str] = None,
+             ping_args: Sequence[str] = (), dst: Optional[str] = None) -> LiveResult:
     """Ping `target` (as ping takes it: `fe80::1%eth0`) while counting per hop and tracing drops;
     counting and tracing are evidence, not requirements: when they cannot start, `notes` says
     why and the pings still run. `dst`: the target's address (default: `target`)."""
@@ -221,7 +227,7 @@ def run_live(src_ns: str, target: str, count: int, timeout: float, payload: int,
                             lambda: HopCounter(namespaces, src, dst) if src else None)
         tracing = _optional(stack, result, "drop tracing", lambda: tracer(namespaces) if tracer else None)
         before = read_counters(namespaces)
-        result.sent, result.received, out = ping(src_ns, target, count, timeout, payload)
+        result.sent, result.received, out = ping(src_ns, target, count, timeout, payload, ping_args)
         if not result.sent and out.strip():
             last = out.strip().splitlines()[-1]
             result.notes.append(last if last.startswith("ping:") else f"ping: {last}")

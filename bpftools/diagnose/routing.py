@@ -121,9 +121,13 @@ def _select_source6(state: NetnsState, route: Route, dst: str) -> Optional[str]:
 
 
 def route_get(state: NetnsState, dst: str, src: Optional[str] = None, oif: Optional[int] = None) -> Lookup:
-    """Output route for a locally generated packet (two passes, as a socket does); `oif` for a
-    socket bound to a device (and a link-local destination's %scope)."""
+    """Output route for a locally generated packet (two passes, as a socket does). `oif`: a socket
+    bound to that device (SO_BINDTODEVICE) or a link-local destination's %scope: only routes
+    through it; with none, the kernel assumes the destination is on-link there (table 0 marks
+    that assumption)."""
     first = fib_lookup(state, dst, src, oif=oif)
+    if not first.ok and oif is not None:
+        return Lookup(Route(dst=dst, dst_len=32 if family_of(dst) == 4 else 128, table=0, oif=oif, scope=253))
     if not first.ok or src is not None:
         return first
     chosen = select_source(state, first.route, dst) if first.route.type == "unicast" else dst

@@ -197,10 +197,12 @@ class NetnsState:
         return self.sysctls.get(f"net.ipv6.conf.{ifname}.{key}", default)
 
     def proxy_ndp(self, ifname: str, address: str) -> bool:
-        """The kernel answers NDP for another host's address with proxy_ndp on and a proxy entry."""
+        """The kernel answers NDP for another host's address on a forwarding interface with
+        proxy_ndp on and a proxy entry (`ip -6 neigh add proxy ADDR dev IFACE`)."""
         link = self.link_by_name(ifname)
         entry = link is not None and any(n.dst == address and n.ifindex == link.ifindex for n in self.ndp_proxies)
-        return entry and bool(self.conf6("all", "proxy_ndp") or self.conf6(ifname, "proxy_ndp"))
+        return entry and bool(self.conf6(ifname, "forwarding")) and \
+            bool(self.conf6("all", "proxy_ndp") or self.conf6(ifname, "proxy_ndp"))
 
     def bridge_nf_call_iptables(self, family: int = 4) -> Optional[int]:
         """Whether br_netfilter sends bridged IPv4 (IPv6: bridge-nf-call-ip6tables) through the firewall."""

@@ -33,10 +33,6 @@ def _marks(topology: str, fault: str = "", family: int = 4):
     return marks
 
 
-def _family_id(family: int) -> str:
-    return f"ipv{family}"
-
-
 @pytest.fixture(autouse=True)
 def unique_lab_prefix(monkeypatch):
     """bpftlab-<unique>-<topology>-<role>: parallel runs (and a user's own lab) never meet."""
@@ -57,67 +53,118 @@ def _lab_up(name: str, track) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def _diagnose(ns: str, dst: str, size: int = 56) -> (int, dict):
-    proc = cli("diagnose", "ping", dst, "--netns", ns, "--count", "2", "--timeout", "1", "--size", str(size),
-               "--json", timeout=120)
+def _diagnose(ns: str, dst: str, *ping_args: str, size: int = 56) -> (int, dict):
+    proc = cli("diagnose", "ping", dst, *ping_args, "--netns", ns, "--count", "2", "--timeout", "1",
+               "--size", str(size), "--json", timeout=120)
     assert proc.stdout.strip(), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
 
-def _ping_ok(ns: str, dst: str, size: int = 56) -> bool:
+def _ping_ok(ns: str, dst: str, *ping_args: str, size: int = 56) -> bool:
     for _ in range(5):
         if subprocess.run(["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", "1", "-s", str(size),
-                           dst], capture_output=True).returncode == 0:
+                           *ping_args, dst], capture_output=True).returncode == 0:
             return True
     return False
 
 
-@pytest.mark.parametrize("topology,family", [pytest.param(t, f, marks=_marks(t), id=f"{t}-{_family_id(f)}")
+def _pings(topology: str, families=(4, 6)):
+    """Every (namespace, address, size) the topology's faults ping, in `families`: all must work
+    when it is healthy."""
+    topo = TOPOLOGIES[topology]
+    found = set()
+    for family in (f for f in families if f in topo.families):
+        found.add(topo.ping(family=family) + (56,))
+        found |= {topo.ping(f.name, family) + (topo.ping_size(f.name, family),)
+                  for f in topo.faults.values() if family in f.families}
+    return sorted(found)
+
+
+def _lab_up_healthy(topology: str, track) -> None:
+    _lab_up(topology, track)
+    if TOPOLOGIES[topology].starts_broken:   # built as the seed has it: `lab fix` repairs it
+        assert cli("lab", "fix", topology).returncode == 0
+
+
+@pytest.mark.parametrize("topology,family", [pytest.param(t, f, marks=_marks(t), id=f"{t}-ipv{f}")
                                              for t, f in HEALTHY])
 def test_healthy_topology_is_reachable_without_causes(topology, family, lab_down_after):
-    _lab_up(topology, lab_down_after)
-    topo = TOPOLOGIES[topology]
-    ns, dst = topo.ping(family=family)
-    rc, result = _diagnose(ns, dst)
+    _lab_up_healthy(topology, lab_down_after)
+    args = TOPOLOGIES[topology].ping_args()
+    ns, dst = TOPOLOGIES[topology].ping(family=family)
+    rc, result = _diagnose(ns, dst, *args)
     assert rc == 0, result
     assert result["reachable"] is True and result["family"] == family
     assert result["causes"] == []
     assert result["sent"] == 2 and result["received"] == 2
     assert [h for h in result["path"] if h["action"] == "deliver"], result["path"]
-    for fault in topo.faults.values():
-        if family not in fault.families:
-            continue
-        f_ns, f_dst = topo.ping(fault.name, family)
-        size = topo.ping_size(fault.name, family)
+    for f_ns, f_dst, size in _pings(topology, (family,)):
         if (f_ns, f_dst, size) != (ns, dst, 56):
-            rc, other = _diagnose(f_ns, f_dst, size)
+            rc, other = _diagnose(f_ns, f_dst, *args, size=size)
             assert rc == 0 and other["causes"] == [], other
 
 
 @pytest.mark.parametrize("topology,fault,family", [pytest.param(t, f, fam, marks=_marks(t, f, fam),
-                                                                id=f"{t}-{f}-{_family_id(fam)}")
-                                                   for t, f, fam in MATRIX])
-def test_diagnose_names_the_injected_fault_and_its_fix_works(topology, fault, family, lab_down_after):
+                                                                id=f"{t}-{f}-ipv{fam}") for t, f, fam in MATRIX])
+def test_diagnose_names_the_injected_fault_and_every_fix_is_safe(topology, fault, family, lab_down_after):
+    """The fault is named first; EVERY fix printed (first cause and the others) applied makes the
+    ping work; and the same commands applied to the healthy topology break none of its pings
+    (of either family)."""
     if fault == "bridge_netfilter" and not os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
         pytest.skip("br_netfilter is not loaded on this kernel (no net.bridge.bridge-nf-call-iptables)")
+    topo = TOPOLOGIES[topology]
+    args = topo.ping_args()
     _lab_up(topology, lab_down_after)
     proc = cli("lab", "break", topology, fault, *(["-6"] if family == 6 else []))
     assert proc.returncode == 0, proc.stderr
-    topo = TOPOLOGIES[topology]
     ns, dst = topo.ping(fault, family)
     size = topo.ping_size(fault, family)
-    rc, result = _diagnose(ns, dst, size)
+    rc, result = _diagnose(ns, dst, *args, size=size)
     assert result["reachable"] is False, result
     assert rc == 1, result
     first = result["causes"][0]
     assert first["cause"] == fault, json.dumps(result["causes"], indent=1)
     assert first["fix"], first
-    for command in first["fix"]:
+    fixes = [command for cause in result["causes"] for command in cause["fix"]]
+    for command in fixes:
         done = subprocess.run(command, shell=True, capture_output=True, text=True)
         assert done.returncode == 0, f"{command}: {done.stderr}"
-    assert _ping_ok(ns, dst, size), f"still no ping after {first['fix']}"
-    rc, after = _diagnose(ns, dst, size)
+    assert _ping_ok(ns, dst, *args, size=size), f"still no ping after {fixes}"
+    rc, after = _diagnose(ns, dst, *args, size=size)
     assert rc == 0 and after["causes"] == [], after
+    _lab_up_healthy(topology, lab_down_after)   # rebuilt healthy: the same commands must not break it
+    for command in fixes:
+        subprocess.run(command, shell=True, capture_output=True)   # may fail (nothing to delete): harmless
+    broken = [p for p in _pings(topology) if not _ping_ok(p[0], p[1], *args, size=p[2])]
+    assert broken == [], f"{fixes} broke the healthy {topology}: {broken}"
+
+
+def test_veth_pair_seed_is_explained_and_fixed(lab_down_after):
+    """The seed: veth0 192.168.4.3/24 and veth1 192.168.4.2/24 in one namespace, `ping -I veth0
+    192.168.4.2` gets no reply. diagnose explains it, its fix works, and `lab fix` repairs it too."""
+    _lab_up("veth-pair", lab_down_after)
+    ns, dst = TOPOLOGIES["veth-pair"].ping()
+    assert not _ping_ok(ns, dst, "-I", "veth0") and _ping_ok(ns, dst)   # the seed: only the bound ping fails
+    proc = cli("diagnose", "ping", dst, "-I", "veth0", "--netns", ns, "--count", "2", "--timeout", "1", timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    text = proc.stdout
+    assert f"it breaks in {ns}, veth1: local_source" in text
+    assert "SO_BINDTODEVICE" in text and "skips its local route" in text and "over lo" in text
+    fix = [line.strip() for line in text.splitlines() if line.startswith("    ip netns exec")]
+    assert fix == [f"ip netns exec {ns} sysctl -w net.ipv4.conf.veth1.accept_local=1"], text
+    for command in fix:
+        assert subprocess.run(command, shell=True, capture_output=True).returncode == 0
+    assert _ping_ok(ns, dst, "-I", "veth0")
+    rc, result = _diagnose(ns, dst, "-I", "veth0")
+    assert rc == 0 and result["device"] == "veth0" and result["source"] == "192.168.4.3", result
+    # the seed again, then `lab fix`; and `lab break` brings the seed's fault back
+    _lab_up("veth-pair", lab_down_after)
+    assert not _ping_ok(ns, dst, "-I", "veth0")
+    proc = cli("lab", "fix", "veth-pair")
+    assert proc.returncode == 0 and "local_source" in proc.stdout
+    assert _ping_ok(ns, dst, "-I", "veth0") and _ping_ok(ns, "192.168.4.3", "-I", "veth1")
+    assert cli("lab", "break", "veth-pair", "local_source").returncode == 0
+    assert not _ping_ok(ns, dst, "-I", "veth0")
 
 
 def test_lab_fix_undoes_the_faults(lab_down_after):

@@ -97,7 +97,7 @@ def test_healthy_ipv6_walk_and_packet_size():
 
 
 def test_link_local_destination_leaves_by_its_scope_interface_and_is_answered_there():
-    walk = Walker(pair()).walk("a", "fe80::b", dev="eth0")
+    walk = Walker(pair()).walk("a", "fe80::b", scope="eth0")
     assert walk.src == "fe80::a" and walk.request_delivered and walk.reply_delivered
     assert [(h.netns, h.oif) for h in walk.hops if h.direction == "request"][0] == ("a", "eth0")
 
@@ -119,7 +119,8 @@ def test_nobody_owns_the_address_unless_proxy_ndp_answers():
     snap = pair()
     problem = nexthop_problem(Walker(snap).walk("a", "fd00:1::99"))
     assert problem.cause == "neighbor_unreachable" and "NDP goes unanswered" in problem.detail
-    proxied = pair(b_sysctls={"net.ipv6.conf.eth0.proxy_ndp": 1}, ndp_proxies=[Neighbour(2, "fd00:1::99", "proxy")])
+    proxied = pair(b_sysctls={"net.ipv6.conf.eth0.proxy_ndp": 1, "net.ipv6.conf.eth0.forwarding": 1},
+                   ndp_proxies=[Neighbour(2, "fd00:1::99", "proxy")])
     checks = [f for f in Walker(proxied).walk("a", "fd00:1::99").findings if f.check == "nexthop"]
     assert checks[0].ok and "proxy_ndp" in checks[0].detail
 
