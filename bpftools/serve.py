@@ -165,10 +165,10 @@ class Exporter(contextlib.AbstractContextManager):
             log.error("config reload failed, keeping the running config: %s", exc)
             self.collector.record_reload(ok=False)
             return
-        self.collector.record_reload(ok=True)
         old = self.config
         if new == old:
             log.info("config reloaded: nothing changed")
+            self.collector.record_reload(ok=True)
             return
         if new.listen != old.listen:
             try:
@@ -185,6 +185,7 @@ class Exporter(contextlib.AbstractContextManager):
                 for key in [k for k in self._per_iface if k[0] == capability]:
                     self._stop(key, "settings changed")
         self.reconcile()
+        self.collector.record_reload(ok=True)  # counted once applied: what changed is attached now
         log.info("config reloaded")
 
     def _reload_drops(self, old: ServeConfig, new: ServeConfig) -> ServeConfig:

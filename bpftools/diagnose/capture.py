@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import socket
 from typing import Dict, Iterator, Optional
 
 from ..errors import BpftoolsError
+from ..facts.namespace import iptables_save, netns_output, nft_ruleset, read_int
+from ..facts.netfilter import IPV4, IPV6
+from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
 from ..netlink import NETNS_RUN_DIR, in_netns, named_netns, netns_inode
-from ..topology import run
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
-ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole",
-               7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
-RULE_ACTIONS = {1: "to_tbl", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
-NUD_STATES = {0x01: "incomplete", 0x02: "reachable", 0x04: "stale", 0x08: "delay", 0x10: "probe",
-              0x20: "failed", 0x40: "noarp", 0x80: "permanent", 0x00: "none"}
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
 BRIDGE_NF_KEYS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
@@ -47,7 +43,7 @@ def capture(label: str) -> NetnsState:
     from pyroute2 import IPRoute
 
     home = current_label()
-    global_bridge_nf = {key: _read_int(f"/proc/sys/net/bridge/{key}") for key in BRIDGE_NF_KEYS}
+    global_bridge_nf = {key: read_int(f"/proc/sys/net/bridge/{key}") for key in BRIDGE_NF_KEYS}
     home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         with entered(label) as netns:
@@ -76,31 +72,11 @@ def capture(label: str) -> NetnsState:
             # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
             sysctls[f"net.bridge.{key}"] = value
     state.sysctls = sysctls
-    state.iptables_save = _output(["iptables-save"], netns)
-    state.ip6tables_save = _output(["ip6tables-save"], netns)
-    state.ndp_proxies = _ndp_proxies(_output(["ip", "-6", "neigh", "show", "proxy"], netns), state)
-    nft = _output(["nft", "-j", "list", "ruleset"], netns)
-    try:
-        state.nft_ruleset = json.loads(nft) if nft.strip() else {}
-    except ValueError:
-        state.nft_ruleset = {}
+    state.iptables_save = iptables_save(netns, IPV4)
+    state.ip6tables_save = iptables_save(netns, IPV6)
+    state.ndp_proxies = _ndp_proxies(netns_output(netns, "ip", "-6", "neigh", "show", "proxy") or "", state)
+    state.nft_ruleset = nft_ruleset(netns)
     return state
-
-
-def _output(cmd, netns: Optional[str]) -> str:
-    try:
-        proc = run(*cmd, netns=netns, check=False)
-    except OSError:
-        return ""
-    return proc.stdout if proc.returncode == 0 else ""
-
-
-def _read_int(path: str) -> Optional[int]:
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _read_sysctls() -> Dict[str, int]:
@@ -108,7 +84,7 @@ def _read_sysctls() -> Dict[str, int]:
     values: Dict[str, int] = {}
 
     def read(path: str, key: str) -> None:
-        value = _read_int(path)
+        value = read_int(path)
         if value is not None:
             values[key] = value
 
@@ -167,8 +143,8 @@ def _link(msg, nsids: Dict[int, str]) -> Link:
     flags = msg["flags"]
     link = Link(
         ifindex=msg["index"], ifname=msg.get_attr("IFLA_IFNAME"), kind=kind,
-        admin_up=bool(flags & 0x1), lower_up=bool(flags & 0x10000), mtu=msg.get_attr("IFLA_MTU") or 0,
-        mac=msg.get_attr("IFLA_ADDRESS") or "", noarp=bool(flags & 0x80), master=msg.get_attr("IFLA_MASTER"),
+        admin_up=bool(flags & IFF_UP), lower_up=bool(flags & IFF_LOWER_UP), mtu=msg.get_attr("IFLA_MTU") or 0,
+        mac=msg.get_attr("IFLA_ADDRESS") or "", noarp=bool(flags & IFF_NOARP), master=msg.get_attr("IFLA_MASTER"),
     )
     if kind == "veth":
         link.peer_ifindex = msg.get_attr("IFLA_LINK")
@@ -214,14 +190,14 @@ def _route(msg) -> Optional[Route]:
         gateway = first.get_attr("RTA_GATEWAY")
     default = "::" if msg["family"] == AF_INET6 else "0.0.0.0"
     return Route(dst=msg.get_attr("RTA_DST") or default, dst_len=msg["dst_len"], table=table,
-                 type=ROUTE_TYPES.get(msg["type"], str(msg["type"])), oif=oif, gateway=gateway,
+                 type=route_type(msg["type"]), oif=oif, gateway=gateway,
                  prefsrc=msg.get_attr("RTA_PREFSRC"), priority=msg.get_attr("RTA_PRIORITY") or 0,
                  scope=msg["scope"], tos=msg["tos"])
 
 
 def _rule(msg) -> Rule:
     return Rule(priority=msg.get_attr("FRA_PRIORITY") or 0, table=msg.get_attr("FRA_TABLE") or msg["table"],
-                action=RULE_ACTIONS.get(msg["action"], str(msg["action"])), src=msg.get_attr("FRA_SRC"),
+                action=rule_action(msg["action"]), src=msg.get_attr("FRA_SRC"),
                 src_len=msg["src_len"], dst=msg.get_attr("FRA_DST"), dst_len=msg["dst_len"],
                 iif=msg.get_attr("FRA_IIFNAME"), oif=msg.get_attr("FRA_OIFNAME"),
                 fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2),
@@ -229,7 +205,7 @@ def _rule(msg) -> Rule:
 
 
 def _neigh(msg) -> Neighbour:
-    return Neighbour(msg["ifindex"], msg.get_attr("NDA_DST"), NUD_STATES.get(msg["state"], str(msg["state"])),
+    return Neighbour(msg["ifindex"], msg.get_attr("NDA_DST"), neigh_state(msg["state"]),
                      msg.get_attr("NDA_LLADDR"))
 
 
