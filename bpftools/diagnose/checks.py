@@ -204,51 +204,58 @@ def check_stray_source(state: NetnsState, src_ns: str, src: str, **kw) -> Findin
 
 # -- firewall --------------------------------------------------------------------------------------
 
+def _ruleset_text(state: NetnsState, pkt: Packet) -> str:
+    """The iptables-save text of the packet's family."""
+    return state.ip6tables_save if pkt.family == 6 else state.iptables_save
+
+
+def _docker_story(state: NetnsState, pkt: Packet, verdict, direction: str):
+    """Docker writes IPv4 rules (its IPv6 support is opt-in and not modelled here)."""
+    return docker.explain(state, pkt, verdict, direction) if pkt.family == 4 else None
+
+
 def check_firewall(state: NetnsState, pkt: Packet, **kw) -> Finding:
     check = f"netfilter_{pkt.hook}"
-    if family_of(pkt.dst) == 6:
-        return ok(state, check, f"{pkt.hook.upper()}: IPv6 rules are not judged yet", pkt.iif or pkt.oif,
-                  kw.get("direction", "request"))
-    verdict = firewall_verdict(state.iptables_save, state.nft_ruleset, pkt)
-    kind = "echo-request" if pkt.icmp_type == 8 else "echo-reply"
+    verdict = firewall_verdict(_ruleset_text(state, pkt), state.nft_ruleset, pkt)
+    kind = f"{'ICMPv6' if pkt.family == 6 else 'ICMP'} {pkt.kind}"
     if not verdict.dropped:
-        detail = f"{pkt.hook.upper()} accepts the ICMP {kind} {pkt.src} -> {pkt.dst}"
+        detail = f"{pkt.hook.upper()} accepts the {kind} {pkt.src} -> {pkt.dst}"
         if verdict.uncertain:
             detail += f" (rules not judged: {'; '.join(verdict.uncertain[:3])})"
         return ok(state, check, detail, pkt.iif or pkt.oif, kw.get("direction", "request"))
-    story = docker.explain(state, pkt, verdict, kw.get("direction", "request"))
+    story = _docker_story(state, pkt, verdict, kw.get("direction", "request"))
     if story is not None:
         return bad(state, check, story.cause, story.detail, story.fix, pkt.iif or pkt.oif, **kw)
-    return bad(state, check, "netfilter_drop", f"{verdict.where} drops the ICMP {kind} {pkt.src} -> {pkt.dst}: "
+    return bad(state, check, "netfilter_drop", f"{verdict.where} drops the {kind} {pkt.src} -> {pkt.dst}: "
                f"{verdict.rule}", verdict.fix, pkt.iif or pkt.oif, **kw)
 
 
 def check_bridge_netfilter(state: NetnsState, bridge: Link, pkt: Packet, **kw) -> Finding:
-    """Bridged IPv4 goes through iptables FORWARD when net.bridge.bridge-nf-call-iptables = 1."""
-    if family_of(pkt.dst) == 6:
-        return ok(state, "bridge_netfilter", f"bridged IPv6 on {bridge.ifname}: rules are not judged yet",
-                  bridge.ifname, kw.get("direction", "request"))
-    kind = "echo-request" if pkt.icmp_type == 8 else "echo-reply"
+    """Bridged IPv4 goes through iptables FORWARD when net.bridge.bridge-nf-call-iptables = 1
+    (IPv6: ip6tables FORWARD with bridge-nf-call-ip6tables = 1)."""
+    kind = f"{'ICMPv6' if pkt.family == 6 else 'ICMP'} {pkt.kind}"
+    key = "net.bridge.bridge-nf-call-ip6tables" if pkt.family == 6 else "net.bridge.bridge-nf-call-iptables"
+    tool = "ip6tables" if pkt.family == 6 else "iptables"
     family = bridge_family_verdict(state.nft_ruleset, pkt)
     if family.dropped:
-        return bad(state, "bridge_netfilter", "bridge_netfilter", f"{family.where} drops bridged ICMP {kind} "
+        return bad(state, "bridge_netfilter", "bridge_netfilter", f"{family.where} drops bridged {kind} "
                    f"on {bridge.ifname}: {family.rule}", family.fix, bridge.ifname, **kw)
-    call = state.bridge_nf_call_iptables()
+    call = state.bridge_nf_call_iptables(pkt.family)
     if not call:
-        why = "br_netfilter is not loaded" if call is None else "net.bridge.bridge-nf-call-iptables = 0"
-        return ok(state, "bridge_netfilter", f"bridged traffic on {bridge.ifname} skips iptables ({why})",
+        why = "br_netfilter is not loaded" if call is None else f"{key} = 0"
+        return ok(state, "bridge_netfilter", f"bridged traffic on {bridge.ifname} skips {tool} ({why})",
                   bridge.ifname, kw.get("direction", "request"))
-    verdict = firewall_verdict(state.iptables_save, state.nft_ruleset, pkt, bridged=True)
+    verdict = firewall_verdict(_ruleset_text(state, pkt), state.nft_ruleset, pkt, bridged=True)
     if not verdict.dropped:
-        return ok(state, "bridge_netfilter", f"net.bridge.bridge-nf-call-iptables = 1 and FORWARD accepts bridged "
-                  f"ICMP {kind} on {bridge.ifname}", bridge.ifname, kw.get("direction", "request"))
-    story = docker.explain(state, pkt, verdict, kw.get("direction", "request"))
+        return ok(state, "bridge_netfilter", f"{key} = 1 and FORWARD accepts bridged {kind} on {bridge.ifname}",
+                  bridge.ifname, kw.get("direction", "request"))
+    story = _docker_story(state, pkt, verdict, kw.get("direction", "request"))
     if story is not None:
         return bad(state, "bridge_netfilter", story.cause, story.detail, story.fix, bridge.ifname, **kw)
     return bad(state, "bridge_netfilter", "bridge_netfilter",
-               f"net.bridge.bridge-nf-call-iptables = 1, so frames bridged by {bridge.ifname} ({pkt.physdev_in} -> "
-               f"{pkt.physdev_out}) go through iptables FORWARD, and {verdict.where} drops them: {verdict.rule} "
-               "(Docker sets FORWARD to DROP; alternatively `sysctl -w net.bridge.bridge-nf-call-iptables=0`)",
+               f"{key} = 1, so frames bridged by {bridge.ifname} ({pkt.physdev_in} -> {pkt.physdev_out}) go through "
+               f"{tool} FORWARD, and {verdict.where} drops them: {verdict.rule} "
+               f"(Docker sets FORWARD to DROP; alternatively `sysctl -w {key}=0`)",
                verdict.fix, bridge.ifname, **kw)
 
 

@@ -17,20 +17,14 @@ from bpftools.lab import TOPOLOGIES
 MATRIX = [(t.name, f.name, family) for t in TOPOLOGIES.values() for f in t.faults.values()
           for family in f.families if family in t.families]
 HEALTHY = [(t.name, family) for t in TOPOLOGIES.values() for family in t.families]
-# IPv6 counterparts whose diagnosis is still being built (strict: they fail the run once they pass).
-PENDING6 = {"netfilter_drop": "ip6tables/nft ip6 rules are not judged yet",
-            "bridge_netfilter": "bridged IPv6 rules are not judged yet"}
 
 
 FAULT_NEEDS = {"xdp_drop": "xdp_native", "tc_drop": "tc_clsact"}
 
 
-def _marks(topology: str, fault: str = "", family: int = 4):
+def _marks(topology: str, fault: str = ""):
     needs = [n for n in (TOPOLOGIES[topology].requires, FAULT_NEEDS.get(fault)) if n]
-    marks = [pytest.mark.feature(*needs)] if needs else []
-    if family == 6 and fault in PENDING6:
-        marks.append(pytest.mark.xfail(strict=True, reason=PENDING6[fault]))
-    return marks
+    return [pytest.mark.feature(*needs)] if needs else []
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +98,7 @@ def test_healthy_topology_is_reachable_without_causes(topology, family, lab_down
             assert rc == 0 and other["causes"] == [], other
 
 
-@pytest.mark.parametrize("topology,fault,family", [pytest.param(t, f, fam, marks=_marks(t, f, fam),
+@pytest.mark.parametrize("topology,fault,family", [pytest.param(t, f, fam, marks=_marks(t, f),
                                                                 id=f"{t}-{f}-ipv{fam}") for t, f, fam in MATRIX])
 def test_diagnose_names_the_injected_fault_and_every_fix_is_safe(topology, fault, family, lab_down_after):
     """The fault is named first; EVERY fix printed (first cause and the others) applied makes the

@@ -193,3 +193,66 @@ def test_lab_topologies_are_dual_stack_with_ipv6_counterparts():
     bridge = TOPOLOGIES["bridge"]
     assert bridge.ping("bridge_port_address", 6) == (bridge.ns("sw"), "fd00:71::1")
     assert parse_fault_label(fault_label("mtu", 6)) == ("mtu", 6) and fault_label("mtu") == "mtu"
+
+
+# -- firewall -------------------------------------------------------------------------------------------------
+
+IP6TABLES = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+[3:312] -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 128 -j DROP
+COMMIT
+"""
+
+
+def test_ip6tables_rules_judge_icmpv6_echo():
+    from bpftools.diagnose.firewall import Packet, firewall_verdict
+
+    request = Packet("input", "fd00:1::1", "fd00:1::2", 128, "eth0")
+    verdict = firewall_verdict(IP6TABLES, {}, request)
+    assert verdict.dropped and verdict.where == "ip6tables filter INPUT"
+    assert verdict.fix == ["ip6tables -t filter -D INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 128 -j DROP"]
+    assert not firewall_verdict(IP6TABLES, {}, Packet("input", "fd00:1::1", "fd00:1::2", 129, "eth0")).dropped
+    forward = firewall_verdict(IP6TABLES, {}, Packet("forward", "fd00:1::1", "fd00:2::2", 128, "a", "b"))
+    assert forward.dropped and forward.fix == ["ip6tables -I FORWARD -p ipv6-icmp -j ACCEPT"]
+    # IPv4 rules never judge an IPv6 packet: the IPv4 text is not what the checks pass for it
+    assert not firewall_verdict("", {}, request).dropped
+
+
+def nft(family, hook, policy, *rules):
+    items = [{"table": {"family": family, "name": "fw"}},
+             {"chain": {"family": family, "table": "fw", "name": hook, "hook": hook, "prio": 0, "policy": policy}}]
+    items += [{"rule": {"family": family, "table": "fw", "chain": hook, "handle": i + 2, "expr": expr}}
+              for i, expr in enumerate(rules)]
+    return {"nftables": items}
+
+
+def test_nft_ip6_and_inet_rules_judge_icmpv6_and_ip_rules_do_not():
+    from bpftools.diagnose.firewall import Packet, firewall_verdict
+
+    request = Packet("input", "fd00:1::1", "fd00:1::2", 128, "eth0")
+    echo6 = [{"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}},
+                        "right": "echo-request"}}, {"drop": None}]
+    dropped = firewall_verdict("", nft("inet", "input", "accept", echo6), request)
+    assert dropped.dropped and dropped.fix == ["nft delete rule inet fw input handle 2"]
+    assert firewall_verdict("", nft("ip6", "input", "accept", echo6), request).dropped
+    assert not firewall_verdict("", nft("ip", "input", "drop"), request).dropped   # an ip table: IPv4 only
+    icmp4 = [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "icmp"}}, {"drop": None}]
+    assert not firewall_verdict("", nft("inet", "input", "accept", icmp4), request).dropped
+    policy = firewall_verdict("", nft("inet", "input", "drop"), request)
+    assert policy.dropped and policy.fix == ["nft insert rule inet fw input meta l4proto ipv6-icmp accept"]
+
+
+def test_bridged_ipv6_goes_through_ip6tables_with_bridge_nf_call_ip6tables():
+    from bpftools.diagnose import checks as C
+    from bpftools.diagnose.firewall import Packet
+
+    state = ns6("sw", [Link(4, "br0", "bridge")], [], sysctls={"net.bridge.bridge-nf-call-iptables": 1},
+                ip6tables_save=IP6TABLES)
+    pkt = Packet("forward", "fd00:1::1", "fd00:1::2", 128, "br0", "br0", "NEW", "pa", "pb")
+    assert C.check_bridge_netfilter(state, state.link(4), pkt).ok   # only the IPv4 switch is on
+    state.sysctls["net.bridge.bridge-nf-call-ip6tables"] = 1
+    finding = C.check_bridge_netfilter(state, state.link(4), pkt)
+    assert not finding.ok and finding.cause == "bridge_netfilter"
+    assert finding.fix == ["ip netns exec sw ip6tables -I FORWARD -i br0 -o br0 -j ACCEPT"]

@@ -15,20 +15,12 @@ from bpftools.lab import TOPOLOGIES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "diagnose"
 RECORDED = sorted(FIXTURES.glob("*.json")) + sorted(FIXTURES.glob("ipv6/*.json"))
-# IPv6 counterparts whose diagnosis is still being built (strict: they fail the run once they pass).
-PENDING6 = {"netfilter_drop": "ip6tables/nft ip6 rules are not judged yet",
-            "bridge_netfilter": "bridged IPv6 rules are not judged yet"}
 
 
 def _id(path: Path) -> str:
     return f"{path.parent.name}-{path.stem}" if path.parent.name == "ipv6" else path.stem
 
 
-def _case(path: Path):
-    fault = path.stem.split("-", 1)[1]
-    pending = path.parent.name == "ipv6" and fault in PENDING6
-    return pytest.param(path, id=_id(path), marks=[pytest.mark.xfail(strict=True, reason=PENDING6[fault])]
-                        if pending else [])
 
 
 def _load(path: Path) -> dict:
@@ -47,7 +39,7 @@ def test_healthy_recording_fails_no_check(path):
     assert build_causes(walk.findings, []) == []
 
 
-@pytest.mark.parametrize("path", [_case(p) for p in RECORDED if not p.stem.endswith("-healthy")])
+@pytest.mark.parametrize("path", [p for p in RECORDED if not p.stem.endswith("-healthy")], ids=_id)
 def test_recorded_fault_is_the_first_cause(path):
     topology = max((t for t in TOPOLOGIES if path.stem.startswith(f"{t}-")), key=len)
     fault = path.stem[len(topology) + 1:]
