@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Set, Tuple
 
 from .routing import fib_lookup
-from .state import Addr, Link, NetnsState, Snapshot, family_of
+from .state import Addr, Link, NetnsState, Snapshot, family_of, is_link_local
 
 ARP_IGNORE_NEVER = 8
 
@@ -237,4 +237,8 @@ def resolve(snap: Snapshot, state: NetnsState, oif: Link, target: str, sender: O
         if found.ok:
             return Resolution(found, seg)
         refused = refused or found
+    if refused is None and is_link_local(target):
+        # a link that is down has no IPv6 link-local address (the kernel removes it): the owner may be there
+        refused = next((b for b in (_blocked_on_the_way(s) for s in seg.stations
+                                    if not (s.state.name == state.name and s.link.ifindex == oif.ifindex)) if b), None)
     return Resolution(refused, seg)

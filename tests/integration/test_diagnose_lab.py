@@ -161,6 +161,26 @@ def test_veth_pair_seed_is_explained_and_fixed(lab_down_after):
     assert not _ping_ok(ns, dst, "-I", "veth0")
 
 
+def test_link_local_destination_with_its_interface(lab_down_after):
+    """`ping fe80::…%veth0`: the walk leaves by the scope interface, the source is the link-local
+    address there, the per-hop counter counts the ICMPv6 echo; a link down on the far end is named."""
+    _lab_up("veth", lab_down_after)
+    topo = TOPOLOGIES["veth"]
+    ns, _ = topo.ping(family=6)
+    shown = subprocess.run(["ip", "-n", topo.ns("ns1"), "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"],
+                           capture_output=True, text=True).stdout.split()
+    peer = shown[shown.index("inet6") + 1].split("/")[0]
+    rc, result = _diagnose(ns, f"{peer}%veth0")
+    assert rc == 0 and result["family"] == 6 and result["source"].startswith("fe80:"), result
+    first = result["path"][0]
+    assert (first["netns"], first["oif"]) == (ns, "veth0")
+    if first["packets"]["unit"] == "echo":   # BPF counting available (it is on the reference machine)
+        assert first["packets"]["out"] == 2, result["path"]
+    assert cli("lab", "break", "veth", "link_down", "-6").returncode == 0
+    rc, result = _diagnose(ns, f"{peer}%veth0")
+    assert rc == 1 and result["causes"][0]["cause"] == "link_down", result["causes"]
+
+
 def test_lab_fix_undoes_the_faults(lab_down_after):
     _lab_up("routed", lab_down_after)
     ns, dst = TOPOLOGIES["routed"].ping()
