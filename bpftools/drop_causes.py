@@ -334,7 +334,7 @@ DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [
               fix_inaddrerrors),
     DropCause("IP_INNOROUTES", "no_route", _NO_ROUTE, "no route for it on input", explain_noroute, facts_routing),
     DropCause("IP_OUTNOROUTES", "no_route", _NO_ROUTE, "no route for it on output", explain_noroute, facts_routing),
-    DropCause("IP_LOCAL_SOURCE", "local_source", ("local_source",),
+    DropCause("IP_LOCAL_SOURCE", "local_source", ("local_source", "no_return_route", "no_route"),  # came back: a loop
               "its source is an address of the receiving namespace", explain_local_source, facts_local_source),
     DropCause("IP_INVALID_SOURCE", "local_source", ("local_source",), "its source is martian",
               explain_invalid_source, facts_invalid_source),

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 from .netlink import named_netns
 from .topology import Topology, kill_netns_processes, run
+
+log = logging.getLogger(__name__)
 
 PREFIX = "bpftlab"
 STATE_DIR = "/run/bpftools-lab"
@@ -79,7 +82,7 @@ class LabTopology:
     requires: Optional[str] = None    # kernel feature (doctor probe name)
     ping_to6: Optional[str] = None    # the IPv6 address of the healthy ping (None: IPv4 only)
     ping_device: Optional[str] = None  # the ping is `ping -I <device>`
-    starts_broken: Optional[str] = None   # the tutorial's setup has this fault: `lab fix` repairs it
+    starts_broken: Optional[str] = None   # the setup as usually built has this fault: `lab fix` repairs it
 
     def ns(self, role: str) -> str:
         return f"{prefix()}-{self.name}-{role}"
@@ -204,7 +207,7 @@ def _build_ipip(b: LabBuilder) -> None:
 
 
 def _build_veth_pair(b: LabBuilder) -> None:
-    """The tutorial's commands, one for one: both ends of one veth pair in one namespace."""
+    """The usual commands, one for one: both ends of one veth pair in one namespace."""
     b.netns("host")
     for cmd in (["ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"],
                 ["ip", "addr", "add", "192.168.4.3/24", "dev", "veth0"],
@@ -345,10 +348,10 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                                 [("left", ["ip", "-6", "route", "replace", "default", "via", "fd00:72:1::1"])])),
                 ]}),
     LabTopology("veth-pair", "both ends of one veth pair in one namespace, veth0 192.168.4.3/24 and veth1 "
-                "192.168.4.2/24, and `ping -I veth0 192.168.4.2` (the classic veth pair tutorial)", _build_veth_pair,
+                "192.168.4.2/24, and `ping -I veth0 192.168.4.2` (a setup many veth guides start with)", _build_veth_pair,
                 "host",
                 "192.168.4.2", ping_device="veth0", starts_broken="local_source", faults={f.name: f for f in [
-                    Fault("local_source", "as in the tutorial: accept_local = 0, so the request, which leaves by veth0 "
+                    Fault("local_source", "accept_local = 0 (the default), so the request, which leaves by veth0 "
                           "and comes back in on veth1 with a source of this namespace, is dropped as a martian",
                           [("host", _sysctl("net.ipv4.conf.veth0.accept_local", 0)),
                            ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 0))],
@@ -506,7 +509,7 @@ def down(name: Optional[str] = None) -> List[str]:
         topology(name)
     removed = []
     for ns in namespaces_of(name):
-        with contextlib.suppress(Exception):
+        with survive(log, "stopping the processes of %s", ns):
             kill_netns_processes(ns)
         if run("ip", "netns", "del", ns, check=False).returncode == 0:
             removed.append(ns)

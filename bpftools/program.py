@@ -6,16 +6,19 @@ substitution); kernel struct offsets from BTF are always among them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Union
 
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 from .kernel.headers import require_headers
 from .kernel.mounts import ensure_mounted
 from .kernel.offsets import kernel_offsets, offset_cflags
+
+log = logging.getLogger(__name__)
 
 BPF_DIR = Path(__file__).resolve().parent / "bpf"  # a link to the top-level bpf/ in a checkout
 Define = Union[int, str, bool]
@@ -109,6 +112,6 @@ class BpfProgram(contextlib.AbstractContextManager):
 
     def __exit__(self, *exc) -> None:
         if self.bpf is not None:
-            with contextlib.suppress(Exception):
+            with survive(log, "releasing %s", self.source.name):
                 self.bpf.cleanup()
             self.bpf = None

@@ -10,15 +10,15 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import time
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 
-from .errors import BpftoolsError
+from .errors import BpftoolsError, first_line, survive
 from .exporter_sources import DecapSource, DropsSource, EncapSource
 from .metrics import BpftoolsCollector
 from .netlink import Interface, list_interfaces, netns_label
+from .runloop import Every, RunLoop
 from .serve_config import ServeConfig, listen_address, split_interface
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,6 @@ def source_key(key: InterfaceKey) -> str:
     """The `source` label of scrape errors: `encap:ns1/veth1`, `decap:eth0`."""
     capability, netns, ifname = key
     return f"{capability}:{netns}/{ifname}" if netns else f"{capability}:{ifname}"
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _changed(old: ServeConfig, new: ServeConfig, names) -> bool:
@@ -78,21 +74,17 @@ class Exporter(contextlib.AbstractContextManager):
         self._stack.close()
 
     def run(self) -> None:
-        """Follow interfaces until Ctrl-C/SIGTERM; reload when asked; now and then forget the
+        """Follow interfaces until Ctrl-C/SIGTERM; reload on SIGHUP; now and then forget the
         counts of the dead."""
-        last_gc = time.monotonic()
-        try:
-            while True:
-                time.sleep(self.config.watch_interval)
+        gc_due = Every(GC_INTERVAL)
+        with RunLoop(self.config.watch_interval, on_hangup=self.request_reload) as loop:
+            for now in loop:
                 if self._reload_pending:
                     self._reload_pending = False
                     self.reload()
                 self.reconcile()
-                if self._drops is not None and time.monotonic() - last_gc >= GC_INTERVAL:
-                    last_gc = time.monotonic()
+                if self._drops is not None and gc_due(now):
                     self._drops.forget_gone()
-        except KeyboardInterrupt:
-            pass
 
     def request_reload(self) -> None:
         """Safe from a signal handler: the run loop reloads at its next round."""
@@ -161,8 +153,9 @@ class Exporter(contextlib.AbstractContextManager):
             return
         try:
             new = self.reload_config()
-        except BpftoolsError as exc:
-            log.error("config reload failed, keeping the running config: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the exporter stays up
+            log.error("config reload failed, keeping the running config: %s", _first_line(exc),
+                      exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(exc, BpftoolsError))
             self.collector.record_reload(ok=False)
             return
         old = self.config
@@ -196,7 +189,7 @@ class Exporter(contextlib.AbstractContextManager):
         try:
             self._start_drops(new)
         except Exception as exc:  # noqa: BLE001 - reported, and the running tracer stays
-            log.error("config reload: cannot start drops: %s; keeping the previous drops settings", _first_line(exc),
+            log.error("config reload: cannot start drops: %s; keeping the previous drops settings", first_line(exc),
                       exc_info=log.isEnabledFor(logging.DEBUG))
             return dataclasses.replace(new, **{name: getattr(old, name) for name in DROPS_SETTINGS})
         return new
@@ -241,9 +234,9 @@ class Exporter(contextlib.AbstractContextManager):
             stack.close()
             raise
         except Exception as exc:  # e.g. the interface vanished while we compiled: retried next round
-            with contextlib.suppress(Exception):
+            with survive(log, "closing what %s had started on %s", key[0], iface.describe()):
                 stack.close()
-            log.warning("cannot start %s on %s: %s", key[0], iface.describe(), _first_line(exc),
+            log.warning("cannot start %s on %s: %s", key[0], iface.describe(), first_line(exc),
                         exc_info=log.isEnabledFor(logging.DEBUG))
             return
         self.collector.set_source(source_key(key), source)
@@ -256,13 +249,13 @@ class Exporter(contextlib.AbstractContextManager):
         try:
             stack.close()
         except Exception as exc:  # noqa: BLE001 - the interface is gone: detaching may find nothing
-            log.debug("closing %s: %s", source_key(key), _first_line(exc))
+            log.debug("closing %s: %s", source_key(key), first_line(exc))
         log.info("%s on %s stopped: %s", key[0], key[2], why)
 
     def _close_interfaces(self) -> None:
         for key in list(self._per_iface):
             self.collector.remove_source(source_key(key))
-            with contextlib.suppress(Exception):
+            with survive(log, "closing %s", source_key(key)):
                 self._per_iface.pop(key)[1].close()
 
     def _start_encap(self, iface: Interface, stack: contextlib.ExitStack):

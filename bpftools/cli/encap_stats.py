@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import List, Optional, Tuple
 
 import click
@@ -11,6 +10,7 @@ from ..attach import terminate_gracefully
 from ..encap_stats import INGRESS_HOOKS, UDP_TYPES, EncapStats, parse_udp_port, udp_port_table
 from ..kernel.privileges import require_privileges
 from ..netlink import resolve_interface
+from ..runloop import RunLoop
 from .output import announce_ready, duration_option, emit_json, table
 
 CLEAR_SCREEN = "\033[H\033[2J"
@@ -37,27 +37,12 @@ def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str
     interfaces = [resolve_interface(name, netns) for name in ifaces]
     report = _print_json if as_json else _print_table
     with terminate_gracefully(), EncapStats(interfaces, ingress_hook, ports, top) as stats:
-        announce_ready(f"counting encapsulated traffic on {', '.join(i.describe() for i in interfaces)} "
-                       f"(ingress {ingress_hook}, egress tc)")
-        try:
-            _run(stats, report, interval, duration)
-        except KeyboardInterrupt:
-            pass
+        with RunLoop(interval, duration) as loop:
+            announce_ready(f"counting encapsulated traffic on {', '.join(i.describe() for i in interfaces)} "
+                           f"(ingress {ingress_hook}, egress tc)")
+            for _now in loop:
+                report(stats.snapshot())
         report(stats.snapshot())  # final totals, always
-
-
-def _run(stats: EncapStats, report, interval: float, duration: Optional[float]) -> None:
-    """Report every `interval` until `duration` (the caller reports once more at the end)."""
-    now = time.monotonic()
-    deadline = None if duration is None else now + duration
-    next_report = now + interval
-    while True:
-        if deadline is not None and deadline <= next_report:
-            time.sleep(max(0.0, deadline - time.monotonic()))
-            return
-        time.sleep(max(0.0, next_report - time.monotonic()))
-        report(stats.snapshot())
-        next_report += interval
 
 
 def _print_json(rows: List[dict]) -> None:

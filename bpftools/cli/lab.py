@@ -45,7 +45,7 @@ def up(name: str) -> None:
     if 6 in topo.families:
         click.echo(f"       {topo.ping_command(family=6)}")
     if topo.starts_broken:
-        click.echo(f"  it starts broken, as in the tutorial ({topo.starts_broken}): "
+        click.echo(f"  it starts broken, as this setup usually is ({topo.starts_broken}): "
                    f"bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}; "
                    f"`bpftools lab fix {name}` repairs it")
     click.echo(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")

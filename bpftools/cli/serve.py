@@ -36,7 +36,8 @@ def serve(listen: Optional[str], drops: bool, netns: Optional[str], all_netns: b
 
     SIGHUP re-reads --config FILE and attaches or detaches only what changed; SIGINT/SIGTERM
     detach everything and exit."""
-    setup_logging(log_level, log_format)
+    app = click.get_current_context().obj
+    setup_logging("debug" if getattr(app, "debug", False) else log_level, log_format)
     require_privileges()
     flags = dict(listen=listen, drops=drops, netns=netns, all_netns=all_netns, encap=encap,
                  ingress_hook=ingress_hook, udp_port=udp_port, decap=decap, allow_remote=allow_remote,

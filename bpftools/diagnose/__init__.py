@@ -119,8 +119,9 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     home = current_label()
     src_ns = netns or home
     try:
-        binding = binding_for(Snapshot(source=capture_netns), src_ns, interface, source, family)
-        first = static_walk(src_ns, target, payload, home, binding=binding)
+        before = Snapshot(source=capture_netns)
+        binding = binding_for(before, src_ns, interface, source, family)
+        first = static_walk(src_ns, target, payload, home, before, binding)
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
     namespaces = first.namespaces or [src_ns]

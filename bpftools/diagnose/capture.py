@@ -16,6 +16,7 @@ from ..netlink import NETNS_RUN_DIR, in_netns, named_netns, netns_inode
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
+AF_BRIDGE = socket.AF_BRIDGE
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
 BRIDGE_NF_KEYS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
@@ -67,6 +68,7 @@ def capture(label: str) -> NetnsState:
             qdiscs = {}
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
+        _vxlan_fdb(sock, state.links)
     for key, value in global_bridge_nf.items():
         if f"net.bridge.{key}" not in sysctls and value is not None:
             # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
@@ -158,10 +160,31 @@ def _link(msg, nsids: Dict[int, str]) -> Link:
             prefix = "IFLA_GRE_" if kind == "gre" else "IFLA_IPIP_"  # pyroute2's names for ipip/sit data
             link.tunnel_local = _unset_none(data.get_attr(prefix + "LOCAL"))
             link.tunnel_remote = _unset_none(data.get_attr(prefix + "REMOTE"))
+    if kind == "vxlan" and info is not None:
+        data = info.get_attr("IFLA_INFO_DATA")
+        if data is not None:
+            link.vni = data.get_attr("IFLA_VXLAN_ID")
+            link.tunnel_local = _unset_none(data.get_attr("IFLA_VXLAN_LOCAL"))
+            link.tunnel_remote = _unset_none(data.get_attr("IFLA_VXLAN_GROUP"))   # `remote` or `group`
     xdp = msg.get_attr("IFLA_XDP")
     if xdp:
         link.xdp_prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
     return link
+
+
+def _vxlan_fdb(sock, links) -> None:
+    """The remote VTEPs in each VXLAN device's forwarding database (`bridge fdb ... dst IP`)."""
+    vxlans = {l.ifindex: l for l in links if l.kind == "vxlan"}
+    if not vxlans:
+        return
+    try:
+        entries = list(sock.get_neighbours(family=AF_BRIDGE))
+    except Exception:
+        return
+    for entry in entries:
+        link, dst = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_DST")
+        if link is not None and dst and dst not in link.vxlan_fdb:
+            link.vxlan_fdb.append(dst)
 
 
 def _unset_none(address: Optional[str]) -> Optional[str]:

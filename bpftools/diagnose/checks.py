@@ -112,12 +112,49 @@ def check_forwarding(state: NetnsState, iif: Link, family: int = 4, **kw) -> Fin
                f"{key} = 0", [f"sysctl -w {key}=1"], iif.ifname, **kw)
 
 
-def route_fix(suggestion: Optional["RouteSuggestion"], dst: str) -> List[str]:
+def deletes_used(command: str, finding: Finding, addresses, routes) -> bool:
+    """Would this fix command delete an address or route the working part of the path uses?
+    (Moving an address, `del` then `add` of the same address, is not deleting it.)"""
+    words = shlex.split(command)
+    if words[:3] == ["ip", "netns", "exec"]:
+        words = words[4:]
+    if words[:3] == ["ip", "addr", "del"] and len(words) > 3:
+        address = words[3].split("/")[0]
+        moved = any(f"ip addr add {words[3]} " in c for c in finding.fix)
+        return (finding.netns, address) in addresses and not moved
+    if words[:3] == ["ip", "route", "del"] and len(words) > 3:
+        rest = words[3:]
+        if rest[0] in ("unicast", "local", "blackhole", "unreachable", "prohibit", "throw"):
+            rest = rest[1:]
+        prefix = rest[0] if "/" in rest[0] else f"{rest[0]}/32"
+        table = int(rest[rest.index("table") + 1]) if "table" in rest and rest[rest.index("table") + 1].isdigit() \
+            else 254
+        return (finding.netns, prefix, table) in routes
+    return False
+
+
+def route_fix(suggestion: Optional["RouteSuggestion"], dst: str, replace=None) -> List[str]:
+    """A host route to dst. `replace`: the wrong route in use; when it is that very host route it is
+    replaced, else the new one is added beside it (more specific: nothing else changes path)."""
     if suggestion is None:
         return [f"ip route add {dst} via <gateway> dev <interface>"]
-    if suggestion.gateway:
-        return [f"ip route add {dst} via {suggestion.gateway} dev {suggestion.dev}"]
-    return [f"ip route add {dst} dev {suggestion.dev}"]
+    target = f"{suggestion.dev}" if not suggestion.gateway else f"{suggestion.gateway} dev {suggestion.dev}"
+    via = "via " if suggestion.gateway else "dev "
+    if replace is not None and replace.dst == dst and replace.dst_len == 32:
+        table = f" table {replace.table}" if replace.table != 254 else ""
+        return [f"ip route replace {dst}/32 {via}{target}{table}"]
+    return [f"ip route add {dst} {via}{target}"]
+
+
+def check_return_route(state: NetnsState, src: str, iif: Link, back, suggestion: Optional["RouteSuggestion"],
+                       what: str, **kw) -> Finding:
+    """Strict rp_filter fails, and the route back to the source does not lead to it at all."""
+    via = f" via {back.gateway}" if back.gateway else ""
+    detail = (f"{what} from {src} arrives on {iif.ifname}, but the route back to {src} ({back.dst}/{back.dst_len}"
+              f"{via} dev {state.ifname(back.oif)}) does not lead back to it: rp_filter = {state.rp_filter(iif.ifname)} "
+              "drops it here, and replies could not get back that way either")
+    return bad(state, f"source_{what}", "no_return_route", detail, route_fix(suggestion, src, replace=back),
+               iif.ifname, **kw)
 
 
 @dataclass

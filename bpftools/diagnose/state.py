@@ -40,6 +40,8 @@ class Link:
     peer_ifindex: Optional[int] = None
     tunnel_local: Optional[str] = None   # ipip/gre/sit endpoints
     tunnel_remote: Optional[str] = None
+    vni: Optional[int] = None      # vxlan: its VNI (tunnel_local/tunnel_remote: local, remote or group)
+    vxlan_fdb: List[str] = field(default_factory=list)   # vxlan: remote VTEPs of its FDB entries
     xdp_prog_id: int = 0
     tc_qdisc: str = ""             # clsact/ingress when tc filters can be attached
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 from . import checks as C
 from .firewall import Packet
@@ -49,6 +49,10 @@ class WalkResult:
     left_machine: Optional[str] = None
     arrival_ifindex: Optional[int] = None   # where the echo request entered DST's namespace
     family: int = 4
+    # what the working part of the path uses: (netns, address) of the ping's ends, and
+    # (netns, "dst/len", table) of every route a hop took; no fix may delete these
+    used_addresses: Set[Tuple[str, str]] = field(default_factory=set)
+    used_routes: Set[Tuple[str, str, int]] = field(default_factory=set)
 
     @property
     def namespaces(self) -> List[str]:
@@ -63,6 +67,7 @@ class Walker:
     def __init__(self, snapshot: Snapshot, payload: int = 56, max_hops: int = 16, home: str = C.HOST_LABEL):
         self.snap = snapshot
         self.bound: Optional[Link] = None
+        self.probing = False   # a look-ahead walk (is the route back any good?): no look-aheads of its own
         self.payload = payload
         self.size = payload + ICMP_HEADER + IP_HEADER[4]
         self.max_hops = max_hops
@@ -74,6 +79,14 @@ class Walker:
              scope: Optional[str] = None) -> WalkResult:
         """The ping's path; `src` and `device` are ping's -I ADDR and -I IFACE (SO_BINDTODEVICE);
         `scope`: a link-local destination's %IFACE."""
+        res = self._walk(src_ns, dst, src, device, scope)
+        for finding in res.findings:
+            finding.fix = [cmd for cmd in finding.fix if not C.deletes_used(cmd, finding, res.used_addresses,
+                                                                             res.used_routes)]
+        return res
+
+    def _walk(self, src_ns: str, dst: str, src: Optional[str], device: Optional[str],
+              scope: Optional[str] = None) -> WalkResult:
         res = self.result
         res.family = family_of(dst)
         self.size = self.payload + ICMP_HEADER + IP_HEADER[res.family]
@@ -103,6 +116,7 @@ class Walker:
                         f"route's device ({state.ifname(local.oif) if local else '?'}) as its input interface, "
                         f"so the socket bound to {self.bound.ifname} receives it")
         res.reply_delivered = back == src_ns
+        res.used_addresses |= {(src_ns, res.src), (end, dst)}
         if back is not None and back != src_ns:
             self._add(C.check_stray_source(self.snap.ns(back), src_ns, res.src, home=self.home))
         return res
@@ -128,9 +142,10 @@ class Walker:
         `bound`: the sending socket is bound to this device; `scope`: the link-local destination's
         interface (both for the first lookup only)."""
         kw = {"direction": direction, "home": self.home}
-        origin = ns
+        came_from: Optional[str] = None   # the namespace the packet arrived from
         family = family_of(dst)
         icmp = ECHO_TYPES[family][direction]
+        self.size = self.payload + ICMP_HEADER + IP_HEADER[family]
         ctstate = "NEW" if direction == "request" else "ESTABLISHED"
         for _ in range(self.max_hops):
             state = self.snap.ns(ns)
@@ -156,8 +171,7 @@ class Walker:
                 bypass = ""
                 lookup = fib_lookup(state, dst, src, iif.ifname)
                 if lookup.route is not None and lookup.route.type == "local":
-                    self._add(C.check_source(state, src, dst, iif, "packet",
-                                             self._suggest_route(ns, src, iif.ifindex), own=ns == origin, **kw))
+                    self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
                     self._add(C.check_firewall(state, Packet("input", src, dst, icmp, iif.ifname, "", ctstate),
                                                **kw))
                     self._hop(direction, ns, iif.ifname, None, "deliver", src, dst, note=f"{dst} is local")
@@ -165,8 +179,7 @@ class Walker:
                         self.result.arrival_ifindex = iif.ifindex
                     return ns
                 self._add(C.check_forwarding(state, iif, family, **kw))
-                self._add(C.check_source(state, src, dst, iif, "packet",
-                                         self._suggest_route(ns, src, iif.ifindex), own=ns == origin, **kw))
+                self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
                 self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
                                         "no_return_route", self._suggest_route(ns, dst, iif.ifindex), **kw))
                 if not lookup.ok:
@@ -186,17 +199,69 @@ class Walker:
                                           max(self.size, 1500), **kw))
                 action = "forward"
             nexthop = lookup.route.gateway or dst
+            route = lookup.route
+            self.result.used_routes.add((ns, f"{route.dst}/{route.dst_len}", route.table))
             if oif is None:  # e.g. a nexthop object (`ip nexthop`), which we do not resolve
                 self._hop(direction, ns, iif.ifname if iif else None, None, "leave", src, dst, nexthop,
                           note="the route's output device is not known here; not followed further")
                 return None
             self._hop(direction, ns, iif.ifname if iif else None, oif.ifname, action, src, dst, nexthop, note=bypass)
+            if iif is not None and oif.ifindex == iif.ifindex and self._sends_back(state, oif, lookup.route, nexthop,
+                                                                                   came_from, dst, **kw):
+                return None
             nxt = self._egress(state, oif, lookup.route, nexthop, src, dst, iif is None, **kw)
             if nxt is None:
                 return None
+            came_from = ns
             ns, iif = nxt
         self._hop(direction, ns, None, None, "broken", src, dst, note="too many hops (routing loop?)")
         return None
+
+    def _check_source(self, state: NetnsState, src: str, dst: str, iif: Link, what: str, own: bool,
+                      **kw) -> C.Finding:
+        """The reverse-path check; when strict rp_filter fails because the route back to the source
+        does not lead back to it at all, the route is the fault (loosening rp_filter would only let
+        the request through to replies that never get back)."""
+        suggestion = self._suggest_route(state.name, src, iif.ifindex)
+        finding = C.check_source(state, src, dst, iif, what, suggestion, own=own, **kw)
+        if finding.cause != "rp_filter" or self.probing:
+            return finding
+        back = fib_lookup(state, src, dst).route
+        if back is None or back.type != "unicast" or self._reaches(state.name, dst, src):
+            return finding
+        return C.check_return_route(state, src, iif, back, suggestion, what, **kw)
+
+    def _reaches(self, ns: str, src: str, dst: str) -> bool:
+        """Does a packet from ns (source src) reach the namespace that owns dst?"""
+        probe = Walker(self.snap, self.payload, self.max_hops, self.home)
+        probe.probing = True
+        end = probe._direction("reply", ns, src, dst, None)
+        return end is not None and end != ns and self.snap.ns(end).owns(dst) is not None
+
+    def _locate(self, state: NetnsState, address: str, src: Optional[str]) -> Optional[str]:
+        """Where a packet from state to address is delivered (a VXLAN port's remote VTEP)."""
+        if self.probing:
+            return None
+        probe = Walker(self.snap, 0, self.max_hops, self.home)
+        probe.probing = True
+        return probe._direction("request", state.name, src or address, address, None)
+
+    def _sends_back(self, state: NetnsState, oif: Link, route, nexthop: str, came_from: Optional[str], dst: str,
+                    **kw) -> bool:
+        """A route that sends the packet back out of the interface it came in by, to the namespace
+        it came from (which does not have dst): a routing loop; the route here is the fault."""
+        station = resolve(self.snap, state, oif, nexthop, None, self._locate).station
+        if station is None or station.state.name != came_from or station.state.owns(dst) is not None:
+            return False
+        cause = "no_route" if kw["direction"] == "request" else "no_return_route"
+        suggestion = self._suggest_route(state.name, dst, None)
+        fix = C.route_fix(suggestion, dst, replace=route) if suggestion and suggestion.dev != oif.ifname else []
+        self._add(self._bad(state, "route", cause, f"the route to {dst} ({route.dst}/{route.dst_len}"
+                            + (f" via {route.gateway}" if route.gateway else "") + f" dev {oif.ifname}) sends the "
+                            f"packet back out of {oif.ifname} to {came_from}, where it came from: a routing loop",
+                            fix, oif.ifname, direction=kw["direction"]))
+        self._stop("broken", f"the route to {dst} sends it back to {came_from}")
+        return True
 
     @staticmethod
     def _bound_note(state: NetnsState, bound: Optional[Link], dst: str, lookup) -> str:
@@ -240,9 +305,8 @@ class Walker:
             return None
         self._add(C.check_neighbour(state, oif, nexthop, receiver, rstate, **kw))
         if arp_src and not oif.noarp and family_of(nexthop) == 4:  # NDP has no source validation
-            self._add(C.check_source(rstate, arp_src, nexthop, receiver, "ARP request",
-                                     self._suggest_route(rstate.name, arp_src, receiver.ifindex),
-                                     own=rstate.name == state.name, **kw))
+            self._add(self._check_source(rstate, arp_src, nexthop, receiver, "ARP request", rstate.name == state.name,
+                                         **kw))
         return rstate.name, receiver
 
     @staticmethod
@@ -256,7 +320,7 @@ class Walker:
     def _next_hop_station(self, state: NetnsState, oif: Link, route, nexthop: str, arp_src: Optional[str],
                           src: str, dst: str, **kw) -> Optional[Station]:
         """Resolve the next hop as ARP/NDP does; a packet goes only to the station that would take it."""
-        resolution = resolve(self.snap, state, oif, nexthop, arp_src)
+        resolution = resolve(self.snap, state, oif, nexthop, arp_src, self._locate)
         entry = state.neighbour(oif.ifindex, nexthop)
         if entry is not None and entry.state in ("permanent", "noarp") or oif.noarp:
             # no ARP is asked: the frame goes out anyway; check_neighbour judges the static entry
@@ -291,9 +355,15 @@ class Walker:
         frame = min(self.size, sent_mtu)
         for c in station.crossings:
             if c.port_in is not None:
-                self._rx_checks(c.state, c.port_in, frame, sent_mtu, f"veth peer of {oif.ifname}", **kw)
-                self._hop(direction, c.state.name, c.port_in.ifname, (c.port_out or c.bridge).ifname, "bridge",
-                          src, dst, nexthop, note=f"{c.port_in.ifname} is a port of {c.bridge.ifname}")
+                role = f"VXLAN device (VNI {c.port_in.vni})" if c.port_in.kind == "vxlan" else \
+                    f"veth peer of {oif.ifname}"
+                self._rx_checks(c.state, c.port_in, frame, sent_mtu, role, **kw)
+                out = c.port_out or c.bridge
+                note = f"{c.port_in.ifname} is a port of {c.bridge.ifname}"
+                if out.kind == "vxlan":
+                    note += f"; {out.ifname} encapsulates in VXLAN VNI {out.vni}"
+                self._hop(direction, c.state.name, c.port_in.ifname, out.ifname, "bridge", src, dst, nexthop,
+                          note=note)
             self._add(C.check_link(c.state, c.bridge, "bridge", **kw))
             if c.port_out is None:
                 frame = min(frame, c.bridge.mtu)
@@ -370,4 +440,4 @@ class Walker:
         return None
 
     def _neighbours_of(self, state: NetnsState, link: Link):
-        return [(st.state, st.link) for st in segment(self.snap, state, link).stations]
+        return [(st.state, st.link) for st in segment(self.snap, state, link, self._locate).stations]

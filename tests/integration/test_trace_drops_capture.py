@@ -147,3 +147,28 @@ def test_snaplen_truncates_and_the_stack_goes_into_the_comments(veth_pair, tmp_p
     assert meta.comments[1].startswith(b"stack: ") and b"__udp4_lib_rcv+0x" in meta.comments[1]
     dump = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True)
     assert dump.returncode == 0 and ".7301: UDP, length 100" in dump.stdout, dump.stdout
+
+
+def test_ipv6_drops_in_the_pcap_with_ports_filtered(veth_pair, tmp_path):
+    """IPv6 goes through the same file (LINKTYPE_RAW tells the versions apart), and --dport
+    matches IPv6 ports."""
+    path = tmp_path / "v6.pcapng"
+    from bpftools.topology import run
+
+    run("ip", "addr", "add", "fd00:71::1/64", "dev", veth_pair.veth_a, "nodad", netns=veth_pair.ns_a)
+    run("ip", "addr", "add", "fd00:71::2/64", "dev", veth_pair.veth_b, "nodad", netns=veth_pair.ns_b)
+    resolve_neighbour(veth_pair.ns_a, "fd00:71::2")
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    with traced("--json", "--netns", veth_pair.ns_b, "--dport", "7501", "--pcap", str(path)) as proc:
+        send_udp(veth_pair.ns_a, "fd00:71::2", 7501, count=2, gap=0.02)
+        send_udp(veth_pair.ns_a, "fd00:71::2", 7502, count=2, gap=0.02)  # other port
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 7501, count=1)  # IPv4 in the same file
+        stopped(proc)
+    events = [e for e in proc.json_lines() if e["type"] == "drop"]
+    assert [(e["family"], e["dport"], e["reason"]) for e in events] == [("ipv6", 7501, "NO_SOCKET")] * 2 + [
+        ("ipv4", 7501, "NO_SOCKET")], events
+    dump = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True)
+    lines = dump.stdout.splitlines()
+    assert dump.returncode == 0 and len(lines) == 3, dump.stdout + dump.stderr
+    assert all("IP6 fd00:71::1." in line and "> fd00:71::2.7501: UDP" in line for line in lines[:2]), dump.stdout
+    assert f"IP {veth_pair.addr_a}." in lines[2] and f"> {veth_pair.addr_b}.7501: UDP" in lines[2]

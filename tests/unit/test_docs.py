@@ -89,7 +89,7 @@ def test_docs_links_resolve():
             assert (md.parent / target).resolve().exists(), f"{md.name} links to missing {target}"
 
 
-JARGON = re.compile(r"main job|the seeds|seed:|the tutorials", re.I)
+JARGON = re.compile(r"main job|the seeds?\b|seed:|the tutorials?\b", re.I)
 
 
 def test_no_internal_jargon_in_docs_or_help():
@@ -97,3 +97,20 @@ def test_no_internal_jargon_in_docs_or_help():
         assert not JARGON.search(md.read_text()), f"{md.name}: {JARGON.search(md.read_text()).group(0)}"
     for path, cmd in _commands().items():
         assert not JARGON.search(cmd.help or ""), f"`bpftools {path} --help`"
+
+
+def test_every_diagnose_cause_is_documented():
+    from bpftools.diagnose.checks import CAUSES
+
+    page = (ROOT / "docs" / "diagnose.md").read_text()
+    missing = [cause for cause in CAUSES if f"| `{cause}` |" not in page]
+    assert not missing, f"add {missing} to the causes table of docs/diagnose.md"
+
+
+def test_no_internal_jargon_in_the_labs_output():
+    from bpftools.lab import TOPOLOGIES
+
+    for topo in TOPOLOGIES.values():
+        texts = [topo.summary] + [fault.summary for fault in topo.faults.values()]
+        for text in texts:
+            assert not JARGON.search(text), f"lab {topo.name}: {text}"

@@ -1,5 +1,5 @@
 """trace-drops port/exclude filters, stacks and --pcap: configuration, decoding and the pcapng
-file, without root or bcc (the real drops are in tests/integration/test_trace_drops_capture.py)."""
+file, without root or bcc (the real drops: tests/integration/test_trace_drops_capture.py)."""
 from __future__ import annotations
 
 import shutil
