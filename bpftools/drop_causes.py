@@ -320,7 +320,7 @@ class DropCause:
     fix: Callable[..., List[str]] = no_fix
 
 
-_NEIGH = ("neighbor_unreachable", "local_source", "rp_filter", "bridge_port_address")
+_NEIGH = ("neighbor_unreachable", "arp_ignore", "local_source", "rp_filter", "bridge_port_address")
 _NO_ROUTE = ("no_route", "no_return_route", "link_down")
 
 DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [

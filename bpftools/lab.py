@@ -156,6 +156,7 @@ class LabBuilder(Topology):
 def _build_veth(b: LabBuilder) -> None:
     host, ns1 = b.netns("host"), b.netns("ns1")
     b.veth(host, "veth0", ns1, "eth0", "10.70.0.1/24", "10.70.0.2/24")
+    b.run("ns1", "ip", "addr", "add", "10.70.0.3/32", "dev", "lo")   # a service address, answered over eth0
     b.addr6("host", "veth0", "fd00:70::1/64")
     b.addr6("ns1", "eth0", "fd00:70::2/64")
 
@@ -266,6 +267,29 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                     Fault("tc_drop", "a tc ingress program on the namespace's end drops ICMP",
                           [], [("ns1", ["tc", "qdisc", "del", "dev", "eth0", "clsact"])],
                           program=("ns1", "eth0", "tc"), **six()),
+                    Fault("echo_ignored", "the namespace ignores every echo request (icmp_echo_ignore_all)",
+                          [("ns1", _sysctl("net.ipv4.icmp_echo_ignore_all", 1))],
+                          [("ns1", _sysctl("net.ipv4.icmp_echo_ignore_all", 0))],
+                          **six([("ns1", _sysctl("net.ipv6.icmp.echo_ignore_all", 1))],
+                                [("ns1", _sysctl("net.ipv6.icmp.echo_ignore_all", 0))])),
+                    Fault("arp_ignore", "arp_ignore = 1 in the namespace: its service address on lo is not "
+                          "answered on eth0",
+                          [("ns1", _sysctl("net.ipv4.conf.all.arp_ignore", 1))],
+                          [("ns1", _sysctl("net.ipv4.conf.all.arp_ignore", 0)),
+                           ("ns1", _sysctl("net.ipv4.conf.eth0.arp_ignore", 0))], ping_to="10.70.0.3"),
+                    Fault("no_route", "a policy rule sends the namespace's subnet to table 100, which "
+                          "blackholes it",
+                          [("host", ["ip", "route", "add", "blackhole", "10.70.0.0/24", "table", "100"]),
+                           ("host", ["ip", "rule", "add", "to", "10.70.0.0/24", "lookup", "100", "priority",
+                                     "1000"])],
+                          [("host", ["ip", "rule", "del", "priority", "1000"]),
+                           ("host", ["ip", "route", "del", "blackhole", "10.70.0.0/24", "table", "100"])],
+                          **six([("host", ["ip", "-6", "route", "add", "blackhole", "fd00:70::/64", "table", "100"]),
+                                 ("host", ["ip", "-6", "rule", "add", "to", "fd00:70::/64", "lookup", "100",
+                                           "priority", "1000"])],
+                                [("host", ["ip", "-6", "rule", "del", "priority", "1000"]),
+                                 ("host", ["ip", "-6", "route", "del", "blackhole", "fd00:70::/64", "table",
+                                           "100"])])),
                 ]}),
     LabTopology("bridge", "two namespaces joined by br0 in a switch namespace (like Docker's default bridge)",
                 _build_bridge, "a", "10.71.0.2", ping_to6="fd00:71::2", faults={f.name: f for f in [
@@ -296,6 +320,11 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                            ("sw", _readd6("br0", "fd00:71::fe/64"))],  # br0 follows its smallest port
                           **six([("sw", ["ip", "link", "set", "pb", "mtu", "1280"])],
                                 [("sw", ["ip", "link", "set", "pb", "mtu", "1500"])], size=1300)),
+                    Fault("no_return_route", "a prohibit rule in b refuses every route back to a",
+                          [("b", ["ip", "rule", "add", "to", "10.71.0.1", "prohibit", "priority", "900"])],
+                          [("b", ["ip", "rule", "del", "priority", "900"])],
+                          **six([("b", ["ip", "-6", "rule", "add", "to", "fd00:71::1", "prohibit", "priority", "900"])],
+                                [("b", ["ip", "-6", "rule", "del", "priority", "900"])])),
                 ]}),
     LabTopology("routed", "two namespaces routed through a router namespace (with a second, backup link "
                 "to the right)", _build_routed, "left", "10.72.2.2", ping_to6="fd00:72:2::2", faults={f.name: f for f in [

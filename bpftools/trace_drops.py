@@ -91,9 +91,15 @@ class DropFilter:
                  f"port {self.port}" if self.port is not None else "",
                  f"sport {self.sport}" if self.sport is not None else "",
                  f"dport {self.dport}" if self.dport is not None else "",
-                 f"{len(self.reasons)} reason(s)" if self.reasons else "",
-                 f"{len(self.exclude_reasons)} reason(s) excluded" if self.exclude_reasons else ""]
+                 self._reasons("reason", self.reasons, names), self._reasons("not", self.exclude_reasons, names)]
         return " ".join([where] + [e for e in extra if e])
+
+    @staticmethod
+    def _reasons(word: str, codes: Set[int], names: Optional[Names]) -> str:
+        """`reason NO_SOCKET,NETFILTER_DROP` (names when known), `not NOT_SPECIFIED`; "" if none."""
+        if not codes:
+            return ""
+        return f"{word} " + ",".join(sorted(names.reason(c) if names else str(c) for c in codes))
 
 
 # IP protocols whose ports the kernel program reads (parse_packet in trace_drops.bpf.c).
@@ -227,14 +233,14 @@ class DropTracer(contextlib.AbstractContextManager):
     `events_lost()` read the kernel's counters. Leaving the block detaches and unloads."""
 
     def __init__(self, flt: DropFilter, summary: bool = False, fmt: Optional[TracepointFormat] = None,
-                 capture: DropCapture = DropCapture()):
+                 capture: DropCapture = DropCapture(), program=None):
         if summary and (capture.stack_depth or capture.snaplen):
             raise BpftoolsError("stacks and packet bytes travel with per-drop events: not with a summary")
         self.flt = flt
         self.summary = summary
         self.capture = capture
         self.fmt = fmt or kfree_skb_format()
-        self.program = None
+        self.program = program   # compiled with defines() by the caller, who unloads it (diagnose)
         self.attachment: Optional[TracepointAttachment] = None
         self._pending: List[bytes] = []
         self._stack = contextlib.ExitStack()
@@ -243,8 +249,8 @@ class DropTracer(contextlib.AbstractContextManager):
         from .program import BpfProgram
 
         try:
-            self.program = self._stack.enter_context(
-                BpfProgram(SOURCE, program_defines(self.flt, self.fmt, self.summary, not_drop_ranges(), self.capture)))
+            if self.program is None:
+                self.program = self._stack.enter_context(BpfProgram(SOURCE, self.defines()))
             self._fill_maps()
             self.attachment = self._stack.enter_context(self._attach())
             if not self.summary:
@@ -253,6 +259,10 @@ class DropTracer(contextlib.AbstractContextManager):
             self._stack.close()
             raise
         return self
+
+    def defines(self) -> Dict[str, object]:
+        """The -D configuration this tracer's program is compiled with."""
+        return program_defines(self.flt, self.fmt, self.summary, not_drop_ranges(), self.capture)
 
     def _attach(self) -> TracepointAttachment:
         from bcc import BPF

@@ -17,6 +17,9 @@ from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 AF_BRIDGE = socket.AF_BRIDGE
+# IPv4 and IPv6 switches that make a namespace ignore echo requests (checks.check_echo)
+ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
+                "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
 BRIDGE_NF_KEYS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
@@ -91,6 +94,8 @@ def _read_sysctls() -> Dict[str, int]:
             values[key] = value
 
     read("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")
+    for key in ECHO_SYSCTLS:
+        read("/proc/sys/" + key.replace(".", "/"), key)
     for key in BRIDGE_NF_KEYS:
         read(f"/proc/sys/net/bridge/{key}", f"net.bridge.{key}")
     for conf in glob.glob("/proc/sys/net/ipv4/conf/*"):

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from . import docker
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
-from .routing import SourceCheck, validate_source
+from .routing import SourceCheck, describe_refusal, validate_source, without_refusal
 from .state import Link, NetnsState, family_of, is_link_local
 
 # How sure a failed check makes us that it is why the ping fails.
@@ -19,7 +19,7 @@ WEAK = 0.3
 
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
-          "docker_isolation", "docker_icc_disabled", "unknown")
+          "docker_isolation", "docker_icc_disabled", "echo_ignored", "arp_ignore", "unknown")
 
 HOST_LABEL = "host"
 
@@ -140,9 +140,10 @@ def route_fix(suggestion: Optional["RouteSuggestion"], dst: str, replace=None) -
         return [f"ip route add {dst} via <gateway> dev <interface>"]
     target = f"{suggestion.dev}" if not suggestion.gateway else f"{suggestion.gateway} dev {suggestion.dev}"
     via = "via " if suggestion.gateway else "dev "
-    if replace is not None and replace.dst == dst and replace.dst_len == 32:
+    host = 32 if family_of(dst) == 4 else 128
+    if replace is not None and replace.dst == dst and replace.dst_len == host:
         table = f" table {replace.table}" if replace.table != 254 else ""
-        return [f"ip route replace {dst}/32 {via}{target}{table}"]
+        return [f"ip route replace {dst}/{host} {via}{target}{table}"]
     return [f"ip route add {dst} {via}{target}"]
 
 
@@ -171,20 +172,38 @@ def check_route(state: NetnsState, lookup, dst: str, cause: str, suggestion: Opt
         return ok(state, "route", f"route to {dst}: {route.type} {route.dst}/{route.dst_len}{via} dev "
                   f"{state.ifname(route.oif)} (table {route.table})", state.ifname(route.oif),
                   kw.get("direction", "request"))
-    what = "no route" if lookup.route is None else f"a {lookup.route.type} route"
-    detail = f"{what} to {dst}"
+    what = describe_refusal(lookup)
+    detail = f"{what} to {dst}" if lookup.route is None else f"{what} refuses {dst}"
     if cause == "no_return_route":
-        detail = f"{what} back to {dst}: the echo reply cannot leave {state.name}"
+        detail = (f"{what} back to {dst}" if lookup.route is None else f"{what} refuses the way back to {dst}") \
+            + f": the echo reply cannot leave {state.name}"
     down = [l.ifname for l in state.links if not l.admin_up and any(
         ipaddress.ip_address(dst) in a.network for a in state.addrs_on(l.ifindex))]
     if down:
         return bad(state, "route", "link_down", f"{detail}: {down[0]}, which has the subnet, is down",
                    [f"ip link set dev {down[0]} up"], down[0], **kw)
-    fix = route_fix(suggestion, dst)
-    if lookup.route is not None and lookup.route.table:
-        fix = [f"ip route del {lookup.route.type} {lookup.route.dst}/{lookup.route.dst_len} table "
-               f"{lookup.route.table}"] + fix
-    return bad(state, "route", cause, detail, fix, suggestion.dev if suggestion else None, **kw)
+    return bad(state, "route", cause, detail, refusal_fix(state, lookup) + _route_fix_after(state, lookup, suggestion,
+                                                                                               dst),
+               suggestion.dev if suggestion else None, **kw)
+
+
+def refusal_fix(state: NetnsState, lookup) -> List[str]:
+    """Remove the blackhole/unreachable/prohibit route or rule that refused the lookup."""
+    route = lookup.route
+    if route is None:
+        return []
+    if lookup.refused_by_rule:  # `ip rule` alone is IPv4's rules
+        return [f"ip{' -6' if lookup.rule.family == 6 else ''} rule del priority {lookup.rule.priority}"]
+    if route.table:
+        return [f"ip route del {route.type} {route.dst}/{route.dst_len} table {route.table}"]
+    return []
+
+
+def _route_fix_after(state: NetnsState, lookup, suggestion: Optional[RouteSuggestion], dst: str) -> List[str]:
+    """A route to add, unless removing the refusal already lets the lookup find one."""
+    if lookup.route is not None and refusal_fix(state, lookup) and without_refusal(state, lookup).ok:
+        return []
+    return route_fix(suggestion, dst)
 
 
 def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
@@ -237,6 +256,29 @@ def check_stray_source(state: NetnsState, src_ns: str, src: str, **kw) -> Findin
     return bad(state, "reply", "local_source", f"{detail}: {src} is also configured on {dev} here, so the echo "
                "request's source is an address of this namespace and the reply stays in it",
                [f"ip addr del {src}/{owner.prefixlen} dev {dev}"], dev, direction="reply", **kw)
+
+
+# -- the echo itself --------------------------------------------------------------------------------
+
+def echo_ignore_sysctl(family: str = "ipv4", broadcast: bool = False) -> str:
+    """The switch that makes a namespace ignore echo requests (IPv6: net.ipv6.icmp.echo_ignore_*)."""
+    if family == "ipv6":
+        return "net.ipv6.icmp.echo_ignore_multicast" if broadcast else "net.ipv6.icmp.echo_ignore_all"
+    return "net.ipv4.icmp_echo_ignore_broadcasts" if broadcast else "net.ipv4.icmp_echo_ignore_all"
+
+
+def check_echo(state: NetnsState, dst: str, family: str = "ipv4", broadcast: bool = False, **kw) -> Finding:
+    """The echo request arrived: does the namespace answer it? icmp_echo_ignore_all (and for a
+    broadcast/multicast destination icmp_echo_ignore_broadcasts) make it stay silent: the kernel
+    consumes the request, so no drop is traced anywhere."""
+    keys = [echo_ignore_sysctl(family)] + ([echo_ignore_sysctl(family, broadcast=True)] if broadcast else [])
+    on = [k for k in keys if state.sysctl(k)]
+    if not on:
+        return ok(state, "echo", f"{state.name} answers echo requests to {dst} ({keys[0]} = 0)", None,
+                  kw.get("direction", "request"))
+    return bad(state, "echo", "echo_ignored", f"{on[0]} = {state.sysctl(on[0])}: {state.name} receives the echo "
+               f"request for {dst} and ignores it (nothing is dropped, so nothing is traced)",
+               [f"sysctl -w {k}=0" for k in on], **kw)
 
 
 # -- firewall --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 port of a bridge and what is behind each port, through nested bridges), and which of them
 answers ARP for an address (ownership, arp_ignore, arp_filter, NOARP, link state, proxy_arp),
 or for an IPv6 address NDP (a usable address of the receiving interface, proxy_ndp).
+An owner that arp_ignore or arp_filter keeps silent is the cause `arp_ignore`.
 
 The walker hands a packet only to the station that would answer; when none would, the walk
 stops there (`neighbor_unreachable`). Works on a `Snapshot`, like the walker."""
@@ -205,20 +206,20 @@ def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Ans
     reset = [f"sysctl -w net.ipv4.conf.all.arp_ignore=0", f"sysctl -w net.ipv4.conf.{link.ifname}.arp_ignore=0"]
     if ignore >= ARP_IGNORE_NEVER:
         return Answer(station, False, f"arp_ignore = {ignore} on {link.ifname} in {st.name}: it answers no ARP "
-                      "request", fix=reset)
+                      "request", "arp_ignore", reset)
     if ignore in (1, 2) and owner.ifindex != link.ifindex:
         return Answer(station, False, f"{target} is on {st.ifname(owner.ifindex)}, not on {link.ifname} where the "
                       f"ARP request arrives, and arp_ignore = {ignore} answers only for addresses of the receiving "
-                      "interface", fix=reset)
+                      "interface", "arp_ignore", reset)
     if ignore == 2 and sender and not _in_subnet(sender, owner):
         return Answer(station, False, f"arp_ignore = 2 on {link.ifname} in {st.name}: the asker {sender} is not in "
-                      f"{target}'s subnet {owner.network}", fix=reset)
+                      f"{target}'s subnet {owner.network}", "arp_ignore", reset)
     if sender and (st.conf("all", "arp_filter") or st.conf(link.ifname, "arp_filter")):
         back = fib_lookup(st, sender, target)
         if back.route is not None and back.route.type == "unicast" and back.route.oif != link.ifindex:
             return Answer(station, False, f"arp_filter = 1 in {st.name}: the route back to {sender} leaves by "
                           f"{st.ifname(back.route.oif)}, not {link.ifname} where the ARP request arrives",
-                          fix=[f"sysctl -w net.ipv4.conf.all.arp_filter=0",
+                          "arp_ignore", [f"sysctl -w net.ipv4.conf.all.arp_filter=0",
                                f"sysctl -w net.ipv4.conf.{link.ifname}.arp_filter=0"])
     return Answer(station, True, f"{target} answers ARP on {station.where}")
 

@@ -153,6 +153,8 @@ class Walker:
                 first_oif = bound or scope
                 lookup = route_get(state, dst, src, first_oif.ifindex if first_oif else None)
                 if lookup.route is not None and lookup.route.type == "local":
+                    if direction == "request":
+                        self._add(C.check_echo(state, dst, "ipv6" if family == 6 else "ipv4", **kw))
                     self._hop(direction, ns, None, "lo", "deliver", src, dst, note=f"{dst} is local")
                     return ns
                 bypass = self._bound_note(state, bound, dst, lookup)
@@ -174,6 +176,8 @@ class Walker:
                     self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
                     self._add(C.check_firewall(state, Packet("input", src, dst, icmp, iif.ifname, "", ctstate),
                                                **kw))
+                    if direction == "request":
+                        self._add(C.check_echo(state, dst, "ipv6" if family == 6 else "ipv4", **kw))
                     self._hop(direction, ns, iif.ifname, None, "deliver", src, dst, note=f"{dst} is local")
                     if direction == "request":
                         self.result.arrival_ifindex = iif.ifindex

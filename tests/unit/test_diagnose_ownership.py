@@ -85,7 +85,7 @@ def test_the_owner_that_would_not_answer_is_named_with_its_setting():
     walk = Walker(snap).walk("a", "10.6.0.1")
     assert not walk.request_delivered and [h.action for h in walk.hops] == ["broken"]
     first = build_causes(walk.findings, [])[0]
-    assert (first["cause"], first["netns"], first["ifname"]) == ("neighbor_unreachable", "b", "eth0")
+    assert (first["cause"], first["netns"], first["ifname"]) == ("arp_ignore", "b", "eth0")
     assert "arp_ignore = 1" in first["detail"]
     assert first["fix"] == ["ip netns exec b sysctl -w net.ipv4.conf.all.arp_ignore=0",
                             "ip netns exec b sysctl -w net.ipv4.conf.eth0.arp_ignore=0"]
