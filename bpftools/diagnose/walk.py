@@ -235,20 +235,20 @@ class Walker:
             return finding
         return C.check_return_route(state, src, iif, back, suggestion, what, **kw)
 
-    def _reaches(self, ns: str, src: str, dst: str) -> bool:
-        """Does a packet from ns (source src) reach the namespace that owns dst?"""
+    def _look_ahead(self, direction: str, ns: str, src: str, dst: str) -> Optional[str]:
+        """Where a packet from ns to dst ends up (a walk of its own whose findings are dropped)."""
         probe = Walker(self.snap, self.payload, self.max_hops, self.home)
         probe.probing = True
-        end = probe._direction("reply", ns, src, dst, None)
+        return probe._direction(direction, ns, src, dst, None)
+
+    def _reaches(self, ns: str, src: str, dst: str) -> bool:
+        """Does a packet from ns (source src) reach the namespace that owns dst?"""
+        end = self._look_ahead("reply", ns, src, dst)
         return end is not None and end != ns and self.snap.ns(end).owns(dst) is not None
 
     def _locate(self, state: NetnsState, address: str, src: Optional[str]) -> Optional[str]:
         """Where a packet from state to address is delivered (a VXLAN port's remote VTEP)."""
-        if self.probing:
-            return None
-        probe = Walker(self.snap, 0, self.max_hops, self.home)
-        probe.probing = True
-        return probe._direction("request", state.name, src or address, address, None)
+        return None if self.probing else self._look_ahead("request", state.name, src or address, address)
 
     def _sends_back(self, state: NetnsState, oif: Link, route, nexthop: str, came_from: Optional[str], dst: str,
                     **kw) -> bool:
@@ -295,8 +295,12 @@ class Walker:
         arp_src = src if state.owns(src) else self._arp_source(state, oif, nexthop)
         if oif.kind in TUNNEL_KINDS:
             return self._through_tunnel(state, oif, src, dst, **kw)
+        if oif.ifname == "lo":   # `ping -I lo`: the kernel delivers it locally; which socket sees the reply
+            self._stop("leave", f"sent through lo (bound to it): delivered back into {state.name} as local; "
+                       "not modelled further")
+            return None
         if oif.kind not in ("veth", "bridge"):
-            why = "loopback" if oif.ifname == "lo" else (oif.kind or "a physical interface")
+            why = oif.kind or "a physical interface"
             self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop,
                       note=f"the path leaves through {oif.ifname} ({why}); not followed further")
             self.result.left_machine = f"{oif.ifname} in {state.name}"
