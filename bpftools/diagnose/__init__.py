@@ -115,7 +115,8 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     else:
         live = run_live(src_ns, target, count, timeout, payload, namespaces,
                         default_tracer() if tracer is _DEFAULT else tracer, src=first.src,
-                        ping_args=binding.ping_args(), local=first.left_machine is None)
+                        ping_args=binding.ping_args() + (["-b"] if first.broadcast else []),
+                        local=first.left_machine is None)
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=capture_netns)
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)
