@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
@@ -37,14 +38,29 @@ def source_key(key: InterfaceKey) -> str:
     return f"{capability}:{netns}/{ifname}" if netns else f"{capability}:{ifname}"
 
 
+def _file_signature(path: Optional[str]) -> Optional[Tuple[int, int, int, int]]:
+    """What changes when a file is rewritten or replaced (Kubernetes swaps a ConfigMap's
+    mounted files through a symlink); None while it cannot be read."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _changed(old: ServeConfig, new: ServeConfig, names) -> bool:
     return any(getattr(old, name) != getattr(new, name) for name in names)
 
 
 class Exporter(contextlib.AbstractContextManager):
-    def __init__(self, config: ServeConfig, reload_config: Optional[Callable[[], ServeConfig]] = None):
+    def __init__(self, config: ServeConfig, reload_config: Optional[Callable[[], ServeConfig]] = None,
+                 config_file: Optional[str] = None):
         self.config = config
         self.reload_config = reload_config  # None: no config file, SIGHUP has nothing to re-read
+        self.config_file = config_file  # watched: a changed file (a ConfigMap update) reloads like SIGHUP
+        self._file_seen = _file_signature(config_file)
         self.collector = BpftoolsCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
@@ -79,8 +95,7 @@ class Exporter(contextlib.AbstractContextManager):
         gc_due = Every(GC_INTERVAL)
         with RunLoop(self.config.watch_interval, on_hangup=self.request_reload) as loop:
             for now in loop:
-                if self._reload_pending:
-                    self._reload_pending = False
+                if self.reload_due():
                     self.reload()
                 self.reconcile()
                 if self._drops is not None and gc_due(now):
@@ -89,6 +104,17 @@ class Exporter(contextlib.AbstractContextManager):
     def request_reload(self) -> None:
         """Safe from a signal handler: the run loop reloads at its next round."""
         self._reload_pending = True
+
+    def reload_due(self) -> bool:
+        """SIGHUP came, or the config file changed since it was last read: once per change."""
+        due, self._reload_pending = self._reload_pending, False
+        seen = _file_signature(self.config_file)
+        if seen is not None and seen != self._file_seen:
+            self._file_seen = seen
+            if not due:
+                log.info("config file %s changed: reloading", self.config_file)
+            due = True
+        return due
 
     # --- HTTP ------------------------------------------------------------------------------
     def _listen(self, listen: str) -> None:
@@ -154,7 +180,7 @@ class Exporter(contextlib.AbstractContextManager):
         try:
             new = self.reload_config()
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the exporter stays up
-            log.error("config reload failed, keeping the running config: %s", _first_line(exc),
+            log.error("config reload failed, keeping the running config: %s", first_line(exc),
                       exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(exc, BpftoolsError))
             self.collector.record_reload(ok=False)
             return

@@ -11,7 +11,7 @@ from ..encap_stats import INGRESS_HOOKS, UDP_TYPES, EncapStats, parse_udp_port, 
 from ..kernel.privileges import require_privileges
 from ..netlink import resolve_interface
 from ..runloop import RunLoop
-from .output import announce_ready, duration_option, emit_json, table
+from .output import announce_ready, duration_option, emit_json, interval_option, table
 
 CLEAR_SCREEN = "\033[H\033[2J"
 
@@ -25,8 +25,7 @@ CLEAR_SCREEN = "\033[H\033[2J"
               help=f"Extra UDP destination port for a type ({', '.join(UDP_TYPES)}); repeatable.")
 @click.option("--top", type=click.IntRange(min=0), default=0, metavar="N",
               help="Also show the N busiest outer (src, dst) endpoint pairs per type.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
-              help="Seconds between reports.")
+@interval_option(1.0)
 @duration_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (fields: docs/encap-stats.md).")
 def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str, udp_ports: Tuple[str, ...],

@@ -9,7 +9,7 @@ import click
 
 from ..kernel.privileges import require_privileges
 from ..runloop import RunLoop
-from .output import announce_ready, duration_option, emit_json
+from .output import announce_ready, duration_option, emit_json, interval_option
 
 NEIGHBOUR_REFRESH = 1.0  # seconds between copies of the neighbour table into the redirect map
 
@@ -31,8 +31,7 @@ def counters_line(counters: dict) -> str:
 @click.option("--route", is_flag=True, help="Forward decapsulated packets with the kernel FIB (bpf_fib_lookup).")
 @click.option("--mode", type=click.Choice(["native", "generic"]), help="XDP mode (default: the kernel's choice).")
 @click.option("--force", is_flag=True, help="Replace an XDP program already attached to IFACE.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS",
-              help="Seconds between counter lines.")
+@interval_option(5.0, "counter lines")
 @duration_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line; the last holds the totals.")
 def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], allow_any: bool,

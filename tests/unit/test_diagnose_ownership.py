@@ -251,3 +251,12 @@ def test_vxlan_without_a_matching_vni_or_fdb_entry_is_not_a_station():
     assert walk.hops[-1].action == "leave" and "VTEP 10.0.0.2" in walk.hops[-1].note
     walk = Walker(_vxlan(fdb=())).walk("a", "10.5.0.2")
     assert walk.hops[-1].action == "leave" and "no remote VTEP" in walk.hops[-1].note
+
+
+def test_ping_bound_to_lo_is_not_guessed_at():
+    """`ping -I lo` is delivered locally whatever the address; whether the socket bound to lo sees
+    the reply depends on the reply's route: the walk says where it stops modelling, claims nothing."""
+    for dst in ("192.168.4.2", "10.99.0.1"):
+        walk = Walker(_veth_pair()).walk("h", dst, device="lo")
+        assert [(h.oif, h.action) for h in walk.hops] == [("lo", "leave")]
+        assert build_causes(walk.findings, []) == []

@@ -246,3 +246,13 @@ def test_comments_name_the_drop():
 def test_snaplen_needs_pcap():
     result = CliRunner().invoke(cli, ["trace-drops", "--snaplen", "100"])
     assert result.exit_code == 2 and "--snaplen is the length of packets written with --pcap FILE" in result.output
+
+
+def test_record_tail_order_matches_the_decoder():
+    """decode_raw reads STACK_DEPTH u64 slots right after the event, then the packet bytes."""
+    text = BPF_SOURCE.read_text()
+    record = text[text.index("struct drop_record {"):text.index("};", text.index("struct drop_record {"))]
+    lines = [line.strip() for line in record.splitlines()]
+    assert lines.index("struct drop_event event;") < lines.index("u64 stack[STACK_DEPTH];") \
+        < lines.index("u8 packet[SNAPLEN];")
+    assert EVENT_LAYOUT.size % 8 == 0  # the u64 stack slots start right after the event, no padding
