@@ -9,19 +9,21 @@ import socket
 from typing import Dict, Iterator, Optional
 
 from ..errors import BpftoolsError
-from ..facts.namespace import iptables_save, nft_ruleset, read_int
-from ..facts.netfilter import IPV4
+from ..facts.namespace import iptables_save, netns_output, nft_ruleset, read_int
+from ..facts.netfilter import IPV4, IPV6
 from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
 from ..netlink import NETNS_RUN_DIR, in_netns, named_netns, netns_inode
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
-AF_INET = socket.AF_INET
+AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 AF_BRIDGE = socket.AF_BRIDGE
 # IPv4 and IPv6 switches that make a namespace ignore echo requests (checks.check_echo)
 ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
                 "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
+BRIDGE_NF_KEYS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
+SYSCTL_CONF6_KEYS = ("forwarding", "force_forwarding", "proxy_ndp", "accept_dad", "disable_ipv6", "mtu")
 
 
 def current_label() -> str:
@@ -45,7 +47,7 @@ def capture(label: str) -> NetnsState:
     from pyroute2 import IPRoute
 
     home = current_label()
-    global_bridge_nf = read_int("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    global_bridge_nf = {key: read_int(f"/proc/sys/net/bridge/{key}") for key in BRIDGE_NF_KEYS}
     home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         with entered(label) as netns:
@@ -57,10 +59,11 @@ def capture(label: str) -> NetnsState:
     with sock:
         state = NetnsState(label)
         state.links = [_link(m, nsids) for m in sock.get_links()]
-        state.addrs = [_addr(m) for m in sock.get_addr(family=AF_INET)]
-        state.routes = [r for r in (_route(m) for m in sock.get_routes(family=AF_INET)) if r]
-        state.rules = [_rule(m) for m in sock.get_rules(family=AF_INET)]
-        state.neighbours = [_neigh(m) for m in sock.get_neighbours(family=AF_INET)]
+        for family in (AF_INET, AF_INET6):
+            state.addrs += [_addr(m) for m in sock.get_addr(family=family)]
+            state.routes += [r for r in (_route(m) for m in sock.get_routes(family=family)) if r]
+            state.rules += [_rule(m) for m in sock.get_rules(family=family)]
+            state.neighbours += [_neigh(m) for m in sock.get_neighbours(family=family)]
         try:
             qdiscs = {m["index"]: m.get_attr("TCA_KIND") for m in sock.get_qdiscs()
                       if m.get_attr("TCA_KIND") in ("clsact", "ingress")}
@@ -69,11 +72,14 @@ def capture(label: str) -> NetnsState:
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
         _vxlan_fdb(sock, state.links)
-    if "net.bridge.bridge-nf-call-iptables" not in sysctls and global_bridge_nf is not None:
-        # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
-        sysctls["net.bridge.bridge-nf-call-iptables"] = global_bridge_nf
+    for key, value in global_bridge_nf.items():
+        if f"net.bridge.{key}" not in sysctls and value is not None:
+            # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
+            sysctls[f"net.bridge.{key}"] = value
     state.sysctls = sysctls
     state.iptables_save = iptables_save(netns, IPV4)
+    state.ip6tables_save = iptables_save(netns, IPV6)
+    state.ndp_proxies = _ndp_proxies(netns_output(netns, "ip", "-6", "neigh", "show", "proxy") or "", state)
     state.nft_ruleset = nft_ruleset(netns)
     return state
 
@@ -90,12 +96,29 @@ def _read_sysctls() -> Dict[str, int]:
     read("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")
     for key in ECHO_SYSCTLS:
         read("/proc/sys/" + key.replace(".", "/"), key)
-    read("/proc/sys/net/bridge/bridge-nf-call-iptables", "net.bridge.bridge-nf-call-iptables")
+    for key in BRIDGE_NF_KEYS:
+        read(f"/proc/sys/net/bridge/{key}", f"net.bridge.{key}")
     for conf in glob.glob("/proc/sys/net/ipv4/conf/*"):
         name = os.path.basename(conf)
         for key in SYSCTL_CONF_KEYS:
             read(os.path.join(conf, key), f"net.ipv4.conf.{name}.{key}")
+    for conf in glob.glob("/proc/sys/net/ipv6/conf/*"):  # absent when the kernel has no IPv6
+        name = os.path.basename(conf)
+        for key in SYSCTL_CONF6_KEYS:
+            read(os.path.join(conf, key), f"net.ipv6.conf.{name}.{key}")
     return values
+
+
+def _ndp_proxies(text: str, state: NetnsState) -> list:
+    """`ip -6 neigh show proxy` lines (`ADDR dev IFNAME proxy`): rtnetlink dumps them only on request."""
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[1] == "dev":
+            link = state.link_by_name(words[2])
+            if link is not None:
+                found.append(Neighbour(link.ifindex, words[0], "proxy"))
+    return found
 
 
 def _nsid_labels(sock, home: str, home_fd: int) -> Dict[int, str]:
@@ -174,9 +197,14 @@ def _unset_none(address: Optional[str]) -> Optional[str]:
 
 
 def _addr(msg) -> Addr:
+    from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_DADFAILED, IFA_F_TENTATIVE
+
     local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
     peer = msg.get_attr("IFA_ADDRESS")
-    return Addr(msg["index"], local, msg["prefixlen"], peer if peer and peer != local else None)
+    flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+    dadfailed = bool(flags & IFA_F_DADFAILED)
+    return Addr(msg["index"], local, msg["prefixlen"], peer if peer and peer != local else None,
+                tentative=bool(flags & IFA_F_TENTATIVE) and not dadfailed, dadfailed=dadfailed)
 
 
 def _route(msg) -> Optional[Route]:
@@ -188,7 +216,8 @@ def _route(msg) -> Optional[Route]:
         first = multipath[0]
         oif = first["oif"]
         gateway = first.get_attr("RTA_GATEWAY")
-    return Route(dst=msg.get_attr("RTA_DST") or "0.0.0.0", dst_len=msg["dst_len"], table=table,
+    default = "::" if msg["family"] == AF_INET6 else "0.0.0.0"
+    return Route(dst=msg.get_attr("RTA_DST") or default, dst_len=msg["dst_len"], table=table,
                  type=route_type(msg["type"]), oif=oif, gateway=gateway,
                  prefsrc=msg.get_attr("RTA_PREFSRC"), priority=msg.get_attr("RTA_PRIORITY") or 0,
                  scope=msg["scope"], tos=msg["tos"])
@@ -199,7 +228,8 @@ def _rule(msg) -> Rule:
                 action=rule_action(msg["action"]), src=msg.get_attr("FRA_SRC"),
                 src_len=msg["src_len"], dst=msg.get_attr("FRA_DST"), dst_len=msg["dst_len"],
                 iif=msg.get_attr("FRA_IIFNAME"), oif=msg.get_attr("FRA_OIFNAME"),
-                fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2))
+                fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2),
+                family=6 if msg["family"] == AF_INET6 else 4)
 
 
 def _neigh(msg) -> Neighbour:

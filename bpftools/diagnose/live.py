@@ -31,7 +31,7 @@ class LiveResult:
     received: int = 0
     drops: List[dict] = field(default_factory=list)
     counters: Dict[str, Dict[str, Dict[str, int]]] = field(default_factory=dict)
-    hop_counts: Optional[Dict[tuple, int]] = None   # (netns, ifindex, rx|tx, icmp type) -> echo packets
+    hop_counts: Optional[Dict[tuple, int]] = None   # (netns, ifindex, rx|tx, icmp(v6) type) -> echo packets
     notes: List[str] = field(default_factory=list)
 
 
@@ -194,10 +194,20 @@ class TraceDropsSession:
         self.tracer.__exit__(*exc)
 
 
+def filter_words(address: str) -> List[str]:
+    """An address as bpf/diagnose.bpf.c compares it: four u32 words as loaded from memory
+    (IPv4: the address, then zeros)."""
+    import ipaddress
+    import struct
+
+    packed = ipaddress.ip_address(address).packed.ljust(16, b"\0")
+    return [f"{word}U" for word in struct.unpack("<4I", packed)]
+
+
 class HopCounter:
-    """Counts the ping's echo requests and replies per (namespace, interface, direction) with
-    bpf/diagnose.bpf.c on the netif_receive_skb / net_dev_start_xmit raw tracepoints. `program`:
-    one already compiled with `defines()` (LIVE_SOURCES), else it compiles diagnose.bpf.c."""
+    """Counts the ping's echo requests and replies (ICMP or ICMPv6) per (namespace, interface,
+    direction) with bpf/diagnose.bpf.c on the netif_receive_skb / net_dev_start_xmit raw tracepoints.
+    `program`: one already compiled with `defines()` (LIVE_SOURCES), else it compiles diagnose.bpf.c."""
 
     def __init__(self, namespaces: List[str], a: str, b: str, program=None):
         self.namespaces = namespaces
@@ -207,13 +217,11 @@ class HopCounter:
         self.inodes: Dict[int, str] = {}
 
     def defines(self) -> Dict[str, str]:
-        import socket
-        import struct
-
-        def word(address: str) -> str:
-            return f"{struct.unpack('<I', socket.inet_aton(address))[0]}U"
-
-        return {"FILTER_A": word(self.a), "FILTER_B": word(self.b)}
+        defines = {"FILTER_FAMILY": "6" if ":" in self.b else "4"}
+        for name, address in (("A", self.a), ("B", self.b)):
+            for i, word in enumerate(filter_words(address)):
+                defines[f"FILTER_{name}{i}"] = word
+        return defines
 
     def __enter__(self) -> "HopCounter":
         import ctypes
@@ -242,7 +250,7 @@ class HopCounter:
         return self
 
     def counts(self) -> Dict[tuple, int]:
-        """(netns label, ifindex, "rx"|"tx", icmp type) -> packets."""
+        """(netns label, ifindex, "rx"|"tx", ICMP or ICMPv6 type) -> packets."""
         result: Dict[tuple, int] = {}
         for key, value in self.program.table("hop_counts").items():
             ns = self.inodes.get(key.netns)
@@ -263,13 +271,16 @@ def default_tracer() -> Optional[DropTracer]:
     return TraceDropsSession
 
 
+NDP_TYPES = range(133, 138)   # router/neighbour solicitation and advertisement, redirect
+
+
 def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
-    """The drops of this ping (ICMP between the two ends, and ARP), merged per place and reason."""
+    """The drops of this ping (ICMP/ICMPv6 between the two ends, and ARP/NDP), merged per place and reason."""
     merged: Dict[tuple, dict] = {}
     ends = {a, b}
     for event in events:
-        arp = event.get("family") == "arp"
-        ours = event.get("proto") == "icmp" and event.get("src") in ends and event.get("dst") in ends
+        arp = event.get("family") == "arp" or (event.get("proto") == "icmpv6" and event.get("icmp_type") in NDP_TYPES)
+        ours = event.get("proto") in ("icmp", "icmpv6") and event.get("src") in ends and event.get("dst") in ends
         if not (arp or ours):
             continue
         key = (event.get("netns"), event.get("ifname"), event.get("reason"), event.get("src"), event.get("dst"))
@@ -283,13 +294,15 @@ def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
     return list(merged.values())
 
 
-def run_live(src_ns: str, dst: str, count: int, timeout: float, payload: int, namespaces: List[str],
+def run_live(src_ns: str, target: str, count: int, timeout: float, payload: int, namespaces: List[str],
              tracer: Optional[DropTracer] = None, src: Optional[str] = None,
-             ping_args: Sequence[str] = (), local: bool = True) -> LiveResult:
-    """Ping while counting per hop and tracing drops; counting and tracing are evidence, not
-    requirements: when they cannot start, `notes` says why and the pings still run. `local`:
-    the whole path is on this machine, so settled counts may end the pings early (Evidence)."""
+             ping_args: Sequence[str] = (), local: bool = True, dst: Optional[str] = None) -> LiveResult:
+    """Ping `target` (as ping takes it: `fe80::1%eth0`) while counting per hop and tracing drops;
+    counting and tracing are evidence, not requirements: when they cannot start, `notes` says why
+    and the pings still run. `local`: the whole path is on this machine, so settled counts may end
+    the pings early (Evidence). `dst`: the target's address (default: `target`)."""
     result = LiveResult()
+    dst = dst or target
     with contextlib.ExitStack() as stack:
         shared = _one_compile(stack, namespaces, src, dst) if tracer is TraceDropsSession else None
         counter = _optional(stack, result, "per-hop ICMP counting",
@@ -298,7 +311,7 @@ def run_live(src_ns: str, dst: str, count: int, timeout: float, payload: int, na
                             lambda: (tracer(namespaces, shared) if shared else tracer(namespaces)) if tracer else None)
         before = read_counters(namespaces)
         evidence = Evidence(tracing, counter, src, dst, local)
-        result.sent, result.received, out = ping(src_ns, dst, count, timeout, payload, ping_args, evidence)
+        result.sent, result.received, out = ping(src_ns, target, count, timeout, payload, ping_args, evidence)
         if not result.sent and out.strip():
             last = out.strip().splitlines()[-1]
             result.notes.append(last if last.startswith("ping:") else f"ping: {last}")

@@ -1,6 +1,7 @@
 """Layer 2 as ARP sees it: the stations on the segment behind an interface (the veth peer, every
 port of a bridge and what is behind each port, through nested bridges), and which of them
-answers ARP for an address (ownership, arp_ignore, arp_filter, NOARP, link state, proxy_arp).
+answers ARP for an address (ownership, arp_ignore, arp_filter, NOARP, link state, proxy_arp),
+or for an IPv6 address NDP (a usable address of the receiving interface, proxy_ndp).
 An owner that arp_ignore or arp_filter keeps silent is the cause `arp_ignore`.
 
 The walker hands a packet only to the station that would answer; when none would, the walk
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Set, Tuple
 
 from .routing import fib_lookup
-from .state import Addr, Link, NetnsState, Snapshot
+from .state import Addr, Link, NetnsState, Snapshot, family_of, is_link_local
 
 ARP_IGNORE_NEVER = 8
 
@@ -185,6 +186,8 @@ def _in_subnet(address: str, addr: Addr) -> bool:
 
 def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Answer]:
     """ARP (arp_process) at one station: None when the station has nothing to do with `target`."""
+    if family_of(target) == 6:
+        return ndp_answer(station, target)
     st, link = station.state, station.link
     owner = st.owns(target)
     proxy = owner is None and st.proxy_arp(link.ifname) and st.forwarding(link.ifname) and \
@@ -219,6 +222,32 @@ def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Ans
                           "arp_ignore", [f"sysctl -w net.ipv4.conf.all.arp_filter=0",
                                f"sysctl -w net.ipv4.conf.{link.ifname}.arp_filter=0"])
     return Answer(station, True, f"{target} answers ARP on {station.where}")
+
+
+def ndp_answer(station: Station, target: str) -> Optional[Answer]:
+    """A neighbour solicitation at one station (ndisc_recv_ns): answered for a usable address of
+    the receiving interface only (no arp_ignore to tune), or by proxy_ndp with a proxy entry."""
+    st, link = station.state, station.link
+    owner = st.owns(target)
+    proxy = owner is None and st.proxy_ndp(link.ifname, target)
+    if owner is None and not proxy:
+        return None
+    blocked = _blocked_on_the_way(station)
+    if blocked is not None:
+        return blocked
+    if proxy:
+        return Answer(station, True, f"{station.where} answers NDP for {target} (proxy_ndp and a proxy entry)",
+                      proxy=True)
+    if owner.ifindex != link.ifindex:
+        return Answer(station, False, f"{target} is on {st.ifname(owner.ifindex)}, not on {link.ifname} where the "
+                      "neighbour solicitation arrives: IPv6 answers only for addresses of the receiving interface")
+    if owner.dadfailed:
+        return Answer(station, False, f"{target} on {station.where} failed duplicate address detection (another "
+                      "host has it), so it is never used or answered")
+    if owner.tentative:
+        return Answer(station, False, f"{target} on {station.where} is tentative (duplicate address detection has "
+                      "not finished): it answers nothing yet")
+    return Answer(station, True, f"{target} answers NDP on {station.where}")
 
 
 def _blocked_on_the_way(station: Station) -> Optional[Answer]:
@@ -258,4 +287,8 @@ def resolve(snap: Snapshot, state: NetnsState, oif: Link, target: str, sender: O
         if found.ok:
             return Resolution(found, seg)
         refused = refused or found
+    if refused is None and is_link_local(target):
+        # a link that is down has no IPv6 link-local address (the kernel removes it): the owner may be there
+        refused = next((b for b in (_blocked_on_the_way(s) for s in seg.stations
+                                    if not (s.state.name == state.name and s.link.ifindex == oif.ifindex)) if b), None)
     return Resolution(refused, seg)

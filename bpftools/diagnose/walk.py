@@ -1,7 +1,9 @@
 """The static path walk: from the source namespace, follow routing decisions, veth peers
 (across namespaces), bridges and forwarding namespaces to the destination, then walk the
 reply back; run the checks of `checks.py` at every hop. Works on a `Snapshot`, so unit
-tests feed it recorded namespace state."""
+tests feed it recorded namespace state. IPv4 and IPv6 alike: the family is the destination's
+(IPv6: NDP for ARP, no reverse-path filter, routers never fragment, link-local destinations
+leave by their %scope interface)."""
 from __future__ import annotations
 
 import ipaddress
@@ -12,10 +14,11 @@ from . import checks as C
 from .firewall import Packet
 from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
-from .state import Link, NetnsState, Snapshot
+from .state import Link, NetnsState, Snapshot, family_of, is_link_local
 
 ICMP_HEADER = 8
-IP_HEADER = 20
+IP_HEADER = {4: 20, 6: 40}
+ECHO_TYPES = {4: {"request": 8, "reply": 0}, 6: {"request": 128, "reply": 129}}
 TUNNEL_KINDS = ("ipip", "gre", "sit")
 
 
@@ -45,6 +48,7 @@ class WalkResult:
     reply_delivered: bool = False
     left_machine: Optional[str] = None
     arrival_ifindex: Optional[int] = None   # where the echo request entered DST's namespace
+    family: int = 4
     # what the working part of the path uses: (netns, address) of the ping's ends, and
     # (netns, "dst/len", table) of every route a hop took; no fix may delete these
     used_addresses: Set[Tuple[str, str]] = field(default_factory=set)
@@ -64,34 +68,47 @@ class Walker:
         self.snap = snapshot
         self.bound: Optional[Link] = None
         self.probing = False   # a look-ahead walk (is the route back any good?): no look-aheads of its own
-        self.size = payload + ICMP_HEADER + IP_HEADER
+        self.payload = payload
+        self.size = payload + ICMP_HEADER + IP_HEADER[4]
         self.max_hops = max_hops
         self.home = home
         self.result = WalkResult()
 
     # -- entry point -------------------------------------------------------------------------
-    def walk(self, src_ns: str, dst: str, src: Optional[str] = None, device: Optional[str] = None) -> WalkResult:
-        """The ping's path; `src` and `device` are ping's -I ADDR and -I IFACE (SO_BINDTODEVICE)."""
-        res = self._walk(src_ns, dst, src, device)
+    def walk(self, src_ns: str, dst: str, src: Optional[str] = None, device: Optional[str] = None,
+             scope: Optional[str] = None) -> WalkResult:
+        """The ping's path; `src` and `device` are ping's -I ADDR and -I IFACE (SO_BINDTODEVICE);
+        `scope`: a link-local destination's %IFACE."""
+        res = self._walk(src_ns, dst, src, device, scope)
         for finding in res.findings:
             finding.fix = [cmd for cmd in finding.fix if not C.deletes_used(cmd, finding, res.used_addresses,
                                                                              res.used_routes)]
         return res
 
-    def _walk(self, src_ns: str, dst: str, src: Optional[str], device: Optional[str]) -> WalkResult:
+    def _walk(self, src_ns: str, dst: str, src: Optional[str], device: Optional[str],
+              scope: Optional[str] = None) -> WalkResult:
         res = self.result
+        res.family = family_of(dst)
+        self.size = self.payload + ICMP_HEADER + IP_HEADER[res.family]
         state = self.snap.ns(src_ns)
         self.bound = state.link_by_name(device) if device else None
-        first = route_get(state, dst, src, self.bound.ifindex if self.bound else None)
+        via = state.link_by_name(scope) if scope else None
+        if scope and via is None:
+            self._hop("request", src_ns, None, scope, "broken", src or "", dst, note=f"no interface {scope} here")
+            return res
+        first_oif = self.bound or via
+        first = route_get(state, dst, src, first_oif.ifindex if first_oif else None)
         if src is None and first.route is not None and first.route.type == "unicast":
             src = select_source(state, first.route, dst)
         res.src = src or dst
-        end = self._direction("request", src_ns, res.src, dst, None, self.bound)
+        end = self._direction("request", src_ns, res.src, dst, None, self.bound, via)
         if end is None:
             return res
         res.request_delivered = True
         res.dst_netns = end
-        back = self._direction("reply", end, dst, res.src, None)
+        # an IPv6 reply to a link-local source leaves by the link the request came in on
+        arrival = self.snap.ns(end).link(res.arrival_ifindex) if is_link_local(res.src) else None
+        back = self._direction("reply", end, dst, res.src, None, scope=arrival)
         if self.bound is not None and back == src_ns and self.result.hops[-1].iif is None:
             local = fib_lookup(self.snap.ns(back), res.src).route
             hop = self.result.hops[-1]
@@ -101,9 +118,7 @@ class Walker:
         res.reply_delivered = back == src_ns
         res.used_addresses |= {(src_ns, res.src), (end, dst)}
         if back is not None and back != src_ns:
-            self._add(C.bad(self.snap.ns(back), "reply", "no_return_route",
-                            f"the reply to {res.src} is delivered in {back}, not in {src_ns} where the ping waits "
-                            f"(the address {res.src} exists in both)", [], direction="reply", home=self.home))
+            self._add(C.check_stray_source(self.snap.ns(back), src_ns, res.src, home=self.home))
         return res
 
     # -- helpers -------------------------------------------------------------------------------
@@ -122,24 +137,28 @@ class Walker:
 
     # -- one direction ---------------------------------------------------------------------------
     def _direction(self, direction: str, ns: str, src: str, dst: str, iif: Optional[Link],
-                   bound: Optional[Link] = None) -> Optional[str]:
+                   bound: Optional[Link] = None, scope: Optional[Link] = None) -> Optional[str]:
         """Walk until dst is local (returns that namespace) or the walk cannot go on (None).
-        `bound`: the sending socket is bound to this device (its first lookup only)."""
+        `bound`: the sending socket is bound to this device; `scope`: the link-local destination's
+        interface (both for the first lookup only)."""
         kw = {"direction": direction, "home": self.home}
         came_from: Optional[str] = None   # the namespace the packet arrived from
-        icmp = 8 if direction == "request" else 0
+        family = family_of(dst)
+        icmp = ECHO_TYPES[family][direction]
+        self.size = self.payload + ICMP_HEADER + IP_HEADER[family]
         ctstate = "NEW" if direction == "request" else "ESTABLISHED"
         for _ in range(self.max_hops):
             state = self.snap.ns(ns)
             if iif is None:
-                lookup = route_get(state, dst, src, bound.ifindex if bound else None)
+                first_oif = bound or scope
+                lookup = route_get(state, dst, src, first_oif.ifindex if first_oif else None)
                 if lookup.route is not None and lookup.route.type == "local":
                     if direction == "request":
-                        self._add(C.check_echo(state, dst, **kw))
+                        self._add(C.check_echo(state, dst, "ipv6" if family == 6 else "ipv4", **kw))
                     self._hop(direction, ns, None, "lo", "deliver", src, dst, note=f"{dst} is local")
                     return ns
                 bypass = self._bound_note(state, bound, dst, lookup)
-                bound = None
+                bound = scope = None
                 prefer = self.result.arrival_ifindex if direction == "reply" else None
                 self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
                                         "no_return_route", self._suggest_route(ns, dst, prefer), **kw))
@@ -158,12 +177,12 @@ class Walker:
                     self._add(C.check_firewall(state, Packet("input", src, dst, icmp, iif.ifname, "", ctstate),
                                                **kw))
                     if direction == "request":
-                        self._add(C.check_echo(state, dst, **kw))
+                        self._add(C.check_echo(state, dst, "ipv6" if family == 6 else "ipv4", **kw))
                     self._hop(direction, ns, iif.ifname, None, "deliver", src, dst, note=f"{dst} is local")
                     if direction == "request":
                         self.result.arrival_ifindex = iif.ifindex
                     return ns
-                self._add(C.check_forwarding(state, iif, **kw))
+                self._add(C.check_forwarding(state, iif, family, **kw))
                 self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
                 self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
                                         "no_return_route", self._suggest_route(ns, dst, iif.ifindex), **kw))
@@ -173,7 +192,13 @@ class Walker:
                 oif = state.link(lookup.route.oif)
                 self._add(C.check_firewall(state, Packet("forward", src, dst, icmp, iif.ifname,
                                                          oif.ifname if oif else "", ctstate), **kw))
-                if oif is not None and oif.kind not in TUNNEL_KINDS and direction == "request":  # ping sets DF; echo replies do not
+                if oif is not None and oif.kind not in TUNNEL_KINDS and family == 6:
+                    self._add(C.check_mtu(state, oif, self.size, "IPv6 routers never fragment: the router drops "
+                                          "it and sends ICMPv6 packet-too-big to the source, which must fragment "
+                                          "(if that message is filtered on the way, the path is a black hole)",
+                                          max(self.size, 1500), **kw))
+                elif oif is not None and oif.kind not in TUNNEL_KINDS and direction == "request":
+                    # ping sets DF on IPv4; echo replies do not
                     self._add(C.check_mtu(state, oif, self.size, "the echo request is forwarded with DF set",
                                           max(self.size, 1500), **kw))
                 action = "forward"
@@ -212,7 +237,7 @@ class Walker:
 
     def _look_ahead(self, direction: str, ns: str, src: str, dst: str) -> Optional[str]:
         """Where a packet from ns to dst ends up (a walk of its own whose findings are dropped)."""
-        probe = Walker(self.snap, self.size - ICMP_HEADER - IP_HEADER, self.max_hops, self.home)
+        probe = Walker(self.snap, self.payload, self.max_hops, self.home)
         probe.probing = True
         return probe._direction(direction, ns, src, dst, None)
 
@@ -287,14 +312,14 @@ class Walker:
         if not self._cross(state, oif, station, src, dst, nexthop, **kw):
             return None
         self._add(C.check_neighbour(state, oif, nexthop, receiver, rstate, **kw))
-        if arp_src and not oif.noarp:
+        if arp_src and not oif.noarp and family_of(nexthop) == 4:  # NDP has no source validation
             self._add(self._check_source(rstate, arp_src, nexthop, receiver, "ARP request", rstate.name == state.name,
                                          **kw))
         return rstate.name, receiver
 
     @staticmethod
     def _arp_source(state: NetnsState, oif: Link, nexthop: str) -> Optional[str]:
-        addrs = state.addrs_on(oif.ifindex)
+        addrs = state.addrs_on(oif.ifindex, family_of(nexthop))
         for addr in addrs:
             if ipaddress.ip_address(nexthop) in addr.network:
                 return addr.address
@@ -302,7 +327,7 @@ class Walker:
 
     def _next_hop_station(self, state: NetnsState, oif: Link, route, nexthop: str, arp_src: Optional[str],
                           src: str, dst: str, **kw) -> Optional[Station]:
-        """Resolve the next hop as ARP does; a packet goes only to the station that would take it."""
+        """Resolve the next hop as ARP/NDP does; a packet goes only to the station that would take it."""
         resolution = resolve(self.snap, state, oif, nexthop, arp_src, self._locate)
         entry = state.neighbour(oif.ifindex, nexthop)
         if entry is not None and entry.state in ("permanent", "noarp") or oif.noarp:
@@ -320,7 +345,7 @@ class Walker:
             self.result.left_machine = seg.unseen[0]
             return None
         why = resolution.answer.detail if resolution.answer else f"nobody on {seg.describe(oif)} has {nexthop}"
-        self._stop("broken", f"ARP for {nexthop} goes unanswered: {why}")
+        self._stop("broken", f"{C.neighbour_protocol(nexthop)} for {nexthop} goes unanswered: {why}")
         return None
 
     def _stop(self, action: str, note: str) -> None:
@@ -332,7 +357,7 @@ class Walker:
                **kw) -> bool:
         """The links between oif and the station: each bridge crossed is a hop; checks on every link."""
         direction = kw["direction"]
-        icmp = 8 if direction == "request" else 0
+        icmp = ECHO_TYPES[family_of(dst)][direction]
         before = len(self.result.findings)
         sent_mtu = oif.mtu
         frame = min(self.size, sent_mtu)
@@ -407,16 +432,18 @@ class Walker:
         except Exception:
             return None
         links = sorted(state.links, key=lambda l: l.ifindex != prefer_ifindex)
+        family = family_of(dst)
         for link in links:
-            if link.kind not in ("veth", "bridge") or not state.addrs_on(link.ifindex):
+            if link.kind not in ("veth", "bridge") or not state.addrs_on(link.ifindex, family):
                 continue
             for pstate, plink in self._neighbours_of(state, link):
                 if pstate.owns(dst) is not None:
                     return C.RouteSuggestion(link.ifname, None)
-                gateways = [a for a in pstate.addrs_on(plink.ifindex)
+                gateways = [a for a in pstate.addrs_on(plink.ifindex, family)
                             if any(ipaddress.ip_address(a.address) in mine.network
-                                   for mine in state.addrs_on(link.ifindex))]
-                if gateways and pstate.forwarding(plink.ifname) and fib_lookup(pstate, dst).ok:
+                                   for mine in state.addrs_on(link.ifindex, family))]
+                gateways.sort(key=lambda a: is_link_local(a.address))  # a global gateway reads better
+                if gateways and pstate.forwarding(plink.ifname, family) and fib_lookup(pstate, dst).ok:
                     return C.RouteSuggestion(link.ifname, gateways[0].address)
         return None
 
