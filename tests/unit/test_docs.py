@@ -158,3 +158,16 @@ def test_every_json_field_is_documented():
         for obj in objects:
             missing = _documented_fields(page, obj)
             assert not missing, f"document the JSON fields {missing} in docs/{page}"
+
+
+def test_shell_completion_works_as_the_readme_says():
+    import os
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    assert "_BPFTOOLS_COMPLETE=bash_source bpftools" in readme
+    env = dict(os.environ, _BPFTOOLS_COMPLETE="bash_complete", COMP_WORDS="bpftools trace-drops --exclude-r",
+               COMP_CWORD="2")
+    out = subprocess.run([sys.executable, "-m", "bpftools"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "plain,--exclude-reason" in out.stdout.splitlines()
