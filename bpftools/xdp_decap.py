@@ -358,7 +358,7 @@ class XdpDecap(contextlib.AbstractContextManager):
 
         peer = veth_peer(iface)
         if peer is None:
-            return (f"cannot find the peer of veth {iface.describe()} (its namespace has no `ip netns` name); "
+            return (f"cannot find the peer of veth {iface.describe()} (its namespace is not visible from here); "
                     "attach any XDP program to it, e.g. `ip link set dev PEER xdp obj PROG.o`, or "
                     "redirected packets are dropped")
         if xdp_prog_id(peer):

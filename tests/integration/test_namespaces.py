@@ -145,3 +145,19 @@ def test_serve_exports_one_info_series_per_live_namespace(topo, docker_env):
         docker_env.engine.api.remove_container(web.id, force=True)
         wait_metrics(port, lambda t: f'netns="docker:{web.name}"' not in t)
         assert serve.stop() == 0
+
+
+def test_veth_peers_are_followed_into_and_out_of_a_container(docker_env):
+    """The nsid maps both ways: container eth0 -> its host-side veth -> back to eth0 in the container."""
+    from bpftools.netlink import resolve_interface, veth_peer
+
+    web = docker_env.run("web")
+    container = namespaces.resolve(f"docker:{web.name}", hold=False)
+    eth0 = resolve_interface("eth0", container)
+    host_side = veth_peer(eth0)
+    assert host_side is not None and host_side.netns_inode == namespaces.own_inode() and host_side.kind == "veth"
+    back = veth_peer(host_side)
+    assert back is not None and (back.netns_inode, back.ifindex, back.netns_label) == (
+        container.inode, eth0.ifindex, f"docker:{web.name}")
+    host = {ns.inode: ns for ns in namespaces.discover(max_age=0)}
+    assert host[container.inode].nsid is not None  # the host numbers the container's namespace
