@@ -125,9 +125,16 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
     namespaces = first.namespaces or [src_ns]
-    live = run_live(src_ns, target, count, timeout, payload, namespaces,
-                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src, ping_args=binding.ping_args(),
-                    local=first.left_machine is None, dst=address)
+    stuck = cannot_leave(first, src_ns)
+    if stuck:   # no echo request can leave: nothing to trace or count, the ping alone confirms it
+        live = run_live(src_ns, target, count, timeout, payload, namespaces, None, src=None,
+                        ping_args=binding.ping_args(), dst=address)
+        live.notes = [stuck]
+    else:
+        live = run_live(src_ns, target, count, timeout, payload, namespaces,
+                        default_tracer() if tracer is _DEFAULT else tracer, src=first.src,
+                        ping_args=binding.ping_args() + (["-b"] if first.broadcast else []),
+                        local=first.left_machine is None, dst=address)
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=capture_netns)
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)
@@ -145,6 +152,15 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
         result["causes"] = claimable(result["causes"], result["path"]) or [unexplained(result, src_ns)]
     result["notes"] = live.notes
     return result
+
+
+def cannot_leave(walk, src_ns: str) -> Optional[str]:
+    """Why no echo request can leave the source namespace (its own route lookup fails), or None."""
+    hops = walk.hops
+    if hops and hops[0].netns == src_ns and hops[0].action == "broken" and hops[0].oif is None \
+            and hops[0].direction == "request":
+        return f"no echo request can leave {src_ns} ({hops[0].note}): the pings ran without tracing or counting"
+    return None
 
 
 def annotate_counts(path, live, snapshot: Snapshot, family: int = 4) -> None:
