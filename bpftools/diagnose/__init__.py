@@ -8,7 +8,7 @@ import ipaddress
 from typing import Optional
 
 from ..errors import BpftoolsError
-from .capture import capture_netns, current_label
+from .capture import Known, LiveSource, current_label
 from .live import default_tracer, relevant_drops, run_live
 from .state import Snapshot
 from .verdict import EXIT_ERROR, exit_status, story, verdict
@@ -29,7 +29,7 @@ def static_walk(src_ns: str, target: str, payload: int = 56, home: Optional[str]
                 snapshot: Optional[Snapshot] = None):
     """Walk the path on a snapshot (default: the live namespaces, captured as the walk needs them)."""
     home = home or current_label()
-    snapshot = snapshot if snapshot is not None else Snapshot(source=capture_netns)
+    snapshot = snapshot if snapshot is not None else Snapshot(source=LiveSource())
     return Walker(snapshot, payload, home=home).walk(src_ns, target)
 
 
@@ -55,9 +55,9 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
         raise UsageProblem("--count must be between 1 and 100")
     if timeout <= 0 or timeout > 60:
         raise UsageProblem("--timeout must be between 0 and 60 seconds")
-    home = current_label()
-    src_ns = netns or home
     try:
+        home = current_label()
+        src_ns = Known().netns(netns).label if netns else home  # any selector; paths show its label
         first = static_walk(src_ns, target, payload, home)
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
@@ -65,7 +65,7 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     live = run_live(src_ns, target, count, timeout, payload, namespaces,
                     default_tracer() if tracer is _DEFAULT else tracer, src=first.src)
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
-    snapshot = Snapshot(source=capture_netns)
+    snapshot = Snapshot(source=LiveSource())
     walk = static_walk(src_ns, target, payload, home, snapshot)
     if record:
         import json
@@ -75,8 +75,17 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     drops = relevant_drops(live.drops, walk.src or first.src, target)
     result = verdict(target, src_ns, walk, live.sent, live.received, drops)
     annotate_counts(result["path"], live, snapshot)
+    annotate_inodes(result, snapshot)
     result["notes"] = live.notes
     return result
+
+
+def annotate_inodes(result: dict, snapshot: Snapshot) -> None:
+    """Beside every namespace label in the JSON, `netns_inode`: the namespace's nsfs inode."""
+    inodes = {label: snapshot.ns(label).inode for label in snapshot.names()}
+    for item in [result] + result["path"] + result["causes"] + result["drops"] + result["checks"]:
+        if item.get("netns") in inodes and item.get("netns_inode") is None:
+            item["netns_inode"] = inodes[item["netns"]]
 
 
 def annotate_counts(path, live, snapshot: Snapshot) -> None:

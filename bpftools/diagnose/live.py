@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Dict, List, Optional
 
 from ..errors import BpftoolsError
-from ..topology import run
-from .capture import current_label, entered
+from .capture import Known, entered
 
 DropTracer = Callable[[List[str]], ContextManager]
 
@@ -33,7 +33,8 @@ def ping(netns: str, dst: str, count: int, timeout: float, payload: int = 56) ->
     cmd = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(max(1, int(round(timeout)))),
            "-s", str(payload), dst]
     try:
-        proc = run(*cmd, netns=None if netns == current_label() else netns, check=False)
+        with entered(netns):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as exc:
         raise BpftoolsError(f"cannot run ping: {exc.strerror} (install iputils-ping)") from None
     out = proc.stdout + proc.stderr
@@ -45,13 +46,14 @@ def ping(netns: str, dst: str, count: int, timeout: float, payload: int = 56) ->
     return int(match.group(1)), int(match.group(2)), out
 
 
-def read_counters(namespaces: List[str]) -> Dict[str, Dict[str, Dict[str, int]]]:
+def read_counters(namespaces: List[str], known: Optional[Known] = None) -> Dict[str, Dict[str, Dict[str, int]]]:
     from pyroute2 import IPRoute
 
+    known = known or Known()
     result: Dict[str, Dict[str, Dict[str, int]]] = {}
     for ns in namespaces:
         try:
-            with entered(ns):
+            with entered(ns, known):
                 sock = IPRoute()
             with sock:
                 links = list(sock.get_links())
@@ -83,13 +85,12 @@ class TraceDropsSession:
 
     def __init__(self, namespaces: List[str]):
         from ..kernel.drop_reasons import kfree_skb_format
-        from ..netlink import netns_inode
         from ..trace_drops import DropFilter, DropTracer
 
-        home = current_label()
+        known = Known()
         self.fmt = kfree_skb_format()
-        inodes = {netns_inode(None if ns == home else ns) for ns in namespaces}
-        self.tracer = DropTracer(DropFilter(netns_inodes=inodes), fmt=self.fmt)
+        self.labels = {known.inode(ns): ns for ns in namespaces}  # events are named as the path names them
+        self.tracer = DropTracer(DropFilter(netns_inodes=set(self.labels)), fmt=self.fmt)
         self.names = None
         self.clock = 0
 
@@ -107,7 +108,10 @@ class TraceDropsSession:
         found: List[dict] = []
         for _ in range(4):
             raws = self.tracer.poll(50)
-            found += [decode_event(raw, self.names, self.clock).as_json() for raw in raws]
+            for raw in raws:
+                event = decode_event(raw, self.names, self.clock)
+                found.append(dict(event.as_json(), netns=self.labels.get(event.netns_inode, event.netns),
+                                  netns_inode=event.netns_inode))
         return found
 
     def __exit__(self, *exc) -> None:
@@ -133,19 +137,18 @@ class HopCounter:
         from bcc import BPF
 
         from ..attach import TracepointAttachment
-        from ..netlink import netns_inode
         from ..program import BpfProgram
 
         def word(address: str) -> str:
             return f"{struct.unpack('<I', socket.inet_aton(address))[0]}U"
 
-        home = current_label()
+        known = Known()
         try:
             self.program = self._stack.enter_context(
                 BpfProgram("diagnose.bpf.c", {"FILTER_A": word(self.a), "FILTER_B": word(self.b)}))
             table = self.program.table("netns_filter")
             for ns in self.namespaces:
-                inode = netns_inode(None if ns == home else ns)
+                inode = known.inode(ns)
                 self.inodes[inode] = ns
                 table[ctypes.c_uint32(inode)] = ctypes.c_uint8(1)
             for fn, tp in (("bpftools_dgrx", b"netif_receive_skb"), ("bpftools_dgtx", b"net_dev_start_xmit")):
@@ -194,7 +197,7 @@ def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
         merged[key] = {"netns": event.get("netns"), "ifname": event.get("ifname"), "reason": event.get("reason"),
                        "location": event.get("location"), "family": event.get("family"),
                        "proto": event.get("proto"), "src": event.get("src"), "dst": event.get("dst"),
-                       "icmp_type": event.get("icmp_type"), "count": 1}
+                       "icmp_type": event.get("icmp_type"), "netns_inode": event.get("netns_inode"), "count": 1}
     return list(merged.values())
 
 
