@@ -5,17 +5,22 @@
  *   bpftools_dropt  perf tracepoint fallback: fields at TP_OFF_* from the format file
  *
  * Everything user space does not want is filtered here, before any copy to user space:
- * reason set, (netns inode, ifindex) pairs or netns set, protocol, source/destination
- * CIDR. sk_buff / net_device / net / sock / dst_entry are read only through the BTF
+ * reason set (wanted or excluded), (netns inode, ifindex) pairs or netns set, protocol,
+ * source/destination CIDR, ports. sk_buff / net_device / net / sock / dst_entry are read only through the BTF
  * offsets (OFF_*) in bpftools_kernel.h. Configuration arrives as -D defines and maps:
  *
  *   HAVE_DROP_REASON          the tracepoint carries `reason` (5.17+)
  *   FILTER_IFACES             look (netns, ifindex) up in `iface_filter`
  *   FILTER_NETNS              look netns inode up in `netns_filter`
  *   FILTER_REASONS            look reason up in `reason_filter`
+ *   FILTER_EXCLUDE_REASONS    skip reasons found in `reason_exclude`
  *   FILTER_PROTO=N            IP protocol number
  *   FILTER_SRC_FAMILY=4|6 + FILTER_SRC_W0..3 / FILTER_SRC_M0..3 (address/mask words as
  *                             loaded from memory); same for FILTER_DST_*
+ *   FILTER_PORT=N             TCP/UDP/SCTP/UDP-Lite source or destination port N
+ *   FILTER_SPORT=N / FILTER_DPORT=N   source / destination port
+ *   STACK_DEPTH=N             kernel stack (N return addresses) after each event
+ *   SNAPLEN=N                 up to N bytes of an IP packet from its network header after that
  *   SUMMARY_ONLY              count only, no per-drop events
  *   TP_OFF_SKBADDR/TP_OFF_LOCATION/TP_OFF_REASON   offsets in the perf tracepoint record
  *   IGNORE_LOC<n>_START/_END  kernel text ranges whose frees are not packet drops
@@ -37,6 +42,16 @@
 #define IPV6_DSTOPTS_ 60
 #define SKB_DST_PTRMASK ~1UL   /* low bit of _skb_refdst: SKB_DST_NOREF */
 #define MAC_HEADER_UNSET 0xffff
+#ifndef STACK_DEPTH
+#define STACK_DEPTH 0
+#endif
+#ifndef SNAPLEN
+#define SNAPLEN 0
+#endif
+#if defined(FILTER_PROTO) || defined(FILTER_SRC_FAMILY) || defined(FILTER_DST_FAMILY) || \
+    defined(FILTER_PORT) || defined(FILTER_SPORT) || defined(FILTER_DPORT)
+#define FILTER_PACKETS
+#endif
 
 struct iface_key {
     u32 netns;
@@ -69,6 +84,20 @@ struct drop_event {
     u8 saddr[16];
     u8 daddr[16];
     char ifname[IFNAMSIZ_];
+    u16 stack_bytes;    /* bytes of `stack` filled */
+    u16 caplen;         /* bytes of `packet` filled */
+};
+
+/* What the ring buffer carries: the event, then the optional stack and packet bytes
+ * (sizes fixed at compile time; user space knows STACK_DEPTH and SNAPLEN). */
+struct drop_record {
+    struct drop_event event;
+#if STACK_DEPTH
+    u64 stack[STACK_DEPTH];
+#endif
+#if SNAPLEN
+    u8 packet[SNAPLEN];
+#endif
 };
 
 BPF_PERCPU_HASH(drop_counts, struct count_key, u64, MAX_COUNT_KEYS);
@@ -76,6 +105,7 @@ BPF_PERCPU_ARRAY(lost_events, u64, 1);
 BPF_HASH(iface_filter, struct iface_key, u8, 1024);
 BPF_HASH(netns_filter, u32, u8, 1024);
 BPF_HASH(reason_filter, u32, u8, 256);
+BPF_HASH(reason_exclude, u32, u8, 256);
 #ifndef SUMMARY_ONLY
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 #endif
@@ -162,15 +192,16 @@ static __always_inline int wanted_place(const struct where *w)
 }
 
 /* Packet parsing from skb->head + network_header (not the MAC header, so devices without
- * an Ethernet header work). Fills family/addresses/proto/ports/ICMP; 0 if not IP. */
-static __always_inline void parse_packet(const void *skb, struct drop_event *e)
+ * an Ethernet header work). Fills family/addresses/proto/ports/ICMP; returns the network
+ * header of an IP packet, NULL otherwise. */
+static __always_inline const unsigned char *parse_packet(const void *skb, struct drop_event *e)
 {
     const unsigned char *head = kread_ptr(skb, OFF_SKB_HEAD);
     u16 nh = kread_u16(skb, OFF_SKB_NETWORK_HEADER);
     u16 ethertype = bpf_ntohs(kread_u16(skb, OFF_SKB_PROTOCOL));
     e->len = kread_u32(skb, OFF_SKB_LEN);
     if (!head || nh == MAC_HEADER_UNSET)
-        return;
+        return NULL;
     const unsigned char *l3 = head + nh;
     u8 first = 0;
     bpf_probe_read_kernel(&first, 1, l3);
@@ -182,7 +213,7 @@ static __always_inline void parse_packet(const void *skb, struct drop_event *e)
     u8 proto;
     if (ethertype == ETH_P_IP) {
         if ((first >> 4) != 4)
-            return;
+            return NULL;
         u8 hdr[20] = {};
         bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
         e->family = 4;
@@ -192,11 +223,11 @@ static __always_inline void parse_packet(const void *skb, struct drop_event *e)
         u16 frag = ((u16)hdr[6] << 8 | hdr[7]) & 0x1fff;
         e->proto = proto;
         if (frag)
-            return; /* not the first fragment: no transport header */
+            return NULL; /* not the first fragment: no transport header */
         l4 = l3 + (first & 0x0f) * 4;
     } else if (ethertype == ETH_P_IPV6) {
         if ((first >> 4) != 6)
-            return;
+            return NULL;
         u8 hdr[40] = {};
         bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
         e->family = 6;
@@ -215,7 +246,7 @@ static __always_inline void parse_packet(const void *skb, struct drop_event *e)
         }
         e->proto = proto;
     } else {
-        return;
+        return NULL;
     }
     if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE) {
         u16 ports[2] = {};
@@ -230,6 +261,7 @@ static __always_inline void parse_packet(const void *skb, struct drop_event *e)
         e->icmp_code = tc[1];
         e->has_ports = 2;
     }
+    return l3;
 }
 
 #if defined(FILTER_SRC_FAMILY) || defined(FILTER_DST_FAMILY)
@@ -260,6 +292,22 @@ static __always_inline int wanted_packet(const struct drop_event *e)
                  FILTER_DST_M0, FILTER_DST_M1, FILTER_DST_M2, FILTER_DST_M3))
         return 0;
 #endif
+#if defined(FILTER_PORT) || defined(FILTER_SPORT) || defined(FILTER_DPORT)
+    if (e->has_ports != 1)
+        return 0; /* no transport ports (ICMP, a later fragment, not IP) */
+#endif
+#ifdef FILTER_PORT
+    if (e->sport != FILTER_PORT && e->dport != FILTER_PORT)
+        return 0;
+#endif
+#ifdef FILTER_SPORT
+    if (e->sport != FILTER_SPORT)
+        return 0;
+#endif
+#ifdef FILTER_DPORT
+    if (e->dport != FILTER_DPORT)
+        return 0;
+#endif
     return 1;
 }
 
@@ -271,10 +319,10 @@ static __always_inline void note_lost(void)
         *lost += 1;
 }
 
-/* Whether the packet passes --proto/--src/--dst (parsed only when one of them is given). */
+/* Whether the packet passes --proto/--src/--dst/--port... (parsed only when one is given). */
 static __always_inline int packet_wanted(const void *skb)
 {
-#if defined(FILTER_PROTO) || defined(FILTER_SRC_FAMILY) || defined(FILTER_DST_FAMILY)
+#ifdef FILTER_PACKETS
     struct drop_event pkt = {};
     parse_packet(skb, &pkt);
     return wanted_packet(&pkt);
@@ -296,7 +344,30 @@ static __always_inline void count_drop(const struct where *w, u32 reason)
         note_lost(); /* map full */
 }
 
-static __always_inline int handle_drop(const void *skb, u64 location, u32 reason)
+#if SNAPLEN
+/* Up to SNAPLEN bytes from the network header, within the skb's linear data (what is in
+ * page fragments beyond skb->tail is not copied: the capture is truncated there). */
+static __always_inline u16 copy_packet(const void *skb, const unsigned char *l3, u8 *out)
+{
+    const unsigned char *head = kread_ptr(skb, OFF_SKB_HEAD);
+#if SIZE_SKB_TAIL == 8
+    const unsigned char *tail = kread_ptr(skb, OFF_SKB_TAIL);
+#else
+    const unsigned char *tail = head + kread_u32(skb, OFF_SKB_TAIL);
+#endif
+    if (tail <= l3)
+        return 0;
+    u64 n = tail - l3;
+    if (n > SNAPLEN)
+        n = SNAPLEN;
+    asm volatile("" : "+r"(n)); /* the verifier must see the bounded value passed, not a copy */
+    if (bpf_probe_read_kernel(out, n, l3) != 0)
+        return 0;
+    return n;
+}
+#endif
+
+static __always_inline int handle_drop(void *ctx, const void *skb, u64 location, u32 reason)
 {
 #ifdef IGNORE_LOC0_START
     /* `ip route get` (inet_rtm_getroute) frees the dummy skb it routed: not a packet drop */
@@ -311,6 +382,10 @@ static __always_inline int handle_drop(const void *skb, u64 location, u32 reason
     if (!reason_filter.lookup(&reason))
         return 0;
 #endif
+#ifdef FILTER_EXCLUDE_REASONS
+    if (reason_exclude.lookup(&reason))
+        return 0;
+#endif
     struct where w = {};
     if (!locate(skb, &w) || !wanted_place(&w))
         return 0;
@@ -319,18 +394,19 @@ static __always_inline int handle_drop(const void *skb, u64 location, u32 reason
     if (packet_wanted(skb))
         count_drop(&w, reason);
 #else
-    struct drop_event *e = events.ringbuf_reserve(sizeof(struct drop_event));
-    if (!e) { /* ring buffer full: still counted, and the loss is reported */
+    struct drop_record *r = events.ringbuf_reserve(sizeof(struct drop_record));
+    if (!r) { /* ring buffer full: still counted, and the loss is reported */
         if (packet_wanted(skb)) {
             count_drop(&w, reason);
             note_lost();
         }
         return 0;
     }
+    struct drop_event *e = &r->event;
     __builtin_memset(e, 0, sizeof(*e));
-    parse_packet(skb, e);
+    const unsigned char *l3 = parse_packet(skb, e);
     if (!wanted_packet(e)) {
-        events.ringbuf_discard(e, 0);
+        events.ringbuf_discard(r, 0);
         return 0;
     }
     count_drop(&w, reason);
@@ -343,7 +419,15 @@ static __always_inline int handle_drop(const void *skb, u64 location, u32 reason
         bpf_probe_read_kernel_str(e->ifname, sizeof(e->ifname), (const char *)w.dev + OFF_DEV_NAME);
         e->dev_known = 1;
     }
-    events.ringbuf_submit(e, 0);
+#if STACK_DEPTH
+    long stack_bytes = bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+    e->stack_bytes = stack_bytes > 0 ? stack_bytes : 0;
+#endif
+#if SNAPLEN
+    if (l3)
+        e->caplen = copy_packet(skb, l3, r->packet);
+#endif
+    events.ringbuf_submit(r, 0);
 #endif
     return 0;
 }
@@ -355,7 +439,7 @@ int bpftools_drops(struct bpf_raw_tracepoint_args *ctx)
 #else
     u32 reason = 0;
 #endif
-    return handle_drop((const void *)ctx->args[0], ctx->args[1], reason);
+    return handle_drop(ctx, (const void *)ctx->args[0], ctx->args[1], reason);
 }
 
 int bpftools_dropt(void *ctx)
@@ -367,5 +451,5 @@ int bpftools_dropt(void *ctx)
 #else
     u32 reason = 0;
 #endif
-    return handle_drop(skb, location, reason);
+    return handle_drop(ctx, skb, location, reason);
 }

@@ -6,10 +6,11 @@ Pure functions and small caches; no BPF here (unit-tested without root or bcc).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .kernel.drop_reasons import TracepointFormat
 from .addresses import format_address
@@ -21,8 +22,9 @@ PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
 ETHERTYPE_NAMES = {0x0806: "arp", 0x8035: "rarp", 0x88CC: "lldp", 0x8100: "vlan", 0x88A8: "qinq",
                    0x8847: "mpls", 0x8863: "pppoe-discovery", 0x8864: "pppoe", 0x88E5: "macsec"}
 
-# Mirrors struct drop_event in bpf/trace_drops.bpf.c.
-EVENT_LAYOUT = struct.Struct("<QQIIIIHBBHHBBBB16s16s16s")
+# Mirrors struct drop_event in bpf/trace_drops.bpf.c; struct drop_record appends
+# STACK_DEPTH u64 return addresses, then SNAPLEN packet bytes.
+EVENT_LAYOUT = struct.Struct("<QQIIIIHBBHHBBBB16s16s16sHH")
 HAS_PORTS, HAS_ICMP = 1, 2
 
 
@@ -47,10 +49,23 @@ class RawDrop:
     saddr: bytes
     daddr: bytes
     ifname: bytes
+    stack_bytes: int = 0
+    caplen: int = 0
+    stack: Optional[Tuple[int, ...]] = None  # kernel return addresses, innermost first (None: not asked)
+    packet: bytes = b""  # from the network header, at most SNAPLEN bytes
 
 
-def decode_raw(data: bytes) -> RawDrop:
-    return RawDrop(*EVENT_LAYOUT.unpack_from(data))
+def decode_raw(data: bytes, stack_depth: int = 0) -> RawDrop:
+    """One ring buffer record: the event, then `stack_depth` stack slots, then packet bytes."""
+    raw = RawDrop(*EVENT_LAYOUT.unpack_from(data))
+    extra = {}
+    if stack_depth:
+        frames = min(raw.stack_bytes // 8, stack_depth)
+        extra["stack"] = struct.unpack_from(f"<{frames}Q", data, EVENT_LAYOUT.size)
+    if raw.caplen:
+        start = EVENT_LAYOUT.size + 8 * stack_depth
+        extra["packet"] = bytes(data[start:start + raw.caplen])
+    return dataclasses.replace(raw, **extra) if extra else raw
 
 
 def family_name(family: int, ethertype: int) -> Optional[str]:
@@ -140,6 +155,19 @@ class Names:
     def reason(self, code: int) -> str:
         return self.fmt.reason_name(code)
 
+    def stack(self, addresses: Sequence[int]) -> List[str]:
+        """Return addresses -> "func+0xoff", innermost first, without the tracing machinery
+        that called our program (bpf_trace_run*, perf_trace_*...)."""
+        frames = [self.symbol(addr) or "0x0" for addr in addresses]
+        while frames and frames[0].startswith(TRACING_FRAMES):
+            frames.pop(0)
+        return frames
+
+
+# Frames above kfree_skb that belong to the tracepoint and our program, not to the drop.
+TRACING_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "perf_trace_", "trace_event_raw_event_",
+                  "__traceiter_", "perf_tp_event", "bpf_get_stack")
+
 
 def bcc_ksym(addr: int) -> str:
     from bcc import BPF
@@ -169,13 +197,15 @@ class DropEvent:
     icmp_code: Optional[int]
     len: int
     hint: Optional[str] = None
+    stack: Optional[List[str]] = None  # with --stack
+    packet: bytes = b""  # with --pcap: bytes from the network header (not in --json)
 
     def as_json(self) -> dict:
         return {"type": "drop", "ts": round(self.ts, 6), "netns": self.netns, "ifname": self.ifname,
                 "ifindex": self.ifindex, "reason": self.reason, "reason_code": self.reason_code,
                 "location": self.location, "family": self.family, "proto": self.proto, "src": self.src,
                 "dst": self.dst, "sport": self.sport, "dport": self.dport, "icmp_type": self.icmp_type,
-                "icmp_code": self.icmp_code, "len": self.len, "hint": self.hint}
+                "icmp_code": self.icmp_code, "len": self.len, "hint": self.hint, "stack": self.stack}
 
     def flow(self) -> str:
         """`udp 10.0.0.1:5353 > 10.0.0.2:53`, `icmp 10.0.0.1 > 10.0.0.2 echo-request`, `arp`."""
@@ -190,8 +220,11 @@ class DropEvent:
         return text
 
     def text(self) -> str:
-        """The human output for one drop: the line, and the hint under it."""
-        return self.line() + (f"\n    hint: {self.hint}" if self.hint else "")
+        """The human output for one drop: the line, the hint and the stack under it."""
+        text = self.line() + (f"\n    hint: {self.hint}" if self.hint else "")
+        if self.stack is not None:
+            text += "\n    stack:" + "".join(f"\n      {frame}" for frame in self.stack or ["(not available)"])
+        return text
 
     def line(self) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(self.ts)) + f".{int(self.ts * 1e6) % 1000000:06d}"
@@ -231,7 +264,7 @@ def decode_event(raw: RawDrop, names: Names, clock_offset_ns: int) -> DropEvent:
         src=format_address(raw.family, raw.saddr), dst=format_address(raw.family, raw.daddr),
         sport=raw.sport if has_ports else None, dport=raw.dport if has_ports else None,
         icmp_type=raw.icmp_type if has_icmp else None, icmp_code=raw.icmp_code if has_icmp else None,
-        len=raw.len)
+        len=raw.len, stack=names.stack(raw.stack) if raw.stack is not None else None, packet=raw.packet)
 
 
 @dataclass(frozen=True)

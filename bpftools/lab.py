@@ -51,6 +51,8 @@ class LabTopology:
     ping_to: str
     faults: Dict[str, Fault] = field(default_factory=dict)
     requires: Optional[str] = None    # kernel feature (doctor probe name)
+    ping_device: Optional[str] = None  # the ping is `ping -I <device>`
+    starts_broken: Optional[str] = None   # the tutorial's setup has this fault: `lab fix` repairs it
 
     def ns(self, role: str) -> str:
         return f"{prefix()}-{self.name}-{role}"
@@ -59,6 +61,14 @@ class LabTopology:
         """(namespace, address) of the ping that shows the fault (or the healthy ping)."""
         f = self.faults.get(fault) if fault else None
         return self.ns((f and f.ping_from) or self.ping_from), (f and f.ping_to) or self.ping_to
+
+    def ping_args(self) -> List[str]:
+        """ping's options besides the address (and `diagnose ping`'s: the same -I)."""
+        return ["-I", self.ping_device] if self.ping_device else []
+
+    def ping_command(self, fault: Optional[str] = None) -> str:
+        ns, dst = self.ping(fault)
+        return " ".join(["ip netns exec", ns, "ping", *self.ping_args(), dst])
 
 
 class LabBuilder(Topology):
@@ -120,6 +130,17 @@ def _build_ipip(b: LabBuilder) -> None:
     b.run("ns2", "ip", "addr", "add", "10.73.100.2", "peer", "10.73.100.1", "dev", "tun1")
     b.run("ns1", "ip", "link", "set", "tun1", "up")
     b.run("ns2", "ip", "link", "set", "tun1", "up")
+
+
+def _build_veth_pair(b: LabBuilder) -> None:
+    """The tutorial's commands, one for one: both ends of one veth pair in one namespace."""
+    b.netns("host")
+    for cmd in (["ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"],
+                ["ip", "addr", "add", "192.168.4.3/24", "dev", "veth0"],
+                ["ip", "addr", "add", "192.168.4.2/24", "dev", "veth1"],
+                ["ip", "link", "set", "veth0", "up"], ["ip", "link", "set", "veth1", "up"],
+                _sysctl("net.ipv4.conf.all.rp_filter", 0), _sysctl("net.ipv4.conf.veth0.rp_filter", 0)):
+        b.run("host", *cmd)
 
 
 def _sysctl(key: str, value) -> List[str]:
@@ -207,6 +228,17 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                           [("left", ["ip", "route", "replace", "default", "via", "10.72.1.254"])],
                           [("left", ["ip", "route", "replace", "default", "via", "10.72.1.1"])]),
                 ]}),
+    LabTopology("veth-pair", "both ends of one veth pair in one namespace, veth0 192.168.4.3/24 and veth1 "
+                "192.168.4.2/24, and `ping -I veth0 192.168.4.2` (the classic veth pair tutorial)", _build_veth_pair,
+                "host",
+                "192.168.4.2", ping_device="veth0", starts_broken="local_source", faults={f.name: f for f in [
+                    Fault("local_source", "as in the tutorial: accept_local = 0, so the request, which leaves by veth0 "
+                          "and comes back in on veth1 with a source of this namespace, is dropped as a martian",
+                          [("host", _sysctl("net.ipv4.conf.veth0.accept_local", 0)),
+                           ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 0))],
+                          [("host", _sysctl("net.ipv4.conf.veth0.accept_local", 1)),
+                           ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 1))]),
+                ]}),
     LabTopology("ipip", "an ipip tunnel between two namespaces across a forwarding hub (the classic netns + ipip setup)",
                 _build_ipip, "ns1", "10.73.100.2", requires="ipip_module", faults={f.name: f for f in [
                     Fault("ip_forward_disabled", "the hub between the tunnel ends does not forward",
@@ -233,7 +265,10 @@ def topology(name: str) -> LabTopology:
 def namespaces_of(name: Optional[str] = None) -> List[str]:
     """Existing lab namespaces (of one topology, or all)."""
     start = f"{prefix()}-{name}-" if name else f"{prefix()}-"
-    return sorted(n for n in named_netns().values() if n.startswith(start))
+    # `veth` must not claim `veth-pair`'s namespaces
+    longer = [f"{prefix()}-{t}-" for t in TOPOLOGIES if name and t != name and t.startswith(f"{name}-")]
+    return sorted(n for n in named_netns().values() if n.startswith(start)
+                  and not any(n.startswith(other) for other in longer))
 
 
 def is_up(name: str) -> bool:
@@ -261,8 +296,9 @@ def _record(name: str, faults: List[str]) -> None:
 def healthy_ping(topo: LabTopology, attempts: int = 10) -> bool:
     """Wait until the topology's ping works (ports and carriers take a moment)."""
     ns, dst = topo.ping()
+    args = [] if topo.starts_broken else topo.ping_args()   # broken from the start: is the address up at all
     for _ in range(attempts):
-        if run("ping", "-n", "-q", "-c", "1", "-W", "1", dst, netns=ns, check=False).returncode == 0:
+        if run("ping", "-n", "-q", "-c", "1", "-W", "1", *args, dst, netns=ns, check=False).returncode == 0:
             return True
         time.sleep(0.2)
     return False
@@ -279,10 +315,9 @@ def up(name: str) -> LabTopology:
         with contextlib.suppress(OSError):
             os.unlink(_state_path(name))
         raise
-    _record(name, [])
+    _record(name, [topo.starts_broken] if topo.starts_broken else [])
     if not healthy_ping(topo):
-        ns, dst = topo.ping()
-        raise BpftoolsError(f"lab {name} is up but `ip netns exec {ns} ping {dst}` does not work yet")
+        raise BpftoolsError(f"lab {name} is up but `{topo.ping_command()}` does not work yet")
     return topo
 
 
@@ -371,5 +406,5 @@ def down(name: Optional[str] = None) -> List[str]:
 def status() -> List[dict]:
     return [{"topology": t.name, "summary": t.summary, "up": is_up(t.name),
              "faults": list(t.faults), "broken": _faults_applied(t.name) if is_up(t.name) else [],
-             "ping": "ip netns exec {} ping {}".format(*t.ping()), "requires": t.requires}
+             "ping": t.ping_command(), "requires": t.requires}
             for t in TOPOLOGIES.values()]

@@ -7,12 +7,15 @@ instead of failing the scrape.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Dict, Iterable, List, NamedTuple, Protocol, Tuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import __version__
+
+log = logging.getLogger(__name__)
 
 # name -> (type, label names, help). Dashboards and alert rules may only use these (a test checks).
 METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
@@ -31,8 +34,17 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
                                    "or the in-kernel count map was full."),
     "bpftools_bpf_map_entries": ("gauge", ("map", "netns", "device"), "Entries currently in a bounded BPF map."),
     "bpftools_bpf_map_max_entries": ("gauge", ("map", "netns", "device"), "Capacity of a bounded BPF map."),
-    "bpftools_scrape_errors_total": ("counter", (), "Scrapes in which reading a source failed."),
+    "bpftools_scrape_errors_total": ("counter", ("source",), "Scrapes in which reading a source failed, by source "
+                                     "(drops, or encap:/decap: and the interface)."),
+    "bpftools_config_reloads_total": ("counter", ("result",), "Reloads of the config file (SIGHUP), by result "
+                                      "(success, failure: the running config stays)."),
+    "bpftools_config_last_reload_successful": ("gauge", (), "0 if the last reload of the config file failed, else 1."),
 }
+
+# prometheus-client's ProcessCollector and PlatformCollector on the same registry: the
+# exporter's own CPU, memory and file descriptors, and the Python it runs on.
+RUNTIME_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                   "process_open_fds", "process_max_fds", "process_start_time_seconds", "python_info")
 
 
 class Sample(NamedTuple):
@@ -61,12 +73,20 @@ class BpftoolsCollector:
     def __init__(self):
         self._lock = threading.Lock()
         self._sources: Dict[str, MetricsSource] = {}
-        self.scrape_errors = 0
-        self.events_lost_base = 0
+        # source key -> failed reads; kept after a source goes (a counter must not go back)
+        self.scrape_errors: Dict[str, int] = {}
+        self.reloads = {"success": 0, "failure": 0}
+        self.last_reload_ok = True
 
     def set_source(self, key: str, source: MetricsSource) -> None:
         with self._lock:
             self._sources[key] = source
+            self.scrape_errors.setdefault(key, 0)  # 0 from the start: rate() and increase() see the first error
+
+    def record_reload(self, ok: bool) -> None:
+        with self._lock:
+            self.reloads["success" if ok else "failure"] += 1
+            self.last_reload_ok = ok
 
     def remove_source(self, key: str) -> None:
         with self._lock:
@@ -80,7 +100,7 @@ class BpftoolsCollector:
         with self._lock:
             values: Dict[str, Dict[Tuple[str, ...], float]] = {name: {} for name in METRICS}
             values["bpftools_events_lost_total"][()] = 0.0
-            for source in self._sources.values():
+            for key, source in self._sources.items():
                 try:
                     for sample in source.samples():
                         bucket = values[sample.metric]
@@ -88,10 +108,16 @@ class BpftoolsCollector:
                             bucket[sample.labels] = bucket.get(sample.labels, 0.0) + sample.value
                         else:  # a state: never add two up
                             bucket[sample.labels] = max(bucket.get(sample.labels, sample.value), sample.value)
-                except Exception:  # a broken source must not break the scrape
-                    self.scrape_errors += 1
+                except Exception as exc:  # a broken source must not break the scrape: count it, say which
+                    self.scrape_errors[key] += 1
+                    log.warning("reading %s failed: %s", key, str(exc) or type(exc).__name__,
+                                exc_info=log.isEnabledFor(logging.DEBUG))
             values["bpftools_build_info"][(__version__,)] = 1.0
-            values["bpftools_scrape_errors_total"][()] = float(self.scrape_errors)
+            for key, errors in self.scrape_errors.items():
+                values["bpftools_scrape_errors_total"][(key,)] = float(errors)
+            for result, count in self.reloads.items():
+                values["bpftools_config_reloads_total"][(result,)] = float(count)
+            values["bpftools_config_last_reload_successful"][()] = 1.0 if self.last_reload_ok else 0.0
         for name, series in values.items():
             family = _family(name)
             for labels, value in sorted(series.items()):

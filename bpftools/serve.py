@@ -2,15 +2,18 @@
 
 Configured interfaces that appear later are attached when they do; when one disappears its
 capability is closed and its series go away (checked every `watch_interval` seconds).
+SIGHUP re-reads the config file and attaches/detaches only what changed.
 """
 from __future__ import annotations
 
 import contextlib
-import sys
+import dataclasses
+import logging
+import signal
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 
 from .errors import BpftoolsError
 from .exporter_sources import DecapSource, DropsSource, EncapSource
@@ -18,39 +21,56 @@ from .metrics import BpftoolsCollector
 from .netlink import Interface, list_interfaces, netns_label
 from .serve_config import ServeConfig, listen_address, split_interface
 
+log = logging.getLogger(__name__)
+
 InterfaceKey = Tuple[str, Optional[str], str]  # (capability, netns, ifname)
 GC_INTERVAL = 10.0  # seconds between sweeps of drop counts of vanished namespaces/interfaces
+DROPS = "drops"
+# Settings each capability is started with: when one changes on reload, that capability restarts.
+DROPS_SETTINGS = ("drops", "netns", "all_netns")
+CAPABILITY_SETTINGS = {"encap": ("ingress_hook", "udp_port"), "decap": ("allow_remote", "allow_any", "local")}
 
 
-def _log(message: str) -> None:
-    sys.stderr.write(f"bpftools serve: {message}\n")
-    sys.stderr.flush()
+def source_key(key: InterfaceKey) -> str:
+    """The `source` label of scrape errors: `encap:ns1/veth1`, `decap:eth0`."""
+    capability, netns, ifname = key
+    return f"{capability}:{netns}/{ifname}" if netns else f"{capability}:{ifname}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _changed(old: ServeConfig, new: ServeConfig, names) -> bool:
+    return any(getattr(old, name) != getattr(new, name) for name in names)
 
 
 class Exporter(contextlib.AbstractContextManager):
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, reload_config: Optional[Callable[[], ServeConfig]] = None):
         self.config = config
+        self.reload_config = reload_config  # None: no config file, SIGHUP has nothing to re-read
         self.collector = BpftoolsCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._stack = contextlib.ExitStack()
         self._per_iface: Dict[InterfaceKey, Tuple[int, contextlib.ExitStack]] = {}
         self._server = None
         self._drops: Optional[DropsSource] = None
+        self._drops_stack: Optional[contextlib.ExitStack] = None
+        self._reload_pending = False
 
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "Exporter":
-        with self._stack as stack:
+        with contextlib.ExitStack() as stack:
+            stack.callback(self._stop_drops)
             if self.config.drops:
-                self._start_drops(stack)
+                self._start_drops(self.config)
             stack.callback(self._close_interfaces)
             self.reconcile()
-            host, port = listen_address(self.config.listen)
-            try:
-                self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
-            except OSError as exc:
-                raise BpftoolsError(f"cannot listen on {self.config.listen}: {exc.strerror}") from None
-            stack.callback(self._server.shutdown)
+            self._listen(self.config.listen)
+            stack.callback(self._stop_server)
             self._stack = stack.pop_all()
         return self
 
@@ -58,11 +78,15 @@ class Exporter(contextlib.AbstractContextManager):
         self._stack.close()
 
     def run(self) -> None:
-        """Follow interfaces until Ctrl-C/SIGTERM; now and then forget the counts of the dead."""
+        """Follow interfaces until Ctrl-C/SIGTERM; reload when asked; now and then forget the
+        counts of the dead."""
         last_gc = time.monotonic()
         try:
             while True:
                 time.sleep(self.config.watch_interval)
+                if self._reload_pending:
+                    self._reload_pending = False
+                    self.reload()
                 self.reconcile()
                 if self._drops is not None and time.monotonic() - last_gc >= GC_INTERVAL:
                     last_gc = time.monotonic()
@@ -70,18 +94,111 @@ class Exporter(contextlib.AbstractContextManager):
         except KeyboardInterrupt:
             pass
 
+    def request_reload(self) -> None:
+        """Safe from a signal handler: the run loop reloads at its next round."""
+        self._reload_pending = True
+
+    # --- HTTP ------------------------------------------------------------------------------
+    def _listen(self, listen: str) -> None:
+        """Serve on `listen`, then close the previous server (if any): a failure keeps the old one."""
+        host, port = listen_address(listen)
+        old = self._server
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            if old is None or old.server_address[1] != port:
+                raise BpftoolsError(f"cannot listen on {listen}: {exc.strerror}") from None
+            # Same port, other address: free it first, and take the old address back on failure.
+            self._stop_server()
+            try:
+                server, _thread = start_http_server(port, addr=host, registry=self.registry)
+            except OSError as retry:
+                self._server, _thread = start_http_server(old.server_address[1], addr=old.server_address[0],
+                                                          registry=self.registry)
+                raise BpftoolsError(f"cannot listen on {listen}: {retry.strerror}") from None
+            old = None
+        self._server = server
+        if old is not None:
+            old.shutdown()
+            old.server_close()
+
+    def _stop_server(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
     # --- drops (one tracer for the whole scope) ---------------------------------------------
-    def _start_drops(self, stack: contextlib.ExitStack) -> None:
-        from .kernel.drop_reasons import kfree_skb_format
+    def _start_drops(self, config: ServeConfig) -> None:
+        """Start a tracer for `config`'s scope; only then replace the running one (if any)."""
         from .drop_events import Names, bcc_ksym
+        from .kernel.drop_reasons import kfree_skb_format
         from .trace_drops import DropTracer, build_filter
 
-        fmt = kfree_skb_format()
-        flt = build_filter([], self.config.netns, self.config.all_netns, fmt=fmt)
-        tracer = stack.enter_context(DropTracer(flt, summary=True, fmt=fmt))
+        with contextlib.ExitStack() as starting:  # closed again if anything below fails
+            fmt = kfree_skb_format()
+            flt = build_filter([], config.netns, config.all_netns, fmt=fmt)
+            tracer = starting.enter_context(DropTracer(flt, summary=True, fmt=fmt))
+            stack = starting.pop_all()
+        self._stop_drops()
         self._drops = DropsSource(tracer, lambda: Names(fmt, bcc_ksym))
-        self.collector.set_source("drops", self._drops)
-        stack.callback(self.collector.remove_source, "drops")
+        self._drops_stack = stack
+        self.collector.set_source(DROPS, self._drops)
+        scope = "every namespace" if config.all_netns else (config.netns or "this namespace")
+        log.info("drops: tracing skb:kfree_skb in %s", scope)
+
+    def _stop_drops(self) -> None:
+        if self._drops_stack is not None:
+            self.collector.remove_source(DROPS)
+            self._drops, stack, self._drops_stack = None, self._drops_stack, None
+            stack.close()
+
+    # --- reload ------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Re-read the config and apply the difference; a bad config keeps the running one."""
+        if self.reload_config is None:
+            log.warning("SIGHUP: no --config file to reload; nothing changed")
+            return
+        try:
+            new = self.reload_config()
+        except BpftoolsError as exc:
+            log.error("config reload failed, keeping the running config: %s", exc)
+            self.collector.record_reload(ok=False)
+            return
+        self.collector.record_reload(ok=True)
+        old = self.config
+        if new == old:
+            log.info("config reloaded: nothing changed")
+            return
+        if new.listen != old.listen:
+            try:
+                self._listen(new.listen)
+                log.info("serving metrics on http://%s/metrics", new.listen)
+            except BpftoolsError as exc:
+                log.error("config reload: %s; still serving on %s", exc, old.listen)
+                new = dataclasses.replace(new, listen=old.listen)
+        if _changed(old, new, DROPS_SETTINGS):
+            new = self._reload_drops(old, new)
+        self.config = new
+        for capability, settings in CAPABILITY_SETTINGS.items():
+            if _changed(old, new, settings):  # restarted with the new settings by reconcile()
+                for key in [k for k in self._per_iface if k[0] == capability]:
+                    self._stop(key, "settings changed")
+        self.reconcile()
+        log.info("config reloaded")
+
+    def _reload_drops(self, old: ServeConfig, new: ServeConfig) -> ServeConfig:
+        if not new.drops:
+            self._stop_drops()
+            log.info("drops: stopped")
+            return new
+        try:
+            self._start_drops(new)
+        except Exception as exc:  # noqa: BLE001 - reported, and the running tracer stays
+            log.error("config reload: cannot start drops: %s; keeping the previous drops settings", _first_line(exc),
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            return dataclasses.replace(new, **{name: getattr(old, name) for name in DROPS_SETTINGS})
+        return new
 
     # --- per-interface capabilities ---------------------------------------------------------
     def wanted(self) -> Dict[InterfaceKey, Callable[[Interface, contextlib.ExitStack], object]]:
@@ -95,19 +212,22 @@ class Exporter(contextlib.AbstractContextManager):
         return wanted
 
     def reconcile(self) -> None:
-        """Attach to configured interfaces that exist now; drop the ones that went away."""
+        """Attach to configured interfaces that exist now; drop the ones that went away or
+        are no longer configured."""
         present: Dict[Tuple[Optional[str], str], Interface] = {}
         wanted = self.wanted()
+        for key in [k for k in self._per_iface if k not in wanted]:
+            self._stop(key, "removed from the config")
         for netns in {ns for _, ns, _ in wanted}:
             try:
                 present.update({(netns, i.ifname): i for i in list_interfaces(netns)})
-            except BpftoolsError:
-                pass  # namespace not there (yet)
+            except BpftoolsError as exc:
+                log.debug("namespace %s not there (yet): %s", netns, exc)
         for key, start in wanted.items():
             iface = present.get(key[1:])
             current = self._per_iface.get(key)
             if current and (iface is None or iface.ifindex != current[0]):
-                self._stop(key, "gone" if iface is None else "replaced")
+                self._stop(key, "interface gone" if iface is None else "interface replaced")
                 current = None
             if iface is not None and current is None:
                 self._start(key, iface, start)
@@ -122,22 +242,25 @@ class Exporter(contextlib.AbstractContextManager):
         except Exception as exc:  # e.g. the interface vanished while we compiled: retried next round
             with contextlib.suppress(Exception):
                 stack.close()
-            _log(f"cannot start {key[0]} on {iface.describe()}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            log.warning("cannot start %s on %s: %s", key[0], iface.describe(), _first_line(exc),
+                        exc_info=log.isEnabledFor(logging.DEBUG))
             return
-        self.collector.set_source("/".join(map(str, key)), source)
+        self.collector.set_source(source_key(key), source)
         self._per_iface[key] = (iface.ifindex, stack)
-        _log(f"{key[0]} attached to {iface.describe()}")
+        log.info("%s attached to %s", key[0], iface.describe())
 
     def _stop(self, key: InterfaceKey, why: str) -> None:
-        self.collector.remove_source("/".join(map(str, key)))
+        self.collector.remove_source(source_key(key))
         _ifindex, stack = self._per_iface.pop(key)
-        with contextlib.suppress(Exception):  # the interface is gone: detaching may find nothing
+        try:
             stack.close()
-        _log(f"{key[0]} on {key[2]} stopped: interface {why}")
+        except Exception as exc:  # noqa: BLE001 - the interface is gone: detaching may find nothing
+            log.debug("closing %s: %s", source_key(key), _first_line(exc))
+        log.info("%s on %s stopped: %s", key[0], key[2], why)
 
     def _close_interfaces(self) -> None:
         for key in list(self._per_iface):
-            self.collector.remove_source("/".join(map(str, key)))
+            self.collector.remove_source(source_key(key))
             with contextlib.suppress(Exception):
                 self._per_iface.pop(key)[1].close()
 
@@ -156,3 +279,13 @@ class Exporter(contextlib.AbstractContextManager):
         config, _ = config_for(iface, allow, local, None, False, None)
         decap = stack.enter_context(XdpDecap(iface, config))
         return DecapSource(decap, netns_label(iface.netns_inode))
+
+
+@contextlib.contextmanager
+def reload_on_sighup(exporter: Exporter) -> Iterator[None]:
+    """SIGHUP asks `exporter` to reload its config (instead of ending the process)."""
+    previous = signal.signal(signal.SIGHUP, lambda _signum, _frame: exporter.request_reload())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)

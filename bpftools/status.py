@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import bpfsys
 from .attach import PROG_NAME_PREFIX, TC_PARENTS, other_filters, attached_programs
+from .errors import BpftoolsError
 from .netlink import all_netns, in_netns, ipr, list_interfaces, netns_inode, netns_label, named_netns
 
 TRACING_TYPES = ("tracepoint", "raw_tracepoint", "kprobe", "perf_event", "tracing")
@@ -27,9 +28,17 @@ def find_attachments(netns_names: Optional[List[Optional[str]]] = None) -> List[
     linked = _linked_prog_ids()
     found = []
     for ns in netns_names if netns_names is not None else all_netns():
-        label = netns_label(netns_inode(ns), names) if ns else "host"
-        for iface in list_interfaces(ns):
-            for prog in attached_programs(iface):
+        try:
+            label = netns_label(netns_inode(ns), names) if ns else "host"
+            ifaces = list_interfaces(ns)
+        except BpftoolsError:
+            continue  # the namespace went away while we looked (a container stopped)
+        for iface in ifaces:
+            try:
+                progs = attached_programs(iface)
+            except BpftoolsError:
+                continue  # the interface went away while we looked
+            for prog in progs:
                 if not prog["prog_name"].startswith(PROG_NAME_PREFIX):
                     continue
                 found.append({

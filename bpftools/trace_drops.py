@@ -27,6 +27,7 @@ from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, decode
                           summarize, wall_clock_offset_ns)
 from .errors import BpftoolsError
 from .kernel.drop_reasons import TracepointFormat, kfree_skb_format
+from .kernel.kallsyms import read_kallsyms
 from .netlink import Interface, all_netns as every_netns, list_interfaces, netns_inode, resolve_interface
 
 SOURCE = "trace_drops.bpf.c"
@@ -70,6 +71,10 @@ class DropFilter:
     dst: Optional[object] = None
     proto: Optional[int] = None
     reasons: Set[int] = field(default_factory=set)
+    exclude_reasons: Set[int] = field(default_factory=set)
+    port: Optional[int] = None  # source or destination
+    sport: Optional[int] = None
+    dport: Optional[int] = None
 
     def describe(self, names: Optional[Names] = None) -> str:
         if self.ifaces:
@@ -81,9 +86,16 @@ class DropFilter:
             where = "every interface of netns " + ", ".join(labels)
         extra = [f"src {self.src}" if self.src else "", f"dst {self.dst}" if self.dst else "",
                  f"proto {protocol_name(4, self.proto)}" if self.proto is not None else "",
-                 f"{len(self.reasons)} reason(s)" if self.reasons else ""]
+                 f"port {self.port}" if self.port is not None else "",
+                 f"sport {self.sport}" if self.sport is not None else "",
+                 f"dport {self.dport}" if self.dport is not None else "",
+                 f"{len(self.reasons)} reason(s)" if self.reasons else "",
+                 f"{len(self.exclude_reasons)} reason(s) excluded" if self.exclude_reasons else ""]
         return " ".join([where] + [e for e in extra if e])
 
+
+# IP protocols whose ports the kernel program reads (parse_packet in trace_drops.bpf.c).
+PORT_PROTOCOLS = {PROTOCOLS[name] for name in ("tcp", "udp", "sctp", "udplite")}
 
 # Functions whose kfree_skb() is not a packet drop: `ip route get` builds a dummy skb, routes it
 # and frees it (the hints' own route lookups would otherwise show up as drops).
@@ -108,15 +120,22 @@ def symbol_ranges(kallsyms: str, names: Sequence[str]) -> List[Tuple[int, int]]:
 
 @functools.lru_cache(maxsize=1)
 def not_drop_ranges() -> Tuple[Tuple[int, int], ...]:
-    try:
-        with open("/proc/kallsyms") as f:
-            return tuple(symbol_ranges(f.read(), NOT_DROPS))
-    except OSError:
-        return ()
+    return tuple(symbol_ranges(read_kallsyms(), NOT_DROPS))
+
+
+@dataclass(frozen=True)
+class DropCapture:
+    """What each event carries besides the drop itself: the kernel stack (return addresses)
+    and the first bytes of the packet from its network header."""
+    stack_depth: int = 0
+    snaplen: int = 0
+
+
+STACK_DEPTH = 32  # frames; deep enough from kfree_skb down to the syscall or softirq entry
 
 
 def program_defines(flt: DropFilter, fmt: TracepointFormat, summary: bool,
-                    ignore: Sequence[Tuple[int, int]] = ()) -> Dict[str, object]:
+                    ignore: Sequence[Tuple[int, int]] = (), capture: DropCapture = DropCapture()) -> Dict[str, object]:
     """The -D configuration of trace_drops.bpf.c for a filter (pure; unit-tested)."""
     defines: Dict[str, object] = {
         "HAVE_DROP_REASON": fmt.has_reason,
@@ -127,9 +146,13 @@ def program_defines(flt: DropFilter, fmt: TracepointFormat, summary: bool,
         "FILTER_IFACES": bool(flt.ifaces),
         "FILTER_NETNS": bool(not flt.ifaces and not flt.all_netns),
         "FILTER_REASONS": bool(flt.reasons),
+        "FILTER_EXCLUDE_REASONS": bool(flt.exclude_reasons),
+        "STACK_DEPTH": capture.stack_depth,
+        "SNAPLEN": capture.snaplen,
     }
-    if flt.proto is not None:
-        defines["FILTER_PROTO"] = flt.proto
+    for name, value in (("PROTO", flt.proto), ("PORT", flt.port), ("SPORT", flt.sport), ("DPORT", flt.dport)):
+        if value is not None:
+            defines[f"FILTER_{name}"] = value
     if flt.src is not None:
         defines.update(cidr_defines("SRC", flt.src))
     if flt.dst is not None:
@@ -140,9 +163,24 @@ def program_defines(flt: DropFilter, fmt: TracepointFormat, summary: bool,
     return defines
 
 
+def reason_codes(names: Sequence[str], fmt: TracepointFormat, option: str) -> Set[int]:
+    """Reason names (with or without SKB_DROP_REASON_) -> this kernel's codes."""
+    if not fmt.has_reason:
+        raise BpftoolsError(f"this kernel's skb:kfree_skb has no drop reason (before 5.17): {option} unavailable")
+    codes = set()
+    for name in names:
+        code = fmt.reason_code(name)
+        if code is None:
+            raise BpftoolsError(f"unknown drop reason {name!r} on this kernel (e.g. NETFILTER_DROP, NO_SOCKET)")
+        codes.add(code)
+    return codes
+
+
 def build_filter(ifnames: Sequence[str], netns: Optional[str], all_netns: bool, src: Optional[str] = None,
                  dst: Optional[str] = None, proto: Optional[str] = None, reasons: Sequence[str] = (),
-                 fmt: Optional[TracepointFormat] = None) -> DropFilter:
+                 fmt: Optional[TracepointFormat] = None, *, exclude_reasons: Sequence[str] = (),
+                 port: Optional[int] = None, sport: Optional[int] = None,
+                 dport: Optional[int] = None) -> DropFilter:
     """Options -> DropFilter; unknown interface/namespace/reason is a one-line BpftoolsError."""
     if netns and all_netns:
         raise BpftoolsError("--netns and --all-netns exclude each other")
@@ -163,15 +201,21 @@ def build_filter(ifnames: Sequence[str], netns: Optional[str], all_netns: bool, 
     flt.src = parse_cidr(src, "--src") if src else None
     flt.dst = parse_cidr(dst, "--dst") if dst else None
     flt.proto = parse_protocol(proto) if proto else None
-    if reasons:
+    flt.port, flt.sport, flt.dport = port, sport, dport
+    if (port, sport, dport) != (None, None, None) and flt.proto is not None and flt.proto not in PORT_PROTOCOLS:
+        raise BpftoolsError(f"--proto {proto} has no ports: --port/--sport/--dport need tcp, udp, sctp or udplite")
+    if reasons or exclude_reasons:
         fmt = fmt or kfree_skb_format()
-        if not fmt.has_reason:
-            raise BpftoolsError("this kernel's skb:kfree_skb has no drop reason (before 5.17): --reason unavailable")
-        for name in reasons:
-            code = fmt.reason_code(name)
-            if code is None:
-                raise BpftoolsError(f"unknown drop reason {name!r} on this kernel (e.g. NETFILTER_DROP, NO_SOCKET)")
-            flt.reasons.add(code)
+    if reasons:
+        flt.reasons = reason_codes(reasons, fmt, "--reason")
+    if exclude_reasons:
+        excluded = reason_codes(exclude_reasons, fmt, "--exclude-reason")
+        if flt.reasons:  # both: the wanted set minus the excluded, one map lookup in the kernel
+            flt.reasons -= excluded
+            if not flt.reasons:
+                raise BpftoolsError("--exclude-reason removes every --reason given: nothing left to trace")
+        else:
+            flt.exclude_reasons = excluded
     return flt
 
 
@@ -180,9 +224,13 @@ class DropTracer(contextlib.AbstractContextManager):
     skb:kfree_skb; `poll()` hands decoded raw events to `on_event`; `counts()` and
     `events_lost()` read the kernel's counters. Leaving the block detaches and unloads."""
 
-    def __init__(self, flt: DropFilter, summary: bool = False, fmt: Optional[TracepointFormat] = None):
+    def __init__(self, flt: DropFilter, summary: bool = False, fmt: Optional[TracepointFormat] = None,
+                 capture: DropCapture = DropCapture()):
+        if summary and (capture.stack_depth or capture.snaplen):
+            raise BpftoolsError("stacks and packet bytes travel with per-drop events: not with a summary")
         self.flt = flt
         self.summary = summary
+        self.capture = capture
         self.fmt = fmt or kfree_skb_format()
         self.program = None
         self.attachment: Optional[TracepointAttachment] = None
@@ -194,7 +242,7 @@ class DropTracer(contextlib.AbstractContextManager):
 
         try:
             self.program = self._stack.enter_context(
-                BpfProgram(SOURCE, program_defines(self.flt, self.fmt, self.summary, not_drop_ranges())))
+                BpfProgram(SOURCE, program_defines(self.flt, self.fmt, self.summary, not_drop_ranges(), self.capture)))
             self._fill_maps()
             self.attachment = self._stack.enter_context(self._attach())
             if not self.summary:
@@ -228,9 +276,9 @@ class DropTracer(contextlib.AbstractContextManager):
             table = self.program.table("netns_filter")
             for inode in self.flt.netns_inodes:
                 table[u32(inode)] = u8(1)
-        if self.flt.reasons:
-            table = self.program.table("reason_filter")
-            for code in self.flt.reasons:
+        for name, codes in (("reason_filter", self.flt.reasons), ("reason_exclude", self.flt.exclude_reasons)):
+            table = self.program.table(name)
+            for code in codes:
                 table[u32(code)] = u8(1)
 
     @property
@@ -250,7 +298,7 @@ class DropTracer(contextlib.AbstractContextManager):
             return []
         self.program.bpf.ring_buffer_poll(timeout_ms)
         pending, self._pending = self._pending, []
-        return [decode_raw(item) for item in pending]
+        return [decode_raw(item, self.capture.stack_depth) for item in pending]
 
     def detach(self) -> None:
         """Stop tracing but keep maps and ring buffer readable (for the final counts)."""
@@ -264,7 +312,7 @@ class DropTracer(contextlib.AbstractContextManager):
             return []
         self.program.bpf.ring_buffer_consume()
         pending, self._pending = self._pending, []
-        return [decode_raw(item) for item in pending]
+        return [decode_raw(item, self.capture.stack_depth) for item in pending]
 
     def counts(self) -> Dict[Tuple[int, int, int], int]:
         table = self.program.table("drop_counts")

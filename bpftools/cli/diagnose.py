@@ -35,11 +35,14 @@ def diagnose() -> None:
 @click.option("--timeout", default=2.0, show_default=True, type=float, help="Seconds to wait for each reply.")
 @click.option("--size", "payload", default=56, show_default=True, type=click.IntRange(0, 65507),
               help="ICMP payload bytes (as ping -s).")
+@click.option("-I", "--interface", "interface", metavar="IFACE|ADDR",
+              help="As ping -I: send from this interface (SO_BINDTODEVICE) or this source address.")
+@click.option("--source", metavar="ADDR", help="Source address of the echo requests (an address of the namespace).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @click.option("--record", type=click.Path(dir_okay=False, writable=True),
               help="Also write the namespace state the walk saw to this JSON file (for bug reports).")
-def ping(dst: str, netns: Optional[str], count: int, timeout: float, payload: int, as_json: bool,
-         record: Optional[str]) -> None:
+def ping(dst: str, netns: Optional[str], count: int, timeout: float, payload: int, interface: Optional[str],
+         source: Optional[str], as_json: bool, record: Optional[str]) -> None:
     """Walk the path to DST (both directions) checking every hop, ping it while tracing drops, and
     name the causes with fix commands. Exit 0 reachable, 1 cause found, 2 cause unknown, 3 error."""
     from ..attach import terminate_gracefully
@@ -49,7 +52,8 @@ def ping(dst: str, netns: Optional[str], count: int, timeout: float, payload: in
     try:
         require_privileges()
         with terminate_gracefully():  # SIGTERM/SIGHUP unwind: tracers and counters detach
-            result = diagnose_ping(dst, netns, count, timeout, payload, record=record)
+            result = diagnose_ping(dst, netns, count, timeout, payload, record=record, interface=interface,
+                                   source=source)
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
     if as_json:

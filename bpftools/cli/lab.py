@@ -41,7 +41,11 @@ def up(name: str) -> None:
     ns, dst = topo.ping()
     click.echo(f"lab {name} is up: {', '.join(namespaces_of(name))}")
     click.echo(f"  {topo.summary}")
-    click.echo(f"  try: ip netns exec {ns} ping -c 1 {dst}")
+    click.echo(f"  try: {topo.ping_command()}")
+    if topo.starts_broken:
+        click.echo(f"  it starts broken, as in the tutorial ({topo.starts_broken}): "
+                   f"bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}; "
+                   f"`bpftools lab fix {name}` repairs it")
     click.echo(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")
 
 
@@ -55,9 +59,10 @@ def break_(name: str, fault: str) -> None:
 
     require_privileges()
     f = lab_break(name, fault)
-    ns, dst = topology(name).ping(fault)
+    topo = topology(name)
+    ns, dst = topo.ping(fault)
     click.echo(f"lab {name}: broke it ({fault}: {f.summary})")
-    click.echo(f"  diagnose: bpftools diagnose ping {dst} --netns {ns}")
+    click.echo(f"  diagnose: bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}")
 
 
 @lab.command()

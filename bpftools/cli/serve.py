@@ -7,7 +7,8 @@ import click
 
 from ..attach import terminate_gracefully
 from ..kernel.privileges import require_privileges
-from ..serve import Exporter
+from ..logs import log_options, setup_logging
+from ..serve import Exporter, log, reload_on_sighup
 from ..serve_config import DEFAULT_LISTEN, build_config, read_config_file
 from .output import announce_ready
 
@@ -24,18 +25,30 @@ from .output import announce_ready
 @click.option("--allow-remote", multiple=True, metavar="CIDR", help="Tunnel senders --decap accepts.")
 @click.option("--allow-any", is_flag=True, help="--decap accepts any sender (unsafe, CVE-2020-10136).")
 @click.option("--local", multiple=True, metavar="ADDR", help="Tunnel endpoint addresses for --decap.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML file with the same keys.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML or YAML file with the same keys; re-read on SIGHUP.")
+@log_options
 def serve(listen: Optional[str], drops: bool, netns: Optional[str], all_netns: bool, encap: Tuple[str, ...],
           ingress_hook: Optional[str], udp_port: Tuple[str, ...], decap: Tuple[str, ...],
-          allow_remote: Tuple[str, ...], allow_any: bool, local: Tuple[str, ...], config_file: Optional[str]) -> None:
-    """Export drops, tunnel counters and decap results to Prometheus."""
+          allow_remote: Tuple[str, ...], allow_any: bool, local: Tuple[str, ...], config_file: Optional[str],
+          log_level: str, log_format: str) -> None:
+    """Export drops, tunnel counters and decap results to Prometheus.
+
+    SIGHUP re-reads --config FILE and attaches or detaches only what changed; SIGINT/SIGTERM
+    detach everything and exit."""
+    setup_logging(log_level, log_format)
     require_privileges()
     flags = dict(listen=listen, drops=drops, netns=netns, all_netns=all_netns, encap=encap,
                  ingress_hook=ingress_hook, udp_port=udp_port, decap=decap, allow_remote=allow_remote,
                  allow_any=allow_any, local=local)
-    config = build_config(read_config_file(config_file) if config_file else {}, flags)
-    with terminate_gracefully(), Exporter(config) as exporter:
-        announce_ready(f"serving metrics on http://{config.listen}/metrics")
+
+    def load():
+        return build_config(read_config_file(config_file) if config_file else {}, flags)
+
+    exporter = Exporter(load(), reload_config=load if config_file else None)
+    with terminate_gracefully(), reload_on_sighup(exporter), exporter:
+        log.info("serving metrics on http://%s/metrics", exporter.config.listen)
+        announce_ready(f"serving metrics on http://{exporter.config.listen}/metrics")
         exporter.run()
 
 

@@ -1,12 +1,18 @@
 """`bpftools trace-drops`: every dropped packet with the kernel's reason, where, what, and a hint."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Optional, Tuple
 
 import click
 
 from .output import announce_ready, duration_option, emit_json, table
+
+
+# --pcap bytes per packet: enough for IP, TCP and a tunnel's inner headers by default; the
+# maximum keeps a ring buffer of 1 MiB at hundreds of events.
+SNAPLEN_DEFAULT, SNAPLEN_MAX = 256, 1024
 
 
 @click.command("trace-drops")
@@ -16,30 +22,56 @@ from .output import announce_ready, duration_option, emit_json, table
 @click.option("--src", metavar="CIDR", help="Only packets from this address/prefix.")
 @click.option("--dst", metavar="CIDR", help="Only packets to this address/prefix.")
 @click.option("--proto", metavar="icmp|tcp|udp|N", help="Only this IP protocol.")
+@click.option("--port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Only TCP/UDP/SCTP packets from or to this port.")
+@click.option("--sport", type=click.IntRange(0, 65535), metavar="PORT", help="Only packets from this port.")
+@click.option("--dport", type=click.IntRange(0, 65535), metavar="PORT", help="Only packets to this port.")
 @click.option("--reason", "reasons", multiple=True, metavar="NAME",
               help="Only this kernel drop reason (repeatable), e.g. NETFILTER_DROP.")
+@click.option("--exclude-reason", "exclude_reasons", multiple=True, metavar="NAME",
+              help="Hide this drop reason (repeatable), e.g. NOT_SPECIFIED.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--summary", is_flag=True, help="Count in the kernel (exact, no per-drop output); print totals on exit.")
 @click.option("--no-hints", is_flag=True, help="Do not read namespace state to explain drops.")
+@click.option("--stack", is_flag=True, help="Show the kernel stack of each drop.")
+@click.option("--pcap", "pcap_path", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
+              help="Write the dropped packets to FILE (pcapng, from the IP header, drop details as comments).")
+@click.option("--snaplen", type=click.IntRange(1, SNAPLEN_MAX), default=SNAPLEN_DEFAULT, show_default=True,
+              metavar="BYTES", help="With --pcap: bytes of each packet to keep.")
 @duration_option
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N drops.")
 def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, src: Optional[str],
-                dst: Optional[str], proto: Optional[str], reasons: Tuple[str, ...], as_json: bool, summary: bool,
-                no_hints: bool, duration: Optional[float], count: Optional[int]) -> None:
+                dst: Optional[str], proto: Optional[str], port: Optional[int], sport: Optional[int],
+                dport: Optional[int], reasons: Tuple[str, ...], exclude_reasons: Tuple[str, ...], as_json: bool,
+                summary: bool, no_hints: bool, stack: bool, pcap_path: Optional[str], snaplen: int,
+                duration: Optional[float], count: Optional[int]) -> None:
     """Show each packet the kernel drops: reason, namespace/interface, flow, kernel location, hint.
 
     With no IFACE, every interface of the namespace (--netns, else the current one)."""
     from ..attach import terminate_gracefully
     from ..kernel.drop_reasons import kfree_skb_format
+    from ..kernel.kallsyms import hidden_note
     from ..kernel.privileges import require_privileges
     from ..drop_events import Names, bcc_ksym, summary_json
-    from ..trace_drops import DropTracer, build_filter, run_trace
+    from ..trace_drops import STACK_DEPTH, DropCapture, DropTracer, build_filter, run_trace
 
     if summary and count:
         raise click.UsageError("--count counts shown drops; with --summary use --duration or Ctrl-C")
+    if summary and (stack or pcap_path):
+        raise click.UsageError("--stack and --pcap need each drop; --summary only counts them in the kernel")
     require_privileges()
     fmt = kfree_skb_format()
-    flt = build_filter(ifaces, netns, all_netns, src, dst, proto, reasons, fmt)
+    flt = build_filter(ifaces, netns, all_netns, src, dst, proto, reasons, fmt, exclude_reasons=exclude_reasons,
+                       port=port, sport=sport, dport=dport)
+    capture = DropCapture(stack_depth=STACK_DEPTH if stack else 0, snaplen=snaplen if pcap_path else 0)
+    symbols_note = hidden_note()
+    if symbols_note:  # never degrade silently: locations and stacks would be bare addresses
+        click.echo(f"bpftools: note: {symbols_note}", err=True)
+    pcap = None
+    if pcap_path:
+        from ..drop_pcap import DropPcap
+
+        pcap = DropPcap(pcap_path)
     hints = None
     if not summary and not no_hints:
         from ..drop_hints import HintEngine
@@ -49,6 +81,8 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
     def on_event(event) -> None:
         if hints is not None:
             event.hint = hints.hint(event)
+        if pcap is not None:
+            pcap.write(event)
         if as_json:
             emit_json(event.as_json())
             return
@@ -61,13 +95,16 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
         else:
             click.echo(f"-- {n} drop events lost (ring buffer full); the summary still counts them")
 
-    with terminate_gracefully(), DropTracer(flt, summary=summary, fmt=fmt) as tracer:
+    with terminate_gracefully(), pcap or contextlib.nullcontext(), \
+            DropTracer(flt, summary=summary, fmt=fmt, capture=capture) as tracer:
         names = Names(fmt, ksym=bcc_ksym)
         if hints is not None:
             hints.prime(flt, names)
         ready = f"tracing drops on {flt.describe(names)} via {tracer.method}"
         result = run_trace(tracer, names, on_event, on_lost, duration=duration, count=count,
                            on_ready=lambda: announce_ready(ready))
+    if pcap is not None:
+        click.echo(f"bpftools: {pcap.note()}", err=True)
     if as_json:
         emit_json(summary_json(result.rows, result.events_lost))
         return

@@ -5,13 +5,14 @@ tracing and per-hop counters (live.py) -> verdict (verdict.py)."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Optional
+from dataclasses import dataclass
+from typing import List, Optional
 
 from ..errors import BpftoolsError
 from .capture import Known, LiveSource, current_label
 from .live import default_tracer, relevant_drops, run_live
 from .state import Snapshot
-from .verdict import EXIT_ERROR, exit_status, story, verdict
+from .verdict import EXIT_ERROR, claimable, exit_status, story, unexplained, verdict
 from .walk import Walker
 
 __all__ = ["diagnose_ping", "exit_status", "story", "UsageProblem"]
@@ -26,31 +27,73 @@ class UsageProblem(BpftoolsError):
 
 
 def static_walk(src_ns: str, target: str, payload: int = 56, home: Optional[str] = None,
-                snapshot: Optional[Snapshot] = None):
+                snapshot: Optional[Snapshot] = None, binding: Optional["Binding"] = None):
     """Walk the path on a snapshot (default: the live namespaces, captured as the walk needs them)."""
     home = home or current_label()
     snapshot = snapshot if snapshot is not None else Snapshot(source=LiveSource())
-    return Walker(snapshot, payload, home=home).walk(src_ns, target)
+    binding = binding or Binding()
+    return Walker(snapshot, payload, home=home).walk(src_ns, target, binding.source, binding.device)
 
 
-def recording(snapshot: Snapshot, src_ns: str, target: str, home: str, payload: int = 56) -> dict:
+@dataclass
+class Binding:
+    """ping's -I: a device (SO_BINDTODEVICE) and/or a source address."""
+    device: Optional[str] = None
+    source: Optional[str] = None
+
+    def ping_args(self) -> List[str]:
+        return [arg for value in (self.device, self.source) if value for arg in ("-I", value)]
+
+
+def binding_for(snapshot: Snapshot, src_ns: str, interface: Optional[str], source: Optional[str]) -> Binding:
+    """`-I IFACE|ADDR` and `--source ADDR`, checked against the source namespace as ping checks them."""
+    state = snapshot.ns(src_ns)
+    device = None
+    if interface:
+        if _is_ipv4(interface):
+            source = source or interface
+            if source != interface:
+                raise UsageProblem(f"-I {interface} and --source {source} name two different source addresses")
+        elif state.link_by_name(interface) is None:
+            raise UsageProblem(f"-I {interface}: no such interface in {src_ns} (ping: SO_BINDTODEVICE: No such "
+                               "device)")
+        else:
+            device = interface
+    if source:
+        if not _is_ipv4(source):
+            raise UsageProblem(f"--source {source!r} is not an IPv4 address")
+        if state.owns(source) is None:
+            raise UsageProblem(f"--source {source} is not an address of {src_ns} (ping: bind: Cannot assign "
+                               "requested address)")
+    return Binding(device, source)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False
+
+
+def recording(snapshot: Snapshot, src_ns: str, target: str, home: str, payload: int = 56,
+              binding: Optional[Binding] = None) -> dict:
     """What the walk saw, replayable with `replay()` (unit tests, bug reports)."""
-    return {"home": home, "netns": src_ns, "target": target, "payload": payload, "namespaces": snapshot.to_dict()}
+    binding = binding or Binding()
+    return {"home": home, "netns": src_ns, "target": target, "payload": payload, "device": binding.device,
+            "source": binding.source, "namespaces": snapshot.to_dict()}
 
 
 def replay(data: dict):
     """The static walk over a recording."""
     return static_walk(data["netns"], data["target"], data.get("payload", 56), data.get("home", "host"),
-                       Snapshot.from_dict(data["namespaces"]))
+                       Snapshot.from_dict(data["namespaces"]), Binding(data.get("device"), data.get("source")))
 
 
 def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, timeout: float = 2.0,
-                  payload: int = 56, tracer=_DEFAULT, record: Optional[str] = None) -> dict:
-    try:
-        if ipaddress.ip_address(target).version != 4:
-            raise ValueError
-    except ValueError:
-        raise UsageProblem(f"{target!r} is not an IPv4 address (diagnose ping takes an address)") from None
+                  payload: int = 56, tracer=_DEFAULT, record: Optional[str] = None,
+                  interface: Optional[str] = None, source: Optional[str] = None) -> dict:
+    if not _is_ipv4(target):
+        raise UsageProblem(f"{target!r} is not an IPv4 address (diagnose ping takes an address)")
     if count < 1 or count > 100:
         raise UsageProblem("--count must be between 1 and 100")
     if timeout <= 0 or timeout > 60:
@@ -58,23 +101,28 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     try:
         home = current_label()
         src_ns = Known().netns(netns).label if netns else home  # any selector; paths show its label
-        first = static_walk(src_ns, target, payload, home)
+        before = Snapshot(source=LiveSource())
+        binding = binding_for(before, src_ns, interface, source)
+        first = static_walk(src_ns, target, payload, home, before, binding)
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
     namespaces = first.namespaces or [src_ns]
     live = run_live(src_ns, target, count, timeout, payload, namespaces,
-                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src)
+                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src, ping_args=binding.ping_args())
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=LiveSource())
-    walk = static_walk(src_ns, target, payload, home, snapshot)
+    walk = static_walk(src_ns, target, payload, home, snapshot, binding)
     if record:
         import json
 
         with open(record, "w") as f:
-            json.dump(recording(snapshot, src_ns, target, home, payload), f, indent=1, sort_keys=True)
+            json.dump(recording(snapshot, src_ns, target, home, payload, binding), f, indent=1, sort_keys=True)
     drops = relevant_drops(live.drops, walk.src or first.src, target)
     result = verdict(target, src_ns, walk, live.sent, live.received, drops)
+    result["device"] = binding.device
     annotate_counts(result["path"], live, snapshot)
+    if result["causes"]:
+        result["causes"] = claimable(result["causes"], result["path"]) or [unexplained(result, src_ns)]
     annotate_inodes(result, snapshot)
     result["notes"] = live.notes
     return result

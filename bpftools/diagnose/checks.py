@@ -150,14 +150,22 @@ def check_route(state: NetnsState, lookup, dst: str, cause: str, suggestion: Opt
 
 
 def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
-                 suggestion: Optional[RouteSuggestion] = None, **kw) -> Finding:
-    """rp_filter (effective = max(all, iface)), martian local sources, accept_local."""
+                 suggestion: Optional[RouteSuggestion] = None, own: bool = False, **kw) -> Finding:
+    """rp_filter (effective = max(all, iface)), martian local sources, accept_local. `own`: the
+    packet was sent by this namespace itself and comes back in over a veth pair (both ends here)."""
     result: SourceCheck = validate_source(state, src, dst, iif)
     check = f"source_{what}"
     if result.ok:
         return ok(state, check, f"{what} from {src} on {iif.ifname}: {result.detail}", iif.ifname,
                   kw.get("direction", "request"))
     detail = f"{what} from {src} arriving on {iif.ifname}: {result.detail}"
+    if result.problem == "local_source" and own:
+        owner = state.owns(src)
+        dev = state.ifname(owner.ifindex) if owner else "?"
+        detail += (f"; this namespace sent it itself: it left by {dev} and came back in on {iif.ifname}, its veth "
+                   f"peer, so its source is one of our own addresses; accept_local = 1 on {iif.ifname} accepts it")
+        fix = [f"sysctl -w net.ipv4.conf.{iif.ifname}.accept_local=1"] + rp_filter_loosening(state, iif)
+        return bad(state, check, "local_source", detail, fix, iif.ifname, **kw)
     if result.problem == "local_source":
         owner = state.owns(src)
         dev = state.ifname(owner.ifindex) if owner else "?"
@@ -167,9 +175,17 @@ def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
         return bad(state, check, "local_source", detail, fix, iif.ifname, **kw)
     if result.problem == "no_return_route":
         return bad(state, check, "no_return_route", detail, route_fix(suggestion, src), iif.ifname, **kw)
-    fix = ["sysctl -w net.ipv4.conf.all.rp_filter=2", f"sysctl -w net.ipv4.conf.{iif.ifname}.rp_filter=2"]
     detail += " (loose mode 2 accepts it; or make the route back to the source use this interface)"
-    return bad(state, check, "rp_filter", detail, fix, iif.ifname, **kw)
+    return bad(state, check, "rp_filter", detail, rp_filter_loosening(state, iif), iif.ifname, **kw)
+
+
+def rp_filter_loosening(state: NetnsState, iif: Link) -> List[str]:
+    """Strict (1) -> loose (2), touching only the settings that are strict: raising conf/all from 0
+    would make every other interface stricter."""
+    if state.rp_filter(iif.ifname) != 1:
+        return []
+    fix = ["sysctl -w net.ipv4.conf.all.rp_filter=2"] if state.conf("all", "rp_filter") == 1 else []
+    return fix + [f"sysctl -w net.ipv4.conf.{iif.ifname}.rp_filter=2"]
 
 
 # -- firewall --------------------------------------------------------------------------------------
@@ -243,37 +259,31 @@ def check_neighbour(state: NetnsState, oif: Link, nexthop: str, receiver: Option
     return ok(state, "neighbour", f"ARP entry for {nexthop} on {oif.ifname}: {state_text}", oif.ifname, direction)
 
 
-def check_nexthop_owner(state: NetnsState, oif: Link, route, nexthop: str, rstate: Optional[NetnsState],
-                        rlink: Optional[Link], where: str, **kw) -> Finding:
-    """Does anything on the other side of oif answer ARP for the next hop (arp_ignore, proxy_arp)?"""
+def check_nexthop_owner(state: NetnsState, oif: Link, route, nexthop: str, resolution, **kw) -> Finding:
+    """ARP for the next hop over oif's segment (segment.resolve): who answers, or why nobody does."""
     direction = kw.get("direction", "request")
-    if oif.noarp or rstate is None or rlink is None:
-        owner = None
-    else:
-        owner = rstate.owns(nexthop)
-    if owner is not None:
-        if owner.ifindex != rlink.ifindex and rstate.arp_ignore(rlink.ifname) >= 1:
-            return bad(rstate, "nexthop", "neighbor_unreachable",
-                       f"{nexthop} is on {rstate.ifname(owner.ifindex)}, not on {rlink.ifname} where the ARP request "
-                       f"arrives, and arp_ignore = {rstate.arp_ignore(rlink.ifname)} answers only for addresses of "
-                       "the receiving interface", ["sysctl -w net.ipv4.conf.all.arp_ignore=0",
-                                                   f"sysctl -w net.ipv4.conf.{rlink.ifname}.arp_ignore=0"],
-                       rlink.ifname, **kw)
-        return ok(state, "nexthop", f"{nexthop} answers on the other side of {oif.ifname} ({where})", oif.ifname,
-                  direction)
-    if rstate is not None and rlink is not None and rstate.proxy_arp(rlink.ifname):
-        return ok(state, "nexthop", f"{where} answers ARP for {nexthop} (proxy_arp)", oif.ifname, direction)
-    detail = f"nothing on the other side of {oif.ifname} ({where}) has the address {nexthop}: ARP goes unanswered"
+    found = resolution.answer
+    if found is not None and found.ok:
+        return ok(state, "nexthop", found.detail, oif.ifname, direction)
+    if found is not None:   # the owner is there but would not answer
+        return bad(found.station.state, "nexthop", found.cause, f"ARP for {nexthop} from {state.name} "
+                   f"({oif.ifname}) is not answered: {found.detail}", found.fix, found.station.link.ifname, **kw)
+    seg = resolution.segment
+    if seg.unseen:
+        return ok(state, "nexthop", f"nobody we can see on {seg.describe(oif)} has {nexthop}; it may be behind "
+                  f"{seg.unseen[0]}", oif.ifname, direction)
+    detail = f"nobody on {seg.describe(oif)} has the address {nexthop}: ARP goes unanswered"
     candidates = []
-    if rstate is not None and rlink is not None and route is not None and route.gateway:
+    if route is not None and route.gateway:
         mine = state.addrs_on(oif.ifindex)
-        candidates = [a.address for a in rstate.addrs_on(rlink.ifindex)
+        candidates = [a.address for s in seg.stations if s.state.forwarding(s.link.ifname)
+                      for a in s.state.addrs_on(s.link.ifindex)
                       if any(ipaddress.ip_address(a.address) in m.network for m in mine)]
     if candidates:
         return bad(state, "nexthop", "neighbor_unreachable", f"{detail}; the gateway there is {candidates[0]}",
                    [f"ip route replace {route.dst}/{route.dst_len} via {candidates[0]} dev {oif.ifname}"
                     + (f" table {route.table}" if route.table != 254 else "")], oif.ifname, **kw)
-    return bad(state, "nexthop", "neighbor_unreachable", detail, [], oif.ifname, confidence=LIKELY, **kw)
+    return bad(state, "nexthop", "neighbor_unreachable", detail, [], oif.ifname, **kw)
 
 
 def check_programs(state: NetnsState, link: Link, **kw) -> List[Finding]:

@@ -10,7 +10,7 @@ import contextlib
 import re
 import subprocess
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Optional
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 from ..errors import BpftoolsError
 from .capture import Known, entered
@@ -28,10 +28,11 @@ class LiveResult:
     notes: List[str] = field(default_factory=list)
 
 
-def ping(netns: str, dst: str, count: int, timeout: float, payload: int = 56) -> (int, int, str):
-    """(sent, received, output) of a bounded ping from `netns`."""
+def ping(netns: str, dst: str, count: int, timeout: float, payload: int = 56,
+         extra: Sequence[str] = ()) -> (int, int, str):
+    """(sent, received, output) of a bounded ping from `netns` (`extra`: e.g. ["-I", "veth0"])."""
     cmd = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(max(1, int(round(timeout)))),
-           "-s", str(payload), dst]
+           "-s", str(payload), *extra, dst]
     try:
         with entered(netns):
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -202,7 +203,8 @@ def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
 
 
 def run_live(src_ns: str, dst: str, count: int, timeout: float, payload: int, namespaces: List[str],
-             tracer: Optional[DropTracer] = None, src: Optional[str] = None) -> LiveResult:
+             tracer: Optional[DropTracer] = None, src: Optional[str] = None,
+             ping_args: Sequence[str] = ()) -> LiveResult:
     """Ping while counting per hop and tracing drops; counting and tracing are evidence, not
     requirements: when they cannot start, `notes` says why and the pings still run."""
     result = LiveResult()
@@ -211,7 +213,7 @@ def run_live(src_ns: str, dst: str, count: int, timeout: float, payload: int, na
                             lambda: HopCounter(namespaces, src, dst) if src else None)
         tracing = _optional(stack, result, "drop tracing", lambda: tracer(namespaces) if tracer else None)
         before = read_counters(namespaces)
-        result.sent, result.received, out = ping(src_ns, dst, count, timeout, payload)
+        result.sent, result.received, out = ping(src_ns, dst, count, timeout, payload, ping_args)
         if not result.sent and out.strip():
             last = out.strip().splitlines()[-1]
             result.notes.append(last if last.startswith("ping:") else f"ping: {last}")

@@ -96,13 +96,17 @@ def select_source(state: NetnsState, route: Route, dst: str) -> Optional[str]:
     return others[0].address if others else None
 
 
-def route_get(state: NetnsState, dst: str, src: Optional[str] = None) -> Lookup:
-    """Output route for a locally generated packet (two passes, as a socket does)."""
-    first = fib_lookup(state, dst, src)
+def route_get(state: NetnsState, dst: str, src: Optional[str] = None, oif: Optional[int] = None) -> Lookup:
+    """Output route for a locally generated packet (two passes, as a socket does). `oif`: a socket
+    bound to that device (SO_BINDTODEVICE): only routes through it; with none, the kernel assumes
+    the destination is on-link there (table 0 marks that assumption)."""
+    first = fib_lookup(state, dst, src, oif=oif)
+    if not first.ok and oif is not None:
+        return Lookup(Route(dst=dst, dst_len=32, table=0, oif=oif, scope=253))
     if not first.ok or src is not None:
         return first
     chosen = select_source(state, first.route, dst) if first.route.type == "unicast" else dst
-    again = fib_lookup(state, dst, chosen)
+    again = fib_lookup(state, dst, chosen, oif=oif)
     return again if again.ok else first
 
 

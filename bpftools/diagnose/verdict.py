@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from .checks import HOST_LABEL, LIKELY, Finding, in_ns
+from .checks import CERTAIN, HOST_LABEL, LIKELY, Finding, in_ns
 from .walk import WalkResult
 
 # kfree_skb drop reasons (names as the kernel prints them, SKB_DROP_REASON_ prefix removed) -> cause.
@@ -36,22 +36,28 @@ def _check_text(f: Finding) -> str:
     return f"check {f.check} ({f.direction}): {f.detail}"
 
 
-def _cause(name, netns, ifname, detail, evidence, fix, confidence, order) -> dict:
+def _cause(name, netns, ifname, detail, evidence, fix, confidence, order, direction=None) -> dict:
     return {"cause": name, "netns": netns, "ifname": ifname, "detail": detail, "evidence": list(evidence),
-            "fix": list(fix), "confidence": confidence, "_order": order}
+            "fix": list(fix), "confidence": confidence, "direction": direction, "_order": order,
+            "_confirmed": confidence >= CERTAIN}
 
 
 def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
-    """Failed checks become causes (merged when they name the same fix); drop events add evidence
-    to the cause they confirm, or become causes of their own (XDP/TC drops, unexplained drops)."""
+    """Failed checks become causes (one per cause, namespace and interface); drop events add
+    evidence to the cause they confirm, or become causes of their own (XDP/TC drops, unexplained
+    drops). The first is the most likely; the others ("also") only when independently confirmed:
+    the configuration alone breaks the ping there, or a traced drop says so."""
     causes: List[dict] = []
     index: Dict[tuple, dict] = {}
     for order, f in enumerate(x for x in findings if not x.ok and x.cause):
-        key = (f.cause, f.netns, tuple(f.fix) or f.detail)
-        if key in index:
-            index[key]["evidence"].append(_check_text(f))
+        key = (f.cause, f.netns, f.ifname or f.detail)
+        same = next((c for c in causes if (c["cause"], c["netns"]) == (f.cause, f.netns)
+                     and (f.fix and c["fix"] == f.fix or f.ifname and c["ifname"] == f.ifname)), None)
+        if same is not None:
+            _add_evidence(same, _check_text(f))
             continue
-        index[key] = _cause(f.cause, f.netns, f.ifname, f.detail, [_check_text(f)], f.fix, f.confidence, order)
+        index[key] = _cause(f.cause, f.netns, f.ifname, f.detail, [_check_text(f)], f.fix, f.confidence, order,
+                            f.direction)
         causes.append(index[key])
     programs = {(f.netns, f.ifname): f for f in findings if f.ok and f.cause in ("xdp_drop", "tc_drop")}
     for event in drops:
@@ -61,8 +67,9 @@ def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
             causes.append(_cause(f.cause, f.netns, f.ifname, f"{f.detail}; nothing else on the path explains the "
                                  "failure", [_check_text(f)], f.fix, f.confidence, order))
     causes.sort(key=lambda c: (-c["confidence"], c["_order"]))
+    causes = causes[:1] + [c for c in causes[1:] if c["_confirmed"]]
     for c in causes:
-        del c["_order"]
+        del c["_order"], c["_confirmed"]
         c["confidence"] = round(c["confidence"], 2)
     return causes
 
@@ -79,15 +86,15 @@ def _add_drop(event: dict, causes: List[dict], index: Dict[tuple, dict], program
               [c for c in causes if c["cause"] in kin]
     text = _event_text(event)
     if matched:
-        if text not in matched[0]["evidence"]:
-            matched[0]["evidence"].append(text)
+        _add_evidence(matched[0], text)
+        matched[0]["_confirmed"] = True
         matched[0]["confidence"] = min(0.99, matched[0]["confidence"] + 0.05)
         return
     if name is None:
         return
     key = (name, event.get("netns"), event.get("ifname"))
     if key in index:
-        index[key]["evidence"].append(text)
+        _add_evidence(index[key], text)
         return
     detail = f"the kernel dropped the ping with reason {drop_reason(event)} in {event.get('netns')}" \
         + (f" on {event['ifname']}" if event.get("ifname") else "") + (f" at {location}" if location else "")
@@ -95,7 +102,13 @@ def _add_drop(event: dict, causes: List[dict], index: Dict[tuple, dict], program
         detail += f" ({program.detail})"
     index[key] = _cause(name, event.get("netns"), event.get("ifname"), detail, [text], _drop_fix(name, event),
                         LIKELY + 0.1, 10_000 + len(causes))
+    index[key]["_confirmed"] = True   # the kernel said so
     causes.append(index[key])
+
+
+def _add_evidence(cause: dict, text: str) -> None:
+    if text not in cause["evidence"]:
+        cause["evidence"].append(text)
 
 
 def cause_for_drop(event: dict) -> Optional[str]:
@@ -129,14 +142,24 @@ def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int,
             if walk.left_machine:
                 evidence.append(f"the path leaves the machine through {walk.left_machine}: the problem may be "
                                 "beyond it")
-            causes = [{"cause": "unknown", "netns": netns, "ifname": None,
-                       "detail": "the ping fails but no check on the path explains it", "evidence": evidence,
-                       "fix": [], "confidence": 0.0}]
+            causes = [_unknown(netns, "the ping fails but no check on the path explains it", evidence)]
     return {
         "target": target, "netns": netns, "reachable": reachable, "sent": sent, "received": received,
         "source": walk.src, "path": [h.to_dict() for h in walk.hops], "causes": causes, "drops": drops,
         "checks": [f.to_dict() for f in walk.findings],
     }
+
+
+def _unknown(netns: str, detail: str, evidence: List[str]) -> dict:
+    return {"cause": "unknown", "netns": netns, "ifname": None, "detail": detail, "evidence": evidence, "fix": [],
+            "confidence": 0.0, "direction": None}
+
+
+def unexplained(result: dict, netns: str) -> dict:
+    """When every cause the checks found sits where the ping's packets were counted never to arrive."""
+    stops = where_it_stops(result["path"])
+    return _unknown(netns, "the ping fails, and the failed checks are all at hops its packets never reached",
+                    [f"counted: {stops}"] if stops else [])
 
 
 def exit_status(result: dict) -> int:
@@ -189,6 +212,54 @@ def where_it_stops(path: List[dict]) -> Optional[str]:
     return None
 
 
+def _evidence_line(evidence: str) -> str:
+    return evidence.split(":", 1)[0] + " agrees" if evidence.startswith("check ") else evidence
+
+
+def counted_cutoff(path: List[dict]) -> Dict[str, int]:
+    """Per direction, the last hop (index among that direction's hops) the echo packets were counted
+    to reach or to stop at: the first hop they never arrived in is where they stop, and still a
+    suspect (an XDP program or a veth MTU drops before the count); beyond it nothing is. Replies
+    are never generated when no request arrived. Directions without per-hop echo counts: absent."""
+    cutoff: Dict[str, int] = {}
+    for direction in ("request", "reply"):
+        hops = [h for h in path if h["direction"] == direction]
+        if not hops or any((h.get("packets") or {}).get("unit") != "echo" for h in hops):
+            continue
+        if direction == "reply" and cutoff.get("request") is not None and not _request_arrived(path):
+            cutoff[direction] = -1
+            continue
+        for i, hop in enumerate(hops):
+            inn, out = hop["packets"].get("in"), hop["packets"].get("out")
+            if i > 0 and inn == 0:
+                cutoff[direction] = i
+                break
+            if out == 0:
+                cutoff[direction] = i + 1
+                break
+    return cutoff
+
+
+def _request_arrived(path: List[dict]) -> bool:
+    delivered = [h for h in path if h["direction"] == "request" and h["action"] == "deliver"]
+    return bool(delivered) and (delivered[-1].get("packets") or {}).get("in") != 0
+
+
+def claimable(causes: List[dict], path: List[dict]) -> List[dict]:
+    """The causes at hops the ping's packets were counted to reach (see counted_cutoff)."""
+    cutoff = counted_cutoff(path)
+
+    def reached(cause: dict) -> bool:
+        direction = cause.get("direction")
+        if direction not in cutoff:
+            return True
+        hops = [h for h in path if h["direction"] == direction]
+        at = [i for i, h in enumerate(hops) if h["netns"] == cause["netns"]]
+        return not at or at[0] <= cutoff[direction]
+
+    return [c for c in causes if reached(c)]
+
+
 def story(result: dict) -> str:
     """The human output: the path, where it breaks, why, the fix."""
     lines = []
@@ -197,7 +268,11 @@ def story(result: dict) -> str:
         if hops:
             label = "echo request" if direction == "request" else "echo reply  "
             lines.append(f"{label}: " + " => ".join(_hop_text(h) for h in hops))
-    lines.append(f"ping {result['target']} from {result['netns']}"
+    for hop in result["path"]:
+        if hop["action"] in ("send", "deliver") and hop.get("note") and not hop["note"].endswith(" is local"):
+            lines.append(f"  {hop['direction']} in {hop['netns']}: {hop['note']}")
+    lines.append(f"ping {result['target']}" + (f" -I {result['device']}" if result.get("device") else "")
+                 + f" from {result['netns']}"
                  + (f" ({result['source']})" if result.get("source") else "")
                  + f": {result['sent']} sent, {result['received']} received")
     if result["reachable"]:
@@ -220,10 +295,12 @@ def story(result: dict) -> str:
     where = first["netns"] + (f", {first['ifname']}" if first.get("ifname") else "")
     lines.append(f"it breaks in {where}: {first['cause']}")
     lines.append(f"  why: {first['detail']}")
+    shown = {_evidence_line(first["evidence"][0])}
     for e in first["evidence"][1:]:
-        if e.startswith("check "):
-            e = e.split(":", 1)[0] + " agrees"
-        lines.append(f"  evidence: {e}")
+        line = _evidence_line(e)
+        if line not in shown:
+            shown.add(line)
+            lines.append(f"  evidence: {line}")
     if first["fix"]:
         lines.append("  fix:")
         lines += [f"    {cmd}" for cmd in first["fix"]]

@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 from . import checks as C
 from .firewall import Packet
 from .routing import fib_lookup, route_get, select_source
+from .segment import Station, peer_of, resolve, segment
 from .state import Link, NetnsState, Snapshot
 
 ICMP_HEADER = 8
@@ -57,25 +58,34 @@ class WalkResult:
 class Walker:
     def __init__(self, snapshot: Snapshot, payload: int = 56, max_hops: int = 16, home: str = C.HOST_LABEL):
         self.snap = snapshot
+        self.bound: Optional[Link] = None
         self.size = payload + ICMP_HEADER + IP_HEADER
         self.max_hops = max_hops
         self.home = home
         self.result = WalkResult()
 
     # -- entry point -------------------------------------------------------------------------
-    def walk(self, src_ns: str, dst: str, src: Optional[str] = None) -> WalkResult:
+    def walk(self, src_ns: str, dst: str, src: Optional[str] = None, device: Optional[str] = None) -> WalkResult:
+        """The ping's path; `src` and `device` are ping's -I ADDR and -I IFACE (SO_BINDTODEVICE)."""
         res = self.result
         state = self.snap.ns(src_ns)
-        first = route_get(state, dst, src)
+        self.bound = state.link_by_name(device) if device else None
+        first = route_get(state, dst, src, self.bound.ifindex if self.bound else None)
         if src is None and first.route is not None and first.route.type == "unicast":
             src = select_source(state, first.route, dst)
         res.src = src or dst
-        end = self._direction("request", src_ns, res.src, dst, None)
+        end = self._direction("request", src_ns, res.src, dst, None, self.bound)
         if end is None:
             return res
         res.request_delivered = True
         res.dst_netns = end
         back = self._direction("reply", end, dst, res.src, None)
+        if self.bound is not None and back == src_ns and self.result.hops[-1].iif is None:
+            local = fib_lookup(self.snap.ns(back), res.src).route
+            hop = self.result.hops[-1]
+            hop.note = (f"{res.src} is local: table local routes the reply over lo; the kernel gives it the local "
+                        f"route's device ({state.ifname(local.oif) if local else '?'}) as its input interface, "
+                        f"so the socket bound to {self.bound.ifname} receives it")
         res.reply_delivered = back == src_ns
         if back is not None and back != src_ns:
             self._add(C.bad(self.snap.ns(back), "reply", "no_return_route",
@@ -98,18 +108,23 @@ class Walker:
         return hop
 
     # -- one direction ---------------------------------------------------------------------------
-    def _direction(self, direction: str, ns: str, src: str, dst: str, iif: Optional[Link]) -> Optional[str]:
-        """Walk until dst is local (returns that namespace) or the walk cannot go on (None)."""
+    def _direction(self, direction: str, ns: str, src: str, dst: str, iif: Optional[Link],
+                   bound: Optional[Link] = None) -> Optional[str]:
+        """Walk until dst is local (returns that namespace) or the walk cannot go on (None).
+        `bound`: the sending socket is bound to this device (its first lookup only)."""
         kw = {"direction": direction, "home": self.home}
+        origin = ns
         icmp = 8 if direction == "request" else 0
         ctstate = "NEW" if direction == "request" else "ESTABLISHED"
         for _ in range(self.max_hops):
             state = self.snap.ns(ns)
             if iif is None:
-                lookup = route_get(state, dst, src)
+                lookup = route_get(state, dst, src, bound.ifindex if bound else None)
                 if lookup.route is not None and lookup.route.type == "local":
                     self._hop(direction, ns, None, "lo", "deliver", src, dst, note=f"{dst} is local")
                     return ns
+                bypass = self._bound_note(state, bound, dst, lookup)
+                bound = None
                 prefer = self.result.arrival_ifindex if direction == "reply" else None
                 self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
                                         "no_return_route", self._suggest_route(ns, dst, prefer), **kw))
@@ -121,10 +136,11 @@ class Walker:
                                                          ctstate), **kw))
                 action = "send"
             else:
+                bypass = ""
                 lookup = fib_lookup(state, dst, src, iif.ifname)
                 if lookup.route is not None and lookup.route.type == "local":
                     self._add(C.check_source(state, src, dst, iif, "packet",
-                                             self._suggest_route(ns, src, iif.ifindex), **kw))
+                                             self._suggest_route(ns, src, iif.ifindex), own=ns == origin, **kw))
                     self._add(C.check_firewall(state, Packet("input", src, dst, icmp, iif.ifname, "", ctstate),
                                                **kw))
                     self._hop(direction, ns, iif.ifname, None, "deliver", src, dst, note=f"{dst} is local")
@@ -133,7 +149,7 @@ class Walker:
                     return ns
                 self._add(C.check_forwarding(state, iif, **kw))
                 self._add(C.check_source(state, src, dst, iif, "packet",
-                                         self._suggest_route(ns, src, iif.ifindex), **kw))
+                                         self._suggest_route(ns, src, iif.ifindex), own=ns == origin, **kw))
                 self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
                                         "no_return_route", self._suggest_route(ns, dst, iif.ifindex), **kw))
                 if not lookup.ok:
@@ -151,13 +167,29 @@ class Walker:
                 self._hop(direction, ns, iif.ifname if iif else None, None, "leave", src, dst, nexthop,
                           note="the route's output device is not known here; not followed further")
                 return None
-            self._hop(direction, ns, iif.ifname if iif else None, oif.ifname, action, src, dst, nexthop)
+            self._hop(direction, ns, iif.ifname if iif else None, oif.ifname, action, src, dst, nexthop, note=bypass)
             nxt = self._egress(state, oif, lookup.route, nexthop, src, dst, iif is None, **kw)
             if nxt is None:
                 return None
             ns, iif = nxt
         self._hop(direction, ns, None, None, "broken", src, dst, note="too many hops (routing loop?)")
         return None
+
+    @staticmethod
+    def _bound_note(state: NetnsState, bound: Optional[Link], dst: str, lookup) -> str:
+        """SO_BINDTODEVICE: the output lookup takes only routes through the bound device, so it skips
+        the local route of an address on another device, and the packet leaves by the bound one."""
+        if bound is None:
+            return ""
+        text = f"bound to {bound.ifname} (ping -I {bound.ifname}, SO_BINDTODEVICE)"
+        local = fib_lookup(state, dst).route
+        if local is not None and local.type == "local":
+            text += (f": {dst} is an address of this namespace (on {state.ifname(local.oif)}), but the lookup "
+                     f"skips its local route (device {state.ifname(local.oif)}) and sends the request out of "
+                     f"{bound.ifname}")
+        if lookup.route is not None and lookup.route.table == 0:
+            text += f"; no route via {bound.ifname}: the kernel assumes {dst} is on-link"
+        return text
 
     # -- leaving a namespace ------------------------------------------------------------------------
     def _egress(self, state: NetnsState, oif: Link, route, nexthop: str, src: str, dst: str,
@@ -169,26 +201,25 @@ class Walker:
         if oif.master is not None:
             self._add(C.check_bridge_port_address(state, oif, **kw))
         arp_src = src if state.owns(src) else self._arp_source(state, oif, nexthop)
-        if oif.kind == "bridge":
-            got = self._through_bridge(state, oif, None, nexthop, src, dst, route=route, **kw)
-        elif oif.kind == "veth":
-            got = self._through_veth(state, oif, route, nexthop, src, dst, **kw)
-        elif oif.kind in TUNNEL_KINDS:
+        if oif.kind in TUNNEL_KINDS:
             return self._through_tunnel(state, oif, src, dst, **kw)
-        else:
+        if oif.kind not in ("veth", "bridge"):
             why = "loopback" if oif.ifname == "lo" else (oif.kind or "a physical interface")
             self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop,
                       note=f"the path leaves through {oif.ifname} ({why}); not followed further")
             self.result.left_machine = f"{oif.ifname} in {state.name}"
             return None
-        if got is None:
+        station = self._next_hop_station(state, oif, route, nexthop, arp_src, src, dst, **kw)
+        if station is None:
             return None
-        rstate, receiver = got
+        rstate, receiver = station.state, station.link
+        if not self._cross(state, oif, station, src, dst, nexthop, **kw):
+            return None
         self._add(C.check_neighbour(state, oif, nexthop, receiver, rstate, **kw))
-        if receiver is not None and arp_src and not oif.noarp:
-            finding = C.check_source(rstate, arp_src, nexthop, receiver, "ARP request",
-                                     self._suggest_route(rstate.name, arp_src, receiver.ifindex), **kw)
-            self._add(finding)
+        if arp_src and not oif.noarp:
+            self._add(C.check_source(rstate, arp_src, nexthop, receiver, "ARP request",
+                                     self._suggest_route(rstate.name, arp_src, receiver.ifindex),
+                                     own=rstate.name == state.name, **kw))
         return rstate.name, receiver
 
     @staticmethod
@@ -199,80 +230,73 @@ class Walker:
                 return addr.address
         return addrs[0].address if addrs else None
 
-    def _peer(self, state: NetnsState, link: Link) -> Optional[Tuple[NetnsState, Link]]:
-        if not link.peer_netns or link.peer_netns.startswith("nsid:") or link.peer_ifindex is None:
+    def _next_hop_station(self, state: NetnsState, oif: Link, route, nexthop: str, arp_src: Optional[str],
+                          src: str, dst: str, **kw) -> Optional[Station]:
+        """Resolve the next hop as ARP does; a packet goes only to the station that would take it."""
+        resolution = resolve(self.snap, state, oif, nexthop, arp_src)
+        entry = state.neighbour(oif.ifindex, nexthop)
+        if entry is not None and entry.state in ("permanent", "noarp") or oif.noarp:
+            # no ARP is asked: the frame goes out anyway; check_neighbour judges the static entry
+            owner = resolution.answer.station if resolution.answer else None
+            owner = owner or next((s for s in resolution.segment.stations if s.state.owns(nexthop)), None)
+            if owner is not None:
+                return owner
+        self._add(C.check_nexthop_owner(state, oif, route, nexthop, resolution, **kw))
+        if resolution.station is not None:
+            return resolution.station
+        seg = resolution.segment
+        if resolution.answer is None and seg.unseen:
+            self._stop("leave", f"{nexthop} may be behind {seg.unseen[0]}; not followed further")
+            self.result.left_machine = seg.unseen[0]
             return None
-        try:
-            pstate = self.snap.ns(link.peer_netns)
-        except Exception:
-            return None
-        plink = pstate.link(link.peer_ifindex)
-        return (pstate, plink) if plink else None
+        why = resolution.answer.detail if resolution.answer else f"nobody on {seg.describe(oif)} has {nexthop}"
+        self._stop("broken", f"ARP for {nexthop} goes unanswered: {why}")
+        return None
 
-    def _through_veth(self, state, oif: Link, route, nexthop, src, dst, **kw):
-        direction = kw["direction"]
-        peer = self._peer(state, oif)
-        if peer is None:
-            self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop,
-                      note=f"the other end of {oif.ifname} is in a namespace we cannot enter")
-            return None
-        pstate, plink = peer
-        self._add(C.check_link(pstate, plink, f"veth peer of {oif.ifname}", **kw))
-        for finding in C.check_programs(pstate, plink, **kw):
-            self._add(finding)
-        self._add(C.check_mtu(pstate, plink, min(self.size, oif.mtu), f"the veth peer of {oif.ifname}, whose MTU is "
-                              f"{oif.mtu}: veth drops what does not fit the receiving end", max(oif.mtu, self.size),
-                              **kw))
-        if plink.master is not None:
-            bridge = pstate.link(plink.master)
-            return self._through_bridge(pstate, bridge, plink, nexthop, src, dst, route=route, **kw)
-        self._add(C.check_nexthop_owner(state, oif, route, nexthop, pstate, plink,
-                                        f"{plink.ifname} in {pstate.name}", **kw))
-        return pstate, plink
+    def _stop(self, action: str, note: str) -> None:
+        """The walk ends at the hop just recorded (the one that sends towards the next hop)."""
+        hop = self.result.hops[-1]
+        hop.action, hop.note = action, f"{hop.note}; {note}" if hop.note else note
 
-    def _through_bridge(self, bstate: NetnsState, bridge: Link, port_in: Optional[Link], nexthop,
-                        src, dst, route=None, **kw):
+    def _cross(self, state: NetnsState, oif: Link, station: Station, src: str, dst: str, nexthop: str,
+               **kw) -> bool:
+        """The links between oif and the station: each bridge crossed is a hop; checks on every link."""
         direction = kw["direction"]
         icmp = 8 if direction == "request" else 0
-        self._add(C.check_link(bstate, bridge, "bridge", **kw))
-        if port_in is not None:
-            self._hop(direction, bstate.name, port_in.ifname, None, "bridge", src, dst, nexthop,
-                      note=f"{port_in.ifname} is a port of {bridge.ifname}")
-        # The bridge itself (or one of its ports, see bridge_port_address) may own the next hop.
-        own = bstate.owns(nexthop)
-        if own is not None and port_in is not None:
-            self.result.hops[-1].oif = bridge.ifname
-            return bstate, bridge
-        for port in bstate.ports(bridge.ifindex):
-            if port_in is not None and port.ifindex == port_in.ifindex:
+        before = len(self.result.findings)
+        sent_mtu = oif.mtu
+        frame = min(self.size, sent_mtu)
+        for c in station.crossings:
+            if c.port_in is not None:
+                self._rx_checks(c.state, c.port_in, frame, sent_mtu, f"veth peer of {oif.ifname}", **kw)
+                self._hop(direction, c.state.name, c.port_in.ifname, (c.port_out or c.bridge).ifname, "bridge",
+                          src, dst, nexthop, note=f"{c.port_in.ifname} is a port of {c.bridge.ifname}")
+            self._add(C.check_link(c.state, c.bridge, "bridge", **kw))
+            if c.port_out is None:
+                frame = min(frame, c.bridge.mtu)
                 continue
-            peer = self._peer(bstate, port)
-            if peer is None:
-                continue
-            qstate, qlink = peer
-            if qstate.owns(nexthop) is None:
-                continue
-            if port_in is not None:
-                self.result.hops[-1].oif = port.ifname
-            self._add(C.check_link(bstate, port, "bridge port", **kw))
-            if port_in is not None:
-                pkt = Packet("forward", src, dst, icmp, bridge.ifname, bridge.ifname,
-                             "NEW" if direction == "request" else "ESTABLISHED", port_in.ifname, port.ifname)
-                self._add(C.check_bridge_netfilter(bstate, bridge, pkt, **kw))
-            frame = min(self.size, (port_in or bridge).mtu)
-            self._add(C.check_mtu(bstate, port, frame, f"bridge port of {bridge.ifname}", max(qlink.mtu, frame),
-                                  **kw))
-            self._add(C.check_link(qstate, qlink, f"veth peer of bridge port {port.ifname}", **kw))
-            for finding in C.check_programs(qstate, qlink, **kw):
-                self._add(finding)
-            self._add(C.check_mtu(qstate, qlink, min(frame, port.mtu), f"the veth peer of {port.ifname}",
-                                  max(port.mtu, frame), **kw))
-            return qstate, qlink
-        where = f"the ports of {bridge.ifname} in {bstate.name}"
-        self._add(C.check_nexthop_owner(bstate, bridge, route, nexthop, None, None, where, **kw))
-        self._hop(direction, bstate.name, port_in.ifname if port_in else None, bridge.ifname, "broken", src, dst,
-                  nexthop, note=f"no host behind {bridge.ifname} has {nexthop}")
-        return None
+            self._add(C.check_link(c.state, c.port_out, "bridge port", **kw))
+            if c.port_in is not None:
+                pkt = Packet("forward", src, dst, icmp, c.bridge.ifname, c.bridge.ifname,
+                             "NEW" if direction == "request" else "ESTABLISHED", c.port_in.ifname, c.port_out.ifname)
+                self._add(C.check_bridge_netfilter(c.state, c.bridge, pkt, **kw))
+            peer = peer_of(self.snap, c.state, c.port_out)
+            self._add(C.check_mtu(c.state, c.port_out, frame, f"bridge port of {c.bridge.ifname}",
+                                  max(peer[1].mtu if peer else frame, frame), **kw))
+            oif, sent_mtu = c.port_out, c.port_out.mtu
+            frame = min(frame, sent_mtu)
+        if station.link.kind != "bridge" or not station.crossings:
+            self._rx_checks(station.state, station.link, frame, sent_mtu, f"veth peer of {oif.ifname}", **kw)
+        return all(f.ok for f in self.result.findings[before:] if f.check == "link")
+
+    def _rx_checks(self, state: NetnsState, link: Link, frame: int, sent_mtu: int, role: str, **kw) -> None:
+        """The receiving veth end: up, its programs, and an MTU that fits what the other end sent
+        (veth drops what does not fit the receiving end)."""
+        self._add(C.check_link(state, link, role, **kw))
+        for finding in C.check_programs(state, link, **kw):
+            self._add(finding)
+        self._add(C.check_mtu(state, link, min(self.size, frame), f"the {role}, whose MTU is {sent_mtu}: veth drops "
+                              "what does not fit the receiving end", max(sent_mtu, self.size), **kw))
 
     def _through_tunnel(self, state: NetnsState, tun: Link, src, dst, **kw):
         direction = kw["direction"]
@@ -321,21 +345,4 @@ class Walker:
         return None
 
     def _neighbours_of(self, state: NetnsState, link: Link):
-        if link.kind == "veth":
-            peer = self._peer(state, link)
-            if peer is None:
-                return []
-            pstate, plink = peer
-            if plink.master is None:
-                return [peer]
-            bridge = pstate.link(plink.master)
-            found = [(pstate, bridge)] if bridge else []
-            for port in pstate.ports(plink.master):
-                if port.ifindex != plink.ifindex:
-                    q = self._peer(pstate, port)
-                    if q:
-                        found.append(q)
-            return found
-        if link.kind == "bridge":
-            return [q for q in (self._peer(state, p) for p in state.ports(link.ifindex)) if q]
-        return []
+        return [(st.state, st.link) for st in segment(self.snap, state, link).stations]

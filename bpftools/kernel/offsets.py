@@ -16,6 +16,7 @@ KERNEL_FIELDS: Dict[str, Tuple[str, str]] = {
     "SKB_NETWORK_HEADER": ("sk_buff", "network_header"),
     "SKB_TRANSPORT_HEADER": ("sk_buff", "transport_header"),
     "SKB_MAC_HEADER": ("sk_buff", "mac_header"),
+    "SKB_TAIL": ("sk_buff", "tail"),  # end of the linear data (offset from head on 64-bit)
     "SKB_PROTOCOL": ("sk_buff", "protocol"),
     "SKB_IIF": ("sk_buff", "skb_iif"),
     "DEV_IFINDEX": ("net_device", "ifindex"),

@@ -1,12 +1,13 @@
 """Each filter of trace-drops excludes what it should, in the kernel (interface in a
-namespace, source/destination address, protocol, reason)."""
+namespace, source/destination address, protocol, port, reason wanted or excluded)."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 from bpftools.topology import run
-from bpftools.traffic import resolve_neighbour, send_udp, tcp_connect
-from bpftools_proc import BpftoolsProcess
+from bpftools.traffic import resolve_neighbour, send_udp, tcp_connect, udp_socket
+from bpftools_proc import BpftoolsProcess, cli
 
 
 def traced(*args: str) -> BpftoolsProcess:
@@ -75,3 +76,74 @@ def test_packet_filters_apply_to_kernel_counting_too(veth_pair):
         finish(proc)
     summary = [e for e in proc.json_lines() if e["type"] == "summary"][0]
     assert [(d["ifname"], d["reason"], d["count"]) for d in summary["drops"]] == [("vb", "NO_SOCKET", 3)]
+
+
+def send_from_port(ns: str, src: str, sport: int, dst: str, dport: int, count: int = 2) -> None:
+    """UDP datagrams from a fixed source port."""
+    with contextlib.closing(udp_socket(ns)) as sock:
+        sock.bind((src, sport))
+        for _ in range(count):
+            sock.sendto(b"bpftools", (dst, dport))
+            time.sleep(0.02)
+
+
+def test_destination_port_filter_udp_and_tcp(veth_pair):
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    with traced("--netns", veth_pair.ns_b, "--dport", "6501") as proc:
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 6501, count=2, gap=0.02)  # wanted: NO_SOCKET
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 6502, count=2, gap=0.02)  # other port
+        tcp_connect(veth_pair.ns_a, veth_pair.addr_b, 6501)  # SYN to a closed port: wanted too
+        tcp_connect(veth_pair.ns_a, veth_pair.addr_b, 6503)  # other port
+        events = finish(proc)
+    assert sorted({(e["proto"], e["dport"], e["reason"]) for e in events}) == [("tcp", 6501, "NO_SOCKET"),
+                                                                              ("udp", 6501, "NO_SOCKET")], events
+    assert sum(e["proto"] == "udp" for e in events) == 2
+
+
+def test_port_matches_either_direction_and_sport_the_source(veth_pair):
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    a, b = veth_pair.addr_a, veth_pair.addr_b
+    with traced("--netns", veth_pair.ns_b, "--port", "6601") as either, \
+            traced("--netns", veth_pair.ns_b, "--sport", "6601") as source:
+        send_from_port(veth_pair.ns_a, a, 6601, b, 6611)  # from 6601: both
+        send_udp(veth_pair.ns_a, b, 6601, count=2, gap=0.02)  # to 6601: --port only
+        send_from_port(veth_pair.ns_a, a, 6602, b, 6612)  # neither
+        either_events, source_events = finish(either), finish(source)
+    assert sorted((e["sport"], e["dport"]) for e in either_events if e["sport"] == 6601) == [(6601, 6611)] * 2
+    assert [e["dport"] for e in either_events if e["sport"] != 6601] == [6601] * 2, either_events
+    assert [(e["sport"], e["dport"]) for e in source_events] == [(6601, 6611)] * 2, source_events
+
+
+def test_exclude_reason_hides_it_in_events_and_counts(veth_pair):
+    run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "6701", "-j", "DROP", netns=veth_pair.ns_b)
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    # NOT_SPECIFIED: IPv6 neighbour discovery noise of a new link
+    with traced("--netns", veth_pair.ns_b, "--exclude-reason", "NO_SOCKET", "--exclude-reason", "NOT_SPECIFIED",
+                "--proto", "udp") as proc, \
+            traced("--netns", veth_pair.ns_b, "--summary", "--exclude-reason", "no_socket",
+                   "--exclude-reason", "NOT_SPECIFIED") as counting:
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 6701, count=2, gap=0.02)  # NETFILTER_DROP
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 6702, count=3, gap=0.02)  # NO_SOCKET: hidden
+        events = finish(proc)
+        finish(counting)
+    assert [(e["reason"], e["dport"]) for e in events] == [("NETFILTER_DROP", 6701)] * 2, events
+    summary = [e for e in counting.json_lines() if e["type"] == "summary"][0]
+    assert [(d["reason"], d["count"]) for d in summary["drops"]] == [("NETFILTER_DROP", 2)], summary
+
+
+def test_port_filter_applies_to_kernel_counting(veth_pair):
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    with traced("--netns", veth_pair.ns_b, "--summary", "--dport", "6801") as proc:
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 6801, count=3, gap=0.02)  # counted
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 6802, count=2, gap=0.02)  # other port
+        finish(proc)
+    summary = [e for e in proc.json_lines() if e["type"] == "summary"][0]
+    assert [(d["ifname"], d["reason"], d["count"]) for d in summary["drops"]] == [("vb", "NO_SOCKET", 3)]
+
+
+def test_unknown_exclude_reason_is_a_one_line_error():
+    proc = cli("trace-drops", "--exclude-reason", "NO_SUCH_REASON_BT")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0] == "bpftools: error: unknown drop reason 'NO_SUCH_REASON_BT' on this kernel " \
+                       "(e.g. NETFILTER_DROP, NO_SOCKET)"

@@ -1,6 +1,7 @@
 """Dashboards and alert rules: structure, variables, and only metrics the exporter exports."""
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -8,12 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bpftools.metrics import METRICS
+from bpftools.metrics import METRICS, RUNTIME_METRICS
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 DASHBOARD_FILES = sorted(DASHBOARDS.glob("*.json"))
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__all", "__name__"}
-PROMETHEUS_BUILTIN_METRICS = {"up"}
+PROMETHEUS_BUILTIN_METRICS = {"up", *RUNTIME_METRICS}
+# Every form of the netns label (bpftools' --netns selectors): runbooks must work for each.
+NETNS_LABELS = ("host", "ns1", "docker:web", "pod:default/web-0", "inode:4026532301")
 
 
 def panels(dashboard):
@@ -62,8 +65,33 @@ def test_datasource_is_a_variable_never_hard_coded(dashboard):
             assert target["datasource"]["uid"] == "${datasource}"
 
 
-def test_has_instance_netns_device_variables(dashboard):
-    assert {"instance", "netns", "device"} <= {v["name"] for v in dashboard["templating"]["list"]}
+def test_has_job_instance_netns_device_variables(dashboard):
+    assert {"job", "instance", "netns", "device"} <= {v["name"] for v in dashboard["templating"]["list"]}
+
+
+def test_every_selector_is_scoped_to_the_job(dashboard):
+    """process_* and up exist for every exporter: without the job they would mix with others'."""
+    texts = [expr for _title, expr in expressions(dashboard)]
+    texts += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["name"] not in ("datasource", "job")]
+    for text in texts:
+        for name, selector in re.findall(r"\b([a-z_]+)\{([^}]*)\}", text):
+            if name in set(METRICS) | PROMETHEUS_BUILTIN_METRICS:
+                assert 'job=~"$job"' in selector, (name, text)
+
+
+def test_every_panel_has_a_unit(dashboard):
+    for panel in panels(dashboard):
+        if panel["type"] != "row":
+            assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
+
+
+def test_exporter_up_shows_zero_for_a_stopped_exporter_not_no_data(dashboard):
+    """A join with a bpftools_* series yields nothing once the exporter is down: use `up` alone."""
+    (panel,) = [p for p in panels(dashboard) if p["title"] == "Exporter up"]
+    (target,) = panel["targets"]
+    assert metric_names(target["expr"]) == {"up"} and " on " not in target["expr"] and "group_" not in target["expr"]
+    mappings = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert mappings["0"]["text"] == "DOWN" and mappings["1"]["text"] == "UP"
 
 
 def test_rates_use_rate_interval(dashboard):
@@ -79,11 +107,58 @@ def test_queries_only_exported_metrics(dashboard):
         assert names <= set(METRICS) | PROMETHEUS_BUILTIN_METRICS, (title, names - set(METRICS))
 
 
+def alert_rules():
+    for group in yaml.safe_load((DASHBOARDS / "alerts.yml").read_text())["groups"]:
+        yield from group["rules"]
+
+
 def test_alert_rules_use_only_exported_metrics():
-    rules = yaml.safe_load((DASHBOARDS / "alerts.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            assert metric_names(rule["expr"]) <= set(METRICS) | PROMETHEUS_BUILTIN_METRICS, rule["alert"]
+    for rule in alert_rules():
+        assert metric_names(rule["expr"]) <= set(METRICS) | PROMETHEUS_BUILTIN_METRICS, rule["alert"]
+
+
+def test_every_alert_waits_and_has_a_runbook():
+    """`for:` on every rule: nothing fires on a single evaluation (alerts_test.yml shows a single
+    drop, a single burst and a single scrape error firing nothing)."""
+    for rule in alert_rules():
+        assert rule.get("for") and rule["for"] != "0s", rule["alert"]
+        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
+
+
+def test_there_are_alerts_on_a_filling_map_and_on_scrape_errors():
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    assert "bpftools_bpf_map_entries / bpftools_bpf_map_max_entries" in exprs["BpftoolsMapFilling"]
+    assert "bpftools_scrape_errors_total" in exprs["BpftoolsScrapeErrors"] and "source" in exprs["BpftoolsScrapeErrors"]
+
+
+def render(template: str, labels: dict) -> str:
+    """The part of Prometheus' templating runbooks use: {{ $labels.NAME }}."""
+    return re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", lambda m: labels[m.group(1)], template)
+
+
+def bpftools_commands(text: str):
+    """Each `bpftools ...` command line (in backquotes) of a runbook, as argv without `bpftools`."""
+    for match in re.finditer(r"`bpftools ([^`]+)`", text):
+        yield shlex.split(match.group(1))
+
+
+@pytest.mark.parametrize("netns", NETNS_LABELS)
+def test_runbook_commands_parse_for_every_netns_label(netns):
+    from bpftools.cli.main import cli, register_commands
+
+    register_commands()
+    labels = {"netns": netns, "device": "eth0", "reason": "NETFILTER_DROP", "instance": "h1:9654",
+              "source": "encap:ns1/veth1", "map": "drop_counts", "program": "bpftools_ec_in", "hook": "xdp"}
+    seen = 0
+    for rule in alert_rules():
+        runbook = render(rule["annotations"]["runbook"], labels)
+        for argv in bpftools_commands(runbook):
+            command = cli.commands[argv[0]]
+            with command.make_context(argv[0], argv[1:]) as ctx:  # parses: options exist, values fit
+                if "--netns" in argv:
+                    assert ctx.params["netns"] == netns, (rule["alert"], argv)
+            seen += 1
+    assert seen >= 5
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (bootstrap installs prometheus)")

@@ -123,6 +123,24 @@ def test_dashboard_configmap_matches_dashboards_dir():
         assert json.loads(text) == json.loads((REPO / "dashboards" / name).read_text())
 
 
+def test_generated_manifests_are_up_to_date():
+    """deploy/prometheusrule.yaml and the dashboards ConfigMap come from dashboards/ (one place)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate", DEPLOY / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    for path, text in generate.generated().items():
+        assert path.read_text() == text, f"{path.name} is out of date: run python3 deploy/generate.py"
+
+
+def test_prometheus_rule_carries_the_alert_rules_file():
+    rule = all_objects()[("PrometheusRule", "bpftools")]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["namespace"] == all_objects()[("DaemonSet", "bpftools")]["metadata"]["namespace"]
+    assert rule["spec"]["groups"] == yaml.safe_load((REPO / "dashboards" / "alerts.yml").read_text())["groups"]
+
+
 def test_plain_prometheus_scrape_config_parses():
     config = yaml.safe_load((DEPLOY / "prometheus-scrape.yml").read_text())
     assert {job["job_name"] for job in config["scrape_configs"]} == {"bpftools", "bpftools-hosts"}

@@ -11,9 +11,11 @@ from bpftools.diagnose import checks as C
 from bpftools.diagnose.firewall import Packet, firewall_verdict, parse_iptables_save
 from bpftools.diagnose.live import relevant_drops
 from bpftools.diagnose.routing import fib_lookup, route_get, validate_source
+from bpftools.diagnose.segment import resolve
 from bpftools.diagnose.state import (Addr, Link, NetnsState, Neighbour, Route, Rule, Snapshot, default_rules,
                                      local_routes)
-from bpftools.diagnose.verdict import build_causes, exit_status, story, verdict, where_it_stops
+from bpftools.diagnose.verdict import (build_causes, claimable, counted_cutoff, exit_status, story, verdict,
+                                      where_it_stops)
 from bpftools.diagnose.walk import Walker
 
 LO = Link(1, "lo", mtu=65536)
@@ -337,8 +339,41 @@ def test_causes_rank_by_confidence_then_path_order_and_merge_same_fix():
     findings = [_finding("neighbor_unreachable", confidence=C.LIKELY, fix=("a",)), _finding("rp_filter", fix=("b",)),
                 _finding("netfilter_drop", fix=("c",)), _finding("netfilter_drop", fix=("c",))]
     causes = build_causes(findings, [])
-    assert [c["cause"] for c in causes] == ["rp_filter", "netfilter_drop", "neighbor_unreachable"]
-    assert len(causes[1]["evidence"]) == 2
+    # a symptom (LIKELY) is listed after the first cause only when a traced drop confirms it
+    assert [c["cause"] for c in causes] == ["rp_filter", "netfilter_drop"]
+    assert len(causes[1]["evidence"]) == 1   # the same check twice is one piece of evidence
+    drop = {"netns": "r", "ifname": "eth0", "reason": "NEIGH_FAILED", "count": 1}
+    assert [c["cause"] for c in build_causes(findings, [drop])] == ["rp_filter", "netfilter_drop",
+                                                                     "neighbor_unreachable"]
+    assert [c["cause"] for c in build_causes(findings[:1], [])] == ["neighbor_unreachable"]   # first: always
+
+
+def test_causes_beyond_where_the_packets_were_counted_to_stop_are_not_claimed():
+    path = [dict(_hop("request", "l", None, "eth0", "send", None, 3)),
+            dict(_hop("request", "r", "a", "b", "forward", 3, 0)),
+            dict(_hop("request", "x", "eth0", None, "deliver", 0, None)),
+            dict(_hop("reply", "x", None, "eth0", "send", None, 0)),
+            dict(_hop("reply", "l", "eth0", None, "deliver", 0, None))]
+    causes = [{"cause": c, "netns": n, "direction": d} for c, n, d in (
+        ("netfilter_drop", "r", "request"), ("mtu", "x", "request"), ("no_return_route", "x", "reply"),
+        ("xdp_drop", "q", None))]
+    # r is where they stop; x (the next hop) is still a suspect; nothing on the reply path is
+    assert counted_cutoff(path) == {"request": 2, "reply": -1}
+    assert [c["cause"] for c in claimable(causes, path)] == ["netfilter_drop", "mtu", "xdp_drop"]
+    path[1]["packets"] = {"in": 3, "out": 3, "unit": "echo"}
+    path[2]["packets"] = {"in": 0, "out": None, "unit": "echo"}
+    assert counted_cutoff(path)["request"] == 2
+    frames = [dict(h, packets={"in": 0, "out": 0, "unit": "frames"}) for h in path]
+    assert claimable(causes, frames) == causes   # no echo counts: nothing is ruled out
+
+
+def test_story_shows_each_piece_of_evidence_once():
+    findings = [_finding("ip_forward_disabled", fix=("f",))] + [
+        C.Finding("r", "ip_forward", False, f"detail {i}", "ip_forward_disabled", fix=["f"]) for i in range(6)]
+    walk = Walker(Snapshot({}))
+    walk.result.findings = findings
+    text = story(verdict("10.0.0.1", "h", walk.result, 3, 0, []))
+    assert text.count("agrees") == 1, text
 
 
 def test_drop_events_confirm_checks_or_become_causes():
@@ -379,25 +414,36 @@ def _pair(gateway="10.1.0.2", **peer_sysctls):
     return a, b
 
 
+def _resolve(a, b, target):
+    snap = Snapshot({"a": a, "b": b})
+    return resolve(snap, a, a.link_by_name("eth0"), target, "10.1.0.1")
+
+
 def test_a_gateway_nobody_has_gets_the_route_pointed_at_the_peer():
     a, b = _pair(gateway="10.1.0.254")
+    b.sysctls["net.ipv4.ip_forward"] = 1
     route = fib_lookup(a, "10.9.0.1").route
-    finding = C.check_nexthop_owner(a, a.link_by_name("eth0"), route, "10.1.0.254", b, b.link_by_name("eth0"), "b")
+    finding = C.check_nexthop_owner(a, a.link_by_name("eth0"), route, "10.1.0.254", _resolve(a, b, "10.1.0.254"))
     assert finding.cause == "neighbor_unreachable" and finding.confidence == C.CERTAIN
     assert finding.fix == ["ip netns exec a ip route replace 10.9.0.0/16 via 10.1.0.2 dev eth0"]
     walk = Walker(Snapshot({"a": a, "b": b})).walk("a", "10.9.0.1")
     assert build_causes(walk.findings, [])[0]["cause"] == "neighbor_unreachable"
+    assert [h.netns for h in walk.hops] == ["a"] and walk.hops[-1].action == "broken"
 
 
 def test_arp_ignore_and_proxy_arp_decide_who_answers():
     a, b = _pair(**{"net.ipv4.conf.all.arp_ignore": 1})
-    eth0 = b.link_by_name("eth0")
     # 10.9.0.1 lives on lo2: with arp_ignore=1 nobody answers for it on eth0
-    finding = C.check_nexthop_owner(a, a.link_by_name("eth0"), None, "10.9.0.1", b, eth0, "b")
+    finding = C.check_nexthop_owner(a, a.link_by_name("eth0"), None, "10.9.0.1", _resolve(a, b, "10.9.0.1"))
     assert finding.netns == "b" and finding.fix[0] == "ip netns exec b sysctl -w net.ipv4.conf.all.arp_ignore=0"
-    assert C.check_nexthop_owner(a, a.link_by_name("eth0"), None, "10.1.0.2", b, eth0, "b").ok
-    a, b = _pair(**{"net.ipv4.conf.eth0.proxy_arp": 1})
-    assert C.check_nexthop_owner(a, a.link_by_name("eth0"), None, "10.1.0.77", b, b.link_by_name("eth0"), "b").ok
+    assert C.check_nexthop_owner(a, a.link_by_name("eth0"), None, "10.1.0.2", _resolve(a, b, "10.1.0.2")).ok
+    # proxy_arp answers for what the namespace routes through another interface (and forwards)
+    a, b = _pair(**{"net.ipv4.conf.eth0.proxy_arp": 1, "net.ipv4.ip_forward": 1})
+    b.links.append(veth(4, "eth1", "c", 2))
+    b.addrs.append(Addr(4, "10.2.0.1", 24))
+    b.routes.append(Route(dst="10.2.0.0", dst_len=24, oif=4, prefsrc="10.2.0.1", scope=253))
+    assert C.check_nexthop_owner(a, a.link_by_name("eth0"), None, "10.2.0.77", _resolve(a, b, "10.2.0.77")).ok
+    assert not C.check_nexthop_owner(a, a.link_by_name("eth0"), None, "10.1.0.77", _resolve(a, b, "10.1.0.77")).ok
 
 
 def test_mtu_of_the_receiving_veth_end_counts_fragments_not_the_whole_ping():

@@ -10,6 +10,7 @@ import pytest
 
 from bpftools.diagnose import replay
 from bpftools.diagnose.verdict import build_causes
+from bpftools.lab import TOPOLOGIES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "diagnose"
 RECORDED = sorted(FIXTURES.glob("*.json"))
@@ -33,7 +34,8 @@ def test_healthy_recording_fails_no_check(path):
 
 @pytest.mark.parametrize("path", [p for p in RECORDED if not p.stem.endswith("-healthy")], ids=lambda p: p.stem)
 def test_recorded_fault_is_the_first_cause(path):
-    fault = path.stem.split("-", 1)[1]
+    topology = max((t for t in TOPOLOGIES if path.stem.startswith(f"{t}-")), key=len)
+    fault = path.stem[len(topology) + 1:]
     walk = replay(_load(path))
     causes = build_causes(walk.findings, [])
     assert causes, [f.detail for f in walk.findings]

@@ -1,10 +1,12 @@
 """serve's configuration (file + flags) and the metrics collector, without root."""
+import io
 import threading
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bpftools.errors import BpftoolsError
+from bpftools.logs import setup_logging
 from bpftools.metrics import METRICS, BpftoolsCollector, Sample
 from bpftools.serve_config import DEFAULT_LISTEN, build_config, listen_address, read_config_file, split_interface
 
@@ -66,16 +68,23 @@ def scrape(collector) -> str:
     return generate_latest(registry).decode()
 
 
-def test_collector_sums_sources_and_counts_a_failing_one_as_scrape_error():
+def test_collector_sums_sources_and_counts_a_failing_one_as_scrape_error_of_that_source():
+    log = io.StringIO()
+    setup_logging("info", stream=log)
     collector = BpftoolsCollector()
-    collector.set_source("a", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 3.0)]))
-    collector.set_source("b", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 2.0)], fail=True))
+    collector.set_source("drops", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 3.0)]))
+    collector.set_source("encap:ns/eth0", FakeSource([Sample("bpftools_drops_total", ("ns", "eth0", "NO_SOCKET"), 2.0)],
+                                                     fail=True))
     text = scrape(collector)
     assert 'bpftools_drops_total{device="eth0",netns="ns",reason="NO_SOCKET"} 5.0' in text
-    assert "bpftools_scrape_errors_total 1.0" in text
+    assert 'bpftools_scrape_errors_total{source="encap:ns/eth0"} 1.0' in text
+    assert 'bpftools_scrape_errors_total{source="drops"} 0.0' in text
     assert 'bpftools_build_info{version="' in text
-    collector.remove_source("b")
-    assert 'reason="NO_SOCKET"} 3.0' in scrape(collector)
+    assert 'level=warning logger=bpftools.metrics msg="reading encap:ns/eth0 failed: map gone"' in log.getvalue()
+    collector.remove_source("encap:ns/eth0")
+    text = scrape(collector)
+    assert 'reason="NO_SOCKET"} 3.0' in text
+    assert 'bpftools_scrape_errors_total{source="encap:ns/eth0"} 1.0' in text  # a counter never goes back
 
 
 def test_every_metric_in_the_table_is_exposed_with_help_and_type():

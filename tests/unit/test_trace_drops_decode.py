@@ -28,9 +28,9 @@ def raw_event(**kw) -> bytes:
     fields = dict(ts_ns=1_000_000_000, location=0xffffffff81000010, netns=NS_INODE, ifindex=3, reason=12,
                   len=36, ethertype=0x0800, family=4, proto=17, sport=40000, dport=53, icmp_type=0, icmp_code=0,
                   has_ports=1, dev_known=1, saddr=socket.inet_aton("10.11.0.1"), daddr=socket.inet_aton("10.11.0.2"),
-                  ifname=b"vb")
+                  ifname=b"vb", stack_bytes=0, caplen=0)
     fields.update(kw)
-    return EVENT_LAYOUT.pack(*fields.values()) + b"\0" * 4  # the kernel pads the struct to 8 bytes
+    return EVENT_LAYOUT.pack(*fields.values())
 
 
 @pytest.fixture
@@ -44,9 +44,10 @@ def names(monkeypatch):
 def test_layout_matches_the_c_struct():
     text = BPF_SOURCE.read_text()
     body = text[text.index("struct drop_event {"):text.index("};", text.index("struct drop_event {"))]
-    assert EVENT_LAYOUT.size == 92  # 8+8 + 4*4 + 2+1+1+2+2+1+1+1+1 + 16+16+16
+    assert EVENT_LAYOUT.size == 96  # 8+8 + 4*4 + 2+1+1+2+2+1+1+1+1 + 16+16+16 + 2+2: no padding
     for field in ("ts_ns", "location", "netns", "ifindex", "reason", "len", "ethertype", "family", "proto",
-                  "sport", "dport", "icmp_type", "icmp_code", "has_ports", "dev_known", "saddr", "daddr", "ifname"):
+                  "sport", "dport", "icmp_type", "icmp_code", "has_ports", "dev_known", "saddr", "daddr", "ifname",
+                  "stack_bytes", "caplen"):
         assert f" {field}" in body, field
 
 
@@ -56,7 +57,7 @@ def test_decode_udp_event(names):
         "type": "drop", "ts": 1_700_000_001.0, "netns": "bt-b-1", "ifname": "vb", "ifindex": 3,
         "reason": "NETFILTER_DROP", "reason_code": 12, "location": "nf_hook_slow+0x10", "family": "ipv4",
         "proto": "udp", "src": "10.11.0.1", "dst": "10.11.0.2", "sport": 40000, "dport": 53,
-        "icmp_type": None, "icmp_code": None, "len": 36, "hint": None}
+        "icmp_type": None, "icmp_code": None, "len": 36, "hint": None, "stack": None}
     assert event.flow() == "udp 10.11.0.1:40000 > 10.11.0.2:53"
     assert " bt-b-1/vb NETFILTER_DROP udp 10.11.0.1:40000 > 10.11.0.2:53 len 36 at nf_hook_slow+0x10" in event.line()
 

@@ -1,0 +1,149 @@
+"""trace-drops --stack and --pcap on real drops: UDP and TCP to closed ports in a namespace this
+test built; the stack must name the kernel functions that dropped, the pcapng file must hold
+exactly those packets (read back with tcpdump, and tshark when installed) with the drop
+described in each packet's comment."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bpftools.traffic import resolve_neighbour, send_udp, tcp_connect
+from bpftools_proc import BpftoolsProcess
+
+SETTLE = 0.3
+DROP_FUNCTIONS = ("kfree_skb", "sk_skb_reason_drop", "kfree_skb_reason", "kfree_skb_list_reason")
+
+
+def traced(*args: str) -> BpftoolsProcess:
+    return BpftoolsProcess("trace-drops", "--no-hints", "--proto", "udp", *args)
+
+
+def stopped(proc: BpftoolsProcess) -> BpftoolsProcess:
+    time.sleep(SETTLE)
+    assert proc.stop() == 0, proc.stderr
+    return proc
+
+
+def frame_names(stack: list) -> list:
+    return [frame.split("+")[0] for frame in stack]
+
+
+def test_stack_names_the_functions_that_dropped(veth_pair):
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    with traced("--json", "--netns", veth_pair.ns_b, "--dport", "7101", "--stack") as proc:
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 7101, count=2, gap=0.02)
+        stopped(proc)
+    events = [e for e in proc.json_lines() if e["type"] == "drop"]
+    assert [e["reason"] for e in events] == ["NO_SOCKET"] * 2, events
+    for event in events:
+        names = frame_names(event["stack"])
+        assert names[0] in DROP_FUNCTIONS, event["stack"]  # innermost: the free itself, no tracing glue
+        assert event["location"].split("+")[0] == "__udp4_lib_rcv"
+        assert event["location"] in event["stack"]  # the caller of kfree_skb is the next frame
+        assert "ip_local_deliver_finish" in names and all("+0x" in frame for frame in event["stack"])
+
+
+def test_stack_in_text_output(veth_pair):
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    with traced("--netns", veth_pair.ns_b, "--dport", "7102", "--stack", "--count", "1") as proc:
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 7102, count=2, gap=0.02)
+        assert proc.wait() == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "NO_SOCKET udp" in lines[0] and lines[1] == "    stack:", proc.stdout
+    assert lines[2].strip().split("+")[0] in DROP_FUNCTIONS
+    assert any(line.strip().startswith("__udp4_lib_rcv+0x") for line in lines[2:]), proc.stdout
+
+
+def kallsyms_hidden_without_cap_syslog() -> bool:
+    probe = subprocess.run(["setpriv", "--inh-caps=-syslog", "--bounding-set=-syslog", "head", "-1",
+                            "/proc/kallsyms"], capture_output=True, text=True)
+    return probe.returncode == 0 and probe.stdout.startswith("0000000000000000")
+
+
+def test_without_cap_syslog_stacks_degrade_with_a_note(veth_pair):
+    if not kallsyms_hidden_without_cap_syslog():
+        pytest.skip("this kernel shows /proc/kallsyms addresses even without CAP_SYSLOG (perf_event_paranoid <= 1)")
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    cmd = ["setpriv", "--inh-caps=-syslog", "--bounding-set=-syslog", sys.executable, "-m", "bpftools",
+           "trace-drops", "--json", "--no-hints", "--netns", veth_pair.ns_b, "--dport", "7103", "--stack",
+           "--duration", "60", "--count", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        err = []
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            err.append(line)
+            if not line or line.startswith("bpftools: ready"):
+                break
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 7103, count=3, gap=0.05)
+        out, rest = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stderr = "".join(err) + rest
+    assert proc.returncode == 0, stderr
+    assert "bpftools: note: kernel symbols are hidden" in stderr and "CAP_SYSLOG" in stderr
+    import json
+
+    event = json.loads(out.splitlines()[0])
+    assert event["stack"] and all(frame.startswith("0x") for frame in event["stack"]), event
+    assert event["location"].startswith("0x")
+
+
+def test_pcap_holds_the_dropped_packets_with_their_story(veth_pair, tmp_path):
+    from scapy.utils import RawPcapNgReader
+
+    path = tmp_path / "drops.pcapng"
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    with BpftoolsProcess("trace-drops", "--json", "--no-hints", "--netns", veth_pair.ns_b, "--port", "7201",
+                         "--pcap", str(path)) as proc:
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 7201, count=3, payload=b"dropped-by-bpftools", gap=0.02)
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 7202, count=2, gap=0.02)  # filtered out: not in the file
+        tcp_connect(veth_pair.ns_a, veth_pair.addr_b, 7201)  # a SYN to a closed port
+        stopped(proc)
+    events = [e for e in proc.json_lines() if e["type"] == "drop"]
+    assert len(events) >= 4, events  # 3 datagrams, the SYN (and maybe its retransmission)
+    assert f"bpftools: wrote {len(events)} dropped packet(s) to {path}" in proc.stderr
+
+    dump = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True)
+    assert dump.returncode == 0 and "link-type RAW" in dump.stderr, dump.stderr
+    lines = dump.stdout.splitlines()
+    a, b = veth_pair.addr_a, veth_pair.addr_b
+    udp_lines = [line for line in lines if f"IP {a}." in line and f" > {b}.7201: UDP, length 19" in line]
+    syn_lines = [line for line in lines if f" > {b}.7201: Flags [S]" in line]
+    assert len(udp_lines) == 3 and syn_lines and len(lines) == len(events), dump.stdout
+
+    records = list(RawPcapNgReader(str(path)))
+    assert b"dropped-by-bpftools" in records[0][0]
+    for (data, meta), event in zip(records, events):
+        assert meta.comments == [f"bpftools drop: reason NO_SOCKET ({event['reason_code']}), netns {veth_pair.ns_b}, "
+                                 f"interface vb (ifindex {event['ifindex']}), location {event['location']}".encode()]
+        assert data[0] >> 4 == 4 and meta.wirelen == len(data)  # whole packets: shorter than the snap length
+
+    if shutil.which("tshark"):
+        shark = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.comment"],
+                               capture_output=True, text=True)
+        assert shark.returncode == 0, shark.stderr
+        assert shark.stdout.splitlines()[0].startswith("bpftools drop: reason NO_SOCKET"), shark.stdout
+
+
+def test_snaplen_truncates_and_the_stack_goes_into_the_comments(veth_pair, tmp_path):
+    from scapy.utils import RawPcapNgReader
+
+    path = tmp_path / "short.pcapng"
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    with traced("--json", "--netns", veth_pair.ns_b, "--dport", "7301", "--pcap", str(path), "--snaplen", "40",
+                "--stack") as proc:
+        send_udp(veth_pair.ns_a, veth_pair.addr_b, 7301, count=1, payload=b"x" * 100)
+        stopped(proc)
+    (data, meta), = list(RawPcapNgReader(str(path)))
+    assert len(data) == 40 and meta.wirelen == 20 + 8 + 100
+    assert meta.comments[1].startswith(b"stack: ") and b"__udp4_lib_rcv+0x" in meta.comments[1]
+    dump = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True)
+    assert dump.returncode == 0 and ".7301: UDP, length 100" in dump.stdout, dump.stdout
