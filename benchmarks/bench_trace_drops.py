@@ -5,6 +5,11 @@ A UDP flood from namespace A is dropped in namespace B by an iptables raw/PREROU
 - none:       the flood alone (the senders' CPU per drop is the baseline)
 - bpftrace:   `bpftrace -e 'tracepoint:skb:kfree_skb { @[args->reason] = count(); }'`
 - bpftools:   `bpftools trace-drops --all-netns --summary` (counts everything, like bpftrace)
+- bpftools+filters: the same with `--dport 9 --exclude-reason NOT_SPECIFIED` (the packet is parsed
+              and the reason looked up in the kernel; every flood packet still matches)
+- events:     `bpftools trace-drops --all-netns --json --no-hints` (one event per drop: the reader
+              cannot keep up with a flood, the kernel counts what it could not send)
+- events+stack+pcap: the same with `--stack --pcap FILE` (bpf_get_stack and 256 packet bytes per event)
 CPU per million drops = the tool process's CPU during the flood (/proc/PID/stat) + its BPF
 program's run time (bpf_stats run_time_ns; `kernel.bpf_stats_enabled` is switched on for the
 run and restored). The senders' CPU per drop minus the baseline is also shown: it includes
@@ -28,6 +33,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -140,11 +146,15 @@ def rule_packets(ns: str) -> int:
     return int(out[2].split()[0])
 
 
-def tool_commands(ns_b: str) -> dict:
-    py = sys.executable
+def tool_commands(ns_b: str, pcap_path: str) -> dict:
+    bpftools = [sys.executable, "-m", "bpftools", "trace-drops", "--all-netns", "--json"]
+    events = bpftools + ["--no-hints"]
     return {
         "bpftrace": ["bpftrace", "-e", BPFTRACE_ONE_LINER],
-        "bpftools": [py, "-m", "bpftools", "trace-drops", "--all-netns", "--summary", "--json"],
+        "bpftools": bpftools + ["--summary"],
+        "bpftools+filters": bpftools + ["--summary", "--dport", str(PORT), "--exclude-reason", "NOT_SPECIFIED"],
+        "events": events,
+        "events+stack+pcap": events + ["--stack", "--pcap", pcap_path],
     }
 
 
@@ -227,13 +237,13 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=2, help="flooding processes")
     args = parser.parse_args()
 
-    with Topology("bench") as topo, bpf_stats_enabled():
+    with Topology("bench") as topo, bpf_stats_enabled(), tempfile.TemporaryDirectory() as tmp:
         ns_a, ns_b = topo.netns("a"), topo.netns("b")
         topo.veth(ns_a, "fa", ns_b, "fb", f"{A_ADDR}/24", f"{B_ADDR}/24")
         run("iptables", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", str(PORT), "-j", "DROP",
             netns=ns_b)
         resolve_neighbour(ns_a, B_ADDR)
-        commands = {"none": None, **tool_commands(ns_b)}
+        commands = {"none": None, **tool_commands(ns_b, os.path.join(tmp, "drops.pcapng"))}
         results = {name: [] for name in commands}
         for _ in range(args.rounds):
             for name, cmd in commands.items():
@@ -245,7 +255,7 @@ def main() -> None:
         return statistics.median(values) if values else None
 
     base_sender = med("none", "sender_cpu") / med("none", "drops") * 1e9
-    rows, per_million = [], {}
+    rows, per_million, bpf_ns = [], {}, {}
     for name in commands:
         drops = med(name, "drops")
         sender_ns = med(name, "sender_cpu") / drops * 1e9
@@ -255,6 +265,7 @@ def main() -> None:
         tool_cpu = statistics.median(r["tool_cpu"] / r["drops"] * 1e6 for r in results[name])
         bpf_cpu = statistics.median(r["bpf_ns"] / 1e9 / r["drops"] * 1e6 for r in results[name])
         per_million[name] = tool_cpu + bpf_cpu
+        bpf_ns[name] = statistics.median(r["bpf_ns"] / r["bpf_runs"] for r in results[name] if r["bpf_runs"])
         rows.append((name, f"{med(name, 'rate') / 1e3:.0f}k", f"{tool_cpu:.3f}", f"{bpf_cpu:.3f}",
                      f"{tool_cpu + bpf_cpu:.3f}", f"{sender_ns:.0f} (+{sender_ns - base_sender:.0f})",
                      f"{med(name, 'startup'):.2f}"))
@@ -264,6 +275,8 @@ def main() -> None:
     ratio_cpu = per_million["bpftools"] / per_million["bpftrace"]
     ratio_start = med("bpftools", "startup") / med("bpftrace", "startup")
     print(f"\nratio bpftools/bpftrace: CPU per drop {ratio_cpu:.2f}x, start-up {ratio_start:.2f}x")
+    print(f"ratio BPF program ns per drop: filters on/off {bpf_ns['bpftools+filters'] / bpf_ns['bpftools']:.2f}x, "
+          f"events with --stack --pcap / events {bpf_ns['events+stack+pcap'] / bpf_ns['events']:.2f}x")
     same = counts["bpftools"] == counts["bpftrace"] == counts["rule"]
     print(f"counts (both attached, one burst): iptables rule {counts['rule']}, bpftools {counts['bpftools']} "
           f"(events_lost {counts['events_lost']}), bpftrace {counts['bpftrace']} -> "

@@ -161,14 +161,15 @@ class Exporter(contextlib.AbstractContextManager):
             return
         try:
             new = self.reload_config()
-        except BpftoolsError as exc:
-            log.error("config reload failed, keeping the running config: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the exporter stays up
+            log.error("config reload failed, keeping the running config: %s", _first_line(exc),
+                      exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(exc, BpftoolsError))
             self.collector.record_reload(ok=False)
             return
-        self.collector.record_reload(ok=True)
         old = self.config
         if new == old:
             log.info("config reloaded: nothing changed")
+            self.collector.record_reload(ok=True)
             return
         if new.listen != old.listen:
             try:
@@ -185,6 +186,7 @@ class Exporter(contextlib.AbstractContextManager):
                 for key in [k for k in self._per_iface if k[0] == capability]:
                     self._stop(key, "settings changed")
         self.reconcile()
+        self.collector.record_reload(ok=True)  # counted once applied: what changed is attached now
         log.info("config reloaded")
 
     def _reload_drops(self, old: ServeConfig, new: ServeConfig) -> ServeConfig:

@@ -91,6 +91,23 @@ def read_config_file(path: str) -> Dict[str, Any]:
     return data
 
 
+def _checked(key: str, name: str, value: Any) -> Any:
+    """A file's value has the type of the setting (a reload must not take a running exporter down)."""
+    default = getattr(ServeConfig(), name)
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, list):
+        ok, kind = isinstance(value, list) and all(isinstance(v, str) for v in value), "a list of strings"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        kind = "a number of seconds > 0"
+    else:
+        ok, kind = isinstance(value, str), "a string"
+    if not ok:
+        raise BpftoolsError(f"config file: {key} must be {kind}, not {value!r}")
+    return float(value) if isinstance(default, float) else value
+
+
 def build_config(file_settings: Dict[str, Any], flags: Dict[str, Any]) -> ServeConfig:
     """File settings, overridden by flags that were given (not None / not empty)."""
     known = {f.name: f for f in dataclasses.fields(ServeConfig)}
@@ -101,7 +118,7 @@ def build_config(file_settings: Dict[str, Any], flags: Dict[str, Any]) -> ServeC
             raise BpftoolsError(f"config file: unknown setting {key!r} (known: {', '.join(sorted(known))})")
         if isinstance(getattr(ServeConfig(), name), list) and isinstance(value, str):
             value = [value]
-        settings[name] = value
+        settings[name] = _checked(key, name, value)
     for name, value in flags.items():
         if value not in (None, (), [], False):
             settings[name] = list(value) if isinstance(value, tuple) else value

@@ -5,7 +5,7 @@ kernel has them, else the perf tracepoint), filters in the kernel, counts every 
 drop in a per-CPU hash keyed (netns inode, ifindex, reason) and, unless only a summary is
 wanted, sends one event per drop through a ring buffer. This module turns options into the
 program's -D defines and filter maps, attaches, and runs the read loop; decoding and names
-live in drop_events.py, the explanations in drop_hints.py.
+live in drop_events.py, the explanations in drop_causes.py (one entry per reason, shared with diagnose).
 """
 from __future__ import annotations
 

@@ -36,14 +36,14 @@ SNAPLEN_DEFAULT, SNAPLEN_MAX = 256, 1024
 @click.option("--stack", is_flag=True, help="Show the kernel stack of each drop.")
 @click.option("--pcap", "pcap_path", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
               help="Write the dropped packets to FILE (pcapng, from the IP header, drop details as comments).")
-@click.option("--snaplen", type=click.IntRange(1, SNAPLEN_MAX), default=SNAPLEN_DEFAULT, show_default=True,
-              metavar="BYTES", help="With --pcap: bytes of each packet to keep.")
+@click.option("--snaplen", type=click.IntRange(1, SNAPLEN_MAX), metavar="BYTES",
+              help=f"With --pcap: bytes of each packet to keep, from the IP header [default: {SNAPLEN_DEFAULT}].")
 @duration_option
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N drops.")
 def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, src: Optional[str],
                 dst: Optional[str], proto: Optional[str], port: Optional[int], sport: Optional[int],
                 dport: Optional[int], reasons: Tuple[str, ...], exclude_reasons: Tuple[str, ...], as_json: bool,
-                summary: bool, no_hints: bool, stack: bool, pcap_path: Optional[str], snaplen: int,
+                summary: bool, no_hints: bool, stack: bool, pcap_path: Optional[str], snaplen: Optional[int],
                 duration: Optional[float], count: Optional[int]) -> None:
     """Show each packet the kernel drops: reason, namespace/interface, flow, kernel location, hint.
 
@@ -59,11 +59,13 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
         raise click.UsageError("--count counts shown drops; with --summary use --duration or Ctrl-C")
     if summary and (stack or pcap_path):
         raise click.UsageError("--stack and --pcap need each drop; --summary only counts them in the kernel")
+    if snaplen and not pcap_path:
+        raise click.UsageError("--snaplen is the length of packets written with --pcap FILE")
     require_privileges()
     fmt = kfree_skb_format()
     flt = build_filter(ifaces, netns, all_netns, src, dst, proto, reasons, fmt, exclude_reasons=exclude_reasons,
                        port=port, sport=sport, dport=dport)
-    capture = DropCapture(stack_depth=STACK_DEPTH if stack else 0, snaplen=snaplen if pcap_path else 0)
+    capture = DropCapture(stack_depth=STACK_DEPTH if stack else 0, snaplen=(snaplen or SNAPLEN_DEFAULT) if pcap_path else 0)
     symbols_note = hidden_note()
     if symbols_note:  # never degrade silently: locations and stacks would be bare addresses
         click.echo(f"bpftools: note: {symbols_note}", err=True)

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import socket
-import subprocess
 from typing import Dict, Iterator, List, Optional
 
 from .. import docker_engine, namespaces
+from ..facts.namespace import iptables_save, nft_ruleset, read_int
+from ..facts.netfilter import IPV4
+from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
 from . import docker
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
 AF_INET = socket.AF_INET
-ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole",
-               7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
-RULE_ACTIONS = {1: "to_tbl", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
-NUD_STATES = {0x01: "incomplete", 0x02: "reachable", 0x04: "stale", 0x08: "delay", 0x10: "probe",
-              0x20: "failed", 0x40: "noarp", 0x80: "permanent", 0x00: "none"}
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
 
@@ -62,12 +58,12 @@ def capture(label: str, known: Optional[Known] = None) -> NetnsState:
     from pyroute2 import IPRoute
 
     known = known or Known()
-    global_bridge_nf = _read_int("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    global_bridge_nf = read_int("/proc/sys/net/bridge/bridge-nf-call-iptables")
     with entered(label, known) as netns:
         sock = IPRoute()  # a netlink socket stays in the namespace it was created in
         sysctls = _read_sysctls()
-        iptables_save = _output(["iptables-save"])
-        nft = _output(["nft", "-j", "list", "ruleset"])
+        ruleset = iptables_save(None, IPV4)  # commands started here run in the entered namespace
+        nft = nft_ruleset(None)
     with sock:
         state = NetnsState(netns.label, inode=netns.inode)
         links = list(sock.get_links())  # dumping links assigns the nsids of veth peers' namespaces
@@ -89,31 +85,11 @@ def capture(label: str, known: Optional[Known] = None) -> NetnsState:
         # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
         sysctls["net.bridge.bridge-nf-call-iptables"] = global_bridge_nf
     state.sysctls = sysctls
-    state.iptables_save = iptables_save
-    try:
-        state.nft_ruleset = json.loads(nft) if nft.strip() else {}
-    except ValueError:
-        state.nft_ruleset = {}
+    state.iptables_save = ruleset
+    state.nft_ruleset = nft
     if docker.manages(state):
         state.docker_networks = docker_engine.bridge_networks()
     return state
-
-
-def _output(cmd) -> str:
-    """A command's output, run in the namespace this thread is in."""
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError:
-        return ""
-    return proc.stdout if proc.returncode == 0 else ""
-
-
-def _read_int(path: str) -> Optional[int]:
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _read_sysctls() -> Dict[str, int]:
@@ -121,7 +97,7 @@ def _read_sysctls() -> Dict[str, int]:
     values: Dict[str, int] = {}
 
     def read(path: str, key: str) -> None:
-        value = _read_int(path)
+        value = read_int(path)
         if value is not None:
             values[key] = value
 
@@ -140,8 +116,8 @@ def _link(msg, nsids: Dict[int, str], own_label: str) -> Link:
     flags = msg["flags"]
     link = Link(
         ifindex=msg["index"], ifname=msg.get_attr("IFLA_IFNAME"), kind=kind,
-        admin_up=bool(flags & 0x1), lower_up=bool(flags & 0x10000), mtu=msg.get_attr("IFLA_MTU") or 0,
-        mac=msg.get_attr("IFLA_ADDRESS") or "", noarp=bool(flags & 0x80), master=msg.get_attr("IFLA_MASTER"),
+        admin_up=bool(flags & IFF_UP), lower_up=bool(flags & IFF_LOWER_UP), mtu=msg.get_attr("IFLA_MTU") or 0,
+        mac=msg.get_attr("IFLA_ADDRESS") or "", noarp=bool(flags & IFF_NOARP), master=msg.get_attr("IFLA_MASTER"),
     )
     if kind == "veth":
         link.peer_ifindex = msg.get_attr("IFLA_LINK")
@@ -179,21 +155,21 @@ def _route(msg) -> Optional[Route]:
         oif = first["oif"]
         gateway = first.get_attr("RTA_GATEWAY")
     return Route(dst=msg.get_attr("RTA_DST") or "0.0.0.0", dst_len=msg["dst_len"], table=table,
-                 type=ROUTE_TYPES.get(msg["type"], str(msg["type"])), oif=oif, gateway=gateway,
+                 type=route_type(msg["type"]), oif=oif, gateway=gateway,
                  prefsrc=msg.get_attr("RTA_PREFSRC"), priority=msg.get_attr("RTA_PRIORITY") or 0,
                  scope=msg["scope"], tos=msg["tos"])
 
 
 def _rule(msg) -> Rule:
     return Rule(priority=msg.get_attr("FRA_PRIORITY") or 0, table=msg.get_attr("FRA_TABLE") or msg["table"],
-                action=RULE_ACTIONS.get(msg["action"], str(msg["action"])), src=msg.get_attr("FRA_SRC"),
+                action=rule_action(msg["action"]), src=msg.get_attr("FRA_SRC"),
                 src_len=msg["src_len"], dst=msg.get_attr("FRA_DST"), dst_len=msg["dst_len"],
                 iif=msg.get_attr("FRA_IIFNAME"), oif=msg.get_attr("FRA_OIFNAME"),
                 fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2))
 
 
 def _neigh(msg) -> Neighbour:
-    return Neighbour(msg["ifindex"], msg.get_attr("NDA_DST"), NUD_STATES.get(msg["state"], str(msg["state"])),
+    return Neighbour(msg["ifindex"], msg.get_attr("NDA_DST"), neigh_state(msg["state"]),
                      msg.get_attr("NDA_LLADDR"))
 
 

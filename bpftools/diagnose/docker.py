@@ -13,7 +13,8 @@ import shlex
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .firewall import Packet, Verdict, parse_iptables_save
+from ..facts.netfilter import parse_iptables_save
+from .firewall import Packet, Verdict
 from .state import NetnsState
 
 USER_CHAIN = "DOCKER-USER"
@@ -30,8 +31,8 @@ class DockerCause:
 
 def manages(state: NetnsState) -> bool:
     """Docker runs in (and writes the firewall of) this namespace."""
-    table = parse_iptables_save(state.iptables_save).get("filter")
-    return table is not None and USER_CHAIN in table.policies
+    table = parse_iptables_save(state.iptables_save).tables.get("filter")
+    return table is not None and USER_CHAIN in table.chains
 
 
 def network_name(state: NetnsState, bridge: str) -> str:

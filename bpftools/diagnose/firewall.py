@@ -1,14 +1,17 @@
 """Would this namespace's netfilter rules drop an ICMP echo (request or reply)?
 
-Reads `iptables-save` text and `nft -j list ruleset` JSON (tables that iptables-nft manages
-appear in both; they are evaluated once, from the iptables text). A match we do not
-understand makes the rule "uncertain": it never produces a drop verdict on its own."""
+Evaluates the rules facts/netfilter.py parsed from `iptables-save` text and `nft -j list
+ruleset` JSON (tables that iptables-nft manages appear in both; they are evaluated once, from
+the iptables text). A match we do not understand makes the rule "uncertain": it never
+produces a drop verdict on its own."""
 from __future__ import annotations
 
 import ipaddress
 import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
+
+from ..facts.netfilter import IptTable, iptables_managed_tables, nft_objects, parse_iptables_save
 
 ICMP_TYPES = {"echo-request": 8, "echo-reply": 0, "destination-unreachable": 3, "any": None}
 HOOK_CHAINS = {"input": "INPUT", "forward": "FORWARD", "output": "OUTPUT"}
@@ -37,41 +40,6 @@ class Verdict:
 
 
 # -- iptables ----------------------------------------------------------------------------------
-
-@dataclass
-class IptRule:
-    chain: str
-    args: List[str]
-
-    @property
-    def text(self) -> str:
-        return " ".join(shlex.quote(a) for a in ["-A", self.chain] + self.args)
-
-
-@dataclass
-class IptTable:
-    policies: Dict[str, str] = field(default_factory=dict)
-    rules: Dict[str, List[IptRule]] = field(default_factory=dict)
-
-
-def parse_iptables_save(text: str) -> Dict[str, IptTable]:
-    tables: Dict[str, IptTable] = {}
-    current: Optional[IptTable] = None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or line == "COMMIT":
-            continue
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], IptTable())
-        elif line.startswith(":") and current is not None:
-            name, policy = line[1:].split()[:2]
-            current.policies[name] = policy
-            current.rules.setdefault(name, [])
-        elif line.startswith("-A ") and current is not None:
-            words = shlex.split(line)
-            current.rules.setdefault(words[1], []).append(IptRule(words[1], words[2:]))
-    return tables
-
 
 def _addr_match(value: str, address: str) -> bool:
     return ipaddress.ip_address(address) in ipaddress.ip_network(value, strict=False)
@@ -155,7 +123,7 @@ def eval_ipt_chain(table: IptTable, chain: str, pkt: Packet, depth: int = 0) -> 
     uncertain: List[str] = []
     if depth > 16:
         return "return", "", uncertain
-    for rule in table.rules.get(chain, []):
+    for rule in (table.chains[chain].rules if chain in table.chains else []):
         matched, target = match_ipt_rule(rule.args, pkt)
         if matched is None:
             if target in ("DROP", "REJECT"):
@@ -169,7 +137,7 @@ def eval_ipt_chain(table: IptTable, chain: str, pkt: Packet, depth: int = 0) -> 
             return "drop", rule.text, uncertain
         if target == "RETURN":
             return "return", rule.text, uncertain
-        if target in table.rules:
+        if target in table.chains:
             verdict, text, more = eval_ipt_chain(table, target, pkt, depth + 1)
             uncertain += more
             if verdict != "return":
@@ -202,10 +170,6 @@ def _ipt_policy_fix(chain: str, pkt: Packet) -> str:
 
 
 # -- nftables ----------------------------------------------------------------------------------
-
-def _nft_objects(ruleset: dict, kind: str) -> List[dict]:
-    return [item[kind] for item in ruleset.get("nftables", []) if kind in item]
-
 
 def _nft_value(left: dict, pkt: Packet):
     if "meta" in left:
@@ -288,10 +252,10 @@ def match_nft_rule(exprs: List[dict], pkt: Packet) -> Tuple[Optional[bool], Opti
 
 
 def nft_verdicts(ruleset: dict, pkt: Packet, families=("ip", "inet"), skip_tables=()) -> List[Verdict]:
-    chains = [c for c in _nft_objects(ruleset, "chain")
+    chains = [c for c in nft_objects(ruleset, "chain")
               if c.get("hook") == pkt.hook and c.get("family") in families
               and (c["family"], c["table"]) not in skip_tables]
-    rules = _nft_objects(ruleset, "rule")
+    rules = nft_objects(ruleset, "rule")
     result = []
     for chain in sorted(chains, key=lambda c: c.get("prio", 0)):
         verdict, rule, uncertain = _eval_nft_chain(chain, rules, pkt, 0)
@@ -343,9 +307,9 @@ def _nft_rule_text(rule: dict) -> str:
 
 def firewall_verdict(iptables_save: str, nft_ruleset: dict, pkt: Packet, bridged: bool = False) -> Verdict:
     """The first drop the packet meets at this hook, or a pass (with rules we could not judge)."""
-    tables = parse_iptables_save(iptables_save)
-    verdicts = [iptables_verdict(tables, pkt)]
-    managed = {("ip", name) for name in tables}
+    ruleset = parse_iptables_save(iptables_save)
+    verdicts = [iptables_verdict(ruleset.tables, pkt)]
+    managed = iptables_managed_tables([ruleset])
     verdicts += nft_verdicts(nft_ruleset, pkt, ("ip", "inet"), managed)
     uncertain = [u for v in verdicts for u in v.uncertain]
     for v in verdicts:

@@ -7,9 +7,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
+from ..facts.rtnl import FAILURE_ROUTE_TYPES as FAILURE_TYPES
 from .state import Link, NetnsState, Route
-
-FAILURE_TYPES = ("blackhole", "unreachable", "prohibit")
 
 
 def _in(address: str, prefix: Optional[str], length: int) -> bool:

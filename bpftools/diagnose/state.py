@@ -9,10 +9,6 @@ import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-IFF_UP = 0x1
-IFF_NOARP = 0x80
-IFF_LOWER_UP = 0x10000
-
 RT_TABLE_LOCAL = 255
 RT_TABLE_MAIN = 254
 RT_TABLE_DEFAULT = 253

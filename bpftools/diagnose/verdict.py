@@ -4,32 +4,18 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+from ..drop_causes import DROP_CAUSES, DropCause, drop_cause, event_from_json, reason_name
 from .checks import CERTAIN, HOST_LABEL, LIKELY, Finding, in_ns
 from .walk import WalkResult
 
-# kfree_skb drop reasons (names as the kernel prints them, SKB_DROP_REASON_ prefix removed) -> cause.
-REASON_CAUSES = {
-    "NETFILTER_DROP": "netfilter_drop", "IP_RPFILTER": "rp_filter", "IP_INVALID_SOURCE": "local_source",
-    "IP_LOCAL_SOURCE": "local_source", "IP_INNOROUTES": "no_route", "IP_OUTNOROUTES": "no_route",
-"PKT_TOO_BIG": "mtu", "NEIGH_FAILED": "neighbor_unreachable",
-    "NEIGH_QUEUEFULL": "neighbor_unreachable", "NEIGH_DEAD": "neighbor_unreachable", "XDP": "xdp_drop",
-    "TC_INGRESS": "tc_drop", "TC_EGRESS": "tc_drop", "DEV_READY": "link_down", "NETDEV_DOWN": "link_down",
-}
-# A drop whose reason names one cause confirms these (bridged traffic dies in iptables as NETFILTER_DROP).
-CONFIRMS = {"netfilter_drop": ("netfilter_drop", "bridge_netfilter", "docker_isolation", "docker_icc_disabled"),
-            "rp_filter": ("rp_filter", "no_return_route"), "no_route": ("no_route", "no_return_route", "link_down"),
-            "mtu": ("mtu",),
-            "neighbor_unreachable": ("neighbor_unreachable", "local_source", "rp_filter", "bridge_port_address")}
-# Reasons (and drop locations) that only support a cause found by the checks, never one on their own.
-SUPPORTS = {"QDISC_DROP": ("link_down",), "NO_TX_TARGET": ("link_down", "neighbor_unreachable"),
-            "OTHERHOST": ("neighbor_unreachable",), "IP_INADDRERRORS": ("ip_forward_disabled",)}
+# What a drop reason means (cause, what it confirms, fix) is drop_causes.DROP_CAUSES, shared with
+# trace-drops' hints. Drop locations without a telling reason support these causes found by the checks:
 SUPPORTS_AT = {"__dev_forward_skb": ("mtu", "link_down"), "br_dev_queue_push_xmit": ("mtu",)}
 EXIT_REACHABLE, EXIT_CAUSE, EXIT_UNKNOWN, EXIT_ERROR = 0, 1, 2, 3
 
 
 def drop_reason(event: dict) -> str:
-    reason = str(event.get("reason", "")).upper()
-    return reason[len("SKB_DROP_REASON_"):] if reason.startswith("SKB_DROP_REASON_") else reason
+    return reason_name(event.get("reason", ""))
 
 
 def _check_text(f: Finding) -> str:
@@ -75,12 +61,10 @@ def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
 
 
 def _add_drop(event: dict, causes: List[dict], index: Dict[tuple, dict], programs: Dict[tuple, Finding]) -> None:
-    name = cause_for_drop(event)
-    program = programs.get((event.get("netns"), event.get("ifname")))
+    entry = drop_entry(event, programs)
+    name = entry.cause if entry else None
     location = str(event.get("location") or "")
-    if name is None and ("xdp" in location or (program is not None and program.cause == "xdp_drop")):
-        name = "xdp_drop"  # XDP drops on veth/generic XDP carry no specific reason
-    kin = CONFIRMS.get(name, (name,)) if name else SUPPORTS.get(drop_reason(event), ())
+    kin = entry.confirms if entry else ()
     kin = kin or next((v for k, v in SUPPORTS_AT.items() if location.startswith(k)), ())
     matched = [c for c in causes if c["cause"] in kin and c["netns"] == event.get("netns")] or \
               [c for c in causes if c["cause"] in kin]
@@ -97,13 +81,26 @@ def _add_drop(event: dict, causes: List[dict], index: Dict[tuple, dict], program
         _add_evidence(index[key], text)
         return
     detail = f"the kernel dropped the ping with reason {drop_reason(event)} in {event.get('netns')}" \
-        + (f" on {event['ifname']}" if event.get("ifname") else "") + (f" at {location}" if location else "")
+        + (f" on {event['ifname']}" if event.get("ifname") else "") + (f" at {location}" if location else "") \
+        + f": {entry.summary}"
+    program = programs.get((event.get("netns"), event.get("ifname")))
     if program is not None:
         detail += f" ({program.detail})"
-    index[key] = _cause(name, event.get("netns"), event.get("ifname"), detail, [text], _drop_fix(name, event),
+    index[key] = _cause(name, event.get("netns"), event.get("ifname"), detail, [text], drop_fix(entry, event),
                         LIKELY + 0.1, 10_000 + len(causes))
     index[key]["_confirmed"] = True   # the kernel said so
     causes.append(index[key])
+
+
+def drop_entry(event: dict, programs: Dict[tuple, Finding]) -> Optional[DropCause]:
+    """The drop reason's entry; XDP drops on veth/generic XDP carry no specific reason, so a drop
+    at an XDP location, or on an interface with an XDP program, counts as the XDP entry."""
+    entry = drop_cause(drop_reason(event))
+    if entry is None or entry.cause is None:
+        program = programs.get((event.get("netns"), event.get("ifname")))
+        if "xdp" in str(event.get("location") or "") or (program is not None and program.cause == "xdp_drop"):
+            return DROP_CAUSES["XDP"]
+    return entry
 
 
 def _add_evidence(cause: dict, text: str) -> None:
@@ -112,7 +109,13 @@ def _add_evidence(cause: dict, text: str) -> None:
 
 
 def cause_for_drop(event: dict) -> Optional[str]:
-    return REASON_CAUSES.get(drop_reason(event))
+    entry = drop_cause(drop_reason(event))
+    return entry.cause if entry else None
+
+
+def drop_fix(entry: DropCause, event: dict) -> List[str]:
+    """The entry's fix commands, run in the drop's namespace."""
+    return [in_ns(event.get("netns") or HOST_LABEL, cmd) for cmd in entry.fix(event_from_json(event), {})]
 
 
 def _event_text(event: dict) -> str:
@@ -120,16 +123,6 @@ def _event_text(event: dict) -> str:
     count = f" x{event['count']}" if event.get("count", 1) != 1 else ""
     loc = f" at {event['location']}" if event.get("location") else ""
     return f"drop {drop_reason(event)} in {where}{loc}{count}"
-
-
-def _drop_fix(cause: str, event: dict) -> List[str]:
-    ns, dev = event.get("netns") or HOST_LABEL, event.get("ifname")
-    if cause == "xdp_drop" and dev:
-        return [in_ns(ns, f"ip link set dev {dev} xdp off")]
-    if cause == "tc_drop" and dev:
-        hook = "egress" if drop_reason(event) == "TC_EGRESS" else "ingress"
-        return [in_ns(ns, f"tc filter del dev {dev} {hook}")]
-    return []
 
 
 def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int, drops: List[dict]) -> dict:

@@ -166,7 +166,8 @@ def test_exporter_up_panel_shows_0_for_a_stopped_exporter(veth_pair):
     data") once it is stopped; the instance stays selectable in the dashboard's variable."""
     port = free_port()
     expr = panel_expression("Exporter up")
-    serve = BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--drops", "--netns", veth_pair.ns_b)
+    serve = BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--drops", "--netns", veth_pair.ns_b,
+                            ready_timeout=READY_TIMEOUT)
     with serve, Prometheus([f"127.0.0.1:{port}"]) as prom:
         started = time.time()
         up = prom.wait_for(expr, predicate=lambda r: len(r) == 1 and r[0]["value"][1] == "1")
@@ -319,7 +320,7 @@ def test_sighup_reloads_the_config_and_changes_only_what_changed(tmp_path, veth_
     port, new_port = free_port(), free_port()
     config = tmp_path / "serve.toml"
     config.write_text(f'listen = "127.0.0.1:{port}"\ndrops = true\nnetns = "{ns}"\nencap = ["{veth_pair.veth_b}"]\n')
-    with BpftoolsProcess("serve", "--config", str(config), "--log-level", "debug") as serve:
+    with BpftoolsProcess("serve", "--config", str(config), "--log-level", "debug", ready_timeout=READY_TIMEOUT) as serve:
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, 7)  # NO_SOCKET drops in B
         wait_metrics(port, lambda t: 'reason="NO_SOCKET"} 7.0' in t)
         config.write_text(f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{ns}"\n'
@@ -346,9 +347,25 @@ def test_sighup_reloads_the_config_and_changes_only_what_changed(tmp_path, veth_
         assert "bpftools_config_last_reload_successful 0.0" in text
         assert 'bpftools_config_reloads_total{result="success"} 2.0' in text
         assert 'hook="xdp"' in text and serve.proc.poll() is None
+
+        # drops move to the other namespace: a new tracer, then the old one goes
+        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{veth_pair.ns_a}"\n'
+                          f'decap = ["{ns}/{veth_pair.veth_b}"]\nallow_any = true\n')
+        serve.proc.send_signal(signal.SIGHUP)
+        wait_metrics_at(new_port, lambda t: 'bpftools_config_reloads_total{result="success"} 3.0' in t, timeout=60)
+        send_udp(ns, veth_pair.addr_a, 9, 4)  # NO_SOCKET drops in A
+        text = wait_metrics_at(new_port, lambda t: f'netns="{veth_pair.ns_a}",reason="NO_SOCKET"}} 4.0' in t)
+        assert f'netns="{ns}",reason="NO_SOCKET"' not in text and text.count('hook="tracepoint"') == 1
+        assert 'hook="xdp"' in text  # decap, the same interface named another way: kept
+
+        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndecap = ["{ns}/{veth_pair.veth_b}"]\nallow_any = true\n')
+        serve.proc.send_signal(signal.SIGHUP)
+        text = wait_metrics_at(new_port, lambda t: 'hook="tracepoint"' not in t)
+        assert 'hook="xdp"' in text and "bpftools_drops_total{" not in text
         rc = serve.stop(signal.SIGTERM)
         assert rc == 0, serve.stderr
     log = serve.stderr
+    assert "msg=\"drops: stopped\"" in log
     assert log.count("msg=\"encap attached to") == 1 and log.count("msg=\"decap attached to") == 1
     assert "encap on vb stopped: removed from the config" in log
     assert "level=error logger=bpftools.serve msg=\"config reload failed, keeping the running config:" in log

@@ -3,8 +3,11 @@ namespace, source/destination address, protocol, port, reason wanted or excluded
 from __future__ import annotations
 
 import contextlib
+import socket
+import struct
 import time
 
+from bpftools.netlink import in_netns
 from bpftools.topology import run
 from bpftools.traffic import resolve_neighbour, send_udp, tcp_connect, udp_socket
 from bpftools_proc import BpftoolsProcess, cli
@@ -147,3 +150,24 @@ def test_unknown_exclude_reason_is_a_one_line_error():
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0] == "bpftools: error: unknown drop reason 'NO_SUCH_REASON_BT' on this kernel " \
                        "(e.g. NETFILTER_DROP, NO_SOCKET)"
+
+
+def send_sctp(ns: str, src: str, dst: str, sport: int, dport: int) -> None:
+    """One SCTP common header (no chunks) through a raw socket: dropped on arrival whether or not
+    the kernel has SCTP (no protocol handler, or a malformed packet)."""
+    sctp = struct.pack("!HHII", sport, dport, 0, 0)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(sctp), 0, 0x4000, 64, 132, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    with in_netns(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    with contextlib.closing(sock):
+        sock.sendto(header + sctp, (dst, 0))
+
+
+def test_ports_of_sctp(veth_pair):
+    resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
+    with traced("--netns", veth_pair.ns_b, "--proto", "sctp", "--dport", "7401") as proc:
+        send_sctp(veth_pair.ns_a, veth_pair.addr_a, veth_pair.addr_b, 5000, 7401)  # wanted
+        send_sctp(veth_pair.ns_a, veth_pair.addr_a, veth_pair.addr_b, 5000, 7402)  # other port
+        events = finish(proc)
+    assert [(e["proto"], e["sport"], e["dport"]) for e in events] == [("sctp", 5000, 7401)], events

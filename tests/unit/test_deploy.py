@@ -1,5 +1,6 @@
 """Kubernetes manifests: schema-valid, with what the DaemonSet needs to load BPF on a node."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,9 @@ def test_one_version_for_package_image_and_manifests():
     images = [c["image"] for d in all_objects().values() if d["kind"] == "DaemonSet"
               for c in d["spec"]["template"]["spec"]["containers"]]
     assert images and all(image == f"bpftools:{__version__}" for image in images)
+    # no other copy of the version in the docs either (an image tag written out goes stale)
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        assert not re.search(r"bpftools:\d+\.\d+", doc.read_text()), doc.name
 
 
 def test_license_file_matches_pyproject():

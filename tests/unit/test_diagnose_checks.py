@@ -141,10 +141,10 @@ COMMIT
 
 
 def test_iptables_save_parsing():
-    tables = parse_iptables_save(IPT)
-    assert tables["filter"].policies == {"INPUT": "ACCEPT", "FORWARD": "DROP", "OUTPUT": "ACCEPT",
-                                         "DOCKER-USER": "-"}
-    assert len(tables["filter"].rules["FORWARD"]) == 4
+    tables = parse_iptables_save(IPT).tables
+    assert tables["filter"].policies == {"INPUT": "ACCEPT", "FORWARD": "DROP", "OUTPUT": "ACCEPT"}
+    assert tables["filter"].chains["DOCKER-USER"].policy is None
+    assert len(tables["filter"].chains["FORWARD"].rules) == 4
 
 
 @pytest.mark.parametrize("pkt, dropped, rule", [

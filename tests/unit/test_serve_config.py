@@ -18,6 +18,11 @@ def test_flags_override_the_file_and_defaults_stay_loopback():
 
 
 @pytest.mark.parametrize("settings, message", [
+    ({"drops": "yes"}, "drops must be true or false, not 'yes'"),
+    ({"drops": True, "encap": 5}, "encap must be a list of strings, not 5"),
+    ({"drops": True, "encap": ["eth0", 1]}, "encap must be a list of strings"),
+    ({"drops": True, "watch_interval": 0}, "watch_interval must be a number of seconds > 0"),
+    ({"drops": True, "netns": 3}, "netns must be a string, not 3"),
     ({"bogus": 1, "drops": True}, "unknown setting 'bogus'"),
     ({}, "nothing to export"),
     ({"decap": ["eth0"]}, "CVE-2020-10136"),

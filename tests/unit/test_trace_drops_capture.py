@@ -240,3 +240,8 @@ def test_unwritable_pcap_is_a_one_line_error(tmp_path):
 def test_comments_name_the_drop():
     assert drop_comments(drop_event(location=None, stack=[])) == [
         "bpftools drop: reason NO_SOCKET (3), netns bt-b-1, interface vb (ifindex 3), location ?"]
+
+
+def test_snaplen_needs_pcap():
+    result = CliRunner().invoke(cli, ["trace-drops", "--snaplen", "100"])
+    assert result.exit_code == 2 and "--snaplen is the length of packets written with --pcap FILE" in result.output
