@@ -191,31 +191,72 @@ static __always_inline int wanted_place(const struct where *w)
     return 1;
 }
 
+/* Where an skb's packet is: its buffer, the end of the linear data and the network header
+ * (both offsets from head), and skb->protocol (network order). */
+struct l3_span {
+    const unsigned char *head;
+    u32 tail;
+    u16 nh;
+    u16 protocol;
+};
+
+/* The four are within 24 bytes of each other on 6.x (protocol..head): one read, as in
+ * dev_place, into u64 words so every load from the copy is naturally aligned; other layouts
+ * take one read per field. */
+#define SKB_SPAN_START (OFF_SKB_PROTOCOL & ~7)
+#define SKB_SPAN_END (OFF_SKB_HEAD + 8)
+#if OFF_SKB_HEAD % 8 == 0 && OFF_SKB_PROTOCOL % 2 == 0 && OFF_SKB_NETWORK_HEADER % 2 == 0 && \
+    SIZE_SKB_TAIL == 4 && OFF_SKB_TAIL % 4 == 0 && \
+    OFF_SKB_NETWORK_HEADER >= SKB_SPAN_START && OFF_SKB_TAIL >= SKB_SPAN_START && \
+    OFF_SKB_PROTOCOL + 2 <= OFF_SKB_HEAD && OFF_SKB_NETWORK_HEADER + 2 <= OFF_SKB_HEAD && \
+    OFF_SKB_TAIL + 4 <= OFF_SKB_HEAD && SKB_SPAN_END - SKB_SPAN_START <= 64
+static __always_inline void l3_place(const void *skb, struct l3_span *s)
+{
+    u64 span[(SKB_SPAN_END - SKB_SPAN_START) / 8];
+    bpf_probe_read_kernel(span, sizeof(span), (const char *)skb + SKB_SPAN_START); /* zeroed on failure */
+    s->head = (const unsigned char *)span[(OFF_SKB_HEAD - SKB_SPAN_START) / 8];
+    s->tail = ((u32 *)span)[(OFF_SKB_TAIL - SKB_SPAN_START) / 4];
+    s->nh = ((u16 *)span)[(OFF_SKB_NETWORK_HEADER - SKB_SPAN_START) / 2];
+    s->protocol = ((u16 *)span)[(OFF_SKB_PROTOCOL - SKB_SPAN_START) / 2];
+}
+#else
+static __always_inline void l3_place(const void *skb, struct l3_span *s)
+{
+    s->head = kread_ptr(skb, OFF_SKB_HEAD);
+#if SIZE_SKB_TAIL == 8 /* 32-bit kernels: a pointer */
+    const unsigned char *tail = kread_ptr(skb, OFF_SKB_TAIL);
+    s->tail = tail ? tail - s->head : 0;
+#else
+    s->tail = kread_u32(skb, OFF_SKB_TAIL);
+#endif
+    s->nh = kread_u16(skb, OFF_SKB_NETWORK_HEADER);
+    s->protocol = kread_u16(skb, OFF_SKB_PROTOCOL);
+}
+#endif
+
 /* Packet parsing from skb->head + network_header (not the MAC header, so devices without
  * an Ethernet header work). Fills family/addresses/proto/ports/ICMP; returns the network
- * header of an IP packet, NULL otherwise. */
-static __always_inline const unsigned char *parse_packet(const void *skb, struct drop_event *e)
+ * header of an IP packet, NULL otherwise. One read of 44 bytes covers the IPv4 header and
+ * its ports (no options) or the IPv6 header and its ports (no extension headers). */
+static __always_inline const unsigned char *parse_packet(const struct l3_span *s, struct drop_event *e)
 {
-    const unsigned char *head = kread_ptr(skb, OFF_SKB_HEAD);
-    u16 nh = kread_u16(skb, OFF_SKB_NETWORK_HEADER);
-    u16 ethertype = bpf_ntohs(kread_u16(skb, OFF_SKB_PROTOCOL));
-    e->len = kread_u32(skb, OFF_SKB_LEN);
-    if (!head || nh == MAC_HEADER_UNSET)
+    u16 ethertype = bpf_ntohs(s->protocol);
+    if (!s->head || s->nh == MAC_HEADER_UNSET)
         return NULL;
-    const unsigned char *l3 = head + nh;
-    u8 first = 0;
-    bpf_probe_read_kernel(&first, 1, l3);
+    const unsigned char *l3 = s->head + s->nh;
+    u8 hdr[44] = {};
+    bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
+    u8 version = hdr[0] >> 4;
     if (!ethertype) /* locally generated packets before the protocol is set: look at the version */
-        ethertype = (first >> 4) == 4 ? ETH_P_IP : (first >> 4) == 6 ? ETH_P_IPV6 : 0;
+        ethertype = version == 4 ? ETH_P_IP : version == 6 ? ETH_P_IPV6 : 0;
     e->ethertype = ethertype;
 
-    const unsigned char *l4;
+    const unsigned char *l4 = NULL; /* set when the transport header is beyond `hdr` */
     u8 proto;
+    u8 l4h[4] = {};
     if (ethertype == ETH_P_IP) {
-        if ((first >> 4) != 4)
+        if (version != 4)
             return NULL;
-        u8 hdr[20] = {};
-        bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
         e->family = 4;
         proto = hdr[9];
         __builtin_memcpy(e->saddr, hdr + 12, 4);
@@ -223,42 +264,46 @@ static __always_inline const unsigned char *parse_packet(const void *skb, struct
         u16 frag = ((u16)hdr[6] << 8 | hdr[7]) & 0x1fff;
         e->proto = proto;
         if (frag)
-            return NULL; /* not the first fragment: no transport header */
-        l4 = l3 + (first & 0x0f) * 4;
+            return l3; /* not the first fragment: no transport header */
+        u8 ihl = hdr[0] & 0x0f;
+        if (ihl == 5)
+            __builtin_memcpy(l4h, hdr + 20, 4);
+        else
+            l4 = l3 + ihl * 4;
     } else if (ethertype == ETH_P_IPV6) {
-        if ((first >> 4) != 6)
+        if (version != 6)
             return NULL;
-        u8 hdr[40] = {};
-        bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
         e->family = 6;
         proto = hdr[6];
         __builtin_memcpy(e->saddr, hdr + 8, 16);
         __builtin_memcpy(e->daddr, hdr + 24, 16);
-        l4 = l3 + 40;
+        __builtin_memcpy(l4h, hdr + 40, 4);
+        const unsigned char *next = l3 + 40;
 #pragma unroll
         for (int i = 0; i < MAX_V6_EXT; i++) {
             if (proto != IPV6_HOPOPTS_ && proto != IPV6_ROUTING_ && proto != IPV6_DSTOPTS_)
                 break;
             u8 ext[2] = {};
-            bpf_probe_read_kernel(ext, sizeof(ext), l4);
+            bpf_probe_read_kernel(ext, sizeof(ext), next);
             proto = ext[0];
-            l4 += (ext[1] + 1) * 8;
+            next += (ext[1] + 1) * 8;
+            l4 = next;
         }
         e->proto = proto;
     } else {
         return NULL;
     }
-    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE) {
-        u16 ports[2] = {};
-        bpf_probe_read_kernel(ports, sizeof(ports), l4);
-        e->sport = bpf_ntohs(ports[0]);
-        e->dport = bpf_ntohs(ports[1]);
+    int ports = proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
+    int icmp = proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6_;
+    if (l4 && (ports || icmp))
+        bpf_probe_read_kernel(l4h, sizeof(l4h), l4);
+    if (ports) {
+        e->sport = (u16)l4h[0] << 8 | l4h[1];
+        e->dport = (u16)l4h[2] << 8 | l4h[3];
         e->has_ports = 1;
-    } else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6_) {
-        u8 tc[2] = {};
-        bpf_probe_read_kernel(tc, sizeof(tc), l4);
-        e->icmp_type = tc[0];
-        e->icmp_code = tc[1];
+    } else if (icmp) {
+        e->icmp_type = l4h[0];
+        e->icmp_code = l4h[1];
         e->has_ports = 2;
     }
     return l3;
@@ -324,7 +369,9 @@ static __always_inline int packet_wanted(const void *skb)
 {
 #ifdef FILTER_PACKETS
     struct drop_event pkt = {};
-    parse_packet(skb, &pkt);
+    struct l3_span span;
+    l3_place(skb, &span);
+    parse_packet(&span, &pkt);
     return wanted_packet(&pkt);
 #else
     return 1;
@@ -347,14 +394,9 @@ static __always_inline void count_drop(const struct where *w, u32 reason)
 #if SNAPLEN
 /* Up to SNAPLEN bytes from the network header, within the skb's linear data (what is in
  * page fragments beyond skb->tail is not copied: the capture is truncated there). */
-static __always_inline u16 copy_packet(const void *skb, const unsigned char *l3, u8 *out)
+static __always_inline u16 copy_packet(const struct l3_span *s, const unsigned char *l3, u8 *out)
 {
-    const unsigned char *head = kread_ptr(skb, OFF_SKB_HEAD);
-#if SIZE_SKB_TAIL == 8
-    const unsigned char *tail = kread_ptr(skb, OFF_SKB_TAIL);
-#else
-    const unsigned char *tail = head + kread_u32(skb, OFF_SKB_TAIL);
-#endif
+    const unsigned char *tail = s->head + s->tail;
     if (tail <= l3)
         return 0;
     u64 n = tail - l3;
@@ -404,7 +446,9 @@ static __always_inline int handle_drop(void *ctx, const void *skb, u64 location,
     }
     struct drop_event *e = &r->event;
     __builtin_memset(e, 0, sizeof(*e));
-    const unsigned char *l3 = parse_packet(skb, e);
+    struct l3_span span;
+    l3_place(skb, &span);
+    const unsigned char *l3 = parse_packet(&span, e);
     if (!wanted_packet(e)) {
         events.ringbuf_discard(r, 0);
         return 0;
@@ -415,6 +459,7 @@ static __always_inline int handle_drop(void *ctx, const void *skb, u64 location,
     e->netns = w.netns;
     e->ifindex = w.ifindex;
     e->reason = reason;
+    e->len = kread_u32(skb, OFF_SKB_LEN);
     if (w.dev) {
         bpf_probe_read_kernel_str(e->ifname, sizeof(e->ifname), (const char *)w.dev + OFF_DEV_NAME);
         e->dev_known = 1;
@@ -425,7 +470,7 @@ static __always_inline int handle_drop(void *ctx, const void *skb, u64 location,
 #endif
 #if SNAPLEN
     if (l3)
-        e->caplen = copy_packet(skb, l3, r->packet);
+        e->caplen = copy_packet(&span, l3, r->packet);
 #endif
     events.ringbuf_submit(r, 0);
 #endif

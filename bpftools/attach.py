@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import signal
 from typing import Iterator, List, Optional
 
 from . import bpfsys
-from .errors import BpftoolsError
+from .errors import BpftoolsError, first_line, survive
 from .netlink import Interface, in_netns, ipr, xdp_prog_id
+
+log = logging.getLogger(__name__)
 
 PROG_NAME_PREFIX = "bpftools_"
 # BPFTOOLS_ATTACH=netlink forces the legacy path (old kernels; also how tests cover it).
@@ -48,7 +51,7 @@ class Attachment(contextlib.AbstractContextManager):
         if not self.attached:
             return
         self.attached = False
-        with contextlib.suppress(Exception):
+        with survive(log, "detaching %s", self.description, level=logging.WARNING):
             self._detach()
 
     def __enter__(self):
@@ -123,7 +126,8 @@ class XdpAttachment(Attachment):
     def still_attached(self) -> bool:
         try:
             return self.attached and xdp_prog_id(self.iface) == self._prog_id
-        except Exception:  # the interface is gone
+        except Exception as exc:  # the interface is gone
+            log.debug("XDP on %s: %s", self.iface.describe(), first_line(exc))
             return False
 
     def _remove_existing(self, prog_id: int) -> None:
@@ -176,7 +180,8 @@ class TcAttachment(Attachment):
                     return bpfsys.prog_id_of_fd(self.prog_fd) in bpfsys.tcx_prog_ids(self.iface.ifindex, self._attach_type)
             return any(p["hook"] == f"tc/{self.direction}" and p["prog_name"] == self.prog_name
                        for p in attached_programs(self.iface))
-        except Exception:  # the interface is gone
+        except Exception as exc:  # the interface is gone
+            log.debug("tc on %s: %s", self.iface.describe(), first_line(exc))
             return False
 
     @property
@@ -207,7 +212,7 @@ class TcAttachment(Attachment):
 
     def _remove_clsact_if_ours(self, sock) -> None:
         if self._created_clsact:
-            with contextlib.suppress(Exception):
+            with survive(log, "removing the clsact qdisc of %s", self.iface.describe()):
                 sock.tc("del", "clsact", self.iface.ifindex)
 
     def _detach(self) -> None:
@@ -216,7 +221,7 @@ class TcAttachment(Attachment):
             self._link_fd = -1
             return
         with ipr(self.iface.netns) as sock:
-            with contextlib.suppress(Exception):
+            with survive(log, "removing the tc filter from %s", self.iface.describe()):
                 sock.tc("del-filter", "bpf", self.iface.ifindex, self._handle, parent=TC_PARENTS[self.direction],
                         prio=TC_PRIORITY)
             if self._created_clsact and not other_filters(sock, self.iface.ifindex):
@@ -288,7 +293,7 @@ def attached_programs(iface: Interface) -> List[dict]:
                 result.append({"hook": f"tcx/{direction}", "prog_id": pid, "prog_name": _prog_name(pid)})
     with ipr(iface.netns) as sock:
         for direction, parent in TC_PARENTS.items():
-            with contextlib.suppress(Exception):
+            with survive(log, "listing tc filters of %s", iface.describe()):
                 for msg in sock.get_filters(index=iface.ifindex, parent=parent):
                     options = msg.get_attr("TCA_OPTIONS")
                     name = options.get_attr("TCA_BPF_NAME") if options else None

@@ -191,6 +191,17 @@ def explain_too_big(event, facts: dict) -> str:
 
 
 
+def explain_ipv6_disabled(event, facts: dict) -> str:
+    return (f"IPv6 is off on {_iface(event)} in {_where(event)}: disable_ipv6 = 1, or an MTU below 1280 (the "
+            f"IPv6 minimum: the kernel then removes the link's IPv6 addresses); check "
+            f"{_cmd(event, f'sysctl net.ipv6.conf.{_iface(event)}.disable_ipv6')} and the MTU")
+
+
+def explain_ns_otherhost(event, facts: dict) -> str:
+    return (f"a neighbour solicitation on {_iface(event)} in {_where(event)} asked for an address this interface does "
+            f"not have: IPv6 answers only for addresses of the receiving interface (or proxy_ndp entries)")
+
+
 def explain_link_down(event, facts: dict) -> str:
     state = "" if facts.get("up") is None else f" (now {'up' if facts['up'] else 'down'})"
     return (f"{_iface(event)} in {_where(event)} is down or not ready{state}: the packet had nowhere to go; "
@@ -309,7 +320,7 @@ class DropCause:
     fix: Callable[..., List[str]] = no_fix
 
 
-_NEIGH = ("neighbor_unreachable", "local_source", "rp_filter", "bridge_port_address")
+_NEIGH = ("neighbor_unreachable", "arp_ignore", "local_source", "rp_filter", "bridge_port_address")
 _NO_ROUTE = ("no_route", "no_return_route", "link_down")
 
 DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [
@@ -323,7 +334,7 @@ DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [
               fix_inaddrerrors),
     DropCause("IP_INNOROUTES", "no_route", _NO_ROUTE, "no route for it on input", explain_noroute, facts_routing),
     DropCause("IP_OUTNOROUTES", "no_route", _NO_ROUTE, "no route for it on output", explain_noroute, facts_routing),
-    DropCause("IP_LOCAL_SOURCE", "local_source", ("local_source",),
+    DropCause("IP_LOCAL_SOURCE", "local_source", ("local_source", "no_return_route", "no_route"),  # came back: a loop
               "its source is an address of the receiving namespace", explain_local_source, facts_local_source),
     DropCause("IP_INVALID_SOURCE", "local_source", ("local_source",), "its source is martian",
               explain_invalid_source, facts_invalid_source),
@@ -346,6 +357,10 @@ DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [
     DropCause("PKT_TOO_BIG", "mtu", ("mtu",), "it was larger than the path MTU and may not be fragmented",
               explain_too_big, facts_too_big),
     DropCause("DEV_READY", "link_down", ("link_down",), "the device was not ready (down)", explain_link_down),
+    DropCause("IPV6DISABLED", None, ("mtu", "link_down"), "IPv6 is disabled on the device", explain_ipv6_disabled,
+              facts_link),
+    DropCause("IPV6_NDISC_NS_OTHERHOST", None, ("neighbor_unreachable",),
+              "a neighbour solicitation for an address the interface does not have", explain_ns_otherhost),
 ]}
 
 

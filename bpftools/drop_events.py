@@ -5,16 +5,19 @@ Pure functions and small caches; no BPF here (unit-tested without root or bcc).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import logging
 import struct
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .errors import survive
 from .kernel.drop_reasons import TracepointFormat
 from .addresses import format_address
 from .netlink import host_netns_inode, list_interfaces, named_netns, netns_inode
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132, "gre": 47, "esp": 50, "ah": 51,
              "ipip": 4, "ipv6": 41, "ipv6-frag": 44, "udplite": 136, "ospf": 89, "vrrp": 112}
@@ -131,7 +134,7 @@ class Names:
             ok, ns = self.netns_reachable(netns)
             name = None
             if ok and ifindex:
-                with contextlib.suppress(Exception):
+                with survive(log, "listing the interfaces of netns %s", netns):
                     for iface in list_interfaces(ns):
                         self._ifnames[(netns, iface.ifindex)] = iface.ifname
                     name = self._ifnames.get(key)
@@ -147,7 +150,7 @@ class Names:
         if addr not in self._symbols:
             text = None
             if self._ksym is not None:
-                with contextlib.suppress(Exception):
+                with survive(log, "resolving kernel address 0x%x", addr):
                     text = self._ksym(addr)
             self._symbols[addr] = text if text and not text.startswith("[unknown]") else f"0x{addr:x}"
         return self._symbols[addr]

@@ -3,12 +3,12 @@ read from the drop's namespace at that moment through facts.namespace.NamespaceI
 (cached per namespace and throttled, so a flood of drops does not fork a process per packet)."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from typing import Dict, Optional
 
 from .drop_causes import DROP_CAUSES, drop_cause
+from .errors import survive
 from .facts.namespace import NamespaceInspector
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class HintEngine:
                 continue
             inspector = self._inspectors.setdefault(ns, NamespaceInspector(ns))
             for family in ("ipv4", "ipv6"):
-                with contextlib.suppress(Exception):
+                with survive(log, "reading the %s rulesets of netns %s", family, ns):
                     inspector.prime_netfilter(family)
 
     def facts(self, event, ns: NamespaceInspector) -> dict:

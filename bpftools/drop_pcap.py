@@ -5,7 +5,7 @@ the version nibble), so drops on devices without an Ethernet header and locally 
 packets before L2 are captured alike. Non-IP drops (ARP, ...) cannot be told apart in that
 link type and are not written; they are counted. Every packet carries one comment naming the
 drop (reason, namespace, interface, kernel location) and, with --stack, a second one with the
-stack. The file has one pcapng interface: libpcap (tcpdump) refuses files whose LINKTYPE_RAW
+stack. Each packet is flushed as it is written. The file has one pcapng interface: libpcap (tcpdump) refuses files whose LINKTYPE_RAW
 interfaces are more than one, so the namespace and interface are in the comment.
 
 Written with scapy's PcapNgWriter (maintained, writes per-packet opt_comment and if_name);
@@ -67,6 +67,7 @@ class DropPcap(contextlib.AbstractContextManager):
         except OSError as exc:
             raise BpftoolsError(f"cannot write --pcap {self.path}: {exc.strerror}") from None
         self._writer.write_header(None)  # section and interface blocks: a valid file even without drops
+        self._writer.sync = True  # each packet reaches the file at once: readable while tracing, and after a kill
         return self
 
     def write(self, event: DropEvent) -> bool:

@@ -4,10 +4,14 @@ these adapters only read."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Dict, Iterable, Optional, Set
 
+from .errors import first_line
 from .metrics import Sample
 from .netlink import list_interfaces, live_netns_inodes, named_netns, netns_inode, netns_label
+
+log = logging.getLogger(__name__)
 
 
 def _ifindexes(inode: int) -> Optional[Set[int]]:
@@ -17,7 +21,8 @@ def _ifindexes(inode: int) -> Optional[Set[int]]:
         return None
     try:
         return {iface.ifindex for iface in list_interfaces(name)}
-    except Exception:
+    except Exception as exc:
+        log.debug("listing the interfaces of %s failed: %s", name, first_line(exc))
         return None
 
 

@@ -2,20 +2,27 @@
 and the faults that break their pings, for learning, demos and `diagnose` tests.
 
 Nothing here touches the namespace bpftools runs in: the "host" of these setups is a
-namespace too (`bpftlab-veth-host`). `lab down --all` removes every `bpftlab-` namespace."""
+namespace too (`bpftlab-veth-host`). `lab down --all` removes every `bpftlab-` namespace.
+
+The topologies are dual-stack (IPv4 and IPv6, fd00:7N:: ULA addresses, no duplicate address
+detection so nothing waits on "tentative" addresses); a fault with an IPv6 counterpart
+(`Fault.ipv6`) breaks the IPv6 ping the same way (`lab break NAME FAULT -6`)."""
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 from .netlink import named_netns
 from .topology import Topology, kill_netns_processes, run
+
+log = logging.getLogger(__name__)
 
 PREFIX = "bpftlab"
 STATE_DIR = "/run/bpftools-lab"
@@ -40,6 +47,28 @@ class Fault:
     ping_from: Optional[str] = None   # role; default: the topology's
     ping_to: Optional[str] = None     # address; default: the topology's
     program: Optional[Tuple[str, str, str]] = None   # (role, ifname, "xdp"|"tc"): a BPF program that drops ICMP
+    size: Optional[int] = None        # ping payload (ping -s) that shows the fault; default 56
+    ipv6: Optional["Fault"] = None    # the IPv6 counterpart (same name; its own steps, ping_to, size)
+
+    @property
+    def families(self) -> Tuple[int, ...]:
+        return (4, 6) if self.ipv6 else (4,)
+
+
+def six(steps: Optional[List[Step]] = None, undo: Optional[List[Step]] = None, **kw) -> dict:
+    """`Fault(..., **six(...))`: an IPv6 counterpart; without steps, the IPv4 steps serve both
+    (a link down, an XDP program: nothing family-specific)."""
+    return {"ipv6": Fault("", "", steps, undo, **kw)}
+
+
+def fault_label(name: str, family: int = 4) -> str:
+    """How `lab list` / `lab fix` name an injected fault: `mtu`, `mtu/ipv6`."""
+    return name if family == 4 else f"{name}/ipv6"
+
+
+def parse_fault_label(label: str) -> Tuple[str, int]:
+    name, _, family = label.partition("/")
+    return name, 6 if family == "ipv6" else 4
 
 
 @dataclass
@@ -51,23 +80,46 @@ class LabTopology:
     ping_to: str
     faults: Dict[str, Fault] = field(default_factory=dict)
     requires: Optional[str] = None    # kernel feature (doctor probe name)
+    ping_to6: Optional[str] = None    # the IPv6 address of the healthy ping (None: IPv4 only)
     ping_device: Optional[str] = None  # the ping is `ping -I <device>`
-    starts_broken: Optional[str] = None   # the tutorial's setup has this fault: `lab fix` repairs it
+    starts_broken: Optional[str] = None   # the setup as usually built has this fault: `lab fix` repairs it
 
     def ns(self, role: str) -> str:
         return f"{prefix()}-{self.name}-{role}"
 
-    def ping(self, fault: Optional[str] = None) -> Tuple[str, str]:
+    @property
+    def families(self) -> Tuple[int, ...]:
+        return (4, 6) if self.ping_to6 else (4,)
+
+    def fault(self, name: str, family: int = 4) -> Fault:
+        """The fault as injected in `family`: the IPv6 counterpart's steps, or the fault's own."""
+        if name not in self.faults:
+            raise BpftoolsError(f"lab {self.name} has no fault {name!r} (choose from: {', '.join(self.faults)})")
+        f = self.faults[name]
+        if family == 4:
+            return f
+        if f.ipv6 is None or family not in self.families:
+            raise BpftoolsError(f"lab {self.name}: fault {name} has no IPv6 counterpart")
+        return Fault(f.name, f.summary, f.ipv6.steps if f.ipv6.steps is not None else f.steps,
+                     f.ipv6.undo if f.ipv6.undo is not None else f.undo, f.ipv6.ping_from or f.ping_from,
+                     f.ipv6.ping_to, f.program, f.ipv6.size)
+
+    def ping(self, fault: Optional[str] = None, family: int = 4) -> Tuple[str, str]:
         """(namespace, address) of the ping that shows the fault (or the healthy ping)."""
-        f = self.faults.get(fault) if fault else None
-        return self.ns((f and f.ping_from) or self.ping_from), (f and f.ping_to) or self.ping_to
+        f = self.fault(fault, family) if fault else None
+        default = self.ping_to6 if family == 6 else self.ping_to
+        return self.ns((f and f.ping_from) or self.ping_from), (f and f.ping_to) or default
+
+    def ping_size(self, fault: Optional[str] = None, family: int = 4) -> int:
+        f = self.fault(fault, family) if fault else None
+        return (f and f.size) or 56
 
     def ping_args(self) -> List[str]:
         """ping's options besides the address (and `diagnose ping`'s: the same -I)."""
         return ["-I", self.ping_device] if self.ping_device else []
 
-    def ping_command(self, fault: Optional[str] = None) -> str:
-        ns, dst = self.ping(fault)
+    def ping_command(self, fault: Optional[str] = None, family: int = 4) -> str:
+        ns, dst = self.ping(fault, family)
         return " ".join(["ip netns exec", ns, "ping", *self.ping_args(), dst])
 
 
@@ -82,11 +134,21 @@ class LabBuilder(Topology):
         name = self.topo.ns(role)
         run("ip", "netns", "add", name)
         self.namespaces.append(name)
+        # No duplicate address detection: lab addresses (link-local ones too) are usable at once,
+        # instead of "tentative" for a second; and static IPv6 addresses survive `ip link set down`
+        # (by default the kernel flushes them), so `link up` repairs a link_down fault in both
+        # families. Devices moved into the namespace get its defaults.
+        for conf in ("all", "default"):
+            for key in ("accept_dad=0", "keep_addr_on_down=1"):
+                run("sysctl", "-qw", f"net.ipv6.conf.{conf}.{key}", netns=name, check=False)
         run("ip", "link", "set", "lo", "up", netns=name)
         return name
 
     def run(self, role: str, *cmd: str) -> None:
         run(*cmd, netns=self.topo.ns(role))
+
+    def addr6(self, role: str, ifname: str, cidr: str) -> None:
+        self.run(role, "ip", "-6", "addr", "add", cidr, "dev", ifname, "nodad")
 
 
 # -- topologies ---------------------------------------------------------------------------------
@@ -94,6 +156,9 @@ class LabBuilder(Topology):
 def _build_veth(b: LabBuilder) -> None:
     host, ns1 = b.netns("host"), b.netns("ns1")
     b.veth(host, "veth0", ns1, "eth0", "10.70.0.1/24", "10.70.0.2/24")
+    b.run("ns1", "ip", "addr", "add", "10.70.0.3/32", "dev", "lo")   # a service address, answered over eth0
+    b.addr6("host", "veth0", "fd00:70::1/64")
+    b.addr6("ns1", "eth0", "fd00:70::2/64")
 
 
 def _build_bridge(b: LabBuilder) -> None:
@@ -101,6 +166,9 @@ def _build_bridge(b: LabBuilder) -> None:
     b.veth(a, "eth0", sw, "pa", "10.71.0.1/24")
     b.veth(bb, "eth0", sw, "pb", "10.71.0.2/24")
     b.bridge(sw, "br0", ["pa", "pb"], "10.71.0.254/24")
+    b.addr6("a", "eth0", "fd00:71::1/64")
+    b.addr6("b", "eth0", "fd00:71::2/64")
+    b.addr6("sw", "br0", "fd00:71::fe/64")
 
 
 def _build_routed(b: LabBuilder) -> None:
@@ -111,6 +179,13 @@ def _build_routed(b: LabBuilder) -> None:
     b.sysctl(router, "net.ipv4.ip_forward", 1)
     b.run("left", "ip", "route", "add", "default", "via", "10.72.1.1")
     b.run("right", "ip", "route", "add", "default", "via", "10.72.2.1")
+    for role, ifname, cidr in (("left", "eth0", "fd00:72:1::2/64"), ("router", "r-left", "fd00:72:1::1/64"),
+                               ("right", "eth0", "fd00:72:2::2/64"), ("router", "r-right", "fd00:72:2::1/64"),
+                               ("right", "eth1", "fd00:72:3::2/64"), ("router", "r-right2", "fd00:72:3::1/64")):
+        b.addr6(role, ifname, cidr)
+    b.sysctl(router, "net.ipv6.conf.all.forwarding", 1)
+    b.run("left", "ip", "-6", "route", "add", "default", "via", "fd00:72:1::1")
+    b.run("right", "ip", "-6", "route", "add", "default", "via", "fd00:72:2::1")
 
 
 def _build_ipip(b: LabBuilder) -> None:
@@ -133,7 +208,7 @@ def _build_ipip(b: LabBuilder) -> None:
 
 
 def _build_veth_pair(b: LabBuilder) -> None:
-    """The tutorial's commands, one for one: both ends of one veth pair in one namespace."""
+    """The usual commands, one for one: both ends of one veth pair in one namespace."""
     b.netns("host")
     for cmd in (["ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"],
                 ["ip", "addr", "add", "192.168.4.3/24", "dev", "veth0"],
@@ -147,69 +222,132 @@ def _sysctl(key: str, value) -> List[str]:
     return ["sysctl", "-qw", f"{key}={value}"]
 
 
+def _readd6(ifname: str, cidr: str) -> List[str]:
+    """An MTU below 1280 removes a link's IPv6 addresses: undoing such a fault puts them back."""
+    return ["ip", "-6", "addr", "replace", cidr, "dev", ifname, "nodad"]
+
+
 TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
     LabTopology("veth", "a veth pair between a namespace and the host's stand-in (the classic netns + veth setup)",
-                _build_veth, "host", "10.70.0.2", faults={f.name: f for f in [
+                _build_veth, "host", "10.70.0.2", ping_to6="fd00:70::2", faults={f.name: f for f in [
                     Fault("link_down", "the namespace's end of the veth pair is down",
                           [("ns1", ["ip", "link", "set", "eth0", "down"])],
-                          [("ns1", ["ip", "link", "set", "eth0", "up"])]),
+                          [("ns1", ["ip", "link", "set", "eth0", "up"])], **six()),
                     Fault("netfilter_drop", "INPUT drops ICMP echo requests in the namespace",
                           [("ns1", ["iptables", "-A", "INPUT", "-p", "icmp", "--icmp-type", "echo-request",
                                     "-j", "DROP"])],
                           [("ns1", ["iptables", "-D", "INPUT", "-p", "icmp", "--icmp-type", "echo-request",
-                                    "-j", "DROP"])]),
+                                    "-j", "DROP"])],
+                          **six([("ns1", ["ip6tables", "-A", "INPUT", "-p", "ipv6-icmp", "--icmpv6-type",
+                                          "echo-request", "-j", "DROP"])],
+                                [("ns1", ["ip6tables", "-D", "INPUT", "-p", "ipv6-icmp", "--icmpv6-type",
+                                          "echo-request", "-j", "DROP"])])),
                     Fault("local_source", "the namespace also has the host's address (a stray VIP): the "
-                          "ping's source is martian there",
+                          "ping's source is martian there (IPv6: the reply stays there)",
                           [("ns1", ["ip", "addr", "add", "10.70.0.1/32", "dev", "lo"])],
-                          [("ns1", ["ip", "addr", "del", "10.70.0.1/32", "dev", "lo"])]),
+                          [("ns1", ["ip", "addr", "del", "10.70.0.1/32", "dev", "lo"])],
+                          **six([("ns1", ["ip", "-6", "addr", "add", "fd00:70::1/128", "dev", "lo"])],
+                                [("ns1", ["ip", "-6", "addr", "del", "fd00:70::1/128", "dev", "lo"])])),
                     Fault("mtu", "the namespace's end has a 68-byte MTU (the host's end 1500)",
                           [("ns1", ["ip", "link", "set", "eth0", "mtu", "68"])],
-                          [("ns1", ["ip", "link", "set", "eth0", "mtu", "1500"])]),
+                          [("ns1", ["ip", "link", "set", "eth0", "mtu", "1500"]),
+                           ("ns1", _readd6("eth0", "fd00:70::2/64"))],
+                          **six([("ns1", ["ip", "link", "set", "eth0", "mtu", "1280"])],
+                                [("ns1", ["ip", "link", "set", "eth0", "mtu", "1500"])], size=1300)),
                     Fault("neighbor_unreachable", "a stale static ARP entry for the namespace's address",
                           [("host", ["ip", "neigh", "replace", "10.70.0.2", "lladdr", "02:00:00:00:00:99",
                                      "nud", "permanent", "dev", "veth0"])],
-                          [("host", ["ip", "neigh", "del", "10.70.0.2", "dev", "veth0"])]),
+                          [("host", ["ip", "neigh", "del", "10.70.0.2", "dev", "veth0"])],
+                          **six([("host", ["ip", "neigh", "replace", "fd00:70::2", "lladdr", "02:00:00:00:00:99",
+                                           "nud", "permanent", "dev", "veth0"])],
+                                [("host", ["ip", "neigh", "del", "fd00:70::2", "dev", "veth0"])])),
                     Fault("xdp_drop", "an XDP program on the namespace's end drops ICMP",
                           [], [("ns1", ["ip", "link", "set", "dev", "eth0", "xdp", "off"])],
-                          program=("ns1", "eth0", "xdp")),
+                          program=("ns1", "eth0", "xdp"), **six()),
                     Fault("tc_drop", "a tc ingress program on the namespace's end drops ICMP",
                           [], [("ns1", ["tc", "qdisc", "del", "dev", "eth0", "clsact"])],
-                          program=("ns1", "eth0", "tc")),
+                          program=("ns1", "eth0", "tc"), **six()),
+                    Fault("echo_ignored", "the namespace ignores every echo request (icmp_echo_ignore_all)",
+                          [("ns1", _sysctl("net.ipv4.icmp_echo_ignore_all", 1))],
+                          [("ns1", _sysctl("net.ipv4.icmp_echo_ignore_all", 0))],
+                          **six([("ns1", _sysctl("net.ipv6.icmp.echo_ignore_all", 1))],
+                                [("ns1", _sysctl("net.ipv6.icmp.echo_ignore_all", 0))])),
+                    Fault("arp_ignore", "arp_ignore = 1 in the namespace: its service address on lo is not "
+                          "answered on eth0",
+                          [("ns1", _sysctl("net.ipv4.conf.all.arp_ignore", 1))],
+                          [("ns1", _sysctl("net.ipv4.conf.all.arp_ignore", 0)),
+                           ("ns1", _sysctl("net.ipv4.conf.eth0.arp_ignore", 0))], ping_to="10.70.0.3"),
+                    Fault("no_route", "a policy rule sends the namespace's subnet to table 100, which "
+                          "blackholes it",
+                          [("host", ["ip", "route", "add", "blackhole", "10.70.0.0/24", "table", "100"]),
+                           ("host", ["ip", "rule", "add", "to", "10.70.0.0/24", "lookup", "100", "priority",
+                                     "1000"])],
+                          [("host", ["ip", "rule", "del", "priority", "1000"]),
+                           ("host", ["ip", "route", "del", "blackhole", "10.70.0.0/24", "table", "100"])],
+                          **six([("host", ["ip", "-6", "route", "add", "blackhole", "fd00:70::/64", "table", "100"]),
+                                 ("host", ["ip", "-6", "rule", "add", "to", "fd00:70::/64", "lookup", "100",
+                                           "priority", "1000"])],
+                                [("host", ["ip", "-6", "rule", "del", "priority", "1000"]),
+                                 ("host", ["ip", "-6", "route", "del", "blackhole", "fd00:70::/64", "table",
+                                           "100"])])),
                 ]}),
     LabTopology("bridge", "two namespaces joined by br0 in a switch namespace (like Docker's default bridge)",
-                _build_bridge, "a", "10.71.0.2", faults={f.name: f for f in [
+                _build_bridge, "a", "10.71.0.2", ping_to6="fd00:71::2", faults={f.name: f for f in [
                     Fault("bridge_netfilter", "br_netfilter sends bridged frames through iptables, and FORWARD "
                           "drops them (Docker's FORWARD DROP)",
                           [("sw", _sysctl("net.bridge.bridge-nf-call-iptables", 1)),
                            ("sw", ["iptables", "-P", "FORWARD", "DROP"])],
-                          [("sw", ["iptables", "-P", "FORWARD", "ACCEPT"])]),
+                          [("sw", ["iptables", "-P", "FORWARD", "ACCEPT"])],
+                          **six([("sw", _sysctl("net.bridge.bridge-nf-call-ip6tables", 1)),
+                                 ("sw", ["ip6tables", "-P", "FORWARD", "DROP"])],
+                                [("sw", ["ip6tables", "-P", "FORWARD", "ACCEPT"])])),
                     Fault("bridge_port_address", "the switch's address is on the bridge port pa instead of br0",
                           [("sw", ["ip", "addr", "del", "10.71.0.254/24", "dev", "br0"]),
                            ("sw", ["ip", "addr", "add", "10.71.0.254/24", "dev", "pa"])],
                           [("sw", ["ip", "addr", "del", "10.71.0.254/24", "dev", "pa"]),
                            ("sw", ["ip", "addr", "add", "10.71.0.254/24", "dev", "br0"])],
-                          ping_from="sw", ping_to="10.71.0.1"),
+                          ping_from="sw", ping_to="10.71.0.1",
+                          **six([("sw", ["ip", "-6", "addr", "del", "fd00:71::fe/64", "dev", "br0"]),
+                                 ("sw", ["ip", "-6", "addr", "add", "fd00:71::fe/64", "dev", "pa", "nodad"])],
+                                [("sw", ["ip", "-6", "addr", "del", "fd00:71::fe/64", "dev", "pa"]),
+                                 ("sw", _readd6("br0", "fd00:71::fe/64"))], ping_to="fd00:71::1")),
                     Fault("link_down", "the bridge port towards b is down",
                           [("sw", ["ip", "link", "set", "pb", "down"])],
-                          [("sw", ["ip", "link", "set", "pb", "up"])]),
+                          [("sw", ["ip", "link", "set", "pb", "up"])], **six()),
                     Fault("mtu", "the bridge port towards b has a 68-byte MTU",
                           [("sw", ["ip", "link", "set", "pb", "mtu", "68"])],
-                          [("sw", ["ip", "link", "set", "pb", "mtu", "1500"])]),
+                          [("sw", ["ip", "link", "set", "pb", "mtu", "1500"]),
+                           ("sw", _readd6("br0", "fd00:71::fe/64"))],  # br0 follows its smallest port
+                          **six([("sw", ["ip", "link", "set", "pb", "mtu", "1280"])],
+                                [("sw", ["ip", "link", "set", "pb", "mtu", "1500"])], size=1300)),
+                    Fault("no_return_route", "a prohibit rule in b refuses every route back to a",
+                          [("b", ["ip", "rule", "add", "to", "10.71.0.1", "prohibit", "priority", "900"])],
+                          [("b", ["ip", "rule", "del", "priority", "900"])],
+                          **six([("b", ["ip", "-6", "rule", "add", "to", "fd00:71::1", "prohibit", "priority", "900"])],
+                                [("b", ["ip", "-6", "rule", "del", "priority", "900"])])),
                 ]}),
     LabTopology("routed", "two namespaces routed through a router namespace (with a second, backup link "
-                "to the right)", _build_routed, "left", "10.72.2.2", faults={f.name: f for f in [
+                "to the right)", _build_routed, "left", "10.72.2.2", ping_to6="fd00:72:2::2", faults={f.name: f for f in [
                     Fault("ip_forward_disabled", "the router does not forward",
                           [("router", _sysctl("net.ipv4.ip_forward", 0))],
-                          [("router", _sysctl("net.ipv4.ip_forward", 1))]),
+                          [("router", _sysctl("net.ipv4.ip_forward", 1))],
+                          **six([("router", _sysctl("net.ipv6.conf.all.forwarding", 0))],
+                                [("router", _sysctl("net.ipv6.conf.all.forwarding", 1))])),
                     Fault("netfilter_drop", "the router's FORWARD policy is DROP",
                           [("router", ["iptables", "-P", "FORWARD", "DROP"])],
-                          [("router", ["iptables", "-P", "FORWARD", "ACCEPT"])]),
+                          [("router", ["iptables", "-P", "FORWARD", "ACCEPT"])],
+                          **six([("router", ["ip6tables", "-P", "FORWARD", "DROP"])],
+                                [("router", ["ip6tables", "-P", "FORWARD", "ACCEPT"])])),
                     Fault("no_route", "left has no route to the right subnet (its default route is gone)",
                           [("left", ["ip", "route", "del", "default"])],
-                          [("left", ["ip", "route", "replace", "default", "via", "10.72.1.1"])]),
+                          [("left", ["ip", "route", "replace", "default", "via", "10.72.1.1"])],
+                          **six([("left", ["ip", "-6", "route", "del", "default"])],
+                                [("left", ["ip", "-6", "route", "replace", "default", "via", "fd00:72:1::1"])])),
                     Fault("no_return_route", "right has no route back to left (its default route is gone)",
                           [("right", ["ip", "route", "del", "default"])],
-                          [("right", ["ip", "route", "replace", "default", "via", "10.72.2.1"])]),
+                          [("right", ["ip", "route", "replace", "default", "via", "10.72.2.1"])],
+                          **six([("right", ["ip", "-6", "route", "del", "default"])],
+                                [("right", ["ip", "-6", "route", "replace", "default", "via", "fd00:72:2::1"])])),
                     Fault("rp_filter", "strict rp_filter on right, whose route back to left uses the backup "
                           "link (asymmetric routing)",
                           [("right", ["ip", "route", "add", "10.72.1.0/24", "via", "10.72.3.1", "dev", "eth1"]),
@@ -218,21 +356,31 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                           [("right", ["ip", "route", "del", "10.72.1.0/24", "via", "10.72.3.1", "dev", "eth1"]),
                            ("right", _sysctl("net.ipv4.conf.all.rp_filter", 0)),
                            ("right", _sysctl("net.ipv4.conf.eth0.rp_filter", 0))]),
-                    Fault("mtu", "the router's interface towards right has a 68-byte MTU",
+                    Fault("mtu", "the router's interface towards right has a 68-byte MTU (IPv6: 1280, and left "
+                          "drops ICMPv6 packet-too-big, so path MTU discovery cannot help: a black hole)",
                           [("router", ["ip", "link", "set", "r-right", "mtu", "68"])],
-                          [("router", ["ip", "link", "set", "r-right", "mtu", "1500"])]),
+                          [("router", ["ip", "link", "set", "r-right", "mtu", "1500"]),
+                           ("router", _readd6("r-right", "fd00:72:2::1/64"))],
+                          **six([("router", ["ip", "link", "set", "r-right", "mtu", "1280"]),
+                                 ("left", ["ip6tables", "-A", "INPUT", "-p", "ipv6-icmp", "--icmpv6-type",
+                                           "packet-too-big", "-j", "DROP"])],
+                                [("router", ["ip", "link", "set", "r-right", "mtu", "1500"]),
+                                 ("left", ["ip6tables", "-D", "INPUT", "-p", "ipv6-icmp", "--icmpv6-type",
+                                           "packet-too-big", "-j", "DROP"])], size=1300)),
                     Fault("link_down", "the router's interface towards right is down",
                           [("router", ["ip", "link", "set", "r-right", "down"])],
-                          [("router", ["ip", "link", "set", "r-right", "up"])]),
+                          [("router", ["ip", "link", "set", "r-right", "up"])], **six()),
                     Fault("neighbor_unreachable", "left's default gateway is an address nobody has",
                           [("left", ["ip", "route", "replace", "default", "via", "10.72.1.254"])],
-                          [("left", ["ip", "route", "replace", "default", "via", "10.72.1.1"])]),
+                          [("left", ["ip", "route", "replace", "default", "via", "10.72.1.1"])],
+                          **six([("left", ["ip", "-6", "route", "replace", "default", "via", "fd00:72:1::fe"])],
+                                [("left", ["ip", "-6", "route", "replace", "default", "via", "fd00:72:1::1"])])),
                 ]}),
     LabTopology("veth-pair", "both ends of one veth pair in one namespace, veth0 192.168.4.3/24 and veth1 "
-                "192.168.4.2/24, and `ping -I veth0 192.168.4.2` (the classic veth pair tutorial)", _build_veth_pair,
+                "192.168.4.2/24, and `ping -I veth0 192.168.4.2` (a setup many veth guides start with)", _build_veth_pair,
                 "host",
                 "192.168.4.2", ping_device="veth0", starts_broken="local_source", faults={f.name: f for f in [
-                    Fault("local_source", "as in the tutorial: accept_local = 0, so the request, which leaves by veth0 "
+                    Fault("local_source", "accept_local = 0 (the default), so the request, which leaves by veth0 "
                           "and comes back in on veth1 with a source of this namespace, is dropped as a martian",
                           [("host", _sysctl("net.ipv4.conf.veth0.accept_local", 0)),
                            ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 0))],
@@ -293,9 +441,9 @@ def _record(name: str, faults: List[str]) -> None:
         json.dump({"faults": faults}, f)
 
 
-def healthy_ping(topo: LabTopology, attempts: int = 10) -> bool:
+def healthy_ping(topo: LabTopology, attempts: int = 10, family: int = 4) -> bool:
     """Wait until the topology's ping works (ports and carriers take a moment)."""
-    ns, dst = topo.ping()
+    ns, dst = topo.ping(family=family)
     args = [] if topo.starts_broken else topo.ping_args()   # broken from the start: is the address up at all
     for _ in range(attempts):
         if run("ping", "-n", "-q", "-c", "1", "-W", "1", *args, dst, netns=ns, check=False).returncode == 0:
@@ -316,8 +464,9 @@ def up(name: str) -> LabTopology:
             os.unlink(_state_path(name))
         raise
     _record(name, [topo.starts_broken] if topo.starts_broken else [])
-    if not healthy_ping(topo):
-        raise BpftoolsError(f"lab {name} is up but `{topo.ping_command()}` does not work yet")
+    for family in topo.families:
+        if not healthy_ping(topo, family=family):
+            raise BpftoolsError(f"lab {name} is up but `{topo.ping_command(family=family)}` does not work yet")
     return topo
 
 
@@ -326,21 +475,21 @@ def _apply(topo: LabTopology, steps: List[Step], check: bool = True) -> None:
         run(*cmd, netns=topo.ns(role), check=check)
 
 
-def break_(name: str, fault: str) -> Fault:
+def break_(name: str, fault: str, family: int = 4) -> Fault:
     topo = topology(name)
-    if fault not in topo.faults:
-        raise BpftoolsError(f"lab {name} has no fault {fault!r} (choose from: {', '.join(topo.faults)})")
+    injected = topo.fault(fault, family)
     if not is_up(name):
         raise BpftoolsError(f"lab {name} is not up (run `bpftools lab up {name}` first)")
     applied = _faults_applied(name)
-    if fault in applied:
-        return topo.faults[fault]
-    _apply(topo, topo.faults[fault].steps)
-    if topo.faults[fault].program:
-        role, ifname, hook = topo.faults[fault].program
+    label = fault_label(fault, family)
+    if label in applied:
+        return injected
+    _apply(topo, injected.steps)
+    if injected.program and not any(parse_fault_label(a)[0] == fault for a in applied):
+        role, ifname, hook = injected.program  # one program drops both families' echo
         attach_drop_program(topo.ns(role), ifname, hook)
-    _record(name, applied + [fault])
-    return topo.faults[fault]
+    _record(name, applied + [label])
+    return injected
 
 
 def attach_drop_program(netns: str, ifname: str, hook: str) -> None:
@@ -376,8 +525,8 @@ def fix(name: str) -> List[str]:
     if not is_up(name):
         raise BpftoolsError(f"lab {name} is not up (run `bpftools lab up {name}` first)")
     applied = _faults_applied(name)
-    for fault in reversed(applied):
-        _apply(topo, topo.faults[fault].undo, check=False)
+    for label in reversed(applied):
+        _apply(topo, topo.fault(*parse_fault_label(label)).undo, check=False)
     _record(name, [])
     return applied
 
@@ -389,7 +538,7 @@ def down(name: Optional[str] = None) -> List[str]:
         topology(name)
     removed = []
     for ns in namespaces_of(name):
-        with contextlib.suppress(Exception):
+        with survive(log, "stopping the processes of %s", ns):
             kill_netns_processes(ns)
         if run("ip", "netns", "del", ns, check=False).returncode == 0:
             removed.append(ns)
@@ -406,5 +555,7 @@ def down(name: Optional[str] = None) -> List[str]:
 def status() -> List[dict]:
     return [{"topology": t.name, "summary": t.summary, "up": is_up(t.name),
              "faults": list(t.faults), "broken": _faults_applied(t.name) if is_up(t.name) else [],
-             "ping": t.ping_command(), "requires": t.requires}
+             "ping": t.ping_command(), "requires": t.requires,
+             "ping6": t.ping_command(family=6) if 6 in t.families else None,
+             "faults6": [f.name for f in t.faults.values() if 6 in f.families and 6 in t.families]}
             for t in TOPOLOGIES.values()]

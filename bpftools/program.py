@@ -6,16 +6,19 @@ substitution); kernel struct offsets from BTF are always among them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Union
+from typing import Dict, Iterator, Optional, Sequence, Union
 
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 from .kernel.headers import require_headers
 from .kernel.mounts import ensure_mounted
 from .kernel.offsets import kernel_offsets, offset_cflags
+
+log = logging.getLogger(__name__)
 
 BPF_DIR = Path(__file__).resolve().parent / "bpf"  # a link to the top-level bpf/ in a checkout
 Define = Union[int, str, bool]
@@ -64,12 +67,27 @@ def first_error(lines: list) -> str:
 
 
 class BpfProgram(contextlib.AbstractContextManager):
-    """A compiled bcc module; `with BpfProgram(...) as prog` unloads it on exit."""
+    """A compiled bcc module; `with BpfProgram(...) as prog` unloads it on exit. `source` may
+    name several files of bpf/ (that share no names): they are compiled as one module, which
+    costs one compile instead of several (bcc only takes the functions of its main file, so
+    they are joined, not #included)."""
 
-    def __init__(self, source: str, defines: Optional[Dict[str, Define]] = None):
-        self.source = bpf_source(source)
+    def __init__(self, source: Union[str, Sequence[str]], defines: Optional[Dict[str, Define]] = None):
+        names = [source] if isinstance(source, str) else list(source)
+        self.sources = [bpf_source(name) for name in names]
+        self.source = self.sources[0]
         self.defines = dict(defines or {})
         self.bpf = None
+
+    @property
+    def name(self) -> str:
+        return " + ".join(path.name for path in self.sources)
+
+    def _bcc_source(self) -> dict:
+        if len(self.sources) == 1:
+            return {"src_file": str(self.source).encode()}
+        text = "".join(f'#line 1 "{path}"\n{path.read_text()}\n' for path in self.sources)
+        return {"text": text.encode()}
 
     def cflags(self) -> list:
         return ["-I" + str(BPF_DIR / "include"), "-Wno-unused-function"] + offset_cflags(kernel_offsets()) \
@@ -82,11 +100,11 @@ class BpfProgram(contextlib.AbstractContextManager):
 
         with _stderr_captured() as output:
             try:
-                self.bpf = BPF(src_file=str(self.source).encode(), cflags=self.cflags())
+                self.bpf = BPF(cflags=self.cflags(), **self._bcc_source())
             except Exception:
                 self.bpf = None
         if self.bpf is None:
-            raise BpftoolsError(f"compiling {self.source.name} failed: {first_error(output) or 'unknown error'}")
+            raise BpftoolsError(f"compiling {self.name} failed: {first_error(output) or 'unknown error'}")
         return self
 
     def load(self, fn_name: str, prog_type: int) -> int:
@@ -97,7 +115,7 @@ class BpfProgram(contextlib.AbstractContextManager):
             except Exception as exc:
                 error = str(exc)
         detail = first_error(output) or error
-        raise BpftoolsError(f"the kernel rejected {fn_name} from {self.source.name}: {detail}")
+        raise BpftoolsError(f"the kernel rejected {fn_name} from {self.name}: {detail}")
 
     def table(self, name: str):
         return self.bpf[name.encode()]
@@ -109,6 +127,6 @@ class BpfProgram(contextlib.AbstractContextManager):
 
     def __exit__(self, *exc) -> None:
         if self.bpf is not None:
-            with contextlib.suppress(Exception):
+            with survive(log, "releasing %s", self.source.name):
                 self.bpf.cleanup()
             self.bpf = None

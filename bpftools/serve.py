@@ -9,16 +9,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
-import time
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 
-from .errors import BpftoolsError
+from .errors import BpftoolsError, first_line, survive
 from .exporter_sources import DecapSource, DropsSource, EncapSource
 from .metrics import BpftoolsCollector
 from .netlink import Interface, list_interfaces, netns_label
+from .runloop import Every, RunLoop
 from .serve_config import ServeConfig, listen_address, split_interface
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,16 @@ def source_key(key: InterfaceKey) -> str:
     return f"{capability}:{netns}/{ifname}" if netns else f"{capability}:{ifname}"
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _file_signature(path: Optional[str]) -> Optional[Tuple[int, int, int, int]]:
+    """What changes when a file is rewritten or replaced (Kubernetes swaps a ConfigMap's
+    mounted files through a symlink); None while it cannot be read."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _changed(old: ServeConfig, new: ServeConfig, names) -> bool:
@@ -46,9 +55,12 @@ def _changed(old: ServeConfig, new: ServeConfig, names) -> bool:
 
 
 class Exporter(contextlib.AbstractContextManager):
-    def __init__(self, config: ServeConfig, reload_config: Optional[Callable[[], ServeConfig]] = None):
+    def __init__(self, config: ServeConfig, reload_config: Optional[Callable[[], ServeConfig]] = None,
+                 config_file: Optional[str] = None):
         self.config = config
         self.reload_config = reload_config  # None: no config file, SIGHUP has nothing to re-read
+        self.config_file = config_file  # watched: a changed file (a ConfigMap update) reloads like SIGHUP
+        self._file_seen = _file_signature(config_file)
         self.collector = BpftoolsCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
@@ -78,25 +90,31 @@ class Exporter(contextlib.AbstractContextManager):
         self._stack.close()
 
     def run(self) -> None:
-        """Follow interfaces until Ctrl-C/SIGTERM; reload when asked; now and then forget the
+        """Follow interfaces until Ctrl-C/SIGTERM; reload on SIGHUP; now and then forget the
         counts of the dead."""
-        last_gc = time.monotonic()
-        try:
-            while True:
-                time.sleep(self.config.watch_interval)
-                if self._reload_pending:
-                    self._reload_pending = False
+        gc_due = Every(GC_INTERVAL)
+        with RunLoop(self.config.watch_interval, on_hangup=self.request_reload) as loop:
+            for now in loop:
+                if self.reload_due():
                     self.reload()
                 self.reconcile()
-                if self._drops is not None and time.monotonic() - last_gc >= GC_INTERVAL:
-                    last_gc = time.monotonic()
+                if self._drops is not None and gc_due(now):
                     self._drops.forget_gone()
-        except KeyboardInterrupt:
-            pass
 
     def request_reload(self) -> None:
         """Safe from a signal handler: the run loop reloads at its next round."""
         self._reload_pending = True
+
+    def reload_due(self) -> bool:
+        """SIGHUP came, or the config file changed since it was last read: once per change."""
+        due, self._reload_pending = self._reload_pending, False
+        seen = _file_signature(self.config_file)
+        if seen is not None and seen != self._file_seen:
+            self._file_seen = seen
+            if not due:
+                log.info("config file %s changed: reloading", self.config_file)
+            due = True
+        return due
 
     # --- HTTP ------------------------------------------------------------------------------
     def _listen(self, listen: str) -> None:
@@ -162,7 +180,7 @@ class Exporter(contextlib.AbstractContextManager):
         try:
             new = self.reload_config()
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the exporter stays up
-            log.error("config reload failed, keeping the running config: %s", _first_line(exc),
+            log.error("config reload failed, keeping the running config: %s", first_line(exc),
                       exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(exc, BpftoolsError))
             self.collector.record_reload(ok=False)
             return
@@ -197,7 +215,7 @@ class Exporter(contextlib.AbstractContextManager):
         try:
             self._start_drops(new)
         except Exception as exc:  # noqa: BLE001 - reported, and the running tracer stays
-            log.error("config reload: cannot start drops: %s; keeping the previous drops settings", _first_line(exc),
+            log.error("config reload: cannot start drops: %s; keeping the previous drops settings", first_line(exc),
                       exc_info=log.isEnabledFor(logging.DEBUG))
             return dataclasses.replace(new, **{name: getattr(old, name) for name in DROPS_SETTINGS})
         return new
@@ -242,9 +260,9 @@ class Exporter(contextlib.AbstractContextManager):
             stack.close()
             raise
         except Exception as exc:  # e.g. the interface vanished while we compiled: retried next round
-            with contextlib.suppress(Exception):
+            with survive(log, "closing what %s had started on %s", key[0], iface.describe()):
                 stack.close()
-            log.warning("cannot start %s on %s: %s", key[0], iface.describe(), _first_line(exc),
+            log.warning("cannot start %s on %s: %s", key[0], iface.describe(), first_line(exc),
                         exc_info=log.isEnabledFor(logging.DEBUG))
             return
         self.collector.set_source(source_key(key), source)
@@ -257,13 +275,13 @@ class Exporter(contextlib.AbstractContextManager):
         try:
             stack.close()
         except Exception as exc:  # noqa: BLE001 - the interface is gone: detaching may find nothing
-            log.debug("closing %s: %s", source_key(key), _first_line(exc))
+            log.debug("closing %s: %s", source_key(key), first_line(exc))
         log.info("%s on %s stopped: %s", key[0], key[2], why)
 
     def _close_interfaces(self) -> None:
         for key in list(self._per_iface):
             self.collector.remove_source(source_key(key))
-            with contextlib.suppress(Exception):
+            with survive(log, "closing %s", source_key(key)):
                 self._per_iface.pop(key)[1].close()
 
     def _start_encap(self, iface: Interface, stack: contextlib.ExitStack):

@@ -6,14 +6,16 @@ our programs are named with the `bpftools_` prefix.
 """
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
 from . import bpfsys
 from .attach import PROG_NAME_PREFIX, TC_PARENTS, other_filters, attached_programs
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 from .netlink import all_netns, in_netns, ipr, list_interfaces, netns_inode, netns_label, named_netns
+
+log = logging.getLogger(__name__)
 
 TRACING_TYPES = ("tracepoint", "raw_tracepoint", "kprobe", "perf_event", "tracing")
 
@@ -111,7 +113,7 @@ def _remove(item: dict) -> None:
             sock.tc("del-filter", "bpf", ifindex, item["handle"], parent=TC_PARENTS[hook[3:]], prio=item["prio"])
             if not other_filters(sock, ifindex):
                 # An empty clsact does nothing; the process that made it for us died before removing it.
-                with contextlib.suppress(Exception):
+                with survive(log, "removing an empty clsact qdisc (ifindex %s)", ifindex):
                     sock.tc("del", "clsact", ifindex)
 
 
@@ -127,7 +129,8 @@ def remove_attachments(ifname: Optional[str], netns: Optional[str], force: bool)
         if item["held_by"] in ("bpf_link", "process") and not force:
             kept.append(item)
             continue
-        with contextlib.suppress(Exception), in_netns(None):
+        with survive(log, "removing %s %s from %s (netns %s)", item["hook"], item["prog_name"], item["ifname"],
+                     item["netns"], level=logging.WARNING), in_netns(None):
             _remove(item)
             removed.append(item)
     return removed, kept

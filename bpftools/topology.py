@@ -7,12 +7,15 @@ through `ip`, so what we build is exactly what a user would type, and every
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import uuid
 from typing import List, Optional, Sequence
 
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
+
+log = logging.getLogger(__name__)
 
 
 def run(*args: str, netns: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -74,7 +77,7 @@ class Topology(contextlib.AbstractContextManager):
 
     def close(self) -> None:
         for name in reversed(self.namespaces):
-            with contextlib.suppress(Exception):
+            with survive(log, "removing namespace %s", name, level=logging.WARNING):
                 kill_netns_processes(name)
                 run("ip", "netns", "del", name, check=False)
         self.namespaces.clear()

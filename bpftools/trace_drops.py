@@ -13,10 +13,9 @@ import collections
 import contextlib
 import ctypes
 import functools
+import logging
 import os
-import signal
 import struct
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
@@ -25,10 +24,13 @@ from .addresses import parse_cidr
 from .attach import TracepointAttachment
 from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, decode_event, decode_raw, protocol_name,
                           summarize, wall_clock_offset_ns)
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 from .kernel.drop_reasons import TracepointFormat, kfree_skb_format
 from .kernel.kallsyms import read_kallsyms
 from .netlink import Interface, all_netns as every_netns, list_interfaces, netns_inode, resolve_interface
+from .runloop import RunLoop
+
+log = logging.getLogger(__name__)
 
 SOURCE = "trace_drops.bpf.c"
 RAW_FN, TP_FN = "bpftools_drops", "bpftools_dropt"
@@ -89,9 +91,15 @@ class DropFilter:
                  f"port {self.port}" if self.port is not None else "",
                  f"sport {self.sport}" if self.sport is not None else "",
                  f"dport {self.dport}" if self.dport is not None else "",
-                 f"{len(self.reasons)} reason(s)" if self.reasons else "",
-                 f"{len(self.exclude_reasons)} reason(s) excluded" if self.exclude_reasons else ""]
+                 self._reasons("reason", self.reasons, names), self._reasons("not", self.exclude_reasons, names)]
         return " ".join([where] + [e for e in extra if e])
+
+    @staticmethod
+    def _reasons(word: str, codes: Set[int], names: Optional[Names]) -> str:
+        """`reason NO_SOCKET,NETFILTER_DROP` (names when known), `not NOT_SPECIFIED`; "" if none."""
+        if not codes:
+            return ""
+        return f"{word} " + ",".join(sorted(names.reason(c) if names else str(c) for c in codes))
 
 
 # IP protocols whose ports the kernel program reads (parse_packet in trace_drops.bpf.c).
@@ -188,7 +196,7 @@ def build_filter(ifnames: Sequence[str], netns: Optional[str], all_netns: bool, 
     if ifnames:
         if all_netns:
             for ns in every_netns():
-                with contextlib.suppress(Exception):  # a namespace may vanish meanwhile
+                with survive(log, "listing the interfaces of %s", ns):  # a namespace may vanish meanwhile
                     by_name = {i.ifname: i for i in list_interfaces(ns)}
                     flt.ifaces += [by_name[n] for n in ifnames if n in by_name]
             missing = set(ifnames) - {i.ifname for i in flt.ifaces}
@@ -225,14 +233,14 @@ class DropTracer(contextlib.AbstractContextManager):
     `events_lost()` read the kernel's counters. Leaving the block detaches and unloads."""
 
     def __init__(self, flt: DropFilter, summary: bool = False, fmt: Optional[TracepointFormat] = None,
-                 capture: DropCapture = DropCapture()):
+                 capture: DropCapture = DropCapture(), program=None):
         if summary and (capture.stack_depth or capture.snaplen):
             raise BpftoolsError("stacks and packet bytes travel with per-drop events: not with a summary")
         self.flt = flt
         self.summary = summary
         self.capture = capture
         self.fmt = fmt or kfree_skb_format()
-        self.program = None
+        self.program = program   # compiled with defines() by the caller, who unloads it (diagnose)
         self.attachment: Optional[TracepointAttachment] = None
         self._pending: List[bytes] = []
         self._stack = contextlib.ExitStack()
@@ -241,8 +249,8 @@ class DropTracer(contextlib.AbstractContextManager):
         from .program import BpfProgram
 
         try:
-            self.program = self._stack.enter_context(
-                BpfProgram(SOURCE, program_defines(self.flt, self.fmt, self.summary, not_drop_ranges(), self.capture)))
+            if self.program is None:
+                self.program = self._stack.enter_context(BpfProgram(SOURCE, self.defines()))
             self._fill_maps()
             self.attachment = self._stack.enter_context(self._attach())
             if not self.summary:
@@ -251,6 +259,10 @@ class DropTracer(contextlib.AbstractContextManager):
             self._stack.close()
             raise
         return self
+
+    def defines(self) -> Dict[str, object]:
+        """The -D configuration this tracer's program is compiled with."""
+        return program_defines(self.flt, self.fmt, self.summary, not_drop_ranges(), self.capture)
 
     def _attach(self) -> TracepointAttachment:
         from bcc import BPF
@@ -333,22 +345,6 @@ class RunResult:
     events_seen: int
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event):
-    """Ctrl-C/SIGTERM/SIGHUP end the run between two events (never in the middle of printing
-    one); the caller then reads what is left and the counts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in sigs}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run_trace(tracer: DropTracer, names: Names, on_event: Callable[[DropEvent], None],
               on_lost: Callable[[int], None], duration: Optional[float] = None, count: Optional[int] = None,
               poll_ms: Optional[int] = None, on_ready: Optional[Callable[[], None]] = None) -> RunResult:
@@ -359,32 +355,25 @@ def run_trace(tracer: DropTracer, names: Names, on_event: Callable[[DropEvent], 
     clock = wall_clock_offset_ns()
     if poll_ms is None:  # summary mode has nothing to read until the end: wake up rarely
         poll_ms = 1000 if tracer.summary else 100
-    deadline = time.monotonic() + duration if duration else None
     backlog: Deque[RawDrop] = collections.deque()
-    seen, lost_reported = 0, 0
-    stop = threading.Event()
+    lost_reported = 0
 
-    def deliver() -> None:
-        nonlocal seen
-        while backlog and (count is None or seen < count):
-            on_event(decode_event(backlog[0], names, clock))
-            backlog.popleft()
-            seen += 1
+    def poll(timeout: float) -> None:
+        backlog.extend(tracer.poll(max(1, int(timeout * 1000))))
 
-    with _stop_on_signals(stop):
+    with RunLoop(poll_ms / 1000, duration, count, wait=None if tracer.summary else poll) as loop:
+
+        def deliver() -> None:
+            while backlog and loop.left() != 0:
+                on_event(decode_event(backlog[0], names, clock))
+                backlog.popleft()
+                loop.add()
+
         if on_ready is not None:  # once a signal can no longer cut the summary short
             on_ready()
-        while not stop.is_set() and (count is None or seen < count):
-            timeout = poll_ms
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                timeout = max(1, min(poll_ms, int(left * 1000)))
+        for _now in loop:
             if tracer.summary:
-                stop.wait(timeout / 1000)
                 continue
-            backlog.extend(tracer.poll(timeout))
             deliver()
             lost = tracer.events_lost()
             if lost > lost_reported:
@@ -396,4 +385,4 @@ def run_trace(tracer: DropTracer, names: Names, on_event: Callable[[DropEvent], 
     lost = tracer.events_lost()
     if not tracer.summary and lost > lost_reported:
         on_lost(lost - lost_reported)
-    return RunResult(summarize(tracer.counts(), names), lost, seen)
+    return RunResult(summarize(tracer.counts(), names), lost, loop.seen)

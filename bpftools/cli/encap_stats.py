@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import List, Optional, Tuple
 
 import click
@@ -11,7 +10,8 @@ from ..attach import terminate_gracefully
 from ..encap_stats import INGRESS_HOOKS, UDP_TYPES, EncapStats, parse_udp_port, udp_port_table
 from ..kernel.privileges import require_privileges
 from ..netlink import resolve_interface
-from .output import announce_ready, duration_option, emit_json, table
+from ..runloop import RunLoop
+from .output import announce_ready, duration_option, emit_json, interval_option, table
 
 CLEAR_SCREEN = "\033[H\033[2J"
 
@@ -25,8 +25,7 @@ CLEAR_SCREEN = "\033[H\033[2J"
               help=f"Extra UDP destination port for a type ({', '.join(UDP_TYPES)}); repeatable.")
 @click.option("--top", type=click.IntRange(min=0), default=0, metavar="N",
               help="Also show the N busiest outer (src, dst) endpoint pairs per type.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
-              help="Seconds between reports.")
+@interval_option(1.0)
 @duration_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (fields: docs/encap-stats.md).")
 def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str, udp_ports: Tuple[str, ...],
@@ -37,27 +36,12 @@ def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str
     interfaces = [resolve_interface(name, netns) for name in ifaces]
     report = _print_json if as_json else _print_table
     with terminate_gracefully(), EncapStats(interfaces, ingress_hook, ports, top) as stats:
-        announce_ready(f"counting encapsulated traffic on {', '.join(i.describe() for i in interfaces)} "
-                       f"(ingress {ingress_hook}, egress tc)")
-        try:
-            _run(stats, report, interval, duration)
-        except KeyboardInterrupt:
-            pass
+        with RunLoop(interval, duration) as loop:
+            announce_ready(f"counting encapsulated traffic on {', '.join(i.describe() for i in interfaces)} "
+                           f"(ingress {ingress_hook}, egress tc)")
+            for _now in loop:
+                report(stats.snapshot())
         report(stats.snapshot())  # final totals, always
-
-
-def _run(stats: EncapStats, report, interval: float, duration: Optional[float]) -> None:
-    """Report every `interval` until `duration` (the caller reports once more at the end)."""
-    now = time.monotonic()
-    deadline = None if duration is None else now + duration
-    next_report = now + interval
-    while True:
-        if deadline is not None and deadline <= next_report:
-            time.sleep(max(0.0, deadline - time.monotonic()))
-            return
-        time.sleep(max(0.0, next_report - time.monotonic()))
-        report(stats.snapshot())
-        next_report += interval
 
 
 def _print_json(rows: List[dict]) -> None:

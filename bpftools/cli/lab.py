@@ -42,8 +42,10 @@ def up(name: str) -> None:
     click.echo(f"lab {name} is up: {', '.join(namespaces_of(name))}")
     click.echo(f"  {topo.summary}")
     click.echo(f"  try: {topo.ping_command()}")
+    if 6 in topo.families:
+        click.echo(f"       {topo.ping_command(family=6)}")
     if topo.starts_broken:
-        click.echo(f"  it starts broken, as in the tutorial ({topo.starts_broken}): "
+        click.echo(f"  it starts broken, as this setup usually is ({topo.starts_broken}): "
                    f"bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}; "
                    f"`bpftools lab fix {name}` repairs it")
     click.echo(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")
@@ -52,17 +54,21 @@ def up(name: str) -> None:
 @lab.command("break")
 @click.argument("name")
 @click.argument("fault")
-def break_(name: str, fault: str) -> None:
+@click.option("-6", "ipv6", is_flag=True, help="Break the IPv6 path instead (the fault's IPv6 counterpart).")
+def break_(name: str, fault: str, ipv6: bool) -> None:
     """Inject FAULT (a diagnose cause name) into topology NAME."""
     from ..kernel.privileges import require_privileges
     from ..lab import break_ as lab_break, topology
 
     require_privileges()
-    f = lab_break(name, fault)
+    family = 6 if ipv6 else 4
+    f = lab_break(name, fault, family)
     topo = topology(name)
-    ns, dst = topo.ping(fault)
-    click.echo(f"lab {name}: broke it ({fault}: {f.summary})")
-    click.echo(f"  diagnose: bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}")
+    ns, dst = topo.ping(fault, family)
+    size = topo.ping_size(fault, family)
+    click.echo(f"lab {name}: broke it ({fault}{' (IPv6)' if ipv6 else ''}: {f.summary})")
+    click.echo(f"  diagnose: bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}"
+               + (f" --size {size}" if size != 56 else ""))
 
 
 @lab.command()

@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from ..errors import BpftoolsError
+from ..logs import setup_logging
 
 
 class App:
@@ -17,12 +18,14 @@ class App:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.option("--debug", is_flag=True,
+              help="Log every error bpftools survives, at debug level, and show tracebacks of unexpected ones.")
 @click.version_option(__version__, prog_name="bpftools")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Why does this ping fail? eBPF drop tracing, tunnel counters, XDP decap, Prometheus export."""
     ctx.obj = App(debug)
+    setup_logging("debug" if debug else "warning")
 
 
 def register_commands() -> None:

@@ -35,3 +35,11 @@ def duration_option(fn):
 
     return click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
                         metavar="SECONDS", help="Stop after SECONDS (default: until Ctrl-C or SIGTERM).")(fn)
+
+
+def interval_option(default: float, what: str = "reports"):
+    """`--interval SECONDS` between a long-running command's reports (at least 0.1 s)."""
+    import click
+
+    return click.option("--interval", type=click.FloatRange(min=0.1), default=default, show_default=True,
+                        metavar="SECONDS", help=f"Seconds between {what}.")

@@ -26,7 +26,7 @@ from .output import announce_ready
 @click.option("--allow-any", is_flag=True, help="--decap accepts any sender (unsafe, CVE-2020-10136).")
 @click.option("--local", multiple=True, metavar="ADDR", help="Tunnel endpoint addresses for --decap.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="TOML or YAML file with the same keys; re-read on SIGHUP.")
+              help="TOML or YAML file with the same keys; re-read on SIGHUP and when it changes.")
 @log_options
 def serve(listen: Optional[str], drops: bool, netns: Optional[str], all_netns: bool, encap: Tuple[str, ...],
           ingress_hook: Optional[str], udp_port: Tuple[str, ...], decap: Tuple[str, ...],
@@ -34,9 +34,10 @@ def serve(listen: Optional[str], drops: bool, netns: Optional[str], all_netns: b
           log_level: str, log_format: str) -> None:
     """Export drops, tunnel counters and decap results to Prometheus.
 
-    SIGHUP re-reads --config FILE and attaches or detaches only what changed; SIGINT/SIGTERM
+    SIGHUP, or a change of --config FILE, re-reads it and attaches or detaches only what changed; SIGINT/SIGTERM
     detach everything and exit."""
-    setup_logging(log_level, log_format)
+    app = click.get_current_context().obj
+    setup_logging("debug" if getattr(app, "debug", False) else log_level, log_format)
     require_privileges()
     flags = dict(listen=listen, drops=drops, netns=netns, all_netns=all_netns, encap=encap,
                  ingress_hook=ingress_hook, udp_port=udp_port, decap=decap, allow_remote=allow_remote,
@@ -45,7 +46,7 @@ def serve(listen: Optional[str], drops: bool, netns: Optional[str], all_netns: b
     def load():
         return build_config(read_config_file(config_file) if config_file else {}, flags)
 
-    exporter = Exporter(load(), reload_config=load if config_file else None)
+    exporter = Exporter(load(), reload_config=load if config_file else None, config_file=config_file)
     with terminate_gracefully(), reload_on_sighup(exporter), exporter:
         log.info("serving metrics on http://%s/metrics", exporter.config.listen)
         announce_ready(f"serving metrics on http://{exporter.config.listen}/metrics")

@@ -1,13 +1,17 @@
 """`bpftools xdp-decap`: ipip / 6in4 decapsulation in XDP, only from allow-listed senders."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Optional, Tuple
 
 import click
 
 from ..kernel.privileges import require_privileges
-from .output import announce_ready, duration_option, emit_json
+from ..runloop import RunLoop
+from .output import announce_ready, duration_option, emit_json, interval_option
+
+NEIGHBOUR_REFRESH = 1.0  # seconds between copies of the neighbour table into the redirect map
 
 
 def counters_line(counters: dict) -> str:
@@ -27,8 +31,7 @@ def counters_line(counters: dict) -> str:
 @click.option("--route", is_flag=True, help="Forward decapsulated packets with the kernel FIB (bpf_fib_lookup).")
 @click.option("--mode", type=click.Choice(["native", "generic"]), help="XDP mode (default: the kernel's choice).")
 @click.option("--force", is_flag=True, help="Replace an XDP program already attached to IFACE.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS",
-              help="Seconds between counter lines.")
+@interval_option(5.0, "counter lines")
 @duration_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line; the last holds the totals.")
 def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], allow_any: bool,
@@ -66,23 +69,16 @@ def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], a
         for note in running.notes:
             click.echo(f"bpftools: {note}", err=True)
         where = f"out of {redirect}" if redirect else "by FIB lookup" if route else "to the stack"
-        deadline = time.monotonic() + duration if duration else None
-        try:
+        # Report every `interval` in steps of at most a second: neighbours learnt meanwhile
+        # reach the redirect map within one.
+        steps_per_report = math.ceil(interval / NEIGHBOUR_REFRESH)
+        with RunLoop(interval / steps_per_report, duration) as loop:
             announce_ready(f"xdp-decap on {target.describe()} via {running.attachment.method}, "
                            f"allow-list pinned at {running.pin_path}, decapsulated packets go {where}")
-            next_report = next_refresh = time.monotonic()
-            next_report += interval
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(min(0.2, max(0.0, (deadline or float("inf")) - time.monotonic())))
-                now = time.monotonic()
-                if now >= next_refresh:  # neighbours learnt meanwhile reach the program within a second
-                    running.refresh()
-                    next_refresh = now + 1.0
-                if now >= next_report:
+            for step, _now in enumerate(loop, start=1):
+                running.refresh()
+                if step % steps_per_report == 0:
                     report(running.counters(), False)
-                    next_report += interval
-        except KeyboardInterrupt:
-            pass
         report(running.counters(), True)
 
 

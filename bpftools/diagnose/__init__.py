@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..errors import BpftoolsError
 from .capture import Known, LiveSource, current_label
 from .live import default_tracer, relevant_drops, run_live
 from .state import Snapshot
 from .verdict import EXIT_ERROR, claimable, exit_status, story, unexplained, verdict
-from .walk import Walker
+from .walk import ECHO_TYPES, Walker
 
 __all__ = ["diagnose_ping", "exit_status", "story", "UsageProblem"]
 
@@ -26,13 +26,28 @@ class UsageProblem(BpftoolsError):
     exit_code = EXIT_ERROR
 
 
+def parse_target(target: str) -> Tuple[str, Optional[str]]:
+    """(address, scope interface) of what `ping` takes: an IPv4 or IPv6 address, `fe80::1%eth0`."""
+    text, _, scope = target.partition("%")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise UsageProblem(f"{target!r} is not an IPv4 or IPv6 address (diagnose ping takes an address)") from None
+    if scope and address.version != 6:
+        raise UsageProblem(f"{target!r}: only IPv6 addresses take a %interface scope")
+    if address.version == 6 and address.is_link_local and not scope:
+        raise UsageProblem(f"{target!r} is link-local: name the interface, as ping needs it ({text}%eth0)")
+    return str(address), scope or None
+
+
 def static_walk(src_ns: str, target: str, payload: int = 56, home: Optional[str] = None,
                 snapshot: Optional[Snapshot] = None, binding: Optional["Binding"] = None):
     """Walk the path on a snapshot (default: the live namespaces, captured as the walk needs them)."""
     home = home or current_label()
     snapshot = snapshot if snapshot is not None else Snapshot(source=LiveSource())
     binding = binding or Binding()
-    return Walker(snapshot, payload, home=home).walk(src_ns, target, binding.source, binding.device)
+    address, scope = parse_target(target)
+    return Walker(snapshot, payload, home=home).walk(src_ns, address, binding.source, binding.device, scope)
 
 
 @dataclass
@@ -45,12 +60,14 @@ class Binding:
         return [arg for value in (self.device, self.source) if value for arg in ("-I", value)]
 
 
-def binding_for(snapshot: Snapshot, src_ns: str, interface: Optional[str], source: Optional[str]) -> Binding:
-    """`-I IFACE|ADDR` and `--source ADDR`, checked against the source namespace as ping checks them."""
+def binding_for(snapshot: Snapshot, src_ns: str, interface: Optional[str], source: Optional[str],
+                family: int = 4) -> Binding:
+    """`-I IFACE|ADDR` and `--source ADDR`, checked against the source namespace as ping checks them
+    (a source address of the target's family)."""
     state = snapshot.ns(src_ns)
     device = None
     if interface:
-        if _is_ipv4(interface):
+        if _family(interface):
             source = source or interface
             if source != interface:
                 raise UsageProblem(f"-I {interface} and --source {source} name two different source addresses")
@@ -60,19 +77,20 @@ def binding_for(snapshot: Snapshot, src_ns: str, interface: Optional[str], sourc
         else:
             device = interface
     if source:
-        if not _is_ipv4(source):
-            raise UsageProblem(f"--source {source!r} is not an IPv4 address")
+        if _family(source) != family:
+            raise UsageProblem(f"--source {source!r} is not an IPv{family} address (the target's family)")
         if state.owns(source) is None:
             raise UsageProblem(f"--source {source} is not an address of {src_ns} (ping: bind: Cannot assign "
                                "requested address)")
     return Binding(device, source)
 
 
-def _is_ipv4(text: str) -> bool:
+def _family(text: str) -> Optional[int]:
+    """4 or 6 for an address, None for anything else (an interface name)."""
     try:
-        return ipaddress.ip_address(text).version == 4
+        return ipaddress.ip_address(text).version
     except ValueError:
-        return False
+        return None
 
 
 def recording(snapshot: Snapshot, src_ns: str, target: str, home: str, payload: int = 56,
@@ -92,8 +110,8 @@ def replay(data: dict):
 def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, timeout: float = 2.0,
                   payload: int = 56, tracer=_DEFAULT, record: Optional[str] = None,
                   interface: Optional[str] = None, source: Optional[str] = None) -> dict:
-    if not _is_ipv4(target):
-        raise UsageProblem(f"{target!r} is not an IPv4 address (diagnose ping takes an address)")
+    address, _ = parse_target(target)
+    family = ipaddress.ip_address(address).version
     if count < 1 or count > 100:
         raise UsageProblem("--count must be between 1 and 100")
     if timeout <= 0 or timeout > 60:
@@ -102,13 +120,14 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
         home = current_label()
         src_ns = Known().netns(netns).label if netns else home  # any selector; paths show its label
         before = Snapshot(source=LiveSource())
-        binding = binding_for(before, src_ns, interface, source)
+        binding = binding_for(before, src_ns, interface, source, family)
         first = static_walk(src_ns, target, payload, home, before, binding)
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
     namespaces = first.namespaces or [src_ns]
     live = run_live(src_ns, target, count, timeout, payload, namespaces,
-                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src, ping_args=binding.ping_args())
+                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src, ping_args=binding.ping_args(),
+                    local=first.left_machine is None, dst=address)
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=LiveSource())
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)
@@ -117,10 +136,11 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
 
         with open(record, "w") as f:
             json.dump(recording(snapshot, src_ns, target, home, payload, binding), f, indent=1, sort_keys=True)
-    drops = relevant_drops(live.drops, walk.src or first.src, target)
+    drops = relevant_drops(live.drops, walk.src or first.src, address)
     result = verdict(target, src_ns, walk, live.sent, live.received, drops)
     result["device"] = binding.device
-    annotate_counts(result["path"], live, snapshot)
+    result["family"] = walk.family
+    annotate_counts(result["path"], live, snapshot, walk.family)
     if result["causes"]:
         result["causes"] = claimable(result["causes"], result["path"]) or [unexplained(result, src_ns)]
     annotate_inodes(result, snapshot)
@@ -136,12 +156,12 @@ def annotate_inodes(result: dict, snapshot: Snapshot) -> None:
             item["netns_inode"] = inodes[item["netns"]]
 
 
-def annotate_counts(path, live, snapshot: Snapshot) -> None:
+def annotate_counts(path, live, snapshot: Snapshot, family: int = 4) -> None:
     """Each hop gets `packets`: {"in", "out"}: the ping's echo packets seen entering and leaving
     (per-hop ICMP counting), else every frame the interfaces counted (interface statistics)."""
     for hop in path:
         if live.hop_counts is not None:
-            icmp = 8 if hop["direction"] == "request" else 0
+            icmp = ECHO_TYPES[family][hop["direction"]]
             links = {l.ifname: l.ifindex for l in snapshot.ns(hop["netns"]).links}
 
             def seen(ifname, way):

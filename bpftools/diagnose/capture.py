@@ -9,15 +9,21 @@ import socket
 from typing import Dict, Iterator, List, Optional
 
 from .. import docker_engine, namespaces
-from ..facts.namespace import iptables_save, nft_ruleset, read_int
-from ..facts.netfilter import IPV4
+from ..facts.namespace import iptables_save, netns_output, nft_ruleset, read_int
+from ..facts.netfilter import IPV4, IPV6
 from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
 from . import docker
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
 
-AF_INET = socket.AF_INET
+AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
+AF_BRIDGE = socket.AF_BRIDGE
+# IPv4 and IPv6 switches that make a namespace ignore echo requests (checks.check_echo)
+ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
+                "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
+BRIDGE_NF_KEYS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
+SYSCTL_CONF6_KEYS = ("forwarding", "force_forwarding", "proxy_ndp", "accept_dad", "disable_ipv6", "mtu")
 
 
 def current_label() -> str:
@@ -58,22 +64,25 @@ def capture(label: str, known: Optional[Known] = None) -> NetnsState:
     from pyroute2 import IPRoute
 
     known = known or Known()
-    global_bridge_nf = read_int("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    global_bridge_nf = {key: read_int(f"/proc/sys/net/bridge/{key}") for key in BRIDGE_NF_KEYS}
     with entered(label, known) as netns:
         sock = IPRoute()  # a netlink socket stays in the namespace it was created in
         sysctls = _read_sysctls()
-        ruleset = iptables_save(None, IPV4)  # commands started here run in the entered namespace
+        # commands started here run in the entered namespace (None: "where we are")
+        rulesets = {family: iptables_save(None, family) for family in (IPV4, IPV6)}
         nft = nft_ruleset(None)
+        proxies = netns_output(None, "ip", "-6", "neigh", "show", "proxy") or ""
     with sock:
         state = NetnsState(netns.label, inode=netns.inode)
         links = list(sock.get_links())  # dumping links assigns the nsids of veth peers' namespaces
         peered = any(m.get_attr("IFLA_LINK_NETNSID") is not None for m in links)
         nsids = {nsid: ns.label for nsid, ns in namespaces.nsid_map(netns, known.all()).items()} if peered else {}
         state.links = [_link(m, nsids, netns.label) for m in links]
-        state.addrs = [_addr(m) for m in sock.get_addr(family=AF_INET)]
-        state.routes = [r for r in (_route(m) for m in sock.get_routes(family=AF_INET)) if r]
-        state.rules = [_rule(m) for m in sock.get_rules(family=AF_INET)]
-        state.neighbours = [_neigh(m) for m in sock.get_neighbours(family=AF_INET)]
+        for family in (AF_INET, AF_INET6):
+            state.addrs += [_addr(m) for m in sock.get_addr(family=family)]
+            state.routes += [r for r in (_route(m) for m in sock.get_routes(family=family)) if r]
+            state.rules += [_rule(m) for m in sock.get_rules(family=family)]
+            state.neighbours += [_neigh(m) for m in sock.get_neighbours(family=family)]
         try:
             qdiscs = {m["index"]: m.get_attr("TCA_KIND") for m in sock.get_qdiscs()
                       if m.get_attr("TCA_KIND") in ("clsact", "ingress")}
@@ -81,11 +90,15 @@ def capture(label: str, known: Optional[Known] = None) -> NetnsState:
             qdiscs = {}
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
-    if "net.bridge.bridge-nf-call-iptables" not in sysctls and global_bridge_nf is not None:
-        # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
-        sysctls["net.bridge.bridge-nf-call-iptables"] = global_bridge_nf
+        _vxlan_fdb(sock, state.links)
+    for key, value in global_bridge_nf.items():
+        if f"net.bridge.{key}" not in sysctls and value is not None:
+            # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
+            sysctls[f"net.bridge.{key}"] = value
     state.sysctls = sysctls
-    state.iptables_save = ruleset
+    state.iptables_save = rulesets[IPV4]
+    state.ip6tables_save = rulesets[IPV6]
+    state.ndp_proxies = _ndp_proxies(proxies, state)
     state.nft_ruleset = nft
     if docker.manages(state):
         state.docker_networks = docker_engine.bridge_networks()
@@ -102,12 +115,31 @@ def _read_sysctls() -> Dict[str, int]:
             values[key] = value
 
     read("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")
-    read("/proc/sys/net/bridge/bridge-nf-call-iptables", "net.bridge.bridge-nf-call-iptables")
+    for key in ECHO_SYSCTLS:
+        read("/proc/sys/" + key.replace(".", "/"), key)
+    for key in BRIDGE_NF_KEYS:
+        read(f"/proc/sys/net/bridge/{key}", f"net.bridge.{key}")
     for conf in glob.glob("/proc/sys/net/ipv4/conf/*"):
         name = os.path.basename(conf)
         for key in SYSCTL_CONF_KEYS:
             read(os.path.join(conf, key), f"net.ipv4.conf.{name}.{key}")
+    for conf in glob.glob("/proc/sys/net/ipv6/conf/*"):  # absent when the kernel has no IPv6
+        name = os.path.basename(conf)
+        for key in SYSCTL_CONF6_KEYS:
+            read(os.path.join(conf, key), f"net.ipv6.conf.{name}.{key}")
     return values
+
+
+def _ndp_proxies(text: str, state: NetnsState) -> list:
+    """`ip -6 neigh show proxy` lines (`ADDR dev IFNAME proxy`): rtnetlink dumps them only on request."""
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[1] == "dev":
+            link = state.link_by_name(words[2])
+            if link is not None:
+                found.append(Neighbour(link.ifindex, words[0], "proxy"))
+    return found
 
 
 def _link(msg, nsids: Dict[int, str], own_label: str) -> Link:
@@ -129,10 +161,31 @@ def _link(msg, nsids: Dict[int, str], own_label: str) -> Link:
             prefix = "IFLA_GRE_" if kind == "gre" else "IFLA_IPIP_"  # pyroute2's names for ipip/sit data
             link.tunnel_local = _unset_none(data.get_attr(prefix + "LOCAL"))
             link.tunnel_remote = _unset_none(data.get_attr(prefix + "REMOTE"))
+    if kind == "vxlan" and info is not None:
+        data = info.get_attr("IFLA_INFO_DATA")
+        if data is not None:
+            link.vni = data.get_attr("IFLA_VXLAN_ID")
+            link.tunnel_local = _unset_none(data.get_attr("IFLA_VXLAN_LOCAL"))
+            link.tunnel_remote = _unset_none(data.get_attr("IFLA_VXLAN_GROUP"))   # `remote` or `group`
     xdp = msg.get_attr("IFLA_XDP")
     if xdp:
         link.xdp_prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
     return link
+
+
+def _vxlan_fdb(sock, links) -> None:
+    """The remote VTEPs in each VXLAN device's forwarding database (`bridge fdb ... dst IP`)."""
+    vxlans = {l.ifindex: l for l in links if l.kind == "vxlan"}
+    if not vxlans:
+        return
+    try:
+        entries = list(sock.get_neighbours(family=AF_BRIDGE))
+    except Exception:
+        return
+    for entry in entries:
+        link, dst = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_DST")
+        if link is not None and dst and dst not in link.vxlan_fdb:
+            link.vxlan_fdb.append(dst)
 
 
 def _unset_none(address: Optional[str]) -> Optional[str]:
@@ -140,9 +193,14 @@ def _unset_none(address: Optional[str]) -> Optional[str]:
 
 
 def _addr(msg) -> Addr:
+    from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_DADFAILED, IFA_F_TENTATIVE
+
     local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
     peer = msg.get_attr("IFA_ADDRESS")
-    return Addr(msg["index"], local, msg["prefixlen"], peer if peer and peer != local else None)
+    flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+    dadfailed = bool(flags & IFA_F_DADFAILED)
+    return Addr(msg["index"], local, msg["prefixlen"], peer if peer and peer != local else None,
+                tentative=bool(flags & IFA_F_TENTATIVE) and not dadfailed, dadfailed=dadfailed)
 
 
 def _route(msg) -> Optional[Route]:
@@ -154,7 +212,8 @@ def _route(msg) -> Optional[Route]:
         first = multipath[0]
         oif = first["oif"]
         gateway = first.get_attr("RTA_GATEWAY")
-    return Route(dst=msg.get_attr("RTA_DST") or "0.0.0.0", dst_len=msg["dst_len"], table=table,
+    default = "::" if msg["family"] == AF_INET6 else "0.0.0.0"
+    return Route(dst=msg.get_attr("RTA_DST") or default, dst_len=msg["dst_len"], table=table,
                  type=route_type(msg["type"]), oif=oif, gateway=gateway,
                  prefsrc=msg.get_attr("RTA_PREFSRC"), priority=msg.get_attr("RTA_PRIORITY") or 0,
                  scope=msg["scope"], tos=msg["tos"])
@@ -165,7 +224,8 @@ def _rule(msg) -> Rule:
                 action=rule_action(msg["action"]), src=msg.get_attr("FRA_SRC"),
                 src_len=msg["src_len"], dst=msg.get_attr("FRA_DST"), dst_len=msg["dst_len"],
                 iif=msg.get_attr("FRA_IIFNAME"), oif=msg.get_attr("FRA_OIFNAME"),
-                fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2))
+                fwmark=msg.get_attr("FRA_FWMARK") or 0, invert=bool(msg["flags"] & 0x2),
+                family=6 if msg["family"] == AF_INET6 else 4)
 
 
 def _neigh(msg) -> Neighbour:

@@ -9,8 +9,8 @@ from typing import List, Optional
 
 from . import docker
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
-from .routing import SourceCheck, validate_source
-from .state import Link, NetnsState
+from .routing import SourceCheck, describe_refusal, validate_source, without_refusal
+from .state import Link, NetnsState, family_of, is_link_local
 
 # How sure a failed check makes us that it is why the ping fails.
 CERTAIN = 0.9      # the configuration alone breaks the ping
@@ -19,7 +19,7 @@ WEAK = 0.3
 
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
-          "docker_isolation", "docker_icc_disabled", "unknown")
+          "docker_isolation", "docker_icc_disabled", "echo_ignored", "arp_ignore", "unknown")
 
 HOST_LABEL = "host"
 
@@ -91,7 +91,7 @@ def check_bridge_port_address(state: NetnsState, link: Link, **kw) -> Finding:
                   kw.get("direction", "request"))
     bridge = state.link(link.master)
     br = bridge.ifname if bridge else "the bridge"
-    moved = state.addrs_on(link.ifindex)
+    moved = [a for a in state.addrs_on(link.ifindex) if not is_link_local(a.address)]  # fe80:: is per port
     fix = [f"ip addr del {a.address}/{a.prefixlen} dev {link.ifname}" for a in moved]
     fix += [f"ip addr add {a.address}/{a.prefixlen} dev {br}" for a in moved]
     return bad(state, "bridge_port_address", "bridge_port_address",
@@ -102,21 +102,60 @@ def check_bridge_port_address(state: NetnsState, link: Link, **kw) -> Finding:
 
 # -- forwarding, routes ------------------------------------------------------------------------------
 
-def check_forwarding(state: NetnsState, iif: Link, **kw) -> Finding:
-    if state.forwarding(iif.ifname):
-        return ok(state, "ip_forward", f"forwarding is enabled on {iif.ifname}", iif.ifname,
+def check_forwarding(state: NetnsState, iif: Link, family: int = 4, **kw) -> Finding:
+    if state.forwarding(iif.ifname, family):
+        return ok(state, "ip_forward", f"IPv{family} forwarding is enabled on {iif.ifname}", iif.ifname,
                   kw.get("direction", "request"))
+    key = "net.ipv6.conf.all.forwarding" if family == 6 else "net.ipv4.ip_forward"
     return bad(state, "ip_forward", "ip_forward_disabled",
                f"this namespace routes the packet (it arrives on {iif.ifname} for another host) but "
-               f"net.ipv4.ip_forward = 0", ["sysctl -w net.ipv4.ip_forward=1"], iif.ifname, **kw)
+               f"{key} = 0", [f"sysctl -w {key}=1"], iif.ifname, **kw)
 
 
-def route_fix(suggestion: Optional["RouteSuggestion"], dst: str) -> List[str]:
+def deletes_used(command: str, finding: Finding, addresses, routes) -> bool:
+    """Would this fix command delete an address or route the working part of the path uses?
+    (Moving an address, `del` then `add` of the same address, is not deleting it.)"""
+    words = shlex.split(command)
+    if words[:3] == ["ip", "netns", "exec"]:
+        words = words[4:]
+    if words[:3] == ["ip", "addr", "del"] and len(words) > 3:
+        address = words[3].split("/")[0]
+        moved = any(f"ip addr add {words[3]} " in c for c in finding.fix)
+        return (finding.netns, address) in addresses and not moved
+    if words[:3] == ["ip", "route", "del"] and len(words) > 3:
+        rest = words[3:]
+        if rest[0] in ("unicast", "local", "blackhole", "unreachable", "prohibit", "throw"):
+            rest = rest[1:]
+        prefix = rest[0] if "/" in rest[0] else f"{rest[0]}/32"
+        table = int(rest[rest.index("table") + 1]) if "table" in rest and rest[rest.index("table") + 1].isdigit() \
+            else 254
+        return (finding.netns, prefix, table) in routes
+    return False
+
+
+def route_fix(suggestion: Optional["RouteSuggestion"], dst: str, replace=None) -> List[str]:
+    """A host route to dst. `replace`: the wrong route in use; when it is that very host route it is
+    replaced, else the new one is added beside it (more specific: nothing else changes path)."""
     if suggestion is None:
         return [f"ip route add {dst} via <gateway> dev <interface>"]
-    if suggestion.gateway:
-        return [f"ip route add {dst} via {suggestion.gateway} dev {suggestion.dev}"]
-    return [f"ip route add {dst} dev {suggestion.dev}"]
+    target = f"{suggestion.dev}" if not suggestion.gateway else f"{suggestion.gateway} dev {suggestion.dev}"
+    via = "via " if suggestion.gateway else "dev "
+    host = 32 if family_of(dst) == 4 else 128
+    if replace is not None and replace.dst == dst and replace.dst_len == host:
+        table = f" table {replace.table}" if replace.table != 254 else ""
+        return [f"ip route replace {dst}/{host} {via}{target}{table}"]
+    return [f"ip route add {dst} {via}{target}"]
+
+
+def check_return_route(state: NetnsState, src: str, iif: Link, back, suggestion: Optional["RouteSuggestion"],
+                       what: str, **kw) -> Finding:
+    """Strict rp_filter fails, and the route back to the source does not lead to it at all."""
+    via = f" via {back.gateway}" if back.gateway else ""
+    detail = (f"{what} from {src} arrives on {iif.ifname}, but the route back to {src} ({back.dst}/{back.dst_len}"
+              f"{via} dev {state.ifname(back.oif)}) does not lead back to it: rp_filter = {state.rp_filter(iif.ifname)} "
+              "drops it here, and replies could not get back that way either")
+    return bad(state, f"source_{what}", "no_return_route", detail, route_fix(suggestion, src, replace=back),
+               iif.ifname, **kw)
 
 
 @dataclass
@@ -133,20 +172,38 @@ def check_route(state: NetnsState, lookup, dst: str, cause: str, suggestion: Opt
         return ok(state, "route", f"route to {dst}: {route.type} {route.dst}/{route.dst_len}{via} dev "
                   f"{state.ifname(route.oif)} (table {route.table})", state.ifname(route.oif),
                   kw.get("direction", "request"))
-    what = "no route" if lookup.route is None else f"a {lookup.route.type} route"
-    detail = f"{what} to {dst}"
+    what = describe_refusal(lookup)
+    detail = f"{what} to {dst}" if lookup.route is None else f"{what} refuses {dst}"
     if cause == "no_return_route":
-        detail = f"{what} back to {dst}: the echo reply cannot leave {state.name}"
+        detail = (f"{what} back to {dst}" if lookup.route is None else f"{what} refuses the way back to {dst}") \
+            + f": the echo reply cannot leave {state.name}"
     down = [l.ifname for l in state.links if not l.admin_up and any(
         ipaddress.ip_address(dst) in a.network for a in state.addrs_on(l.ifindex))]
     if down:
         return bad(state, "route", "link_down", f"{detail}: {down[0]}, which has the subnet, is down",
                    [f"ip link set dev {down[0]} up"], down[0], **kw)
-    fix = route_fix(suggestion, dst)
-    if lookup.route is not None and lookup.route.table:
-        fix = [f"ip route del {lookup.route.type} {lookup.route.dst}/{lookup.route.dst_len} table "
-               f"{lookup.route.table}"] + fix
-    return bad(state, "route", cause, detail, fix, suggestion.dev if suggestion else None, **kw)
+    return bad(state, "route", cause, detail, refusal_fix(state, lookup) + _route_fix_after(state, lookup, suggestion,
+                                                                                               dst),
+               suggestion.dev if suggestion else None, **kw)
+
+
+def refusal_fix(state: NetnsState, lookup) -> List[str]:
+    """Remove the blackhole/unreachable/prohibit route or rule that refused the lookup."""
+    route = lookup.route
+    if route is None:
+        return []
+    if lookup.refused_by_rule:  # `ip rule` alone is IPv4's rules
+        return [f"ip{' -6' if lookup.rule.family == 6 else ''} rule del priority {lookup.rule.priority}"]
+    if route.table:
+        return [f"ip route del {route.type} {route.dst}/{route.dst_len} table {route.table}"]
+    return []
+
+
+def _route_fix_after(state: NetnsState, lookup, suggestion: Optional[RouteSuggestion], dst: str) -> List[str]:
+    """A route to add, unless removing the refusal already lets the lookup find one."""
+    if lookup.route is not None and refusal_fix(state, lookup) and without_refusal(state, lookup).ok:
+        return []
+    return route_fix(suggestion, dst)
 
 
 def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
@@ -188,97 +245,156 @@ def rp_filter_loosening(state: NetnsState, iif: Link) -> List[str]:
     return fix + [f"sysctl -w net.ipv4.conf.{iif.ifname}.rp_filter=2"]
 
 
+def check_stray_source(state: NetnsState, src_ns: str, src: str, **kw) -> Finding:
+    """The echo reply is delivered in `state`, which also has the ping's source address (IPv6, or
+    IPv4 with accept_local: nothing drops such a request, the reply just never leaves)."""
+    owner = state.owns(src)
+    detail = f"the reply to {src} is delivered in {state.name}, not in {src_ns} where the ping waits"
+    if owner is None:
+        return bad(state, "reply", "no_return_route", detail, [], direction="reply", **kw)
+    dev = state.ifname(owner.ifindex) or "?"
+    return bad(state, "reply", "local_source", f"{detail}: {src} is also configured on {dev} here, so the echo "
+               "request's source is an address of this namespace and the reply stays in it",
+               [f"ip addr del {src}/{owner.prefixlen} dev {dev}"], dev, direction="reply", **kw)
+
+
+# -- the echo itself --------------------------------------------------------------------------------
+
+def echo_ignore_sysctl(family: str = "ipv4", broadcast: bool = False) -> str:
+    """The switch that makes a namespace ignore echo requests (IPv6: net.ipv6.icmp.echo_ignore_*)."""
+    if family == "ipv6":
+        return "net.ipv6.icmp.echo_ignore_multicast" if broadcast else "net.ipv6.icmp.echo_ignore_all"
+    return "net.ipv4.icmp_echo_ignore_broadcasts" if broadcast else "net.ipv4.icmp_echo_ignore_all"
+
+
+def check_echo(state: NetnsState, dst: str, family: str = "ipv4", broadcast: bool = False, **kw) -> Finding:
+    """The echo request arrived: does the namespace answer it? icmp_echo_ignore_all (and for a
+    broadcast/multicast destination icmp_echo_ignore_broadcasts) make it stay silent: the kernel
+    consumes the request, so no drop is traced anywhere."""
+    keys = [echo_ignore_sysctl(family)] + ([echo_ignore_sysctl(family, broadcast=True)] if broadcast else [])
+    on = [k for k in keys if state.sysctl(k)]
+    if not on:
+        return ok(state, "echo", f"{state.name} answers echo requests to {dst} ({keys[0]} = 0)", None,
+                  kw.get("direction", "request"))
+    return bad(state, "echo", "echo_ignored", f"{on[0]} = {state.sysctl(on[0])}: {state.name} receives the echo "
+               f"request for {dst} and ignores it (nothing is dropped, so nothing is traced)",
+               [f"sysctl -w {k}=0" for k in on], **kw)
+
+
 # -- firewall --------------------------------------------------------------------------------------
 
+def _ruleset_text(state: NetnsState, pkt: Packet) -> str:
+    """The iptables-save text of the packet's family."""
+    return state.ip6tables_save if pkt.family == 6 else state.iptables_save
+
+
+def _docker_story(state: NetnsState, pkt: Packet, verdict, direction: str):
+    """Docker writes IPv4 rules (its IPv6 support is opt-in and not modelled here)."""
+    return docker.explain(state, pkt, verdict, direction) if pkt.family == 4 else None
+
+
 def check_firewall(state: NetnsState, pkt: Packet, **kw) -> Finding:
-    verdict = firewall_verdict(state.iptables_save, state.nft_ruleset, pkt)
-    kind = "echo-request" if pkt.icmp_type == 8 else "echo-reply"
     check = f"netfilter_{pkt.hook}"
+    verdict = firewall_verdict(_ruleset_text(state, pkt), state.nft_ruleset, pkt)
+    kind = f"{'ICMPv6' if pkt.family == 6 else 'ICMP'} {pkt.kind}"
     if not verdict.dropped:
-        detail = f"{pkt.hook.upper()} accepts the ICMP {kind} {pkt.src} -> {pkt.dst}"
+        detail = f"{pkt.hook.upper()} accepts the {kind} {pkt.src} -> {pkt.dst}"
         if verdict.uncertain:
             detail += f" (rules not judged: {'; '.join(verdict.uncertain[:3])})"
         return ok(state, check, detail, pkt.iif or pkt.oif, kw.get("direction", "request"))
-    story = docker.explain(state, pkt, verdict, kw.get("direction", "request"))
+    story = _docker_story(state, pkt, verdict, kw.get("direction", "request"))
     if story is not None:
         return bad(state, check, story.cause, story.detail, story.fix, pkt.iif or pkt.oif, **kw)
-    return bad(state, check, "netfilter_drop", f"{verdict.where} drops the ICMP {kind} {pkt.src} -> {pkt.dst}: "
+    return bad(state, check, "netfilter_drop", f"{verdict.where} drops the {kind} {pkt.src} -> {pkt.dst}: "
                f"{verdict.rule}", verdict.fix, pkt.iif or pkt.oif, **kw)
 
 
 def check_bridge_netfilter(state: NetnsState, bridge: Link, pkt: Packet, **kw) -> Finding:
-    """Bridged IPv4 goes through iptables FORWARD when net.bridge.bridge-nf-call-iptables = 1."""
-    kind = "echo-request" if pkt.icmp_type == 8 else "echo-reply"
+    """Bridged IPv4 goes through iptables FORWARD when net.bridge.bridge-nf-call-iptables = 1
+    (IPv6: ip6tables FORWARD with bridge-nf-call-ip6tables = 1)."""
+    kind = f"{'ICMPv6' if pkt.family == 6 else 'ICMP'} {pkt.kind}"
+    key = "net.bridge.bridge-nf-call-ip6tables" if pkt.family == 6 else "net.bridge.bridge-nf-call-iptables"
+    tool = "ip6tables" if pkt.family == 6 else "iptables"
     family = bridge_family_verdict(state.nft_ruleset, pkt)
     if family.dropped:
-        return bad(state, "bridge_netfilter", "bridge_netfilter", f"{family.where} drops bridged ICMP {kind} "
+        return bad(state, "bridge_netfilter", "bridge_netfilter", f"{family.where} drops bridged {kind} "
                    f"on {bridge.ifname}: {family.rule}", family.fix, bridge.ifname, **kw)
-    call = state.bridge_nf_call_iptables()
+    call = state.bridge_nf_call_iptables(pkt.family)
     if not call:
-        why = "br_netfilter is not loaded" if call is None else "net.bridge.bridge-nf-call-iptables = 0"
-        return ok(state, "bridge_netfilter", f"bridged traffic on {bridge.ifname} skips iptables ({why})",
+        why = "br_netfilter is not loaded" if call is None else f"{key} = 0"
+        return ok(state, "bridge_netfilter", f"bridged traffic on {bridge.ifname} skips {tool} ({why})",
                   bridge.ifname, kw.get("direction", "request"))
-    verdict = firewall_verdict(state.iptables_save, state.nft_ruleset, pkt, bridged=True)
+    verdict = firewall_verdict(_ruleset_text(state, pkt), state.nft_ruleset, pkt, bridged=True)
     if not verdict.dropped:
-        return ok(state, "bridge_netfilter", f"net.bridge.bridge-nf-call-iptables = 1 and FORWARD accepts bridged "
-                  f"ICMP {kind} on {bridge.ifname}", bridge.ifname, kw.get("direction", "request"))
-    story = docker.explain(state, pkt, verdict, kw.get("direction", "request"))
+        return ok(state, "bridge_netfilter", f"{key} = 1 and FORWARD accepts bridged {kind} on {bridge.ifname}",
+                  bridge.ifname, kw.get("direction", "request"))
+    story = _docker_story(state, pkt, verdict, kw.get("direction", "request"))
     if story is not None:
         return bad(state, "bridge_netfilter", story.cause, story.detail, story.fix, bridge.ifname, **kw)
     return bad(state, "bridge_netfilter", "bridge_netfilter",
-               f"net.bridge.bridge-nf-call-iptables = 1, so frames bridged by {bridge.ifname} ({pkt.physdev_in} -> "
-               f"{pkt.physdev_out}) go through iptables FORWARD, and {verdict.where} drops them: {verdict.rule} "
-               "(Docker sets FORWARD to DROP; alternatively `sysctl -w net.bridge.bridge-nf-call-iptables=0`)",
+               f"{key} = 1, so frames bridged by {bridge.ifname} ({pkt.physdev_in} -> {pkt.physdev_out}) go through "
+               f"{tool} FORWARD, and {verdict.where} drops them: {verdict.rule} "
+               f"(Docker sets FORWARD to DROP; alternatively `sysctl -w {key}=0`)",
                verdict.fix, bridge.ifname, **kw)
 
 
 # -- neighbours ------------------------------------------------------------------------------------
 
+def neighbour_protocol(address: str) -> str:
+    """How a next hop's MAC is found: ARP (IPv4) or NDP (IPv6 neighbour discovery)."""
+    return "NDP" if family_of(address) == 6 else "ARP"
+
+
 def check_neighbour(state: NetnsState, oif: Link, nexthop: str, receiver: Optional[Link],
                     receiver_state: Optional[NetnsState], **kw) -> Finding:
-    """The ARP entry for the next hop, and whether anything on the other side answers ARP for it."""
+    """The neighbour entry (ARP/NDP) for the next hop, and whether anything on the other side answers."""
     direction = kw.get("direction", "request")
+    how = neighbour_protocol(nexthop)
     if oif.noarp or oif.kind in ("ipip", "gre", "sit"):
-        return ok(state, "neighbour", f"{oif.ifname} does not use ARP", oif.ifname, direction)
+        return ok(state, "neighbour", f"{oif.ifname} does not use {how}", oif.ifname, direction)
     entry = state.neighbour(oif.ifindex, nexthop)
     if entry and entry.state in ("permanent", "noarp") and receiver and entry.lladdr and receiver.mac \
             and entry.lladdr.lower() != receiver.mac.lower():
         return bad(state, "neighbour", "neighbor_unreachable",
-                   f"static ARP entry {nexthop} lladdr {entry.lladdr} on {oif.ifname}, but {nexthop} is "
+                   f"static {how} entry {nexthop} lladdr {entry.lladdr} on {oif.ifname}, but {nexthop} is "
                    f"{receiver.mac} ({receiver.ifname} in {receiver_state.name}): frames go to the wrong MAC",
                    [f"ip neigh del {nexthop} dev {oif.ifname}"], oif.ifname, **kw)
     if receiver is not None and receiver.noarp:
         return bad(receiver_state, "neighbour", "neighbor_unreachable",
-                   f"{receiver.ifname} has ARP turned off (NOARP), so nobody answers who-has {nexthop}",
+                   f"{receiver.ifname} has ARP turned off (NOARP), so nobody answers {how} for {nexthop}",
                    [f"ip link set dev {receiver.ifname} arp on"], receiver.ifname, **kw)
     if entry and entry.state in ("failed", "incomplete"):
         return bad(state, "neighbour", "neighbor_unreachable",
-                   f"ARP for {nexthop} on {oif.ifname} is {entry.state.upper()}: nothing answered",
+                   f"{how} for {nexthop} on {oif.ifname} is {entry.state.upper()}: nothing answered",
                    [f"ip neigh flush dev {oif.ifname} to {nexthop}"], oif.ifname, confidence=LIKELY, **kw)
     state_text = entry.state if entry else "not cached yet"
-    return ok(state, "neighbour", f"ARP entry for {nexthop} on {oif.ifname}: {state_text}", oif.ifname, direction)
+    return ok(state, "neighbour", f"{how} entry for {nexthop} on {oif.ifname}: {state_text}", oif.ifname,
+              direction)
 
 
 def check_nexthop_owner(state: NetnsState, oif: Link, route, nexthop: str, resolution, **kw) -> Finding:
-    """ARP for the next hop over oif's segment (segment.resolve): who answers, or why nobody does."""
+    """ARP/NDP for the next hop over oif's segment (segment.resolve): who answers, or why nobody does."""
     direction = kw.get("direction", "request")
     found = resolution.answer
+    how = neighbour_protocol(nexthop)
     if found is not None and found.ok:
         return ok(state, "nexthop", found.detail, oif.ifname, direction)
     if found is not None:   # the owner is there but would not answer
-        return bad(found.station.state, "nexthop", found.cause, f"ARP for {nexthop} from {state.name} "
+        return bad(found.station.state, "nexthop", found.cause, f"{how} for {nexthop} from {state.name} "
                    f"({oif.ifname}) is not answered: {found.detail}", found.fix, found.station.link.ifname, **kw)
     seg = resolution.segment
     if seg.unseen:
         return ok(state, "nexthop", f"nobody we can see on {seg.describe(oif)} has {nexthop}; it may be behind "
                   f"{seg.unseen[0]}", oif.ifname, direction)
-    detail = f"nobody on {seg.describe(oif)} has the address {nexthop}: ARP goes unanswered"
+    detail = f"nobody on {seg.describe(oif)} has the address {nexthop}: {how} goes unanswered"
     candidates = []
     if route is not None and route.gateway:
-        mine = state.addrs_on(oif.ifindex)
-        candidates = [a.address for s in seg.stations if s.state.forwarding(s.link.ifname)
-                      for a in s.state.addrs_on(s.link.ifindex)
+        family = family_of(nexthop)
+        mine = state.addrs_on(oif.ifindex, family)
+        candidates = [a.address for s in seg.stations if s.state.forwarding(s.link.ifname, family)
+                      for a in s.state.addrs_on(s.link.ifindex, family)
                       if any(ipaddress.ip_address(a.address) in m.network for m in mine)]
+        candidates.sort(key=is_link_local)  # a global gateway reads better
     if candidates:
         return bad(state, "nexthop", "neighbor_unreachable", f"{detail}; the gateway there is {candidates[0]}",
                    [f"ip route replace {route.dst}/{route.dst_len} via {candidates[0]} dev {oif.ifname}"

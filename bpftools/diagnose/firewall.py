@@ -3,7 +3,9 @@
 Evaluates the rules facts/netfilter.py parsed from `iptables-save` text and `nft -j list
 ruleset` JSON (tables that iptables-nft manages appear in both; they are evaluated once, from
 the iptables text). A match we do not understand makes the rule "uncertain": it never
-produces a drop verdict on its own."""
+produces a drop verdict on its own. The packet's family decides what is read: IPv4 meets
+iptables and nft `ip`/`inet` chains, IPv6 (ICMPv6 echo, types 128/129) ip6tables and nft
+`ip6`/`inet` chains; nft `bridge` chains see both."""
 from __future__ import annotations
 
 import ipaddress
@@ -11,10 +13,18 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..facts.netfilter import IptTable, iptables_managed_tables, nft_objects, parse_iptables_save
+from ..facts.netfilter import IPV4, IPV6, IptTable, iptables_managed_tables, nft_objects, parse_iptables_save
+from .state import family_of
 
 ICMP_TYPES = {"echo-request": 8, "echo-reply": 0, "destination-unreachable": 3, "any": None}
+ICMPV6_TYPES = {"echo-request": 128, "echo-reply": 129, "destination-unreachable": 1, "packet-too-big": 2,
+                "time-exceeded": 3, "neighbour-solicitation": 135, "neighbor-solicitation": 135,
+                "neighbour-advertisement": 136, "neighbor-advertisement": 136, "any": None}
 HOOK_CHAINS = {"input": "INPUT", "forward": "FORWARD", "output": "OUTPUT"}
+# per family: iptables tool, the protocol words that name ICMP(v6), the nft families whose chains see it
+TOOL = {4: "iptables", 6: "ip6tables"}
+ICMP_PROTOCOLS = {4: ("icmp", "1"), 6: ("ipv6-icmp", "icmpv6", "icmp6", "58")}
+NFT_FAMILIES = {4: ("ip", "inet"), 6: ("ip6", "inet")}
 
 
 @dataclass
@@ -28,6 +38,15 @@ class Packet:
     ctstate: str = "NEW"           # NEW for the request, ESTABLISHED for the reply
     physdev_in: str = ""           # bridged traffic (br_netfilter)
     physdev_out: str = ""
+
+    @property
+    def family(self) -> int:
+        return family_of(self.dst)
+
+    @property
+    def kind(self) -> str:
+        """ICMP echo-request / echo-reply (the same words for ICMPv6)."""
+        return "echo-request" if self.icmp_type in (8, 128) else "echo-reply"
 
 
 @dataclass
@@ -49,10 +68,11 @@ def _iface_match(pattern: str, name: str) -> bool:
     return name.startswith(pattern[:-1]) if pattern.endswith("+") else name == pattern
 
 
-def _icmp_type(value: str) -> Optional[int]:
+def _icmp_type(value: str, family: int = 4) -> Optional[int]:
     value = value.split("/")[0]
-    if value in ICMP_TYPES:
-        return ICMP_TYPES[value]
+    names = ICMPV6_TYPES if family == 6 else ICMP_TYPES
+    if value in names:
+        return names[value]
     return int(value) if value.isdigit() else -1
 
 
@@ -94,9 +114,9 @@ def match_ipt_rule(args: List[str], pkt: Packet) -> Tuple[Optional[bool], str]:
         elif opt in ("-o", "--out-interface"):
             apply(_iface_match(val, pkt.oif))
         elif opt in ("-p", "--protocol"):
-            apply(val.lower() in ("icmp", "1", "all", "0"))
-        elif opt == "--icmp-type":
-            wanted = _icmp_type(val)
+            apply(val.lower() in ICMP_PROTOCOLS[pkt.family] + ("all", "0"))
+        elif opt in ("--icmp-type", "--icmpv6-type"):
+            wanted = _icmp_type(val, 6 if opt == "--icmpv6-type" else 4)
             apply(True if wanted is None else wanted == pkt.icmp_type)
         elif opt in ("--ctstate", "--state"):
             apply(pkt.ctstate in val.split(","))
@@ -148,42 +168,48 @@ def eval_ipt_chain(table: IptTable, chain: str, pkt: Packet, depth: int = 0) -> 
 def iptables_verdict(tables: Dict[str, IptTable], pkt: Packet) -> Verdict:
     chain = HOOK_CHAINS[pkt.hook]
     table = tables.get("filter")
+    tool = TOOL[pkt.family]
     if table is None or chain not in table.policies:
         return Verdict(False)
     verdict, text, uncertain = eval_ipt_chain(table, chain, pkt)
     if verdict == "return":
         if table.policies[chain] == "DROP":
-            return Verdict(True, f"iptables filter {chain}", "policy DROP",
+            return Verdict(True, f"{tool} filter {chain}", "policy DROP",
                            [_ipt_policy_fix(chain, pkt)], uncertain)
         return Verdict(False, uncertain=uncertain)
     if verdict == "drop":
         words = shlex.split(text)  # the rule may sit in a chain FORWARD jumps to (DOCKER-USER)
-        return Verdict(True, f"iptables filter {chain}", text,
-                       ["iptables -t filter -D " + " ".join(shlex.quote(a) for a in words[1:])], uncertain)
+        return Verdict(True, f"{tool} filter {chain}", text,
+                       [f"{tool} -t filter -D " + " ".join(shlex.quote(a) for a in words[1:])], uncertain)
     return Verdict(False, uncertain=uncertain)
 
 
 def _ipt_policy_fix(chain: str, pkt: Packet) -> str:
+    tool = TOOL[pkt.family]
     if pkt.physdev_in:  # bridged traffic: what Docker users add (`-i br0 -o br0`)
-        return f"iptables -I {chain} -i {pkt.iif} -o {pkt.oif} -j ACCEPT"
-    return f"iptables -I {chain} -p icmp -j ACCEPT"
+        return f"{tool} -I {chain} -i {pkt.iif} -o {pkt.oif} -j ACCEPT"
+    # IPv6: all of ICMPv6, so neighbour discovery passes too
+    return f"{tool} -I {chain} -p {ICMP_PROTOCOLS[pkt.family][0]} -j ACCEPT"
 
 
 # -- nftables ----------------------------------------------------------------------------------
 
 def _nft_value(left: dict, pkt: Packet):
+    six = pkt.family == 6
     if "meta" in left:
         key = left["meta"].get("key")
-        return {"iifname": pkt.iif, "oifname": pkt.oif, "l4proto": "icmp", "protocol": "ip",
-                "nfproto": "ipv4"}.get(key, _UNKNOWN)
+        return {"iifname": pkt.iif, "oifname": pkt.oif, "l4proto": "ipv6-icmp" if six else "icmp",
+                "protocol": "ip6" if six else "ip", "nfproto": "ipv6" if six else "ipv4"}.get(key, _UNKNOWN)
     if "payload" in left:
         p = left["payload"]
         proto, fld = p.get("protocol"), p.get("field")
-        if proto == "ip":
-            return {"saddr": pkt.src, "daddr": pkt.dst, "protocol": "icmp"}.get(fld, _UNKNOWN)
-        if proto == "icmp" and fld == "type":
+        header, icmp = ("ip6", "icmpv6") if six else ("ip", "icmp")
+        if proto == header:
+            return {"saddr": pkt.src, "daddr": pkt.dst, "protocol": "icmp",
+                    "nexthdr": "ipv6-icmp"}.get(fld, _UNKNOWN)
+        if proto == icmp and fld == "type":
             return pkt.icmp_type
-        if proto in ("tcp", "udp", "ip6", "icmpv6", "sctp"):
+        if proto in ("tcp", "udp", "ip", "ip6", "icmp", "icmpv6", "sctp"):
             return _ABSENT
         return _UNKNOWN
     if "ct" in left and left["ct"].get("key") == "state":
@@ -194,6 +220,9 @@ def _nft_value(left: dict, pkt: Packet):
 _UNKNOWN = object()
 _ABSENT = object()
 _NFT_ICMP = {"echo-request": 8, "echo-reply": 0}
+_NFT_ICMPV6 = {"echo-request": 128, "echo-reply": 129, "packet-too-big": 2, "nd-neighbor-solicit": 135,
+               "nd-neighbor-advert": 136}
+_PROTOCOL_ALIASES = {"icmpv6": "ipv6-icmp", "58": "ipv6-icmp", "1": "icmp"}
 
 
 def _nft_right_matches(value, right) -> bool:
@@ -207,13 +236,16 @@ def _nft_right_matches(value, right) -> bool:
     if isinstance(right, dict) and "range" in right:
         return False
     if isinstance(value, int) and isinstance(right, str):
-        return _NFT_ICMP.get(right, -1) == value
+        names = _NFT_ICMPV6 if value >= 128 else _NFT_ICMP   # echo: 8/0 in ICMP, 128/129 in ICMPv6
+        return names.get(right, -1) == value
+    if isinstance(value, str) and value in ("icmp", "ipv6-icmp") and isinstance(right, int):
+        return right == (58 if value == "ipv6-icmp" else 1)
     if isinstance(right, str) and isinstance(value, str):
         if right.endswith("*"):
             return value.startswith(right[:-1])
         if _is_ip(right) and _is_ip(value):
-            return right == value
-        return right.lower() == value.lower()
+            return ipaddress.ip_address(right) == ipaddress.ip_address(value)
+        return _PROTOCOL_ALIASES.get(right.lower(), right.lower()) == value.lower()
     return right == value
 
 
@@ -264,7 +296,10 @@ def nft_verdicts(ruleset: dict, pkt: Packet, families=("ip", "inet"), skip_table
             fix = [f"nft delete rule {rule['family']} {rule['table']} {rule['chain']} handle {rule['handle']}"]
             result.append(Verdict(True, where, _nft_rule_text(rule), fix, uncertain))
         elif verdict == "return" and chain.get("policy") == "drop":
-            match = "meta l4proto icmp" if chain["family"] != "ip" else "ip protocol icmp"
+            if pkt.family == 6:  # all of ICMPv6: neighbour discovery too
+                match = "meta l4proto ipv6-icmp"
+            else:
+                match = "meta l4proto icmp" if chain["family"] != "ip" else "ip protocol icmp"
             fix = [f"nft insert rule {chain['family']} {chain['table']} {chain['name']} {match} accept"]
             result.append(Verdict(True, where, "policy drop", fix, uncertain))
     return result
@@ -306,11 +341,12 @@ def _nft_rule_text(rule: dict) -> str:
 # -- both --------------------------------------------------------------------------------------
 
 def firewall_verdict(iptables_save: str, nft_ruleset: dict, pkt: Packet, bridged: bool = False) -> Verdict:
-    """The first drop the packet meets at this hook, or a pass (with rules we could not judge)."""
-    ruleset = parse_iptables_save(iptables_save)
+    """The first drop the packet meets at this hook, or a pass (with rules we could not judge).
+    `iptables_save`: the text of the packet's family (ip6tables-save for IPv6)."""
+    ruleset = parse_iptables_save(iptables_save, TOOL[pkt.family], IPV6 if pkt.family == 6 else IPV4)
     verdicts = [iptables_verdict(ruleset.tables, pkt)]
     managed = iptables_managed_tables([ruleset])
-    verdicts += nft_verdicts(nft_ruleset, pkt, ("ip", "inet"), managed)
+    verdicts += nft_verdicts(nft_ruleset, pkt, NFT_FAMILIES[pkt.family], managed)
     uncertain = [u for v in verdicts for u in v.uncertain]
     for v in verdicts:
         if v.dropped:

@@ -7,13 +7,19 @@ returning a context manager whose `events()` gives drop events as dicts with at 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
+import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 from ..errors import BpftoolsError
 from .capture import Known, entered
+
+log = logging.getLogger(__name__)
 
 DropTracer = Callable[[List[str]], ContextManager]
 
@@ -24,27 +30,93 @@ class LiveResult:
     received: int = 0
     drops: List[dict] = field(default_factory=list)
     counters: Dict[str, Dict[str, Dict[str, int]]] = field(default_factory=dict)
-    hop_counts: Optional[Dict[tuple, int]] = None   # (netns, ifindex, rx|tx, icmp type) -> echo packets
+    hop_counts: Optional[Dict[tuple, int]] = None   # (netns, ifindex, rx|tx, icmp(v6) type) -> echo packets
     notes: List[str] = field(default_factory=list)
 
 
+PING_INTERVAL = 0.05   # seconds between echo requests (root may go below ping's 0.2 s floor)
+SETTLE = 0.25          # quiet time after the last request before the per-hop counts are final
+POLL = 0.02            # how often the evidence is looked at while the pings run
+_PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
+
+
 def ping(netns: str, dst: str, count: int, timeout: float, payload: int = 56,
-         extra: Sequence[str] = ()) -> (int, int, str):
-    """(sent, received, output) of a bounded ping from `netns` (`extra`: e.g. ["-I", "veth0"])."""
-    cmd = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(max(1, int(round(timeout)))),
-           "-s", str(payload), *extra, dst]
+         extra: Sequence[str] = (), conclusive: Optional[Callable[[float], bool]] = None,
+         interval: float = PING_INTERVAL) -> (int, int, str):
+    """(sent, received, output) of a bounded ping from `netns` (`extra`: e.g. ["-I", "veth0"]).
+    Requests go out every `interval`; it ends when every reply is in, when ping gives up
+    (`timeout` after the last request), or, once every request is out, as soon as
+    `conclusive(seconds since the last request)` says the evidence already shows where they stop."""
+    wait = max(1, int(round(timeout)))
+    cmd = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait), "-s", str(payload), *extra, dst]
     try:
-        with entered(netns):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+        with entered(netns):  # ping starts in the source namespace (a container's needs no ping binary)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except OSError as exc:
         raise BpftoolsError(f"cannot run ping: {exc.strerror} (install iputils-ping)") from None
-    out = proc.stdout + proc.stderr
+    lines: List[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    last_request = time.monotonic() + (count - 1) * interval
+    deadline = last_request + wait + 1.0
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= last_request and conclusive is not None and conclusive(now - last_request):
+                proc.send_signal(signal.SIGINT)   # ping prints its summary and exits
+                break
+            time.sleep(POLL)
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        reader.join(timeout=2)
+    out = "".join(lines)
     if "exec of \"ping\" failed" in out:
         raise BpftoolsError("cannot run ping in the namespace (install iputils-ping)")
-    match = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", out)
+    match = _PING_SUMMARY.search(out)
     if not match:
         return 0, 0, out
     return int(match.group(1)), int(match.group(2)), out
+
+
+class Evidence:
+    """Decides, while the pings run, whether what is traced and counted already shows where the
+    echo requests (or replies) stop: a drop of this ping was traced, or the per-hop counts have
+    not moved for SETTLE since the last request went out. A path that leaves the machine is never
+    cut short: replies from afar take their time."""
+
+    def __init__(self, tracing, counter, src: Optional[str], dst: str, local: bool):
+        self.tracing, self.counter = tracing, counter
+        self.src, self.dst, self.local = src, dst, local
+        self.drops: List[dict] = []
+        self._counts: Optional[Dict[tuple, int]] = None
+        self._moved_at = time.monotonic()
+
+    def poll(self) -> None:
+        if self.tracing is not None:
+            self.drops += self.tracing.events(wait_ms=0)
+        if self.counter is not None:
+            counts = self.counter.counts()
+            if counts != self._counts:
+                self._counts, self._moved_at = counts, time.monotonic()
+
+    def __call__(self, since_last_request: float) -> bool:
+        if not self.local:
+            return False
+        try:
+            self.poll()
+        except Exception:   # evidence is optional: without it, ping runs to its end
+            self.local = False
+            return False
+        if relevant_drops(self.drops, self.src, self.dst):
+            return True
+        quiet = time.monotonic() - self._moved_at
+        return bool(self._counts) and min(quiet, since_last_request) >= SETTLE
 
 
 def read_counters(namespaces: List[str], known: Optional[Known] = None) -> Dict[str, Dict[str, Dict[str, int]]]:
@@ -84,14 +156,14 @@ class TraceDropsSession:
     """Adapter from trace-drops (`trace_drops.DropTracer`) to the `DropTracer` seam: traces
     kfree_skb in the given namespaces; `events()` returns the drops seen so far as JSON dicts."""
 
-    def __init__(self, namespaces: List[str]):
+    def __init__(self, namespaces: List[str], program=None):
         from ..kernel.drop_reasons import kfree_skb_format
         from ..trace_drops import DropFilter, DropTracer
 
         known = Known()
         self.fmt = kfree_skb_format()
         self.labels = {known.inode(ns): ns for ns in namespaces}  # events are named as the path names them
-        self.tracer = DropTracer(DropFilter(netns_inodes=set(self.labels)), fmt=self.fmt)
+        self.tracer = DropTracer(DropFilter(netns_inodes=set(self.labels)), fmt=self.fmt, program=program)
         self.names = None
         self.clock = 0
 
@@ -103,12 +175,13 @@ class TraceDropsSession:
         self.clock = wall_clock_offset_ns()
         return self
 
-    def events(self) -> List[dict]:
+    def events(self, wait_ms: int = 200) -> List[dict]:
+        """The drops seen since the last call (waiting up to `wait_ms` for late ones)."""
         from ..drop_events import decode_event
 
         found: List[dict] = []
-        for _ in range(4):
-            raws = self.tracer.poll(50)
+        for _ in range(max(1, wait_ms // 50)):
+            raws = self.tracer.poll(min(50, wait_ms))
             for raw in raws:
                 event = decode_event(raw, self.names, self.clock)
                 found.append(dict(event.as_json(), netns=self.labels.get(event.netns_inode, event.netns),
@@ -119,35 +192,48 @@ class TraceDropsSession:
         self.tracer.__exit__(*exc)
 
 
-class HopCounter:
-    """Counts the ping's echo requests and replies per (namespace, interface, direction) with
-    bpf/diagnose.bpf.c on the netif_receive_skb / net_dev_start_xmit raw tracepoints."""
+def filter_words(address: str) -> List[str]:
+    """An address as bpf/diagnose.bpf.c compares it: four u32 words as loaded from memory
+    (IPv4: the address, then zeros)."""
+    import ipaddress
+    import struct
 
-    def __init__(self, namespaces: List[str], a: str, b: str):
+    packed = ipaddress.ip_address(address).packed.ljust(16, b"\0")
+    return [f"{word}U" for word in struct.unpack("<4I", packed)]
+
+
+class HopCounter:
+    """Counts the ping's echo requests and replies (ICMP or ICMPv6) per (namespace, interface,
+    direction) with bpf/diagnose.bpf.c on the netif_receive_skb / net_dev_start_xmit raw tracepoints.
+    `program`: one already compiled with `defines()` (LIVE_SOURCES), else it compiles diagnose.bpf.c."""
+
+    def __init__(self, namespaces: List[str], a: str, b: str, program=None):
         self.namespaces = namespaces
         self.a, self.b = a, b
         self._stack = contextlib.ExitStack()
-        self.program = None
+        self.program = program
         self.inodes: Dict[int, str] = {}
+
+    def defines(self) -> Dict[str, str]:
+        defines = {"FILTER_FAMILY": "6" if ":" in self.b else "4"}
+        for name, address in (("A", self.a), ("B", self.b)):
+            for i, word in enumerate(filter_words(address)):
+                defines[f"FILTER_{name}{i}"] = word
+        return defines
 
     def __enter__(self) -> "HopCounter":
         import ctypes
-        import socket
-        import struct
 
         from bcc import BPF
 
         from ..attach import TracepointAttachment
         from ..program import BpfProgram
 
-        def word(address: str) -> str:
-            return f"{struct.unpack('<I', socket.inet_aton(address))[0]}U"
-
         known = Known()
         try:
-            self.program = self._stack.enter_context(
-                BpfProgram("diagnose.bpf.c", {"FILTER_A": word(self.a), "FILTER_B": word(self.b)}))
-            table = self.program.table("netns_filter")
+            if self.program is None:
+                self.program = self._stack.enter_context(BpfProgram("diagnose.bpf.c", self.defines()))
+            table = self.program.table("hop_netns")
             for ns in self.namespaces:
                 inode = known.inode(ns)
                 self.inodes[inode] = ns
@@ -161,7 +247,7 @@ class HopCounter:
         return self
 
     def counts(self) -> Dict[tuple, int]:
-        """(netns label, ifindex, "rx"|"tx", icmp type) -> packets."""
+        """(netns label, ifindex, "rx"|"tx", ICMP or ICMPv6 type) -> packets."""
         result: Dict[tuple, int] = {}
         for key, value in self.program.table("hop_counts").items():
             ns = self.inodes.get(key.netns)
@@ -182,13 +268,16 @@ def default_tracer() -> Optional[DropTracer]:
     return TraceDropsSession
 
 
+NDP_TYPES = range(133, 138)   # router/neighbour solicitation and advertisement, redirect
+
+
 def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
-    """The drops of this ping (ICMP between the two ends, and ARP), merged per place and reason."""
+    """The drops of this ping (ICMP/ICMPv6 between the two ends, and ARP/NDP), merged per place and reason."""
     merged: Dict[tuple, dict] = {}
     ends = {a, b}
     for event in events:
-        arp = event.get("family") == "arp"
-        ours = event.get("proto") == "icmp" and event.get("src") in ends and event.get("dst") in ends
+        arp = event.get("family") == "arp" or (event.get("proto") == "icmpv6" and event.get("icmp_type") in NDP_TYPES)
+        ours = event.get("proto") in ("icmp", "icmpv6") and event.get("src") in ends and event.get("dst") in ends
         if not (arp or ours):
             continue
         key = (event.get("netns"), event.get("ifname"), event.get("reason"), event.get("src"), event.get("dst"))
@@ -202,28 +291,52 @@ def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
     return list(merged.values())
 
 
-def run_live(src_ns: str, dst: str, count: int, timeout: float, payload: int, namespaces: List[str],
+def run_live(src_ns: str, target: str, count: int, timeout: float, payload: int, namespaces: List[str],
              tracer: Optional[DropTracer] = None, src: Optional[str] = None,
-             ping_args: Sequence[str] = ()) -> LiveResult:
-    """Ping while counting per hop and tracing drops; counting and tracing are evidence, not
-    requirements: when they cannot start, `notes` says why and the pings still run."""
+             ping_args: Sequence[str] = (), local: bool = True, dst: Optional[str] = None) -> LiveResult:
+    """Ping `target` (as ping takes it: `fe80::1%eth0`) while counting per hop and tracing drops;
+    counting and tracing are evidence, not requirements: when they cannot start, `notes` says why
+    and the pings still run. `local`: the whole path is on this machine, so settled counts may end
+    the pings early (Evidence). `dst`: the target's address (default: `target`)."""
     result = LiveResult()
+    dst = dst or target
     with contextlib.ExitStack() as stack:
+        shared = _one_compile(stack, namespaces, src, dst) if tracer is TraceDropsSession else None
         counter = _optional(stack, result, "per-hop ICMP counting",
-                            lambda: HopCounter(namespaces, src, dst) if src else None)
-        tracing = _optional(stack, result, "drop tracing", lambda: tracer(namespaces) if tracer else None)
+                            lambda: HopCounter(namespaces, src, dst, shared) if src else None)
+        tracing = _optional(stack, result, "drop tracing",
+                            lambda: (tracer(namespaces, shared) if shared else tracer(namespaces)) if tracer else None)
         before = read_counters(namespaces)
-        result.sent, result.received, out = ping(src_ns, dst, count, timeout, payload, ping_args)
+        evidence = Evidence(tracing, counter, src, dst, local)
+        result.sent, result.received, out = ping(src_ns, target, count, timeout, payload, ping_args, evidence)
         if not result.sent and out.strip():
             last = out.strip().splitlines()[-1]
             result.notes.append(last if last.startswith("ping:") else f"ping: {last}")
         try:
-            result.drops = list(tracing.events()) if tracing is not None else []
+            result.drops = evidence.drops + (list(tracing.events()) if tracing is not None else [])
             result.hop_counts = counter.counts() if counter is not None else None
         except Exception as exc:
             result.notes.append(f"reading the traces failed: {_short(exc)}")
         result.counters = _delta(before, read_counters(namespaces))
     return result
+
+
+LIVE_SOURCES = ("trace_drops.bpf.c", "diagnose.bpf.c")   # compiled as one module
+
+
+def _one_compile(stack: contextlib.ExitStack, namespaces: List[str], src: Optional[str], dst: str):
+    """Drop tracing and per-hop counting from one bcc compile (a compile is most of the time a
+    verdict takes); None when that fails: each then compiles its own source."""
+    if not src:
+        return None
+    from ..program import BpfProgram
+
+    try:
+        defines = {**TraceDropsSession(namespaces).tracer.defines(), **HopCounter(namespaces, src, dst).defines()}
+        return stack.enter_context(BpfProgram(LIVE_SOURCES, defines))
+    except Exception as exc:
+        log.debug("one compile for the live evidence failed, compiling each: %s", exc)
+        return None
 
 
 def _optional(stack: contextlib.ExitStack, result: LiveResult, what: str, factory):

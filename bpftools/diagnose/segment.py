@@ -1,6 +1,8 @@
 """Layer 2 as ARP sees it: the stations on the segment behind an interface (the veth peer, every
 port of a bridge and what is behind each port, through nested bridges), and which of them
-answers ARP for an address (ownership, arp_ignore, arp_filter, NOARP, link state, proxy_arp).
+answers ARP for an address (ownership, arp_ignore, arp_filter, NOARP, link state, proxy_arp),
+or for an IPv6 address NDP (a usable address of the receiving interface, proxy_ndp).
+An owner that arp_ignore or arp_filter keeps silent is the cause `arp_ignore`.
 
 The walker hands a packet only to the station that would answer; when none would, the walk
 stops there (`neighbor_unreachable`). Works on a `Snapshot`, like the walker."""
@@ -8,10 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import List, Optional, Set, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from .routing import fib_lookup
-from .state import Addr, Link, NetnsState, Snapshot
+from .state import Addr, Link, NetnsState, Snapshot, family_of, is_link_local
 
 ARP_IGNORE_NEVER = 8
 
@@ -62,49 +64,97 @@ def peer_of(snap: Snapshot, state: NetnsState, link: Link) -> Optional[Tuple[Net
     return (pstate, plink) if plink else None
 
 
-def segment(snap: Snapshot, state: NetnsState, oif: Link) -> Segment:
+# Where an address is local, reached from a namespace by routing (the walker's look-ahead):
+# (namespace, address, source) -> namespace name, or None. VXLAN ports need it to find the remote VTEP.
+Locate = Callable[[NetnsState, str, Optional[str]], Optional[str]]
+
+
+def segment(snap: Snapshot, state: NetnsState, oif: Link, locate: Optional[Locate] = None) -> Segment:
     """Every station a broadcast from `oif` reaches (ARP asks all of them), in breadth-first order."""
     seg = Segment()
     seen: Set[Tuple[str, int]] = set()
+    walk = _Walk(snap, seg, seen, locate)
     if oif.kind == "bridge":
-        _bridge(snap, state, oif, None, [], seg, seen)
+        walk.bridge(state, oif, None, [])
     elif oif.kind == "veth":
-        _wire(snap, state, oif, [], seg, seen)
+        walk.wire(state, oif, [])
     return seg
 
 
-def _wire(snap: Snapshot, state: NetnsState, link: Link, crossings: List[Crossing], seg: Segment, seen) -> None:
+@dataclass
+class _Walk:
+    snap: Snapshot
+    seg: Segment
+    seen: Set[Tuple[str, int]]
+    locate: Optional[Locate]
+
+    def wire(self, state: NetnsState, link: Link, crossings: List[Crossing]) -> None:
+        _wire(self, state, link, crossings)
+
+    def bridge(self, bstate: NetnsState, bridge: Link, port_in: Optional[Link], crossings: List[Crossing]) -> None:
+        _bridge(self, bstate, bridge, port_in, crossings)
+
+
+def _wire(w: _Walk, state: NetnsState, link: Link, crossings: List[Crossing]) -> None:
     """Frames leaving `link` (a veth end): where they come out."""
-    peer = peer_of(snap, state, link)
+    peer = peer_of(w.snap, state, link)
     if peer is None:
-        seg.unseen.append(f"the other end of {link.ifname} in {state.name} (a namespace we cannot enter)")
+        w.seg.unseen.append(f"the other end of {link.ifname} in {state.name} (a namespace we cannot enter)")
         return
     pstate, plink = peer
-    if plink.master is None:
-        seg.stations.append(Station(pstate, plink, crossings))
+    _arrive(w, pstate, plink, crossings)
+
+
+def _arrive(w: _Walk, state: NetnsState, link: Link, crossings: List[Crossing]) -> None:
+    """Frames arriving on `link`: it is a station, or a port of a bridge that floods them on."""
+    if link.master is None:
+        w.seg.stations.append(Station(state, link, crossings))
         return
-    bridge = pstate.link(plink.master)
+    bridge = state.link(link.master)
     if bridge is None or bridge.kind != "bridge":
-        seg.unseen.append(f"{plink.ifname} in {pstate.name}, enslaved to a {bridge.kind if bridge else '?'} device")
+        w.seg.unseen.append(f"{link.ifname} in {state.name}, enslaved to a {bridge.kind if bridge else '?'} device")
         return
-    _bridge(snap, pstate, bridge, plink, crossings, seg, seen)
+    _bridge(w, state, bridge, link, crossings)
 
 
-def _bridge(snap: Snapshot, bstate: NetnsState, bridge: Link, port_in: Optional[Link], crossings: List[Crossing],
-            seg: Segment, seen) -> None:
-    if (bstate.name, bridge.ifindex) in seen:
+def _bridge(w: _Walk, bstate: NetnsState, bridge: Link, port_in: Optional[Link], crossings: List[Crossing]) -> None:
+    if (bstate.name, bridge.ifindex) in w.seen:
         return
-    seen.add((bstate.name, bridge.ifindex))
+    w.seen.add((bstate.name, bridge.ifindex))
     if port_in is not None:
-        seg.stations.append(Station(bstate, bridge, crossings + [Crossing(bstate, bridge, port_in, None)]))
+        w.seg.stations.append(Station(bstate, bridge, crossings + [Crossing(bstate, bridge, port_in, None)]))
     for port in bstate.ports(bridge.ifindex):
         if port_in is not None and port.ifindex == port_in.ifindex:
             continue
         through = crossings + [Crossing(bstate, bridge, port_in, port)]
         if port.kind == "veth":
-            _wire(snap, bstate, port, through, seg, seen)
+            _wire(w, bstate, port, through)
+        elif port.kind == "vxlan" and w.locate is not None:
+            _vxlan(w, bstate, port, through)
         else:
-            seg.unseen.append(f"{port.ifname} in {bstate.name} (a {port.kind or 'physical'} port of {bridge.ifname})")
+            w.seg.unseen.append(f"{port.ifname} in {bstate.name} (a {port.kind or 'physical'} port of "
+                                f"{bridge.ifname})")
+
+
+def _vxlan(w: _Walk, state: NetnsState, vx: Link, crossings: List[Crossing]) -> None:
+    """A VXLAN port: frames go to the remote VTEPs of its FDB (or its fixed remote), to the VXLAN
+    device with the same VNI there, and on into that device's bridge."""
+    remotes = list(vx.vxlan_fdb)
+    if vx.tunnel_remote and not ipaddress.ip_address(vx.tunnel_remote).is_multicast \
+            and vx.tunnel_remote not in remotes:
+        remotes.append(vx.tunnel_remote)
+    if not remotes:
+        w.seg.unseen.append(f"{vx.ifname} in {state.name} (VXLAN VNI {vx.vni} with no remote VTEP in its FDB)")
+        return
+    for remote in remotes:
+        where = w.locate(state, remote, vx.tunnel_local)
+        rstate = w.snap.ns(where) if where else None
+        rvx = next((l for l in rstate.links if l.kind == "vxlan" and l.vni == vx.vni
+                    and l.tunnel_local in (remote, None)), None) if rstate else None
+        if rvx is None:
+            w.seg.unseen.append(f"VTEP {remote} of {vx.ifname} in {state.name} (VNI {vx.vni})")
+            continue
+        _arrive(w, rstate, rvx, crossings)
 
 
 # -- who answers ---------------------------------------------------------------------------------------
@@ -136,6 +186,8 @@ def _in_subnet(address: str, addr: Addr) -> bool:
 
 def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Answer]:
     """ARP (arp_process) at one station: None when the station has nothing to do with `target`."""
+    if family_of(target) == 6:
+        return ndp_answer(station, target)
     st, link = station.state, station.link
     owner = st.owns(target)
     proxy = owner is None and st.proxy_arp(link.ifname) and st.forwarding(link.ifname) and \
@@ -154,22 +206,48 @@ def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Ans
     reset = [f"sysctl -w net.ipv4.conf.all.arp_ignore=0", f"sysctl -w net.ipv4.conf.{link.ifname}.arp_ignore=0"]
     if ignore >= ARP_IGNORE_NEVER:
         return Answer(station, False, f"arp_ignore = {ignore} on {link.ifname} in {st.name}: it answers no ARP "
-                      "request", fix=reset)
+                      "request", "arp_ignore", reset)
     if ignore in (1, 2) and owner.ifindex != link.ifindex:
         return Answer(station, False, f"{target} is on {st.ifname(owner.ifindex)}, not on {link.ifname} where the "
                       f"ARP request arrives, and arp_ignore = {ignore} answers only for addresses of the receiving "
-                      "interface", fix=reset)
+                      "interface", "arp_ignore", reset)
     if ignore == 2 and sender and not _in_subnet(sender, owner):
         return Answer(station, False, f"arp_ignore = 2 on {link.ifname} in {st.name}: the asker {sender} is not in "
-                      f"{target}'s subnet {owner.network}", fix=reset)
+                      f"{target}'s subnet {owner.network}", "arp_ignore", reset)
     if sender and (st.conf("all", "arp_filter") or st.conf(link.ifname, "arp_filter")):
         back = fib_lookup(st, sender, target)
         if back.route is not None and back.route.type == "unicast" and back.route.oif != link.ifindex:
             return Answer(station, False, f"arp_filter = 1 in {st.name}: the route back to {sender} leaves by "
                           f"{st.ifname(back.route.oif)}, not {link.ifname} where the ARP request arrives",
-                          fix=[f"sysctl -w net.ipv4.conf.all.arp_filter=0",
+                          "arp_ignore", [f"sysctl -w net.ipv4.conf.all.arp_filter=0",
                                f"sysctl -w net.ipv4.conf.{link.ifname}.arp_filter=0"])
     return Answer(station, True, f"{target} answers ARP on {station.where}")
+
+
+def ndp_answer(station: Station, target: str) -> Optional[Answer]:
+    """A neighbour solicitation at one station (ndisc_recv_ns): answered for a usable address of
+    the receiving interface only (no arp_ignore to tune), or by proxy_ndp with a proxy entry."""
+    st, link = station.state, station.link
+    owner = st.owns(target)
+    proxy = owner is None and st.proxy_ndp(link.ifname, target)
+    if owner is None and not proxy:
+        return None
+    blocked = _blocked_on_the_way(station)
+    if blocked is not None:
+        return blocked
+    if proxy:
+        return Answer(station, True, f"{station.where} answers NDP for {target} (proxy_ndp and a proxy entry)",
+                      proxy=True)
+    if owner.ifindex != link.ifindex:
+        return Answer(station, False, f"{target} is on {st.ifname(owner.ifindex)}, not on {link.ifname} where the "
+                      "neighbour solicitation arrives: IPv6 answers only for addresses of the receiving interface")
+    if owner.dadfailed:
+        return Answer(station, False, f"{target} on {station.where} failed duplicate address detection (another "
+                      "host has it), so it is never used or answered")
+    if owner.tentative:
+        return Answer(station, False, f"{target} on {station.where} is tentative (duplicate address detection has "
+                      "not finished): it answers nothing yet")
+    return Answer(station, True, f"{target} answers NDP on {station.where}")
 
 
 def _blocked_on_the_way(station: Station) -> Optional[Answer]:
@@ -194,10 +272,11 @@ def _routes_elsewhere(state: NetnsState, target: str, link: Link) -> bool:
     return route is not None and route.type == "unicast" and route.oif != link.ifindex
 
 
-def resolve(snap: Snapshot, state: NetnsState, oif: Link, target: str, sender: Optional[str]) -> Resolution:
+def resolve(snap: Snapshot, state: NetnsState, oif: Link, target: str, sender: Optional[str],
+            locate: Optional[Locate] = None) -> Resolution:
     """The station that answers ARP for `target` asked through `oif`; else the owner that would
     not answer (and why); else nobody (answer None)."""
-    seg = segment(snap, state, oif)
+    seg = segment(snap, state, oif, locate)
     refused = None
     for station in seg.stations:
         if station.state.name == state.name and station.link.ifindex == oif.ifindex:
@@ -208,4 +287,8 @@ def resolve(snap: Snapshot, state: NetnsState, oif: Link, target: str, sender: O
         if found.ok:
             return Resolution(found, seg)
         refused = refused or found
+    if refused is None and is_link_local(target):
+        # a link that is down has no IPv6 link-local address (the kernel removes it): the owner may be there
+        refused = next((b for b in (_blocked_on_the_way(s) for s in seg.stations
+                                    if not (s.state.name == state.name and s.link.ifindex == oif.ifindex)) if b), None)
     return Resolution(refused, seg)

@@ -1,7 +1,9 @@
 """What the path walker knows about a network namespace: a plain, JSON-friendly record.
 
 `NetnsState` is filled either from the live kernel (`capture.py`) or from a recorded dict
-(unit tests). `Snapshot` gives the walker the namespaces it asks for, by name.
+(unit tests). `Snapshot` gives the walker the namespaces it asks for, by name. Addresses,
+routes, rules and neighbours of both families live side by side; a record's family is
+that of its address (`family_of`), rules carry theirs.
 """
 from __future__ import annotations
 
@@ -12,6 +14,15 @@ from typing import Dict, List, Optional
 RT_TABLE_LOCAL = 255
 RT_TABLE_MAIN = 254
 RT_TABLE_DEFAULT = 253
+
+
+def family_of(address: str) -> int:
+    """4 or 6 (a `%scope` suffix is allowed)."""
+    return 6 if ":" in address else 4
+
+
+def is_link_local(address: str) -> bool:
+    return family_of(address) == 6 and ipaddress.ip_address(address.split("%")[0]).is_link_local
 
 
 @dataclass
@@ -29,6 +40,8 @@ class Link:
     peer_ifindex: Optional[int] = None
     tunnel_local: Optional[str] = None   # ipip/gre/sit endpoints
     tunnel_remote: Optional[str] = None
+    vni: Optional[int] = None      # vxlan: its VNI (tunnel_local/tunnel_remote: local, remote or group)
+    vxlan_fdb: List[str] = field(default_factory=list)   # vxlan: remote VTEPs of its FDB entries
     xdp_prog_id: int = 0
     tc_qdisc: str = ""             # clsact/ingress when tc filters can be attached
 
@@ -43,10 +56,20 @@ class Addr:
     address: str
     prefixlen: int
     peer: Optional[str] = None     # point-to-point peer (`ip addr add A peer B`)
+    tentative: bool = False        # IPv6: duplicate address detection has not finished (unusable yet)
+    dadfailed: bool = False        # IPv6: DAD found the address in use elsewhere (never usable)
 
     @property
-    def network(self) -> ipaddress.IPv4Network:
+    def network(self):
         return ipaddress.ip_network(f"{self.peer or self.address}/{self.prefixlen}", strict=False)
+
+    @property
+    def family(self) -> int:
+        return family_of(self.address)
+
+    @property
+    def usable(self) -> bool:
+        return not (self.tentative or self.dadfailed)
 
 
 @dataclass
@@ -63,8 +86,12 @@ class Route:
     tos: int = 0
 
     @property
-    def network(self) -> ipaddress.IPv4Network:
+    def network(self):
         return ipaddress.ip_network(f"{self.dst}/{self.dst_len}", strict=False)
+
+    @property
+    def family(self) -> int:
+        return family_of(self.dst)
 
 
 @dataclass
@@ -80,6 +107,7 @@ class Rule:
     oif: Optional[str] = None
     fwmark: int = 0
     invert: bool = False
+    family: int = 4
 
 
 @dataclass
@@ -98,9 +126,12 @@ class NetnsState:
     routes: List[Route] = field(default_factory=list)
     rules: List[Rule] = field(default_factory=list)
     neighbours: List[Neighbour] = field(default_factory=list)
-    # "net.ipv4.ip_forward", "net.ipv4.conf.<all|default|ifname>.<key>", "net.bridge.bridge-nf-call-iptables"
+    # "net.ipv4.ip_forward", "net.ipv4.conf.<all|default|ifname>.<key>", "net.ipv6.conf.<…>.<key>",
+    # "net.bridge.bridge-nf-call-iptables"
     sysctls: Dict[str, int] = field(default_factory=dict)
     iptables_save: str = ""        # `iptables-save` output
+    ip6tables_save: str = ""       # `ip6tables-save` output
+    ndp_proxies: List[Neighbour] = field(default_factory=list)   # `ip -6 neigh show proxy` (state "proxy")
     nft_ruleset: dict = field(default_factory=dict)   # `nft -j list ruleset`
     docker_networks: Dict[str, dict] = field(default_factory=dict)   # bridge ifname -> {"name", "id", "icc"}
     inode: int = 0                 # nsfs inode (0: unknown, e.g. hand-written state)
@@ -116,12 +147,18 @@ class NetnsState:
         link = self.link(ifindex)
         return link.ifname if link else None
 
-    def addrs_on(self, ifindex: int) -> List[Addr]:
-        return [a for a in self.addrs if a.ifindex == ifindex]
+    def addrs_on(self, ifindex: int, family: Optional[int] = None) -> List[Addr]:
+        return [a for a in self.addrs if a.ifindex == ifindex and family in (None, a.family)]
 
     def owns(self, address: str) -> Optional[Addr]:
         """The local address record for `address`, if this namespace has it."""
         return next((a for a in self.addrs if a.address == address), None)
+
+    def addrs_of(self, family: int) -> List[Addr]:
+        return [a for a in self.addrs if a.family == family]
+
+    def rules_of(self, family: int) -> List[Rule]:
+        return [r for r in self.rules if r.family == family]
 
     def ports(self, bridge_ifindex: int) -> List[Link]:
         return [l for l in self.links if l.master == bridge_ifindex]
@@ -148,11 +185,28 @@ class NetnsState:
     def proxy_arp(self, ifname: str) -> bool:
         return bool(self.conf("all", "proxy_arp") or self.conf(ifname, "proxy_arp"))
 
-    def forwarding(self, ifname: str) -> bool:
+    def forwarding(self, ifname: str, family: int = 4) -> bool:
+        """IPv4: conf/<iif>/forwarding. IPv6: conf/all/forwarding (per-interface forwarding only
+        changes host/router behaviour) or, on kernels that have it, conf/<iif>/force_forwarding."""
+        if family == 6:
+            return bool(self.conf6("all", "forwarding") or self.conf6(ifname, "force_forwarding"))
         return bool(self.conf(ifname, "forwarding", self.sysctl("net.ipv4.ip_forward")))
 
-    def bridge_nf_call_iptables(self) -> Optional[int]:
-        return self.sysctls.get("net.bridge.bridge-nf-call-iptables")
+    def conf6(self, ifname: str, key: str, default: int = 0) -> int:
+        return self.sysctls.get(f"net.ipv6.conf.{ifname}.{key}", default)
+
+    def proxy_ndp(self, ifname: str, address: str) -> bool:
+        """The kernel answers NDP for another host's address on a forwarding interface with
+        proxy_ndp on and a proxy entry (`ip -6 neigh add proxy ADDR dev IFACE`)."""
+        link = self.link_by_name(ifname)
+        entry = link is not None and any(n.dst == address and n.ifindex == link.ifindex for n in self.ndp_proxies)
+        return entry and bool(self.conf6(ifname, "forwarding")) and \
+            bool(self.conf6("all", "proxy_ndp") or self.conf6(ifname, "proxy_ndp"))
+
+    def bridge_nf_call_iptables(self, family: int = 4) -> Optional[int]:
+        """Whether br_netfilter sends bridged IPv4 (IPv6: bridge-nf-call-ip6tables) through the firewall."""
+        return self.sysctls.get("net.bridge.bridge-nf-call-ip6tables" if family == 6 else
+                                "net.bridge.bridge-nf-call-iptables")
 
     # -- recording ------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -165,24 +219,38 @@ class NetnsState:
             links=[Link(**l) for l in data.get("links", [])],
             addrs=[Addr(**a) for a in data.get("addrs", [])],
             routes=[Route(**r) for r in data.get("routes", [])],
-            rules=[Rule(**r) for r in data.get("rules", [])] or default_rules(),
+            rules=_with_default_rules([Rule(**r) for r in data.get("rules", [])]),
             neighbours=[Neighbour(**n) for n in data.get("neighbours", [])],
             sysctls=dict(data.get("sysctls", {})),
             iptables_save=data.get("iptables_save", ""),
+            ip6tables_save=data.get("ip6tables_save", ""),
+            ndp_proxies=[Neighbour(**n) for n in data.get("ndp_proxies", [])],
             nft_ruleset=data.get("nft_ruleset", {}),
             docker_networks=dict(data.get("docker_networks", {})),
             inode=data.get("inode", 0),
         )
 
 
-def default_rules() -> List[Rule]:
+def default_rules(family: int = 4) -> List[Rule]:
+    """A fresh namespace's policy rules (IPv6 has no rule for the default table)."""
+    if family == 6:
+        return [Rule(0, RT_TABLE_LOCAL, family=6), Rule(32766, RT_TABLE_MAIN, family=6)]
     return [Rule(0, RT_TABLE_LOCAL), Rule(32766, RT_TABLE_MAIN), Rule(32767, RT_TABLE_DEFAULT)]
+
+
+def _with_default_rules(rules: List[Rule]) -> List[Rule]:
+    """Recordings made before a family was captured get that family's default rules."""
+    for family in (4, 6):
+        if not any(r.family == family for r in rules):
+            rules = rules + default_rules(family)
+    return rules
 
 
 def local_routes(addrs: List[Addr]) -> List[Route]:
     """The local-table routes the kernel derives from addresses (for hand-written recorded state)."""
-    return [Route(dst=a.address, dst_len=32, table=RT_TABLE_LOCAL, type="local", oif=a.ifindex,
-                  prefsrc=a.address, scope=254) for a in addrs]
+    return [Route(dst=a.address, dst_len=32 if a.family == 4 else 128, table=RT_TABLE_LOCAL, type="local",
+                  oif=a.ifindex, prefsrc=a.address if a.family == 4 else None, scope=254)
+            for a in addrs if a.usable]
 
 
 class Snapshot:

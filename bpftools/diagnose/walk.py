@@ -1,21 +1,24 @@
 """The static path walk: from the source namespace, follow routing decisions, veth peers
 (across namespaces), bridges and forwarding namespaces to the destination, then walk the
 reply back; run the checks of `checks.py` at every hop. Works on a `Snapshot`, so unit
-tests feed it recorded namespace state."""
+tests feed it recorded namespace state. IPv4 and IPv6 alike: the family is the destination's
+(IPv6: NDP for ARP, no reverse-path filter, routers never fragment, link-local destinations
+leave by their %scope interface)."""
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 from . import checks as C
 from .firewall import Packet
 from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
-from .state import Link, NetnsState, Snapshot
+from .state import Link, NetnsState, Snapshot, family_of, is_link_local
 
 ICMP_HEADER = 8
-IP_HEADER = 20
+IP_HEADER = {4: 20, 6: 40}
+ECHO_TYPES = {4: {"request": 8, "reply": 0}, 6: {"request": 128, "reply": 129}}
 TUNNEL_KINDS = ("ipip", "gre", "sit")
 
 
@@ -45,6 +48,11 @@ class WalkResult:
     reply_delivered: bool = False
     left_machine: Optional[str] = None
     arrival_ifindex: Optional[int] = None   # where the echo request entered DST's namespace
+    family: int = 4
+    # what the working part of the path uses: (netns, address) of the ping's ends, and
+    # (netns, "dst/len", table) of every route a hop took; no fix may delete these
+    used_addresses: Set[Tuple[str, str]] = field(default_factory=set)
+    used_routes: Set[Tuple[str, str, int]] = field(default_factory=set)
 
     @property
     def namespaces(self) -> List[str]:
@@ -59,27 +67,48 @@ class Walker:
     def __init__(self, snapshot: Snapshot, payload: int = 56, max_hops: int = 16, home: str = C.HOST_LABEL):
         self.snap = snapshot
         self.bound: Optional[Link] = None
-        self.size = payload + ICMP_HEADER + IP_HEADER
+        self.probing = False   # a look-ahead walk (is the route back any good?): no look-aheads of its own
+        self.payload = payload
+        self.size = payload + ICMP_HEADER + IP_HEADER[4]
         self.max_hops = max_hops
         self.home = home
         self.result = WalkResult()
 
     # -- entry point -------------------------------------------------------------------------
-    def walk(self, src_ns: str, dst: str, src: Optional[str] = None, device: Optional[str] = None) -> WalkResult:
-        """The ping's path; `src` and `device` are ping's -I ADDR and -I IFACE (SO_BINDTODEVICE)."""
+    def walk(self, src_ns: str, dst: str, src: Optional[str] = None, device: Optional[str] = None,
+             scope: Optional[str] = None) -> WalkResult:
+        """The ping's path; `src` and `device` are ping's -I ADDR and -I IFACE (SO_BINDTODEVICE);
+        `scope`: a link-local destination's %IFACE."""
+        res = self._walk(src_ns, dst, src, device, scope)
+        for finding in res.findings:
+            finding.fix = [cmd for cmd in finding.fix if not C.deletes_used(cmd, finding, res.used_addresses,
+                                                                             res.used_routes)]
+        return res
+
+    def _walk(self, src_ns: str, dst: str, src: Optional[str], device: Optional[str],
+              scope: Optional[str] = None) -> WalkResult:
         res = self.result
+        res.family = family_of(dst)
+        self.size = self.payload + ICMP_HEADER + IP_HEADER[res.family]
         state = self.snap.ns(src_ns)
         self.bound = state.link_by_name(device) if device else None
-        first = route_get(state, dst, src, self.bound.ifindex if self.bound else None)
+        via = state.link_by_name(scope) if scope else None
+        if scope and via is None:
+            self._hop("request", src_ns, None, scope, "broken", src or "", dst, note=f"no interface {scope} here")
+            return res
+        first_oif = self.bound or via
+        first = route_get(state, dst, src, first_oif.ifindex if first_oif else None)
         if src is None and first.route is not None and first.route.type == "unicast":
             src = select_source(state, first.route, dst)
         res.src = src or dst
-        end = self._direction("request", src_ns, res.src, dst, None, self.bound)
+        end = self._direction("request", src_ns, res.src, dst, None, self.bound, via)
         if end is None:
             return res
         res.request_delivered = True
         res.dst_netns = end
-        back = self._direction("reply", end, dst, res.src, None)
+        # an IPv6 reply to a link-local source leaves by the link the request came in on
+        arrival = self.snap.ns(end).link(res.arrival_ifindex) if is_link_local(res.src) else None
+        back = self._direction("reply", end, dst, res.src, None, scope=arrival)
         if self.bound is not None and back == src_ns and self.result.hops[-1].iif is None:
             local = fib_lookup(self.snap.ns(back), res.src).route
             hop = self.result.hops[-1]
@@ -87,10 +116,9 @@ class Walker:
                         f"route's device ({state.ifname(local.oif) if local else '?'}) as its input interface, "
                         f"so the socket bound to {self.bound.ifname} receives it")
         res.reply_delivered = back == src_ns
+        res.used_addresses |= {(src_ns, res.src), (end, dst)}
         if back is not None and back != src_ns:
-            self._add(C.bad(self.snap.ns(back), "reply", "no_return_route",
-                            f"the reply to {res.src} is delivered in {back}, not in {src_ns} where the ping waits "
-                            f"(the address {res.src} exists in both)", [], direction="reply", home=self.home))
+            self._add(C.check_stray_source(self.snap.ns(back), src_ns, res.src, home=self.home))
         return res
 
     # -- helpers -------------------------------------------------------------------------------
@@ -109,22 +137,28 @@ class Walker:
 
     # -- one direction ---------------------------------------------------------------------------
     def _direction(self, direction: str, ns: str, src: str, dst: str, iif: Optional[Link],
-                   bound: Optional[Link] = None) -> Optional[str]:
+                   bound: Optional[Link] = None, scope: Optional[Link] = None) -> Optional[str]:
         """Walk until dst is local (returns that namespace) or the walk cannot go on (None).
-        `bound`: the sending socket is bound to this device (its first lookup only)."""
+        `bound`: the sending socket is bound to this device; `scope`: the link-local destination's
+        interface (both for the first lookup only)."""
         kw = {"direction": direction, "home": self.home}
-        origin = ns
-        icmp = 8 if direction == "request" else 0
+        came_from: Optional[str] = None   # the namespace the packet arrived from
+        family = family_of(dst)
+        icmp = ECHO_TYPES[family][direction]
+        self.size = self.payload + ICMP_HEADER + IP_HEADER[family]
         ctstate = "NEW" if direction == "request" else "ESTABLISHED"
         for _ in range(self.max_hops):
             state = self.snap.ns(ns)
             if iif is None:
-                lookup = route_get(state, dst, src, bound.ifindex if bound else None)
+                first_oif = bound or scope
+                lookup = route_get(state, dst, src, first_oif.ifindex if first_oif else None)
                 if lookup.route is not None and lookup.route.type == "local":
+                    if direction == "request":
+                        self._add(C.check_echo(state, dst, "ipv6" if family == 6 else "ipv4", **kw))
                     self._hop(direction, ns, None, "lo", "deliver", src, dst, note=f"{dst} is local")
                     return ns
                 bypass = self._bound_note(state, bound, dst, lookup)
-                bound = None
+                bound = scope = None
                 prefer = self.result.arrival_ifindex if direction == "reply" else None
                 self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
                                         "no_return_route", self._suggest_route(ns, dst, prefer), **kw))
@@ -139,17 +173,17 @@ class Walker:
                 bypass = ""
                 lookup = fib_lookup(state, dst, src, iif.ifname)
                 if lookup.route is not None and lookup.route.type == "local":
-                    self._add(C.check_source(state, src, dst, iif, "packet",
-                                             self._suggest_route(ns, src, iif.ifindex), own=ns == origin, **kw))
+                    self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
                     self._add(C.check_firewall(state, Packet("input", src, dst, icmp, iif.ifname, "", ctstate),
                                                **kw))
+                    if direction == "request":
+                        self._add(C.check_echo(state, dst, "ipv6" if family == 6 else "ipv4", **kw))
                     self._hop(direction, ns, iif.ifname, None, "deliver", src, dst, note=f"{dst} is local")
                     if direction == "request":
                         self.result.arrival_ifindex = iif.ifindex
                     return ns
-                self._add(C.check_forwarding(state, iif, **kw))
-                self._add(C.check_source(state, src, dst, iif, "packet",
-                                         self._suggest_route(ns, src, iif.ifindex), own=ns == origin, **kw))
+                self._add(C.check_forwarding(state, iif, family, **kw))
+                self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
                 self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
                                         "no_return_route", self._suggest_route(ns, dst, iif.ifindex), **kw))
                 if not lookup.ok:
@@ -158,22 +192,80 @@ class Walker:
                 oif = state.link(lookup.route.oif)
                 self._add(C.check_firewall(state, Packet("forward", src, dst, icmp, iif.ifname,
                                                          oif.ifname if oif else "", ctstate), **kw))
-                if oif is not None and oif.kind not in TUNNEL_KINDS and direction == "request":  # ping sets DF; echo replies do not
+                if oif is not None and oif.kind not in TUNNEL_KINDS and family == 6:
+                    self._add(C.check_mtu(state, oif, self.size, "IPv6 routers never fragment: the router drops "
+                                          "it and sends ICMPv6 packet-too-big to the source, which must fragment "
+                                          "(if that message is filtered on the way, the path is a black hole)",
+                                          max(self.size, 1500), **kw))
+                elif oif is not None and oif.kind not in TUNNEL_KINDS and direction == "request":
+                    # ping sets DF on IPv4; echo replies do not
                     self._add(C.check_mtu(state, oif, self.size, "the echo request is forwarded with DF set",
                                           max(self.size, 1500), **kw))
                 action = "forward"
             nexthop = lookup.route.gateway or dst
+            route = lookup.route
+            self.result.used_routes.add((ns, f"{route.dst}/{route.dst_len}", route.table))
             if oif is None:  # e.g. a nexthop object (`ip nexthop`), which we do not resolve
                 self._hop(direction, ns, iif.ifname if iif else None, None, "leave", src, dst, nexthop,
                           note="the route's output device is not known here; not followed further")
                 return None
             self._hop(direction, ns, iif.ifname if iif else None, oif.ifname, action, src, dst, nexthop, note=bypass)
+            if iif is not None and oif.ifindex == iif.ifindex and self._sends_back(state, oif, lookup.route, nexthop,
+                                                                                   came_from, dst, **kw):
+                return None
             nxt = self._egress(state, oif, lookup.route, nexthop, src, dst, iif is None, **kw)
             if nxt is None:
                 return None
+            came_from = ns
             ns, iif = nxt
         self._hop(direction, ns, None, None, "broken", src, dst, note="too many hops (routing loop?)")
         return None
+
+    def _check_source(self, state: NetnsState, src: str, dst: str, iif: Link, what: str, own: bool,
+                      **kw) -> C.Finding:
+        """The reverse-path check; when strict rp_filter fails because the route back to the source
+        does not lead back to it at all, the route is the fault (loosening rp_filter would only let
+        the request through to replies that never get back)."""
+        suggestion = self._suggest_route(state.name, src, iif.ifindex)
+        finding = C.check_source(state, src, dst, iif, what, suggestion, own=own, **kw)
+        if finding.cause != "rp_filter" or self.probing:
+            return finding
+        back = fib_lookup(state, src, dst).route
+        if back is None or back.type != "unicast" or self._reaches(state.name, dst, src):
+            return finding
+        return C.check_return_route(state, src, iif, back, suggestion, what, **kw)
+
+    def _look_ahead(self, direction: str, ns: str, src: str, dst: str) -> Optional[str]:
+        """Where a packet from ns to dst ends up (a walk of its own whose findings are dropped)."""
+        probe = Walker(self.snap, self.payload, self.max_hops, self.home)
+        probe.probing = True
+        return probe._direction(direction, ns, src, dst, None)
+
+    def _reaches(self, ns: str, src: str, dst: str) -> bool:
+        """Does a packet from ns (source src) reach the namespace that owns dst?"""
+        end = self._look_ahead("reply", ns, src, dst)
+        return end is not None and end != ns and self.snap.ns(end).owns(dst) is not None
+
+    def _locate(self, state: NetnsState, address: str, src: Optional[str]) -> Optional[str]:
+        """Where a packet from state to address is delivered (a VXLAN port's remote VTEP)."""
+        return None if self.probing else self._look_ahead("request", state.name, src or address, address)
+
+    def _sends_back(self, state: NetnsState, oif: Link, route, nexthop: str, came_from: Optional[str], dst: str,
+                    **kw) -> bool:
+        """A route that sends the packet back out of the interface it came in by, to the namespace
+        it came from (which does not have dst): a routing loop; the route here is the fault."""
+        station = resolve(self.snap, state, oif, nexthop, None, self._locate).station
+        if station is None or station.state.name != came_from or station.state.owns(dst) is not None:
+            return False
+        cause = "no_route" if kw["direction"] == "request" else "no_return_route"
+        suggestion = self._suggest_route(state.name, dst, None)
+        fix = C.route_fix(suggestion, dst, replace=route) if suggestion and suggestion.dev != oif.ifname else []
+        self._add(self._bad(state, "route", cause, f"the route to {dst} ({route.dst}/{route.dst_len}"
+                            + (f" via {route.gateway}" if route.gateway else "") + f" dev {oif.ifname}) sends the "
+                            f"packet back out of {oif.ifname} to {came_from}, where it came from: a routing loop",
+                            fix, oif.ifname, direction=kw["direction"]))
+        self._stop("broken", f"the route to {dst} sends it back to {came_from}")
+        return True
 
     @staticmethod
     def _bound_note(state: NetnsState, bound: Optional[Link], dst: str, lookup) -> str:
@@ -203,8 +295,12 @@ class Walker:
         arp_src = src if state.owns(src) else self._arp_source(state, oif, nexthop)
         if oif.kind in TUNNEL_KINDS:
             return self._through_tunnel(state, oif, src, dst, **kw)
+        if oif.ifname == "lo":   # `ping -I lo`: the kernel delivers it locally; which socket sees the reply
+            self._stop("leave", f"sent through lo (bound to it): delivered back into {state.name} as local; "
+                       "not modelled further")
+            return None
         if oif.kind not in ("veth", "bridge"):
-            why = "loopback" if oif.ifname == "lo" else (oif.kind or "a physical interface")
+            why = oif.kind or "a physical interface"
             self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop,
                       note=f"the path leaves through {oif.ifname} ({why}); not followed further")
             self.result.left_machine = f"{oif.ifname} in {state.name}"
@@ -216,15 +312,14 @@ class Walker:
         if not self._cross(state, oif, station, src, dst, nexthop, **kw):
             return None
         self._add(C.check_neighbour(state, oif, nexthop, receiver, rstate, **kw))
-        if arp_src and not oif.noarp:
-            self._add(C.check_source(rstate, arp_src, nexthop, receiver, "ARP request",
-                                     self._suggest_route(rstate.name, arp_src, receiver.ifindex),
-                                     own=rstate.name == state.name, **kw))
+        if arp_src and not oif.noarp and family_of(nexthop) == 4:  # NDP has no source validation
+            self._add(self._check_source(rstate, arp_src, nexthop, receiver, "ARP request", rstate.name == state.name,
+                                         **kw))
         return rstate.name, receiver
 
     @staticmethod
     def _arp_source(state: NetnsState, oif: Link, nexthop: str) -> Optional[str]:
-        addrs = state.addrs_on(oif.ifindex)
+        addrs = state.addrs_on(oif.ifindex, family_of(nexthop))
         for addr in addrs:
             if ipaddress.ip_address(nexthop) in addr.network:
                 return addr.address
@@ -232,8 +327,8 @@ class Walker:
 
     def _next_hop_station(self, state: NetnsState, oif: Link, route, nexthop: str, arp_src: Optional[str],
                           src: str, dst: str, **kw) -> Optional[Station]:
-        """Resolve the next hop as ARP does; a packet goes only to the station that would take it."""
-        resolution = resolve(self.snap, state, oif, nexthop, arp_src)
+        """Resolve the next hop as ARP/NDP does; a packet goes only to the station that would take it."""
+        resolution = resolve(self.snap, state, oif, nexthop, arp_src, self._locate)
         entry = state.neighbour(oif.ifindex, nexthop)
         if entry is not None and entry.state in ("permanent", "noarp") or oif.noarp:
             # no ARP is asked: the frame goes out anyway; check_neighbour judges the static entry
@@ -250,7 +345,7 @@ class Walker:
             self.result.left_machine = seg.unseen[0]
             return None
         why = resolution.answer.detail if resolution.answer else f"nobody on {seg.describe(oif)} has {nexthop}"
-        self._stop("broken", f"ARP for {nexthop} goes unanswered: {why}")
+        self._stop("broken", f"{C.neighbour_protocol(nexthop)} for {nexthop} goes unanswered: {why}")
         return None
 
     def _stop(self, action: str, note: str) -> None:
@@ -262,15 +357,21 @@ class Walker:
                **kw) -> bool:
         """The links between oif and the station: each bridge crossed is a hop; checks on every link."""
         direction = kw["direction"]
-        icmp = 8 if direction == "request" else 0
+        icmp = ECHO_TYPES[family_of(dst)][direction]
         before = len(self.result.findings)
         sent_mtu = oif.mtu
         frame = min(self.size, sent_mtu)
         for c in station.crossings:
             if c.port_in is not None:
-                self._rx_checks(c.state, c.port_in, frame, sent_mtu, f"veth peer of {oif.ifname}", **kw)
-                self._hop(direction, c.state.name, c.port_in.ifname, (c.port_out or c.bridge).ifname, "bridge",
-                          src, dst, nexthop, note=f"{c.port_in.ifname} is a port of {c.bridge.ifname}")
+                role = f"VXLAN device (VNI {c.port_in.vni})" if c.port_in.kind == "vxlan" else \
+                    f"veth peer of {oif.ifname}"
+                self._rx_checks(c.state, c.port_in, frame, sent_mtu, role, **kw)
+                out = c.port_out or c.bridge
+                note = f"{c.port_in.ifname} is a port of {c.bridge.ifname}"
+                if out.kind == "vxlan":
+                    note += f"; {out.ifname} encapsulates in VXLAN VNI {out.vni}"
+                self._hop(direction, c.state.name, c.port_in.ifname, out.ifname, "bridge", src, dst, nexthop,
+                          note=note)
             self._add(C.check_link(c.state, c.bridge, "bridge", **kw))
             if c.port_out is None:
                 frame = min(frame, c.bridge.mtu)
@@ -331,18 +432,20 @@ class Walker:
         except Exception:
             return None
         links = sorted(state.links, key=lambda l: l.ifindex != prefer_ifindex)
+        family = family_of(dst)
         for link in links:
-            if link.kind not in ("veth", "bridge") or not state.addrs_on(link.ifindex):
+            if link.kind not in ("veth", "bridge") or not state.addrs_on(link.ifindex, family):
                 continue
             for pstate, plink in self._neighbours_of(state, link):
                 if pstate.owns(dst) is not None:
                     return C.RouteSuggestion(link.ifname, None)
-                gateways = [a for a in pstate.addrs_on(plink.ifindex)
+                gateways = [a for a in pstate.addrs_on(plink.ifindex, family)
                             if any(ipaddress.ip_address(a.address) in mine.network
-                                   for mine in state.addrs_on(link.ifindex))]
-                if gateways and pstate.forwarding(plink.ifname) and fib_lookup(pstate, dst).ok:
+                                   for mine in state.addrs_on(link.ifindex, family))]
+                gateways.sort(key=lambda a: is_link_local(a.address))  # a global gateway reads better
+                if gateways and pstate.forwarding(plink.ifname, family) and fib_lookup(pstate, dst).ok:
                     return C.RouteSuggestion(link.ifname, gateways[0].address)
         return None
 
     def _neighbours_of(self, state: NetnsState, link: Link):
-        return [(st.state, st.link) for st in segment(self.snap, state, link).stations]
+        return [(st.state, st.link) for st in segment(self.snap, state, link, self._locate).stations]

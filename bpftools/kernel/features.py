@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List
 
 from .. import bpfsys
-from ..errors import BpftoolsError
+from ..errors import BpftoolsError, first_line
 from ..topology import Topology, run
 
 FEATURES = ("tracepoint_kfree_skb", "xdp_native", "xdp_generic", "bpf_link", "tc_clsact", "tcx",
@@ -43,12 +43,7 @@ def _probe(name: str, fn: Callable[[], str]) -> Probe:
     try:
         return Probe(name, True, fn() or "works")
     except Exception as exc:  # a probe reports, never crashes doctor
-        return Probe(name, False, _short(exc))
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        return Probe(name, False, first_line(exc))
 
 
 def _link(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0) -> str:

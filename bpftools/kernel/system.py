@@ -1,12 +1,15 @@
 """Facts about the running kernel that need no probing: version, BTF, lockdown."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Optional
 
 from .btf import VMLINUX_BTF
 from .mounts import ensure_mounted
+
+log = logging.getLogger(__name__)
 
 LOCKDOWN = "/sys/kernel/security/lockdown"
 
@@ -25,6 +28,7 @@ def lockdown_mode() -> Optional[str]:
         ensure_mounted("/sys/kernel/security")
         with open(LOCKDOWN) as f:
             match = re.search(r"\[(\w+)\]", f.read())
-    except Exception:
+    except Exception as exc:
+        log.debug("reading the lockdown mode failed: %s", exc)
         return None
     return match.group(1) if match else None

@@ -72,3 +72,65 @@ def test_live_part_traces_the_drop_and_counts_the_echoes_per_hop(routed):
     router_hop = next(h for h in result["path"] if h["netns"] == routed.router and h["direction"] == "request")
     assert router_hop["packets"] == {"in": 2, "out": 0, "unit": "echo"}
     assert "counted: echo requests: 2 entered" in _diagnose(routed.left, routed.right_addr).stdout
+
+
+def _vxlan_switches(topo):
+    """a - sw1 (br0: pa, vx0) ==VXLAN 42 over 10.31.0.0/24== sw2 (br0: vx0, pb) - b, FDB entries by hand."""
+    a, sw1, sw2, b = topo.netns("a"), topo.netns("s1"), topo.netns("s2"), topo.netns("b")
+    topo.veth(sw1, "u0", sw2, "u1", "10.31.0.1/24", "10.31.0.2/24")
+    topo.veth(a, "eth0", sw1, "pa", "10.32.0.1/24")
+    topo.veth(b, "eth0", sw2, "pb", "10.32.0.2/24")
+    for ns, local, remote in ((sw1, "10.31.0.1", "10.31.0.2"), (sw2, "10.31.0.2", "10.31.0.1")):
+        run("ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "local", local, "dstport", "4789",
+            "nolearning", netns=ns)
+        run("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", remote, netns=ns)
+        run("ip", "link", "set", "vx0", "up", netns=ns)
+        topo.bridge(ns, "br0", ["vx0", "pa" if ns == sw1 else "pb"])
+    for ns in (a, b):
+        run("ip", "link", "set", "eth0", "mtu", "1450", netns=ns)
+    return a, sw1, sw2, b
+
+
+@pytest.mark.feature("vxlan_module")
+def test_vxlan_segment_is_followed_to_the_remote_vtep_and_an_unused_address_stops_at_the_sender(topo):
+    a, sw1, sw2, b = _vxlan_switches(topo)
+    proc = _diagnose(a, "10.32.0.2", "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["causes"] == [], proc.stdout
+    request = [(h["netns"], h["iif"], h["oif"]) for h in result["path"] if h["direction"] == "request"]
+    assert request == [(a, None, "eth0"), (sw1, "pa", "vx0"), (sw2, "vx0", "pb"), (b, "eth0", None)]
+    proc = _diagnose(a, "10.32.0.77", "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    first = result["causes"][0]
+    assert (first["cause"], first["netns"], first["ifname"]) == ("neighbor_unreachable", a, "eth0")
+    assert f"eth0 in {b}" in first["detail"]   # the station behind the remote VTEP was asked too
+
+
+def test_unused_addresses_stop_where_arp_goes_unanswered(routed):
+    """Issue 11: these used to be "forwarded" back and forth until "too many hops (routing loop?)"."""
+    for dst, where, ifname in (("10.21.1.77", routed.left, "eth0"), ("10.21.2.77", routed.router, "r-right")):
+        proc = _diagnose(routed.left, dst, "--json")
+        result = json.loads(proc.stdout)
+        assert proc.returncode == 1, proc.stdout
+        assert [(c["cause"], c["netns"], c["ifname"]) for c in result["causes"]] == [
+            ("neighbor_unreachable", where, ifname)], result["causes"]
+        assert result["path"][-1]["netns"] == where and result["path"][-1]["action"] == "broken"
+        assert not any("too many hops" in h["note"] for h in result["path"])
+
+
+def test_strict_rp_filter_with_a_route_back_over_the_servers_link_gets_a_fix_that_works(routed):
+    """Issue 11: the answer also listed local_source on the server, with a fix deleting its address."""
+    run("ip", "route", "add", f"{routed.left_addr}/32", "via", routed.right_addr, "dev", "r-right",
+        netns=routed.router)
+    run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1", netns=routed.router)
+    proc = _diagnose(routed.left, routed.right_addr, "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert [(c["cause"], c["netns"]) for c in result["causes"]] == [("no_return_route", routed.router)]
+    fixes = [cmd for c in result["causes"] for cmd in c["fix"]]
+    assert fixes == [f"ip netns exec {routed.router} ip route replace {routed.left_addr}/32 dev r-left"]
+    for cmd in fixes:
+        run(*cmd.split())
+    proc = _diagnose(routed.left, routed.right_addr, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["causes"] == [], proc.stdout

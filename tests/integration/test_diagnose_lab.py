@@ -1,6 +1,7 @@
-"""For every (topology, fault) the lab supports: `diagnose ping` names the fault first and its
-fix, applied, makes the ping work. Healthy topologies: reachable, no causes. The lab's
-namespaces are made by `lab up`, so every test ends with `lab down` (also on failure)."""
+"""For every (topology, fault) the lab supports, in each family the fault has (IPv4, and IPv6
+for the counterparts): `diagnose ping` names the fault first and its fix, applied, makes the
+ping work. Healthy topologies: reachable, no causes, in both families. The lab's namespaces
+are made by `lab up`, so every test ends with `lab down` (also on failure)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,9 @@ import pytest
 from bpftools_proc import cli
 from bpftools.lab import TOPOLOGIES
 
-MATRIX = [(t.name, f) for t in TOPOLOGIES.values() for f in t.faults]
+MATRIX = [(t.name, f.name, family) for t in TOPOLOGIES.values() for f in t.faults.values()
+          for family in f.families if family in t.families]
+HEALTHY = [(t.name, family) for t in TOPOLOGIES.values() for family in t.families]
 
 
 FAULT_NEEDS = {"xdp_drop": "xdp_native", "tc_drop": "tc_clsact"}
@@ -44,25 +47,31 @@ def _lab_up(name: str, track) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def _diagnose(ns: str, dst: str, *ping_args: str) -> (int, dict):
-    proc = cli("diagnose", "ping", dst, *ping_args, "--netns", ns, "--count", "2", "--timeout", "1", "--json",
-               timeout=120)
+def _diagnose(ns: str, dst: str, *ping_args: str, size: int = 56) -> (int, dict):
+    proc = cli("diagnose", "ping", dst, *ping_args, "--netns", ns, "--count", "2", "--timeout", "1",
+               "--size", str(size), "--json", timeout=120)
     assert proc.stdout.strip(), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
 
-def _ping_ok(ns: str, dst: str, *ping_args: str) -> bool:
+def _ping_ok(ns: str, dst: str, *ping_args: str, size: int = 56) -> bool:
     for _ in range(5):
-        if subprocess.run(["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", "1", *ping_args, dst],
-                          capture_output=True).returncode == 0:
+        if subprocess.run(["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", "1", "-s", str(size),
+                           *ping_args, dst], capture_output=True).returncode == 0:
             return True
     return False
 
 
-def _pings(topology: str):
-    """Every (namespace, address) the topology's faults ping: all must work when it is healthy."""
+def _pings(topology: str, families=(4, 6)):
+    """Every (namespace, address, size) the topology's faults ping, in `families`: all must work
+    when it is healthy."""
     topo = TOPOLOGIES[topology]
-    return sorted({topo.ping()} | {topo.ping(f) for f in topo.faults})
+    found = set()
+    for family in (f for f in families if f in topo.families):
+        found.add(topo.ping(family=family) + (56,))
+        found |= {topo.ping(f.name, family) + (topo.ping_size(f.name, family),)
+                  for f in topo.faults.values() if family in f.families}
+    return sorted(found)
 
 
 def _lab_up_healthy(topology: str, track) -> None:
@@ -71,36 +80,40 @@ def _lab_up_healthy(topology: str, track) -> None:
         assert cli("lab", "fix", topology).returncode == 0
 
 
-@pytest.mark.parametrize("topology", [pytest.param(t, marks=_marks(t)) for t in TOPOLOGIES])
-def test_healthy_topology_is_reachable_without_causes(topology, lab_down_after):
+@pytest.mark.parametrize("topology,family", [pytest.param(t, f, marks=_marks(t), id=f"{t}-ipv{f}")
+                                             for t, f in HEALTHY])
+def test_healthy_topology_is_reachable_without_causes(topology, family, lab_down_after):
     _lab_up_healthy(topology, lab_down_after)
     args = TOPOLOGIES[topology].ping_args()
-    ns, dst = TOPOLOGIES[topology].ping()
+    ns, dst = TOPOLOGIES[topology].ping(family=family)
     rc, result = _diagnose(ns, dst, *args)
     assert rc == 0, result
-    assert result["reachable"] is True
+    assert result["reachable"] is True and result["family"] == family
     assert result["causes"] == []
     assert result["sent"] == 2 and result["received"] == 2
     assert [h for h in result["path"] if h["action"] == "deliver"], result["path"]
-    for f_ns, f_dst in _pings(topology):
-        if (f_ns, f_dst) != (ns, dst):
-            rc, other = _diagnose(f_ns, f_dst, *args)
+    for f_ns, f_dst, size in _pings(topology, (family,)):
+        if (f_ns, f_dst, size) != (ns, dst, 56):
+            rc, other = _diagnose(f_ns, f_dst, *args, size=size)
             assert rc == 0 and other["causes"] == [], other
 
 
-@pytest.mark.parametrize("topology,fault", [pytest.param(t, f, marks=_marks(t, f)) for t, f in MATRIX])
-def test_diagnose_names_the_injected_fault_and_every_fix_is_safe(topology, fault, lab_down_after):
+@pytest.mark.parametrize("topology,fault,family", [pytest.param(t, f, fam, marks=_marks(t, f),
+                                                                id=f"{t}-{f}-ipv{fam}") for t, f, fam in MATRIX])
+def test_diagnose_names_the_injected_fault_and_every_fix_is_safe(topology, fault, family, lab_down_after):
     """The fault is named first; EVERY fix printed (first cause and the others) applied makes the
-    ping work; and the same commands applied to the healthy topology break none of its pings."""
+    ping work; and the same commands applied to the healthy topology break none of its pings
+    (of either family)."""
     if fault == "bridge_netfilter" and not os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
         pytest.skip("br_netfilter is not loaded on this kernel (no net.bridge.bridge-nf-call-iptables)")
     topo = TOPOLOGIES[topology]
     args = topo.ping_args()
     _lab_up(topology, lab_down_after)
-    proc = cli("lab", "break", topology, fault)
+    proc = cli("lab", "break", topology, fault, *(["-6"] if family == 6 else []))
     assert proc.returncode == 0, proc.stderr
-    ns, dst = topo.ping(fault)
-    rc, result = _diagnose(ns, dst, *args)
+    ns, dst = topo.ping(fault, family)
+    size = topo.ping_size(fault, family)
+    rc, result = _diagnose(ns, dst, *args, size=size)
     assert result["reachable"] is False, result
     assert rc == 1, result
     first = result["causes"][0]
@@ -110,13 +123,13 @@ def test_diagnose_names_the_injected_fault_and_every_fix_is_safe(topology, fault
     for command in fixes:
         done = subprocess.run(command, shell=True, capture_output=True, text=True)
         assert done.returncode == 0, f"{command}: {done.stderr}"
-    assert _ping_ok(ns, dst, *args), f"still no ping after {fixes}"
-    rc, after = _diagnose(ns, dst, *args)
+    assert _ping_ok(ns, dst, *args, size=size), f"still no ping after {fixes}"
+    rc, after = _diagnose(ns, dst, *args, size=size)
     assert rc == 0 and after["causes"] == [], after
     _lab_up_healthy(topology, lab_down_after)   # rebuilt healthy: the same commands must not break it
     for command in fixes:
         subprocess.run(command, shell=True, capture_output=True)   # may fail (nothing to delete): harmless
-    broken = [p for p in _pings(topology) if not _ping_ok(*p, *args)]
+    broken = [p for p in _pings(topology) if not _ping_ok(p[0], p[1], *args, size=p[2])]
     assert broken == [], f"{fixes} broke the healthy {topology}: {broken}"
 
 
@@ -148,15 +161,37 @@ def test_veth_pair_seed_is_explained_and_fixed(lab_down_after):
     assert not _ping_ok(ns, dst, "-I", "veth0")
 
 
+def test_link_local_destination_with_its_interface(lab_down_after):
+    """`ping fe80::…%veth0`: the walk leaves by the scope interface, the source is the link-local
+    address there, the per-hop counter counts the ICMPv6 echo; a link down on the far end is named."""
+    _lab_up("veth", lab_down_after)
+    topo = TOPOLOGIES["veth"]
+    ns, _ = topo.ping(family=6)
+    shown = subprocess.run(["ip", "-n", topo.ns("ns1"), "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"],
+                           capture_output=True, text=True).stdout.split()
+    peer = shown[shown.index("inet6") + 1].split("/")[0]
+    rc, result = _diagnose(ns, f"{peer}%veth0")
+    assert rc == 0 and result["family"] == 6 and result["source"].startswith("fe80:"), result
+    first = result["path"][0]
+    assert (first["netns"], first["oif"]) == (ns, "veth0")
+    if first["packets"]["unit"] == "echo":   # BPF counting available (it is on the reference machine)
+        assert first["packets"]["out"] == 2, result["path"]
+    assert cli("lab", "break", "veth", "link_down", "-6").returncode == 0
+    rc, result = _diagnose(ns, f"{peer}%veth0")
+    assert rc == 1 and result["causes"][0]["cause"] == "link_down", result["causes"]
+
+
 def test_lab_fix_undoes_the_faults(lab_down_after):
     _lab_up("routed", lab_down_after)
     ns, dst = TOPOLOGIES["routed"].ping()
+    ns6, dst6 = TOPOLOGIES["routed"].ping(family=6)
     for fault in ("ip_forward_disabled", "no_return_route"):
         assert cli("lab", "break", "routed", fault).returncode == 0
-    assert not _ping_ok(ns, dst)
+    assert cli("lab", "break", "routed", "no_route", "-6").returncode == 0
+    assert not _ping_ok(ns, dst) and not _ping_ok(ns6, dst6)
     proc = cli("lab", "fix", "routed")
-    assert proc.returncode == 0 and "no_return_route" in proc.stdout
-    assert _ping_ok(ns, dst)
+    assert proc.returncode == 0 and "no_return_route" in proc.stdout and "no_route/ipv6" in proc.stdout
+    assert _ping_ok(ns, dst) and _ping_ok(ns6, dst6)
 
 
 def test_lab_down_all_removes_everything_it_made():

@@ -4,6 +4,7 @@ through Prometheus' HTTP API."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -315,57 +316,85 @@ def test_drop_series_of_a_deleted_namespace_go_away(topo):
         assert serve.stop() == 0
 
 
+CONFIG_SIZE = 1024
+
+
+def rewrite_unnoticed(path: Path, text: str) -> None:
+    """New content with the file's inode, size and mtime kept: only SIGHUP can make serve see it."""
+    st = path.stat()
+    data = text.encode().ljust(CONFIG_SIZE - 1, b"#") + b"\n"  # a TOML comment pads every version
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def rewrite_noticed(path: Path, text: str) -> None:
+    """As an editor or Kubernetes does: a new file moved over the old one."""
+    new = path.with_suffix(".new")
+    new.write_text(text)
+    os.replace(new, path)
+
+
+def reloads(text: str, result: str) -> float:
+    match = re.search(rf'bpftools_config_reloads_total{{result="{result}"}} (\S+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
 def test_sighup_reloads_the_config_and_changes_only_what_changed(tmp_path, veth_pair):
-    ns = veth_pair.ns_b
+    ns, ifname = veth_pair.ns_b, veth_pair.veth_b
     port, new_port = free_port(), free_port()
     config = tmp_path / "serve.toml"
-    config.write_text(f'listen = "127.0.0.1:{port}"\ndrops = true\nnetns = "{ns}"\nencap = ["{veth_pair.veth_b}"]\n')
-    with BpftoolsProcess("serve", "--config", str(config), "--log-level", "debug", ready_timeout=READY_TIMEOUT) as serve:
+    config.write_bytes(b" " * CONFIG_SIZE)
+    rewrite_unnoticed(config, f'listen = "127.0.0.1:{port}"\ndrops = true\nnetns = "{ns}"\nencap = ["{ifname}"]\n')
+    with BpftoolsProcess("serve", "--config", str(config), "--log-level", "debug",
+                         ready_timeout=READY_TIMEOUT) as serve:
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, 7)  # NO_SOCKET drops in B
         wait_metrics(port, lambda t: 'reason="NO_SOCKET"} 7.0' in t)
-        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{ns}"\n'
-                          f'encap = ["{veth_pair.veth_b}"]\ndecap = ["{veth_pair.veth_b}"]\nallow_any = true\n')
+        rewrite_unnoticed(config, f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{ns}"\n'
+                                  f'encap = ["{ifname}"]\ndecap = ["{ifname}"]\nallow_any = true\n')
+        time.sleep(2)  # two rounds of the loop: the file watch must not have seen this
+        assert 'bpftools_config_reloads_total{result="success"} 0.0' in metrics_text(port)
         serve.proc.send_signal(signal.SIGHUP)
-        text = wait_metrics_at(new_port, lambda t: 'hook="xdp"' in t, timeout=60)
+        text = wait_metrics_at(new_port, lambda t: 'hook="xdp"' in t, timeout=READY_TIMEOUT)
         # unchanged: the drop tracer kept its counts, encap was not re-attached
-        assert 'reason="NO_SOCKET"} 7.0' in text and text.count(f'device="{veth_pair.veth_b}",hook="tc/') == 2
+        assert 'reason="NO_SOCKET"} 7.0' in text and text.count(f'device="{ifname}",hook="tc/') == 2
+        assert 'bpftools_config_reloads_total{result="success"} 1.0' in text
         with pytest.raises(OSError):
             metrics_text(port)  # the old address is closed
 
-        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{ns}"\n'
-                          f'decap = ["{veth_pair.veth_b}"]\nallow_any = true\n')
+        rewrite_unnoticed(config, f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{ns}"\n'
+                                  f'decap = ["{ifname}"]\nallow_any = true\n')
         serve.proc.send_signal(signal.SIGHUP)
         text = wait_metrics_at(new_port, lambda t: 'hook="tc/' not in t)
         assert 'hook="xdp"' in text and 'reason="NO_SOCKET"} 7.0' in text
         assert 'source="encap:' in text  # the scrape-error counter of a removed source stays (never goes back)
 
-        config.write_text("drops = true\nbogus = 1\n")  # a broken file keeps the running config
+        rewrite_unnoticed(config, "drops = true\nbogus = 1\n")  # a broken file keeps the running config
         serve.proc.send_signal(signal.SIGHUP)
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, 3)
-        text = wait_metrics_at(new_port, lambda t: 'reason="NO_SOCKET"} 10.0' in t
-                               and 'bpftools_config_reloads_total{result="failure"} 1.0' in t)
-        assert "bpftools_config_last_reload_successful 0.0" in text
-        assert 'bpftools_config_reloads_total{result="success"} 2.0' in text
+        text = wait_metrics_at(new_port, lambda t: 'reason="NO_SOCKET"} 10.0' in t and reloads(t, "failure") >= 1)
+        assert "bpftools_config_last_reload_successful 0.0" in text and reloads(text, "success") >= 2
         assert 'hook="xdp"' in text and serve.proc.poll() is None
 
-        # drops move to the other namespace: a new tracer, then the old one goes
-        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{veth_pair.ns_a}"\n'
-                          f'decap = ["{ns}/{veth_pair.veth_b}"]\nallow_any = true\n')
-        serve.proc.send_signal(signal.SIGHUP)
-        wait_metrics_at(new_port, lambda t: 'bpftools_config_reloads_total{result="success"} 3.0' in t, timeout=60)
+        # No signal from here on: a changed file (as a ConfigMap update makes it) is reloaded too.
+        # Drops move to the other namespace: a new tracer, then the old one and its counts go.
+        rewrite_noticed(config, f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{veth_pair.ns_a}"\n'
+                                f'decap = ["{ns}/{ifname}"]\nallow_any = true\n')
+        wait_metrics_at(new_port, lambda t: f'netns="{ns}",reason="NO_SOCKET"' not in t, timeout=READY_TIMEOUT)
         send_udp(ns, veth_pair.addr_a, 9, 4)  # NO_SOCKET drops in A
-        text = wait_metrics_at(new_port, lambda t: f'netns="{veth_pair.ns_a}",reason="NO_SOCKET"}} 4.0' in t)
-        assert f'netns="{ns}",reason="NO_SOCKET"' not in text and text.count('hook="tracepoint"') == 1
+        text = wait_metrics_at(new_port, lambda t: f'netns="{veth_pair.ns_a}",reason="NO_SOCKET"}} 4.0' in t
+                               and "bpftools_config_last_reload_successful 1.0" in t)
+        assert text.count('hook="tracepoint"') == 1
         assert 'hook="xdp"' in text  # decap, the same interface named another way: kept
 
-        config.write_text(f'listen = "127.0.0.1:{new_port}"\ndecap = ["{ns}/{veth_pair.veth_b}"]\nallow_any = true\n')
-        serve.proc.send_signal(signal.SIGHUP)
-        text = wait_metrics_at(new_port, lambda t: 'hook="tracepoint"' not in t)
+        rewrite_noticed(config, f'listen = "127.0.0.1:{new_port}"\ndecap = ["{ns}/{ifname}"]\nallow_any = true\n')
+        # (>= : a stat that races rewrite_unnoticed sees one more change)
+        text = wait_metrics_at(new_port, lambda t: 'hook="tracepoint"' not in t and reloads(t, "success") >= 4)
         assert 'hook="xdp"' in text and "bpftools_drops_total{" not in text
         rc = serve.stop(signal.SIGTERM)
         assert rc == 0, serve.stderr
     log = serve.stderr
-    assert "msg=\"drops: stopped\"" in log
+    assert "msg=\"drops: stopped\"" in log and "changed: reloading" in log
     assert log.count("msg=\"encap attached to") == 1 and log.count("msg=\"decap attached to") == 1
     assert "encap on vb stopped: removed from the config" in log
     assert "level=error logger=bpftools.serve msg=\"config reload failed, keeping the running config:" in log

@@ -60,3 +60,25 @@ def test_lab_prefix_comes_from_the_environment_and_is_checked(monkeypatch):
         monkeypatch.setenv("BPFTOOLS_LAB_PREFIX", bad)
         with pytest.raises(BpftoolsError):
             prefix()
+
+
+@pytest.mark.parametrize("extra, message", [(("-I", "bpftno0dev"), "no such interface"),
+                                            (("--source", "203.0.113.77"), "is not an address of"),
+                                            (("-I", "203.0.113.7", "--source", "203.0.113.8"), "two different"),
+                                            (("--source", "not-an-address"), "is not an IPv4 address")])
+def test_bad_interface_or_source_is_a_one_line_error(extra, message):
+    proc = cli("diagnose", "ping", "10.0.0.1", *extra)
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_topology_never_claims_the_namespaces_of_a_longer_named_one(monkeypatch):
+    from bpftools import lab
+
+    monkeypatch.delenv("BPFTOOLS_LAB_PREFIX", raising=False)
+    names = {1: "bpftlab-veth-host", 2: "bpftlab-veth-ns1", 3: "bpftlab-veth-pair-host", 4: "bpftlab-bridge-a"}
+    monkeypatch.setattr(lab, "named_netns", lambda: names)
+    assert lab.namespaces_of("veth") == ["bpftlab-veth-host", "bpftlab-veth-ns1"]
+    assert lab.namespaces_of("veth-pair") == ["bpftlab-veth-pair-host"]
+    assert TOPOLOGIES["veth-pair"].ping_command() == \
+        "ip netns exec bpftlab-veth-pair-host ping -I veth0 192.168.4.2"

@@ -85,7 +85,7 @@ def test_the_owner_that_would_not_answer_is_named_with_its_setting():
     walk = Walker(snap).walk("a", "10.6.0.1")
     assert not walk.request_delivered and [h.action for h in walk.hops] == ["broken"]
     first = build_causes(walk.findings, [])[0]
-    assert (first["cause"], first["netns"], first["ifname"]) == ("neighbor_unreachable", "b", "eth0")
+    assert (first["cause"], first["netns"], first["ifname"]) == ("arp_ignore", "b", "eth0")
     assert "arp_ignore = 1" in first["detail"]
     assert first["fix"] == ["ip netns exec b sysctl -w net.ipv4.conf.all.arp_ignore=0",
                             "ip netns exec b sysctl -w net.ipv4.conf.eth0.arp_ignore=0"]
@@ -141,3 +141,122 @@ def test_a_device_without_a_route_is_assumed_on_link():
     snap = _veth_pair()
     walk = Walker(snap).walk("h", "10.99.0.1", device="veth0")
     assert walk.hops[0].oif == "veth0" and "assumes 10.99.0.1 is on-link" in walk.hops[0].note
+
+
+# -- strict rp_filter on a router whose route back to the client points at the server's link --------------
+
+def _misrouted_router():
+    data = json.loads((FIXTURES / "routed-healthy.json").read_text())
+    router = data["namespaces"]["bpftlab-routed-router"]
+    r_right = next(l["ifindex"] for l in router["links"] if l["ifname"] == "r-right")
+    router["routes"].append({"dst": "10.72.1.2", "dst_len": 32, "gateway": "10.72.2.2", "oif": r_right,
+                             "prefsrc": None, "priority": 0, "scope": 0, "table": 254, "tos": 0, "type": "unicast"})
+    router["sysctls"]["net.ipv4.conf.all.rp_filter"] = 1
+    return data
+
+
+def test_strict_rp_filter_with_a_route_back_that_leads_nowhere_names_the_route():
+    walk = replay(_misrouted_router())
+    causes = build_causes(walk.findings, [])
+    first = causes[0]
+    assert (first["cause"], _short(first["netns"]), first["ifname"]) == ("no_return_route", "router", "r-left")
+    assert first["fix"] == ["ip netns exec bpftlab-routed-router ip route replace 10.72.1.2/32 dev r-left"]
+    # nothing on the server: no local_source with a fix deleting its own address, no ip_forward_disabled
+    assert [c for c in causes if _short(c["netns"]) == "right"] == []
+    assert not any("ip addr del" in cmd for c in causes for cmd in c["fix"])
+
+
+def test_a_route_that_sends_the_packet_back_where_it_came_from_is_a_loop_at_that_hop():
+    data = _misrouted_router()
+    data["namespaces"]["bpftlab-routed-router"]["sysctls"]["net.ipv4.conf.all.rp_filter"] = 0
+    walk = replay(data)
+    reply = [(_short(h.netns), h.iif, h.oif, h.action) for h in walk.hops if h.direction == "reply"]
+    assert reply == [("right", None, "eth0", "send"), ("router", "r-right", "r-right", "broken")]
+    causes = build_causes(walk.findings, [])
+    assert [(c["cause"], _short(c["netns"])) for c in causes] == [("no_return_route", "router")]
+    assert causes[0]["fix"] == ["ip netns exec bpftlab-routed-router ip route replace 10.72.1.2/32 dev r-left"]
+
+
+def test_no_fix_deletes_an_address_or_route_the_path_uses():
+    from bpftools.diagnose import checks as C
+
+    used_addresses, used_routes = {("srv", "10.72.2.2")}, {("r", "10.72.1.0/24", 254)}
+    finding = C.Finding("srv", "x", False, "d", "local_source", fix=[])
+    assert C.deletes_used("ip netns exec srv ip addr del 10.72.2.2/24 dev eth0", finding, used_addresses, used_routes)
+    assert not C.deletes_used("ip netns exec srv ip addr del 10.9.9.9/32 dev lo", finding, used_addresses, used_routes)
+    moved = C.Finding("srv", "x", False, "d", "bridge_port_address",
+                      fix=["ip addr del 10.72.2.2/24 dev pa", "ip addr add 10.72.2.2/24 dev br0"])
+    assert not C.deletes_used(moved.fix[0], moved, used_addresses, used_routes)
+    at_r = C.Finding("r", "x", False, "d", "no_route")
+    assert C.deletes_used("ip netns exec r ip route del 10.72.1.0/24 table 254", at_r, used_addresses, used_routes)
+    assert not C.deletes_used("ip netns exec r ip route del blackhole 10.66.0.0/16 table 254", at_r, used_addresses,
+                              used_routes)
+    # and the walk applies it: every fix of every recorded fault keeps the ping's ends and routes
+    for path in sorted(FIXTURES.glob("*.json")):
+        walk = replay(json.loads(path.read_text()))
+        for f in walk.findings:
+            assert not [c for c in f.fix if C.deletes_used(c, f, walk.used_addresses, walk.used_routes)], path
+
+
+def test_drops_are_labelled_like_the_path_not_by_inode(monkeypatch):
+    """Our own namespace is `host` in the path; its drops said `4026531840` (issue 11)."""
+    from types import SimpleNamespace
+
+    from bpftools import drop_events
+    from bpftools.diagnose.live import TraceDropsSession
+
+    session = TraceDropsSession.__new__(TraceDropsSession)
+    session.labels = {4026531840: "host", 4026532999: "bpftlab-routed-router"}
+    session.names, session.clock = None, 0
+    raws = [SimpleNamespace(netns=4026531840), SimpleNamespace(netns=4026532999)]
+    session.tracer = SimpleNamespace(poll=lambda ms: [raws.pop(0)] if raws else [])
+
+    def decode(raw, names, clock):
+        return SimpleNamespace(netns_inode=raw.netns, netns=str(raw.netns),
+                               as_json=lambda: {"netns": str(raw.netns), "reason": "NETFILTER_DROP"})
+
+    monkeypatch.setattr(drop_events, "decode_event", decode)
+    assert [e["netns"] for e in session.events()] == ["host", "bpftlab-routed-router"]
+
+
+def _vxlan(fdb=("10.0.0.2",), vni_b=42, fdb_back=("10.0.0.1",)):
+    """a - sw1 (br0: pa, vx0) ==VXLAN over u0/u1== sw2 (br0: vx0, pb) - b."""
+    def vx(ifindex, vni, local, remotes):
+        return Link(ifindex, "vx0", "vxlan", master=4, vni=vni, tunnel_local=local, vxlan_fdb=list(remotes),
+                    mtu=1450)
+
+    a = ns("a", [veth(2, "eth0", "sw1", 2)], [Addr(2, "10.5.0.1", 24)])
+    sw1 = ns("sw1", [veth(2, "pa", "a", 2, master=4), vx(3, 42, "10.0.0.1", fdb), Link(4, "br0", "bridge"),
+                     veth(5, "u0", "sw2", 5)], [Addr(5, "10.0.0.1", 24)])
+    sw2 = ns("sw2", [veth(2, "pb", "b", 2, master=4), vx(3, vni_b, "10.0.0.2", fdb_back), Link(4, "br0", "bridge"),
+                     veth(5, "u1", "sw1", 5)], [Addr(5, "10.0.0.2", 24)])
+    b = ns("b", [veth(2, "eth0", "sw2", 2)], [Addr(2, "10.5.0.2", 24)])
+    for state in (a, b):
+        state.links[1].mtu = 1450
+    return Snapshot({"a": a, "sw1": sw1, "sw2": sw2, "b": b})
+
+
+def test_vxlan_ports_are_followed_through_the_fdb_to_the_remote_vtep():
+    walk = Walker(_vxlan()).walk("a", "10.5.0.2")
+    request = [(h.netns, h.iif, h.oif, h.action) for h in walk.hops if h.direction == "request"]
+    assert request == [("a", None, "eth0", "send"), ("sw1", "pa", "vx0", "bridge"), ("sw2", "vx0", "pb", "bridge"),
+                       ("b", "eth0", None, "deliver")]
+    assert "VXLAN VNI 42" in walk.hops[1].note
+    assert walk.request_delivered and walk.reply_delivered, walk.hops
+    assert [f for f in walk.findings if not f.ok and f.direction == "request"] == []
+
+
+def test_vxlan_without_a_matching_vni_or_fdb_entry_is_not_a_station():
+    walk = Walker(_vxlan(vni_b=43)).walk("a", "10.5.0.2")
+    assert walk.hops[-1].action == "leave" and "VTEP 10.0.0.2" in walk.hops[-1].note
+    walk = Walker(_vxlan(fdb=())).walk("a", "10.5.0.2")
+    assert walk.hops[-1].action == "leave" and "no remote VTEP" in walk.hops[-1].note
+
+
+def test_ping_bound_to_lo_is_not_guessed_at():
+    """`ping -I lo` is delivered locally whatever the address; whether the socket bound to lo sees
+    the reply depends on the reply's route: the walk says where it stops modelling, claims nothing."""
+    for dst in ("192.168.4.2", "10.99.0.1"):
+        walk = Walker(_veth_pair()).walk("h", dst, device="lo")
+        assert [(h.oif, h.action) for h in walk.hops] == [("lo", "leave")]
+        assert build_causes(walk.findings, []) == []

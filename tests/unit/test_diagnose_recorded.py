@@ -1,6 +1,7 @@
-"""The path walker and checks on namespace state recorded from every lab (topology, fault):
-the injected fault is the first cause, and a healthy path fails no check at all.
-Re-record with tests/unit/fixtures/diagnose/record.sh (root)."""
+"""The path walker and checks on namespace state recorded from every lab (topology, fault),
+IPv4 and (in ipv6/) the IPv6 counterparts: the injected fault is the first cause, and a
+healthy path fails no check at all. Re-record with tests/unit/fixtures/diagnose/record.sh
+(root; `record.sh -6` for IPv6)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,13 @@ from bpftools.diagnose.verdict import build_causes
 from bpftools.lab import TOPOLOGIES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "diagnose"
-RECORDED = sorted(FIXTURES.glob("*.json"))
+RECORDED = sorted(FIXTURES.glob("*.json")) + sorted(FIXTURES.glob("ipv6/*.json"))
+
+
+def _id(path: Path) -> str:
+    return f"{path.parent.name}-{path.stem}" if path.parent.name == "ipv6" else path.stem
+
+
 
 
 def _load(path: Path) -> dict:
@@ -24,7 +31,7 @@ def test_recordings_exist():
     assert len(RECORDED) >= 10
 
 
-@pytest.mark.parametrize("path", [p for p in RECORDED if p.stem.endswith("-healthy")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in RECORDED if p.stem.endswith("-healthy")], ids=_id)
 def test_healthy_recording_fails_no_check(path):
     walk = replay(_load(path))
     assert walk.request_delivered and walk.reply_delivered
@@ -32,7 +39,7 @@ def test_healthy_recording_fails_no_check(path):
     assert build_causes(walk.findings, []) == []
 
 
-@pytest.mark.parametrize("path", [p for p in RECORDED if not p.stem.endswith("-healthy")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in RECORDED if not p.stem.endswith("-healthy")], ids=_id)
 def test_recorded_fault_is_the_first_cause(path):
     topology = max((t for t in TOPOLOGIES if path.stem.startswith(f"{t}-")), key=len)
     fault = path.stem[len(topology) + 1:]

@@ -89,7 +89,7 @@ def test_docs_links_resolve():
             assert (md.parent / target).resolve().exists(), f"{md.name} links to missing {target}"
 
 
-JARGON = re.compile(r"main job|the seeds|seed:|the tutorials", re.I)
+JARGON = re.compile(r"main job|the seeds?\b|seed:|the tutorials?\b", re.I)
 
 
 def test_no_internal_jargon_in_docs_or_help():
@@ -97,3 +97,77 @@ def test_no_internal_jargon_in_docs_or_help():
         assert not JARGON.search(md.read_text()), f"{md.name}: {JARGON.search(md.read_text()).group(0)}"
     for path, cmd in _commands().items():
         assert not JARGON.search(cmd.help or ""), f"`bpftools {path} --help`"
+
+
+def test_every_diagnose_cause_is_documented():
+    from bpftools.diagnose.checks import CAUSES
+
+    page = (ROOT / "docs" / "diagnose.md").read_text()
+    missing = [cause for cause in CAUSES if f"| `{cause}` |" not in page]
+    assert not missing, f"add {missing} to the causes table of docs/diagnose.md"
+
+
+def test_no_internal_jargon_in_the_labs_output():
+    from bpftools.lab import TOPOLOGIES
+
+    for topo in TOPOLOGIES.values():
+        texts = [topo.summary] + [fault.summary for fault in topo.faults.values()]
+        for text in texts:
+            assert not JARGON.search(text), f"lab {topo.name}: {text}"
+
+
+def test_every_metric_and_alert_is_documented():
+    import yaml
+
+    from bpftools.metrics import METRICS, RUNTIME_METRICS
+
+    page = (ROOT / "docs" / "metrics.md").read_text()
+    alerts = yaml.safe_load((ROOT / "dashboards" / "alerts.yml").read_text())
+    names = [*METRICS, *RUNTIME_METRICS] + [rule["alert"] for group in alerts["groups"]
+                                            for rule in group["rules"] if "alert" in rule]
+    missing = [name for name in names if f"`{name}`" not in page]
+    assert not missing, f"document {missing} in docs/metrics.md"
+
+
+def _documented_fields(page: str, obj: dict):
+    text = (ROOT / "docs" / page).read_text()
+    return [key for key in obj if f"`{key}`" not in text]
+
+
+def _dummy(cls):
+    import dataclasses
+
+    return cls(**{f.name: None for f in dataclasses.fields(cls)})
+
+
+def test_every_json_field_is_documented():
+    from bpftools import encap_stats, xdp_decap
+    from bpftools.drop_events import DropEvent, summary_json
+    from bpftools.lab import status as lab_status
+
+    drop = _dummy(DropEvent)
+    drop.ts, drop.stack, drop.packet = 0.0, [], b""
+    samples = {
+        "trace-drops.md": [drop.as_json(), summary_json([], 0), {"type": "lost", "count": 0}],
+        "encap-stats.md": [encap_stats.counter_json(_dummy(encap_stats.CounterRow), 0, "host"),
+                           encap_stats.pair_json(_dummy(encap_stats.PairRow), 1, 0, "host")],
+        "xdp-decap.md": [{name: 0 for name in xdp_decap.COUNTERS}],
+        "lab.md": lab_status()[:1],
+    }
+    for page, objects in samples.items():
+        for obj in objects:
+            missing = _documented_fields(page, obj)
+            assert not missing, f"document the JSON fields {missing} in docs/{page}"
+
+
+def test_shell_completion_works_as_the_readme_says():
+    import os
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    assert "_BPFTOOLS_COMPLETE=bash_source bpftools" in readme
+    env = dict(os.environ, _BPFTOOLS_COMPLETE="bash_complete", COMP_WORDS="bpftools trace-drops --exclude-r",
+               COMP_CWORD="2")
+    out = subprocess.run([sys.executable, "-m", "bpftools"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "plain,--exclude-reason" in out.stdout.splitlines()

@@ -113,3 +113,49 @@ def test_concurrent_scrapes_see_consistent_totals():
     for t in threads:
         t.join()
     assert len(results) == 200 and all(results)
+
+
+def test_the_exporter_registry_has_process_and_platform_metrics():
+    from bpftools.metrics import RUNTIME_METRICS
+    from bpftools.serve import Exporter
+
+    text = generate_latest(Exporter(build_config({"drops": True}, {})).registry).decode()
+    samples = {line.split("{")[0].split()[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert set(RUNTIME_METRICS) <= samples, set(RUNTIME_METRICS) - samples
+    assert "bpftools_build_info" in samples
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape_ok(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return b"bpftools_build_info" in r.read()
+    except OSError:
+        return False
+
+
+def test_a_new_listen_address_opens_before_the_old_closes_and_a_bad_one_keeps_the_old():
+    from bpftools.serve import Exporter
+
+    exporter = Exporter(build_config({"drops": True}, {}))
+    first, second = _free_port(), _free_port()
+    exporter._listen(f"127.0.0.1:{first}")
+    try:
+        exporter._listen(f"127.0.0.1:{second}")
+        assert _scrape_ok(second) and not _scrape_ok(first)
+        # same port, an address this host does not have: refused, and the old one still serves
+        with pytest.raises(BpftoolsError, match=f"cannot listen on 192.0.2.1:{second}"):
+            exporter._listen(f"192.0.2.1:{second}")
+        assert _scrape_ok(second)
+    finally:
+        exporter._stop_server()
+    assert not _scrape_ok(second)

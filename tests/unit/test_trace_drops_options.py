@@ -1,5 +1,5 @@
 """trace-drops port/exclude filters, stacks and --pcap: configuration, decoding and the pcapng
-file, without root or bcc (the real drops are in tests/integration/test_trace_drops_capture.py)."""
+file, without root or bcc (the real drops: tests/integration/test_trace_drops_capture.py)."""
 from __future__ import annotations
 
 import shutil
@@ -75,7 +75,8 @@ def test_build_filter_resolves_reasons_from_the_kernel_format():
     both = build_filter([], None, True, reasons=["NO_SOCKET", "NETFILTER_DROP"], exclude_reasons=["NO_SOCKET"],
                         fmt=FMT_618)
     assert both.reasons == {NETFILTER_DROP} and not both.exclude_reasons
-    assert "port" not in both.describe() and "dport 53" in flt.describe() and "2 reason(s) excluded" in flt.describe()
+    assert "port" not in both.describe() and "dport 53" in flt.describe() and "not 2,3" in flt.describe()
+    assert both.describe(Names(FMT_618, ksym=None)).endswith("all network namespaces reason NETFILTER_DROP")
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -245,3 +246,13 @@ def test_comments_name_the_drop():
 def test_snaplen_needs_pcap():
     result = CliRunner().invoke(cli, ["trace-drops", "--snaplen", "100"])
     assert result.exit_code == 2 and "--snaplen is the length of packets written with --pcap FILE" in result.output
+
+
+def test_record_tail_order_matches_the_decoder():
+    """decode_raw reads STACK_DEPTH u64 slots right after the event, then the packet bytes."""
+    text = BPF_SOURCE.read_text()
+    record = text[text.index("struct drop_record {"):text.index("};", text.index("struct drop_record {"))]
+    lines = [line.strip() for line in record.splitlines()]
+    assert lines.index("struct drop_event event;") < lines.index("u64 stack[STACK_DEPTH];") \
+        < lines.index("u8 packet[SNAPLEN];")
+    assert EVENT_LAYOUT.size % 8 == 0  # the u64 stack slots start right after the event, no padding
