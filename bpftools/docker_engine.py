@@ -33,6 +33,9 @@ def socket_path() -> str:
     return host[len("unix://"):] if host.startswith("unix://") else DEFAULT_SOCKET
 
 
+_clients: Dict[str, object] = {}  # socket -> client; creating one negotiates the API version
+
+
 def client():
     """A connected SDK client, or None (SDK missing, no socket, Engine not answering)."""
     path = socket_path()
@@ -40,13 +43,16 @@ def client():
         log.debug("docker: no socket at %s", path)
         return None
     try:
-        import docker
+        if path not in _clients:  # pinged once; a later failing call forgets it (`forget`)
+            import docker
 
-        engine = docker.DockerClient(base_url=f"unix://{path}", timeout=API_TIMEOUT)
-        engine.ping()
-        return engine
+            engine = docker.DockerClient(base_url=f"unix://{path}", timeout=API_TIMEOUT)
+            engine.ping()
+            _clients[path] = engine
+        return _clients[path]
     except Exception as exc:  # ImportError, DockerException, requests' errors: all mean "no Docker"
         log.debug("docker: engine at %s not usable: %s", path, exc)
+        _clients.pop(path, None)
         return None
 
 
@@ -64,22 +70,57 @@ def _container_from_attrs(attrs: Dict) -> Container:
     )
 
 
-def containers(engine=None) -> List[Container]:
-    """Every container the Engine knows, running or not ([] without Docker)."""
+def container(engine, name_or_id: str) -> Optional[Container]:
+    """One container by name or (a prefix of its) id; None if the Engine knows none."""
+    try:
+        return _container_from_attrs(engine.api.inspect_container(name_or_id))
+    except Exception as exc:  # docker.errors.NotFound, or the Engine went away
+        log.debug("docker: inspect %s: %s", name_or_id, exc)
+        return None
+
+
+def _start_time(pid: Optional[int]) -> Optional[str]:
+    """Field 22 of /proc/PID/stat: tells a process from a later one that reused its PID."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError, TypeError):
+        return None
+
+
+_inspected: Dict[str, tuple] = {}  # container id -> (Container, its process' start time)
+
+
+def _inspect_running(engine, container_id: str) -> Container:
+    """inspect, skipped while the container's process is the one we saw (a restart changes it)."""
+    cached = _inspected.get(container_id)
+    if cached and cached[1] is not None and _start_time(cached[0].pid) == cached[1]:
+        return cached[0]
+    found = _container_from_attrs(engine.api.inspect_container(container_id))
+    _inspected[container_id] = (found, _start_time(found.pid))
+    return found
+
+
+def containers(engine=None, running_only: bool = False) -> List[Container]:
+    """The containers the Engine knows ([] without Docker)."""
     engine = engine or client()
     if engine is None:
         return []
     try:
-        summaries = engine.api.containers(all=True)
+        summaries = engine.api.containers(all=not running_only)
         found = []
         for summary in summaries:
             try:
-                found.append(_container_from_attrs(engine.api.inspect_container(summary["Id"])))
+                if summary.get("State") == "running":
+                    found.append(_inspect_running(engine, summary["Id"]))
+                else:
+                    found.append(_container_from_attrs(engine.api.inspect_container(summary["Id"])))
             except Exception as exc:  # removed between list and inspect
                 log.debug("docker: inspect %s failed: %s", summary.get("Id", "?")[:12], exc)
         return found
     except Exception as exc:
         log.debug("docker: listing containers failed: %s", exc)
+        _clients.pop(socket_path(), None)
         return []
 
 

@@ -15,7 +15,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from .errors import survive
 from .kernel.drop_reasons import TracepointFormat
 from .addresses import format_address
-from .netlink import host_netns_inode, list_interfaces, named_netns, netns_inode
+from . import namespaces
+from .netlink import NetnsHandle, host_netns_inode, list_interfaces, named_netns, netns_inode
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +115,20 @@ class Names:
         return self._ns_names.get(inode)
 
     def netns_label(self, inode: int) -> str:
-        name = self.netns_name(inode)
-        if name:
-            return name
+        """The registry's label (bpftools.namespaces): host, docker:NAME, pid:N (comm)…"""
         if inode == self.host_inode:
             return "host"
-        return str(inode)
+        return self.netns_name(inode) or namespaces.label_for_inode(inode)
 
-    def netns_reachable(self, inode: int) -> Tuple[bool, Optional[str]]:
-        """(can we enter it, `ip netns` name or None for our own namespace)."""
+    def netns_reachable(self, inode: int) -> Tuple[bool, NetnsHandle]:
+        """(can we enter it, a handle: None for our own namespace, the `ip netns` name, a Netns)."""
         if inode == self.own_inode:
             return True, None
         name = self.netns_name(inode)
-        return name is not None, name
+        if name is not None:
+            return True, name
+        found = namespaces.find_inode(inode)
+        return (True, found) if found is not None and found.path else (False, None)
 
     def ifname(self, netns: int, ifindex: int) -> Optional[str]:
         key = (netns, ifindex)
@@ -204,7 +206,8 @@ class DropEvent:
     packet: bytes = b""  # with --pcap: bytes from the network header (not in --json)
 
     def as_json(self) -> dict:
-        return {"type": "drop", "ts": round(self.ts, 6), "netns": self.netns, "ifname": self.ifname,
+        return {"type": "drop", "ts": round(self.ts, 6), "netns": self.netns, "netns_inode": self.netns_inode,
+                "ifname": self.ifname,
                 "ifindex": self.ifindex, "reason": self.reason, "reason_code": self.reason_code,
                 "location": self.location, "family": self.family, "proto": self.proto, "src": self.src,
                 "dst": self.dst, "sport": self.sport, "dport": self.dport, "icmp_type": self.icmp_type,
@@ -277,15 +280,16 @@ class CountRow:
     ifindex: int
     reason: str
     count: int
+    netns_inode: Optional[int] = None
 
     def as_json(self) -> dict:
-        return {"netns": self.netns, "ifname": self.ifname, "ifindex": self.ifindex, "reason": self.reason,
-                "count": self.count}
+        return {"netns": self.netns, "netns_inode": self.netns_inode, "ifname": self.ifname, "ifindex": self.ifindex,
+                "reason": self.reason, "count": self.count}
 
 
 def summarize(counts: Dict[Tuple[int, int, int], int], names: Names) -> List[CountRow]:
     """(netns inode, ifindex, reason code) -> count  into rows, biggest first."""
-    rows = [CountRow(names.netns_label(ns), names.ifname(ns, ifindex), ifindex, names.reason(reason), n)
+    rows = [CountRow(names.netns_label(ns), names.ifname(ns, ifindex), ifindex, names.reason(reason), n, ns)
             for (ns, ifindex, reason), n in counts.items() if n]
     return sorted(rows, key=lambda r: (-r.count, r.netns, r.ifindex, r.reason))
 

@@ -125,13 +125,13 @@ def busiest_pairs(pairs: Iterable[PairRow], top: int) -> List[PairRow]:
     return result
 
 
-def counter_json(row: CounterRow, ts: float, netns: str) -> dict:
-    return {"type": "encap", "ts": ts, "netns": netns, "ifname": row.ifname, "direction": row.direction,
+def counter_json(row: CounterRow, ts: float, netns: str, netns_inode: Optional[int] = None) -> dict:
+    return {"type": "encap", "ts": ts, "netns": netns, "netns_inode": netns_inode, "ifname": row.ifname, "direction": row.direction,
             "encap": row.encap, "packets": row.packets, "bytes": row.bytes}
 
 
-def pair_json(pair: PairRow, rank: int, ts: float, netns: str) -> dict:
-    return {"type": "top", "ts": ts, "netns": netns, "encap": pair.encap, "rank": rank, "src": pair.src,
+def pair_json(pair: PairRow, rank: int, ts: float, netns: str, netns_inode: Optional[int] = None) -> dict:
+    return {"type": "top", "ts": ts, "netns": netns, "netns_inode": netns_inode, "encap": pair.encap, "rank": rank, "src": pair.src,
             "dst": pair.dst, "packets": pair.packets, "bytes": pair.bytes}
 
 
@@ -188,11 +188,12 @@ class EncapStats(contextlib.AbstractContextManager):
         ts = round(time.time(), 3)
         netns = self.netns
         rows = read_counters(self.program, [i.ifname for i in self.ifaces])
-        result = [counter_json(row, ts, netns) for row in rows]
+        inode = self.ifaces[0].netns_inode
+        result = [counter_json(row, ts, netns, inode) for row in rows]
         ranks: Dict[str, int] = {}
         for pair in (read_pairs(self.program, self.top) if self.top else []):
             ranks[pair.encap] = ranks.get(pair.encap, 0) + 1
-            result.append(pair_json(pair, ranks[pair.encap], ts, netns))
+            result.append(pair_json(pair, ranks[pair.encap], ts, netns, inode))
         return result
 
 

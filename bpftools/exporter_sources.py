@@ -7,22 +7,23 @@ import contextlib
 import logging
 from typing import Dict, Iterable, Optional, Set
 
+from . import namespaces
 from .errors import first_line
 from .metrics import Sample
-from .netlink import list_interfaces, live_netns_inodes, named_netns, netns_inode, netns_label
+from .netlink import list_interfaces, live_netns_inodes, netns_label
 
 log = logging.getLogger(__name__)
 
 
 def _ifindexes(inode: int) -> Optional[Set[int]]:
-    """Interfaces of a namespace we can enter (named or ours); None for the others."""
-    name = named_netns().get(inode)
-    if name is None and inode != netns_inode(None):
+    """Interfaces of a namespace we can enter; None for the others."""
+    handle = None if inode == namespaces.own_inode() else namespaces.find_inode(inode)
+    if handle is None and inode != namespaces.own_inode():
         return None
     try:
-        return {iface.ifindex for iface in list_interfaces(name)}
+        return {iface.ifindex for iface in list_interfaces(handle)}
     except Exception as exc:
-        log.debug("listing the interfaces of %s failed: %s", name, first_line(exc))
+        log.debug("listing the interfaces of %s failed: %s", inode, first_line(exc))
         return None
 
 
@@ -125,3 +126,15 @@ class DecapSource:
         yield from _attached_samples([self.decap.attachment], "bpftools_xdp_decap")
         yield from _map_samples("decap_allow", self.decap.program.table("allow"), self.netns, self.decap.iface.ifname)
 
+
+
+class NetnsInfoSource:
+    """bpftools_netns_info{netns, container, pod, k8s_namespace, runtime} = 1 per live
+    namespace (the `_info` convention: join on `netns` to get container and pod names)."""
+
+    name = "netns_info"
+
+    def samples(self) -> Iterable[Sample]:
+        for ns in namespaces.discover():
+            yield Sample("bpftools_netns_info", (ns.label, ns.container or "", ns.pod or "", ns.k8s_namespace or "",
+                                                 ns.runtime or ""), 1.0)

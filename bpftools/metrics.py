@@ -28,6 +28,9 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     "bpftools_xdp_decap_packets_total": ("counter", ("netns", "device", "result"),
                                          "Packets handled by the XDP ipip decapsulator, by result."),
     "bpftools_build_info": ("gauge", ("version",), "bpftools version; always 1."),
+    "bpftools_netns_info": ("gauge", ("netns", "container", "pod", "k8s_namespace", "runtime"),
+                            "One per live network namespace, always 1: what its netns label names "
+                            "(Docker container, Kubernetes pod); join on netns."),
     "bpftools_bpf_program_attached": ("gauge", ("netns", "program", "hook", "device"),
                                       "1 while the BPF program is attached to the device, else 0."),
     "bpftools_events_lost_total": ("counter", (), "Drops bpftools could not record: the per-event buffer "

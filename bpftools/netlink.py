@@ -6,108 +6,78 @@ An interface is identified by (namespace inode, ifindex): `v1` in one namespace 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Set
+from typing import Dict, Iterator, List, Optional, Set, Union
 
+from . import namespaces
 from .errors import BpftoolsError
+from .namespaces import NETNS_RUN_DIR, OWN_PATH, Netns, entered, entered_fd, netns_path  # noqa: F401 (re-exported)
 
-NETNS_RUN_DIR = "/run/netns"
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise BpftoolsError(f"cannot enter network namespace: {os.strerror(err)}")
-
-
-def netns_path(name: str) -> str:
-    """/run/netns/NAME, checked to really be a namespace (not ".", not a stale file)."""
-    path = os.path.join(NETNS_RUN_DIR, name)
-    try:
-        valid = "/" not in name and name not in (".", "..") and \
-            os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev  # a bind mount of nsfs
-    except OSError:
-        valid = False
-    if not valid:
-        raise BpftoolsError(f"network namespace {name!r} not found (see `ip netns list`)")
-    return path
+# A namespace handle: None (the one we run in), an `ip netns` name, or a Netns from the
+# registry (bpftools.namespaces, which knows every namespace and how to name and enter it).
+NetnsHandle = Union[None, str, Netns]
 
 
 @contextlib.contextmanager
-def in_netns(name: Optional[str]) -> Iterator[None]:
-    """Run the block with this thread inside namespace `name` (None: stay where we are)."""
-    if name is None:
+def in_netns(netns: NetnsHandle) -> Iterator[None]:
+    """Run the block with this thread inside `netns` (None: stay where we are)."""
+    if netns is None:
         yield
-        return
-    target = os.open(netns_path(name), os.O_RDONLY)
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
+    elif isinstance(netns, Netns):
+        with entered(netns):
             yield
+    else:
+        fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with entered_fd(fd):
+                yield
         finally:
-            _setns(saved)
-    finally:
-        os.close(target)
-        os.close(saved)
+            os.close(fd)
 
 
-def netns_inode(name: Optional[str]) -> int:
-    """Inode of a named namespace, or of our own with None."""
-    return os.stat(netns_path(name) if name else "/proc/thread-self/ns/net").st_ino
+def netns_inode(netns: NetnsHandle) -> int:
+    """Inode of a namespace handle (None: our own)."""
+    if isinstance(netns, Netns):
+        return netns.inode
+    return os.stat(netns_path(netns) if netns else OWN_PATH).st_ino
+
+
+def as_netns(netns: NetnsHandle) -> Netns:
+    """The registry's record for a handle."""
+    if isinstance(netns, Netns):
+        return netns
+    inode = netns_inode(netns)
+    return namespaces.find_inode(inode) or Netns(inode, netns or f"inode:{inode}", "netns" if netns else "inode",
+                                                 netns_path(netns) if netns else None)
+
+
+def select_netns(selector: Optional[str], hold: bool = True) -> NetnsHandle:
+    """--netns SELECTOR -> a handle, held open for the rest of the command (None: ours)."""
+    return None if selector is None else namespaces.resolve(selector, hold=hold)
 
 
 def named_netns() -> Dict[int, str]:
     """inode -> `ip netns` name, for every named namespace."""
-    result = {}
-    try:
-        names = sorted(os.listdir(NETNS_RUN_DIR))
-    except FileNotFoundError:
-        return result
-    for name in names:
-        try:
-            result[os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino] = name
-        except OSError:
-            continue
-    return result
+    return namespaces.named()
 
 
 def live_netns_inodes() -> Set[int]:
-    """Inodes of the namespaces that still exist as far as we can see: named ones, ours,
-    and those of running processes."""
-    inodes = set(named_netns()) | {netns_inode(None)}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError):
-                inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
-    return inodes
+    """Inodes of every namespace that still exists as far as we can see."""
+    return set(namespaces.by_inode(max_age=0))
 
 
 def host_netns_inode() -> Optional[int]:
-    """Inode of init's network namespace ("host"); None where it cannot be read (some
-    sandboxes deny it even to root): then no namespace is called "host"."""
-    try:
-        return os.stat("/proc/1/ns/net").st_ino
-    except OSError:
-        return None
+    """Inode of the initial network namespace ("host"); None where it cannot be seen."""
+    return namespaces.host_inode()
 
 
 def netns_label(inode: int, names: Optional[Dict[int, str]] = None) -> str:
-    """How we show a namespace: its `ip netns` name, "host" for init's, else the inode."""
-    names = named_netns() if names is None else names
-    if inode in names:
-        return names[inode]
-    if inode == host_netns_inode():
-        return "host"
-    return str(inode)
+    """How we show a namespace (bpftools.namespaces.label_for_inode); `names` is ignored."""
+    return namespaces.label_for_inode(inode)
 
 
-def ipr(netns: Optional[str] = None):
+def ipr(netns: NetnsHandle = None):
     """An IPRoute socket bound to namespace `netns` (a socket stays in the namespace it was
     opened in). Opened from this thread after setns(): pyroute2's own netns= forks a helper
     process, which is slow and unsafe in a threaded program such as the exporter."""
@@ -119,7 +89,7 @@ def ipr(netns: Optional[str] = None):
 
 @dataclass(frozen=True)
 class Interface:
-    netns: Optional[str]  # `ip netns` name, None for the namespace we run in
+    netns: NetnsHandle  # None for the namespace we run in, an `ip netns` name, or a Netns
     netns_inode: int
     ifname: str
     ifindex: int
@@ -130,28 +100,32 @@ class Interface:
     def has_ethernet_header(self) -> bool:
         return self.link_type == 1
 
+    @property
+    def netns_label(self) -> str:
+        return self.netns.label if isinstance(self.netns, Netns) else self.netns or netns_label(self.netns_inode)
+
     def describe(self) -> str:
-        return f"{self.ifname} (netns {self.netns})" if self.netns else self.ifname
+        return f"{self.ifname} (netns {self.netns_label})" if self.netns else self.ifname
 
 
-def _interface_from_msg(msg, netns: Optional[str], inode: int) -> Interface:
+def _interface_from_msg(msg, netns: NetnsHandle, inode: int) -> Interface:
     linkinfo = msg.get_attr("IFLA_LINKINFO")
     kind = linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo else ""
     return Interface(netns, inode, msg.get_attr("IFLA_IFNAME"), msg["index"], kind or "", msg["ifi_type"])
 
 
-def list_interfaces(netns: Optional[str] = None) -> List[Interface]:
+def list_interfaces(netns: NetnsHandle = None) -> List[Interface]:
     inode = netns_inode(netns)
     with ipr(netns) as sock:
         return [_interface_from_msg(m, netns, inode) for m in sock.get_links()]
 
 
-def resolve_interface(ifname: str, netns: Optional[str] = None) -> Interface:
+def resolve_interface(ifname: str, netns: NetnsHandle = None) -> Interface:
     """The interface named `ifname` in `netns`, or a one-line error naming where we looked."""
     for iface in list_interfaces(netns):
         if iface.ifname == ifname:
             return iface
-    where = f"network namespace {netns!r}" if netns else "this network namespace"
+    where = f"network namespace {str(netns)!r}" if netns else "this network namespace"
     raise BpftoolsError(f"interface {ifname!r} not found in {where}")
 
 
@@ -170,9 +144,10 @@ def xdp_prog_id(iface: Interface) -> int:
     return xdp.get_attr("IFLA_XDP_PROG_ID") or 0
 
 
-def all_netns() -> List[Optional[str]]:
-    """None (our namespace) followed by every named namespace."""
-    return [None] + sorted(named_netns().values())
+def all_netns() -> List[NetnsHandle]:
+    """None (our namespace) followed by every other namespace the registry knows."""
+    own = namespaces.own_inode()
+    return [None] + [ns for ns in namespaces.discover() if ns.inode != own and ns.path]
 
 
 def interface_addresses(iface: Interface) -> List[str]:
@@ -199,28 +174,21 @@ def neighbours(iface: Interface) -> Dict[str, str]:
 
 
 def veth_peer(iface: Interface) -> Optional[Interface]:
-    """The other end of veth `iface`, found through IFLA_LINK and the peer's namespace id;
-    None when the peer's namespace has no `ip netns` name we can enter."""
+    """The other end of veth `iface`, found through IFLA_LINK and the peer's namespace id
+    (any namespace the registry knows: named, a container's, a process's)."""
     with ipr(iface.netns) as sock:
         msg = sock.get_links(iface.ifindex)[0]
-        peer_index, nsid = msg.get_attr("IFLA_LINK"), msg.get_attr("IFLA_LINK_NETNSID")
-        if not peer_index:
+    peer_index, nsid = msg.get_attr("IFLA_LINK"), msg.get_attr("IFLA_LINK_NETNSID")
+    if not peer_index:
+        return None
+    candidates: List[NetnsHandle] = [iface.netns]
+    if nsid is not None:
+        peer = namespaces.peer_netns(as_netns(iface.netns), nsid)
+        if peer is None:
             return None
-        candidates: List[Optional[str]] = [iface.netns] if nsid is None else []
-        if nsid is not None:
-            for name in all_netns():
-                try:
-                    fd = os.open(netns_path(name) if name else "/proc/thread-self/ns/net", os.O_RDONLY)
-                except (OSError, BpftoolsError):
-                    continue  # removed meanwhile
-                try:
-                    found = sock.get_netnsid(fd=fd)
-                finally:
-                    os.close(fd)
-                if found and found.get("nsid") == nsid:
-                    candidates.append(name)
-    for name in candidates:
-        for peer in list_interfaces(name):
-            if peer.ifindex == peer_index:
-                return peer
+        candidates = [None if peer.inode == namespaces.own_inode() else peer]
+    for ns in candidates:
+        for peer_iface in list_interfaces(ns):
+            if peer_iface.ifindex == peer_index:
+                return peer_iface
     return None

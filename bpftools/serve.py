@@ -16,15 +16,15 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 
 from .errors import BpftoolsError, first_line, survive
-from .exporter_sources import DecapSource, DropsSource, EncapSource
+from .exporter_sources import DecapSource, DropsSource, EncapSource, NetnsInfoSource
 from .metrics import BpftoolsCollector
-from .netlink import Interface, list_interfaces, netns_label
+from .netlink import Interface, list_interfaces, netns_label, select_netns
 from .runloop import Every, RunLoop
 from .serve_config import ServeConfig, listen_address, split_interface
 
 log = logging.getLogger(__name__)
 
-InterfaceKey = Tuple[str, Optional[str], str]  # (capability, netns, ifname)
+InterfaceKey = Tuple[str, Optional[str], str]  # (capability, netns selector, ifname)
 GC_INTERVAL = 10.0  # seconds between sweeps of drop counts of vanished namespaces/interfaces
 DROPS = "drops"
 # Settings each capability is started with: when one changes on reload, that capability restarts.
@@ -67,7 +67,7 @@ class Exporter(contextlib.AbstractContextManager):
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._stack = contextlib.ExitStack()
-        self._per_iface: Dict[InterfaceKey, Tuple[int, contextlib.ExitStack]] = {}
+        self._per_iface: Dict[InterfaceKey, Tuple[Tuple[int, int], contextlib.ExitStack]] = {}  # (inode, ifindex)
         self._server = None
         self._drops: Optional[DropsSource] = None
         self._drops_stack: Optional[contextlib.ExitStack] = None
@@ -76,6 +76,8 @@ class Exporter(contextlib.AbstractContextManager):
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "Exporter":
         with contextlib.ExitStack() as stack:
+            self.collector.set_source("netns_info", NetnsInfoSource())
+            stack.callback(self.collector.remove_source, "netns_info")
             stack.callback(self._stop_drops)
             if self.config.drops:
                 self._start_drops(self.config)
@@ -155,7 +157,8 @@ class Exporter(contextlib.AbstractContextManager):
 
         with contextlib.ExitStack() as starting:  # closed again if anything below fails
             fmt = kfree_skb_format()
-            flt = build_filter([], config.netns, config.all_netns, fmt=fmt)
+            netns = config.netns if config.all_netns else select_netns(config.netns)
+            flt = build_filter([], netns, config.all_netns, fmt=fmt)
             tracer = starting.enter_context(DropTracer(flt, summary=True, fmt=fmt))
             stack = starting.pop_all()
         self._stop_drops()
@@ -238,15 +241,16 @@ class Exporter(contextlib.AbstractContextManager):
         wanted = self.wanted()
         for key in [k for k in self._per_iface if k not in wanted]:
             self._stop(key, "removed from the config")
-        for netns in {ns for _, ns, _ in wanted}:
-            try:
-                present.update({(netns, i.ifname): i for i in list_interfaces(netns)})
+        for selector in {ns for _, ns, _ in wanted}:
+            try:  # re-resolved every round, not held: a restarted container is a new namespace
+                handle = select_netns(selector, hold=False)
+                present.update({(selector, i.ifname): i for i in list_interfaces(handle)})
             except BpftoolsError as exc:
-                log.debug("namespace %s not there (yet): %s", netns, exc)
+                log.debug("namespace %s not there (yet): %s", selector, exc)
         for key, start in wanted.items():
             iface = present.get(key[1:])
             current = self._per_iface.get(key)
-            if current and (iface is None or iface.ifindex != current[0]):
+            if current and (iface is None or (iface.netns_inode, iface.ifindex) != current[0]):
                 self._stop(key, "interface gone" if iface is None else "interface replaced")
                 current = None
             if iface is not None and current is None:
@@ -266,7 +270,7 @@ class Exporter(contextlib.AbstractContextManager):
                         exc_info=log.isEnabledFor(logging.DEBUG))
             return
         self.collector.set_source(source_key(key), source)
-        self._per_iface[key] = (iface.ifindex, stack)
+        self._per_iface[key] = ((iface.netns_inode, iface.ifindex), stack)
         log.info("%s attached to %s", key[0], iface.describe())
 
     def _stop(self, key: InterfaceKey, why: str) -> None:

@@ -10,10 +10,10 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
-from . import bpfsys
+from . import bpfsys, namespaces
 from .attach import PROG_NAME_PREFIX, TC_PARENTS, other_filters, attached_programs
 from .errors import BpftoolsError, survive
-from .netlink import all_netns, in_netns, ipr, list_interfaces, netns_inode, netns_label, named_netns
+from .netlink import NetnsHandle, all_netns, in_netns, ipr, list_interfaces, netns_inode, netns_label
 
 log = logging.getLogger(__name__)
 
@@ -25,34 +25,43 @@ def _linked_prog_ids() -> Dict[int, int]:
     return {link.prog_id: link.id for link in bpfsys.links()}
 
 
-def find_attachments(netns_names: Optional[List[Optional[str]]] = None) -> List[dict]:
-    names = named_netns()
+def _ip_netns_name(ns: NetnsHandle) -> Optional[str]:
+    if isinstance(ns, namespaces.Netns):
+        return ns.label if ns.kind == "netns" else None
+    return ns
+
+
+def find_attachments(netns_names: Optional[List[NetnsHandle]] = None) -> List[dict]:
+    """Our attachments in these namespaces (None: ours; default: every namespace)."""
     linked = _linked_prog_ids()
     found = []
-    for ns in netns_names if netns_names is not None else all_netns():
+    scope = netns_names if netns_names is not None else all_netns()
+    for ns in scope:
+        inode = netns_inode(ns)
+        label = netns_label(inode)
         try:
-            label = netns_label(netns_inode(ns), names) if ns else "host"
             ifaces = list_interfaces(ns)
-        except BpftoolsError:
-            continue  # the namespace went away while we looked (a container stopped)
+        except Exception:  # the namespace went away while we looked
+            continue
         for iface in ifaces:
             try:
-                progs = attached_programs(iface)
-            except BpftoolsError:
-                continue  # the interface went away while we looked
-            for prog in progs:
+                programs = attached_programs(iface)
+            except BpftoolsError:  # the interface went away while we looked (containers come and go)
+                continue
+            for prog in programs:
                 if not prog["prog_name"].startswith(PROG_NAME_PREFIX):
                     continue
                 found.append({
-                    "netns": label, "netns_name": ns, "ifname": iface.ifname, "ifindex": iface.ifindex,
+                    "netns": label, "netns_inode": inode, "netns_name": _ip_netns_name(ns),
+                    "ifname": iface.ifname, "ifindex": iface.ifindex,
                     "hook": prog["hook"], "prog_id": prog["prog_id"], "prog_name": prog["prog_name"],
                     "held_by": "bpf_link" if prog["prog_id"] in linked else "netlink",
                     **{k: prog[k] for k in ("prio", "handle") if k in prog},
                 })
     if netns_names is None:
         found += _loaded_tracing_programs()
-    found += [p for p in _pins() if netns_names is None or p["netns"] in {netns_label(netns_inode(n), names)
-                                                                          if n else "host" for n in netns_names}]
+    labels = {netns_label(netns_inode(n)) for n in scope}
+    found += [p for p in _pins() if netns_names is None or p["netns"] in labels]
     return found
 
 
@@ -62,7 +71,8 @@ def _loaded_tracing_programs() -> List[dict]:
     for prog_id in bpfsys._next_id(bpfsys.PROG_GET_NEXT_ID):
         info = bpfsys.prog_info(prog_id)
         if info and info.name.startswith(PROG_NAME_PREFIX) and info.type in TRACING_TYPES:
-            result.append({"netns": "-", "netns_name": None, "ifname": "-", "ifindex": 0, "hook": info.type,
+            result.append({"netns": "-", "netns_inode": None, "netns_name": None, "ifname": "-", "ifindex": 0,
+                           "hook": info.type,
                            "prog_id": info.id, "prog_name": info.name, "held_by": "process"})
     return result
 
@@ -88,15 +98,16 @@ def _pins() -> List[dict]:
         finally:
             os.close(fd)
         parts = os.path.relpath(path, PIN_ROOT).split(os.sep)  # capability/netns/ifname/map
-        netns, ifname = (parts[1], parts[2]) if len(parts) == 4 else ("-", "-")
-        result.append({"netns": netns, "netns_name": None, "ifname": ifname, "ifindex": 0, "hook": "pin",
+        netns, ifname = (namespaces.label_from_path_component(parts[1]), parts[2]) if len(parts) == 4 else ("-", "-")
+        result.append({"netns": netns, "netns_inode": None, "netns_name": None, "ifname": ifname, "ifindex": 0, "hook": "pin",
                        "prog_id": None, "prog_name": path,
                        "held_by": "process" if map_id in in_use else "stale pin"})
     return result
 
 
 def _remove(item: dict) -> None:
-    ns, ifindex = item["netns_name"], item["ifindex"]
+    ifindex = item["ifindex"]
+    ns = None if item["netns_inode"] == namespaces.own_inode() else namespaces.find_inode(item["netns_inode"])
     hook = item["hook"]
     if hook == "pin":
         bpfsys.unpin(item["prog_name"])
@@ -117,7 +128,7 @@ def _remove(item: dict) -> None:
                     sock.tc("del", "clsact", ifindex)
 
 
-def remove_attachments(ifname: Optional[str], netns: Optional[str], force: bool) -> Tuple[List[dict], List[dict]]:
+def remove_attachments(ifname: Optional[str], netns: NetnsHandle, force: bool) -> Tuple[List[dict], List[dict]]:
     """Remove bpftools attachments (all, or on one interface); (removed, kept because held by a link)."""
     scope = [netns] if ifname else None
     removed, kept = [], []

@@ -27,7 +27,7 @@ from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, decode
 from .errors import BpftoolsError, survive
 from .kernel.drop_reasons import TracepointFormat, kfree_skb_format
 from .kernel.kallsyms import read_kallsyms
-from .netlink import Interface, all_netns as every_netns, list_interfaces, netns_inode, resolve_interface
+from .netlink import Interface, NetnsHandle, all_netns as every_netns, list_interfaces, netns_inode, resolve_interface
 from .runloop import RunLoop
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def reason_codes(names: Sequence[str], fmt: TracepointFormat, option: str) -> Se
     return codes
 
 
-def build_filter(ifnames: Sequence[str], netns: Optional[str], all_netns: bool, src: Optional[str] = None,
+def build_filter(ifnames: Sequence[str], netns: NetnsHandle, all_netns: bool, src: Optional[str] = None,
                  dst: Optional[str] = None, proto: Optional[str] = None, reasons: Sequence[str] = (),
                  fmt: Optional[TracepointFormat] = None, *, exclude_reasons: Sequence[str] = (),
                  port: Optional[int] = None, sport: Optional[int] = None,

@@ -18,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import bpfsys
 from .errors import BpftoolsError
+from .namespaces import label_as_path_component
 from .netlink import (Interface, in_netns, interface_addresses, interface_mac, neighbours, netns_label,
                       resolve_interface, veth_peer, xdp_prog_id)
 from .addresses import parse_cidr
@@ -103,8 +104,8 @@ def sum_per_cpu(values: Sequence[int]) -> int:
     return int(sum(values))
 
 
-def pin_dir(netns_name: str, ifname: str) -> str:
-    return os.path.join(PIN_ROOT, netns_name, ifname)
+def pin_dir(netns_label: str, ifname: str) -> str:
+    return os.path.join(PIN_ROOT, label_as_path_component(netns_label), ifname)
 
 
 @dataclass
@@ -357,7 +358,7 @@ class XdpDecap(contextlib.AbstractContextManager):
 
         peer = veth_peer(iface)
         if peer is None:
-            return (f"cannot find the peer of veth {iface.describe()} (its namespace has no `ip netns` name); "
+            return (f"cannot find the peer of veth {iface.describe()} (its namespace is not visible from here); "
                     "attach any XDP program to it, e.g. `ip link set dev PEER xdp obj PROG.o`, or "
                     "redirected packets are dropped")
         if xdp_prog_id(peer):

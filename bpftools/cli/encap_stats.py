@@ -9,16 +9,16 @@ import click
 from ..attach import terminate_gracefully
 from ..encap_stats import INGRESS_HOOKS, UDP_TYPES, EncapStats, parse_udp_port, udp_port_table
 from ..kernel.privileges import require_privileges
-from ..netlink import resolve_interface
+from ..netlink import resolve_interface, select_netns
 from ..runloop import RunLoop
-from .output import announce_ready, duration_option, emit_json, interval_option, table
+from .output import announce_ready, duration_option, emit_json, interval_option, netns_option, table
 
 CLEAR_SCREEN = "\033[H\033[2J"
 
 
 @click.command("encap-stats")
 @click.argument("ifaces", metavar="IFACE...", nargs=-1, required=True)
-@click.option("--netns", help="Namespace of the interfaces (as in `ip netns`).")
+@netns_option("Namespace of the interfaces")
 @click.option("--ingress-hook", type=click.Choice(INGRESS_HOOKS), default="tc", show_default=True,
               help="Count ingress with tc (sees what XDP-less paths see) or XDP.")
 @click.option("--udp-port", "udp_ports", multiple=True, metavar="TYPE=PORT",
@@ -33,7 +33,8 @@ def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str
     """Count encapsulated packets and bytes (ipip, sit, GRE, VXLAN, GENEVE, ...) on IFACE..."""
     require_privileges()
     ports = udp_port_table(parse_udp_port(spec) for spec in udp_ports)
-    interfaces = [resolve_interface(name, netns) for name in ifaces]
+    where = select_netns(netns)
+    interfaces = [resolve_interface(name, where) for name in ifaces]
     report = _print_json if as_json else _print_table
     with terminate_gracefully(), EncapStats(interfaces, ingress_hook, ports, top) as stats:
         with RunLoop(interval, duration) as loop:

@@ -37,6 +37,16 @@ def duration_option(fn):
                         metavar="SECONDS", help="Stop after SECONDS (default: until Ctrl-C or SIGTERM).")(fn)
 
 
+def netns_option(what: str = "Namespace of IFACE"):
+    """`--netns SELECTOR`, one help text everywhere (selectors: docs/namespaces.md). Resolve
+    it with `bpftools.netlink.select_netns` after the privilege check."""
+    import click
+
+    return click.option("--netns", metavar="NETNS",
+                        help=f"{what}: an `ip netns` name, docker:NAME, pod:NS/NAME, pid:N, inode:N, host or "
+                             "a /proc/PID/ns/net path (docs/namespaces.md); default: the current one.")
+
+
 def interval_option(default: float, what: str = "reports"):
     """`--interval SECONDS` between a long-running command's reports (at least 0.1 s)."""
     import click

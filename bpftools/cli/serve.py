@@ -10,13 +10,13 @@ from ..kernel.privileges import require_privileges
 from ..logs import log_options, setup_logging
 from ..serve import Exporter, log, reload_on_sighup
 from ..serve_config import DEFAULT_LISTEN, build_config, read_config_file
-from .output import announce_ready
+from .output import announce_ready, netns_option
 
 
 @click.command()
 @click.option("--listen", default=None, metavar="HOST:PORT", help=f"Where to serve /metrics [default: {DEFAULT_LISTEN}].")
 @click.option("--drops", is_flag=True, help="Export drops by reason (skb:kfree_skb).")
-@click.option("--netns", default=None, help="Namespace for --drops and for interfaces without NETNS/.")
+@netns_option("Namespace for --drops and for interfaces without NETNS/")
 @click.option("--all-netns", is_flag=True, help="--drops in every network namespace.")
 @click.option("--encap", multiple=True, metavar="[NETNS/]IFACE", help="Count tunnel traffic on IFACE; repeatable.")
 @click.option("--ingress-hook", type=click.Choice(["tc", "xdp"]), default=None, help="Ingress hook for --encap.")

@@ -6,8 +6,9 @@ from typing import Optional
 import click
 
 from ..kernel.privileges import require_privileges
+from ..netlink import select_netns
 from ..status import find_attachments, remove_attachments
-from .output import emit_json, table
+from .output import emit_json, netns_option, table
 
 
 @click.command()
@@ -30,7 +31,7 @@ def status(as_json: bool) -> None:
 
 @click.command()
 @click.argument("iface", required=False)
-@click.option("--netns", help="Namespace of IFACE (as in `ip netns`).")
+@netns_option()
 @click.option("--all", "all_", is_flag=True, help="Every bpftools leftover in every namespace.")
 @click.option("--force", is_flag=True, help="Also detach bpf_links held by running bpftools processes.")
 def detach(iface: Optional[str], netns: Optional[str], all_: bool, force: bool) -> None:
@@ -38,7 +39,7 @@ def detach(iface: Optional[str], netns: Optional[str], all_: bool, force: bool) 
     require_privileges()
     if not iface and not all_:
         raise click.UsageError("name an interface or give --all")
-    removed, kept = remove_attachments(iface, netns, force)
+    removed, kept = remove_attachments(iface, select_netns(netns), force)
     for item in removed:
         if item["hook"] == "pin":
             click.echo(f"removed stale pin {item['prog_name']}")

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 import click
 
-from .output import announce_ready, duration_option, emit_json, table
+from .output import announce_ready, duration_option, emit_json, netns_option, table
 
 
 # --pcap bytes per packet: enough for IP, TCP and a tunnel's inner headers by default; the
@@ -17,7 +17,7 @@ SNAPLEN_DEFAULT, SNAPLEN_MAX = 256, 1024
 
 @click.command("trace-drops")
 @click.argument("ifaces", nargs=-1, metavar="[IFACE]...")
-@click.option("--netns", help="Namespace of IFACE, or to watch whole (as in `ip netns`).")
+@netns_option("Namespace of IFACE, or to watch whole")
 @click.option("--all-netns", is_flag=True, help="Every network namespace; each drop names its namespace.")
 @click.option("--src", metavar="CIDR", help="Only packets from this address/prefix.")
 @click.option("--dst", metavar="CIDR", help="Only packets to this address/prefix.")
@@ -53,6 +53,7 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
     from ..kernel.kallsyms import hidden_note
     from ..kernel.privileges import require_privileges
     from ..drop_events import Names, bcc_ksym, summary_json
+    from ..netlink import select_netns
     from ..trace_drops import STACK_DEPTH, DropCapture, DropTracer, build_filter, run_trace
 
     if summary and count:
@@ -63,7 +64,8 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
         raise click.UsageError("--snaplen is the length of packets written with --pcap FILE")
     require_privileges()
     fmt = kfree_skb_format()
-    flt = build_filter(ifaces, netns, all_netns, src, dst, proto, reasons, fmt, exclude_reasons=exclude_reasons,
+    where = netns if all_netns else select_netns(netns)  # (both given: build_filter says they exclude)
+    flt = build_filter(ifaces, where, all_netns, src, dst, proto, reasons, fmt, exclude_reasons=exclude_reasons,
                        port=port, sport=sport, dport=dport)
     capture = DropCapture(stack_depth=STACK_DEPTH if stack else 0, snaplen=(snaplen or SNAPLEN_DEFAULT) if pcap_path else 0)
     symbols_note = hidden_note()

@@ -9,7 +9,7 @@ import click
 
 from ..kernel.privileges import require_privileges
 from ..runloop import RunLoop
-from .output import announce_ready, duration_option, emit_json, interval_option
+from .output import announce_ready, duration_option, emit_json, interval_option, netns_option
 
 NEIGHBOUR_REFRESH = 1.0  # seconds between copies of the neighbour table into the redirect map
 
@@ -20,7 +20,7 @@ def counters_line(counters: dict) -> str:
 
 @click.command("xdp-decap")
 @click.argument("iface")
-@click.option("--netns", help="Namespace of IFACE (as in `ip netns`).")
+@netns_option()
 @click.option("--allow-remote", "allow_remote", multiple=True, metavar="CIDR",
               help="Outer source addresses allowed to tunnel to us (repeatable).")
 @click.option("--allow-any", is_flag=True, help="Decapsulate from any sender (open decapsulation, CVE-2020-10136).")
@@ -45,7 +45,7 @@ def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], a
     """
     from .. import xdp_decap as decap
     from ..attach import terminate_gracefully
-    from ..netlink import netns_label, resolve_interface
+    from ..netlink import netns_label, resolve_interface, select_netns
 
     if redirect and route:
         raise click.UsageError("--redirect and --route exclude each other")
@@ -54,13 +54,14 @@ def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], a
     if dst_mac:
         decap.parse_mac(dst_mac)
     require_privileges()
-    target = resolve_interface(iface, netns)
+    target = resolve_interface(iface, select_netns(netns))
     config, redirect_iface = decap.config_for(target, allow, local_addrs, redirect, route, dst_mac)
     label = netns_label(target.netns_inode)
 
     def report(counters: dict, final: bool) -> None:
         if as_json:
-            emit_json({"type": "decap", "ts": round(time.time(), 3), "netns": label, "ifname": target.ifname,
+            emit_json({"type": "decap", "ts": round(time.time(), 3), "netns": label,
+                       "netns_inode": target.netns_inode, "ifname": target.ifname,
                        **counters, "final": final})
         else:
             click.echo(("total: " if final else "") + counters_line(counters))
@@ -85,7 +86,7 @@ def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], a
 @click.command("xdp-decap-allow")
 @click.argument("iface")
 @click.argument("cidrs", nargs=-1, metavar="[CIDR]...")
-@click.option("--netns", help="Namespace of IFACE (as in `ip netns`).")
+@netns_option()
 @click.option("--remove", is_flag=True, help="Remove the CIDRs instead of adding them.")
 def xdp_decap_allow(iface: str, cidrs: Tuple[str, ...], netns: Optional[str], remove: bool) -> None:
     """Change or show the allow-list of a running `bpftools xdp-decap IFACE`.
@@ -93,11 +94,11 @@ def xdp_decap_allow(iface: str, cidrs: Tuple[str, ...], netns: Optional[str], re
     Adds (or with --remove removes) tunnel senders; without CIDRs, lists the allow-list.
     """
     from .. import xdp_decap as decap
-    from ..netlink import resolve_interface
+    from ..netlink import resolve_interface, select_netns
 
     networks = decap.parse_networks(cidrs, False) if cidrs else []
     require_privileges()
-    target = resolve_interface(iface, netns)
+    target = resolve_interface(iface, select_netns(netns))
     if networks:
         decap.change_allow_list(target, networks, remove)
     for network in decap.read_allow_list(target):

@@ -134,3 +134,20 @@ def test_strict_rp_filter_with_a_route_back_over_the_servers_link_gets_a_fix_tha
         run(*cmd.split())
     proc = _diagnose(routed.left, routed.right_addr, "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["causes"] == [], proc.stdout
+
+
+@pytest.mark.feature("tracepoint_kfree_skb")
+def test_no_cause_is_claimed_where_the_echoes_were_counted_never_to_arrive(routed):
+    """Two faults: the router drops the requests, and right has no route back. The requests are
+    counted to stop at the router, so right's missing return route (on a path nothing reached
+    yet) is not claimed; once the first fix is applied, it is the cause."""
+    run("iptables", "-A", "FORWARD", "-p", "icmp", "-j", "DROP", netns=routed.router)
+    run("ip", "route", "del", "default", netns=routed.right)
+    result = json.loads(_diagnose(routed.left, routed.right_addr, "--json").stdout)
+    if result["path"][0]["packets"]["unit"] != "echo":
+        pytest.skip(f"no per-hop echo counts here: {result['notes']}")
+    assert [(c["cause"], c["netns"]) for c in result["causes"]] == [("netfilter_drop", routed.router)]
+    for cmd in result["causes"][0]["fix"]:
+        run(*cmd.split())
+    result = json.loads(_diagnose(routed.left, routed.right_addr, "--json").stdout)
+    assert [(c["cause"], c["netns"]) for c in result["causes"]] == [("no_return_route", routed.right)]

@@ -304,7 +304,7 @@ def test_drop_series_of_a_deleted_namespace_go_away(topo):
     from bpftools.netlink import netns_inode
 
     ns = topo.netns("gone")
-    labels = (f'netns="{ns}"', f'netns="{netns_inode(ns)}"')  # by name, or by inode once unnamed
+    labels = (f'netns="{ns}"', f'netns="inode:{netns_inode(ns)}"')  # by name, or by inode once unnamed
     port = free_port()
     with BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--drops", "--all-netns") as serve:
         send_udp(ns, "127.0.0.1", 9, 5)  # NO_SOCKET on lo in that namespace

@@ -103,11 +103,11 @@ def test_busiest_pairs_ranks_per_type_and_bounds():
 
 
 def test_json_rows_have_the_documented_fields():
-    row = es.counter_json(es.CounterRow("vb", "ingress", "vxlan", 3, 300), 1.5, "ns1")
-    assert row == {"type": "encap", "ts": 1.5, "netns": "ns1", "ifname": "vb", "direction": "ingress",
+    row = es.counter_json(es.CounterRow("vb", "ingress", "vxlan", 3, 300), 1.5, "ns1", 4026532281)
+    assert row == {"type": "encap", "ts": 1.5, "netns": "ns1", "netns_inode": 4026532281, "ifname": "vb", "direction": "ingress",
                    "encap": "vxlan", "packets": 3, "bytes": 300}
-    top = es.pair_json(es.PairRow("gre", "10.0.0.1", "10.0.0.2", 4, 40), 1, 1.5, "ns1")
-    assert top == {"type": "top", "ts": 1.5, "netns": "ns1", "encap": "gre", "rank": 1, "src": "10.0.0.1",
+    top = es.pair_json(es.PairRow("gre", "10.0.0.1", "10.0.0.2", 4, 40), 1, 1.5, "ns1", 4026532281)
+    assert top == {"type": "top", "ts": 1.5, "netns": "ns1", "netns_inode": 4026532281, "encap": "gre", "rank": 1, "src": "10.0.0.1",
                    "dst": "10.0.0.2", "packets": 4, "bytes": 40}
 
 

@@ -54,7 +54,7 @@ def test_layout_matches_the_c_struct():
 def test_decode_udp_event(names):
     event = decode_event(decode_raw(raw_event()), names, clock_offset_ns=1_700_000_000 * 10**9)
     assert event.as_json() == {
-        "type": "drop", "ts": 1_700_000_001.0, "netns": "bt-b-1", "ifname": "vb", "ifindex": 3,
+        "type": "drop", "ts": 1_700_000_001.0, "netns": "bt-b-1", "netns_inode": NS_INODE, "ifname": "vb", "ifindex": 3,
         "reason": "NETFILTER_DROP", "reason_code": 12, "location": "nf_hook_slow+0x10", "family": "ipv4",
         "proto": "udp", "src": "10.11.0.1", "dst": "10.11.0.2", "sport": 40000, "dport": 53,
         "icmp_type": None, "icmp_code": None, "len": 36, "hint": None, "stack": None}
@@ -86,7 +86,7 @@ def test_interface_name_from_the_namespace_when_the_skb_had_no_device(names):
     event = decode_event(decode_raw(raw_event(dev_known=0, ifname=b"", ifindex=1)), names, 0)
     assert event.ifname == "lo"
     unknown = decode_event(decode_raw(raw_event(dev_known=0, ifname=b"", ifindex=0, netns=1234)), names, 0)
-    assert (unknown.ifname, unknown.netns) == (None, "1234")
+    assert (unknown.ifname, unknown.netns) == (None, "inode:1234")
 
 
 def test_kernel_without_reason_reports_unknown():
@@ -151,8 +151,9 @@ def test_summary_rows_and_json(names):
     assert [(r.netns, r.ifname, r.reason, r.count) for r in rows] == [
         ("bt-b-1", "lo", "NO_SOCKET", 9), ("bt-b-1", "vb", "NETFILTER_DROP", 5)]
     assert summary_json(rows, 2) == {"type": "summary", "events_lost": 2, "drops": [
-        {"netns": "bt-b-1", "ifname": "lo", "ifindex": 1, "reason": "NO_SOCKET", "count": 9},
-        {"netns": "bt-b-1", "ifname": "vb", "ifindex": 3, "reason": "NETFILTER_DROP", "count": 5}]}
+        {"netns": "bt-b-1", "netns_inode": NS_INODE, "ifname": "lo", "ifindex": 1, "reason": "NO_SOCKET", "count": 9},
+        {"netns": "bt-b-1", "netns_inode": NS_INODE, "ifname": "vb", "ifindex": 3, "reason": "NETFILTER_DROP",
+         "count": 5}]}
 
 
 @pytest.mark.parametrize("family, ethertype, name", [(4, 0x800, "ipv4"), (6, 0x86DD, "ipv6"), (0, 0x806, "arp"),

@@ -1,0 +1,138 @@
+"""Namespace selectors (every label is a selector) and the CRI pod parser, on recorded-format
+crictl output (containerd 1.7 and CRI-O layouts; no CRI runtime runs on the test machine)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from bpftools import cri, namespaces
+from bpftools.errors import BpftoolsError
+from bpftools.namespaces import label_as_path_component, label_from_path_component, parse_selector
+
+FIXTURES = Path(__file__).parent / "fixtures" / "crictl"
+
+
+@pytest.mark.parametrize("selector, parsed", [
+    (None, ("own", "")),
+    ("", ("own", "")),
+    ("host", ("host", "")),
+    ("bt-a-1f2e3d", ("name", "bt-a-1f2e3d")),
+    ("cni-8f2b6c1d-3e4a-5b6c-7d8e-9f0a1b2c3d4e", ("name", "cni-8f2b6c1d-3e4a-5b6c-7d8e-9f0a1b2c3d4e")),
+    ("docker:web", ("docker", "web")),
+    ("docker:3935fc02956c", ("docker", "3935fc02956c")),
+    ("pod:default/api-7d9f8c6b5-x2k4q", ("pod", "default/api-7d9f8c6b5-x2k4q")),
+    ("pid:1234", ("pid", "1234")),
+    ("pid:1234 (nginx)", ("pid", "1234")),
+    ("pid:77 (kworker/u8:2-events)", ("pid", "77")),
+    ("pid:9 (my proc (x))", ("pid", "9")),
+    ("inode:4026532281", ("inode", "4026532281")),
+    ("/proc/1234/ns/net", ("path", "/proc/1234/ns/net")),
+    ("/var/run/docker/netns/1a2b3c4d5e6f", ("path", "/var/run/docker/netns/1a2b3c4d5e6f")),
+    ("4026532281", ("name", "4026532281")),  # bare inodes (older output) fall back to inode: at resolve time
+])
+def test_selector_parsing(selector, parsed):
+    assert parse_selector(selector) == parsed
+
+
+@pytest.mark.parametrize("label", ["host", "bt-a-1f2e3d", "docker:web", "pod:kube-system/coredns-5d78c9869d-8xq2p",
+                                   "pid:1234 (nginx)", "pid:77 (kworker/u8:2-events)", "inode:4026532281"])
+def test_every_label_kind_is_a_selector_of_its_kind(label):
+    kind = parse_selector(label)[0]
+    assert kind == {"host": "host", "bt-a-1f2e3d": "name"}.get(label, label.split(":")[0])
+
+
+@pytest.mark.parametrize("selector, message", [
+    ("pod:default", "a pod is pod:NAMESPACE/NAME"),
+    ("pod:/api", "a pod is pod:NAMESPACE/NAME"),
+    ("pod:a/b/c", "a pod is pod:NAMESPACE/NAME"),
+    ("inode:abc", "an inode is a number"),
+    ("pid:x", "a process is pid:N"),
+    ("pid:12 nginx", "a process is pid:N"),
+    ("docker:", "nothing after docker:"),
+])
+def test_malformed_selectors_are_one_line_errors(selector, message):
+    with pytest.raises(BpftoolsError, match=message) as info:
+        parse_selector(selector)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("label", ["pod:default/api", "pid:1234 (nginx)", "docker:web", "host", "inode:4026532281"])
+def test_labels_survive_a_trip_through_a_file_name(label):
+    component = label_as_path_component(label)
+    assert "/" not in component and " " not in component
+    assert label_from_path_component(component) == label
+
+
+def test_containerd_pod_sandbox():
+    pod = cri.parse_inspectp((FIXTURES / "containerd-inspectp.json").read_text(), "containerd")
+    assert pod == cri.Pod("5b1c8f0e3a9d4c2b7e6f1a0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b", "api-7d9f8c6b5-x2k4q",
+                          "default", "containerd", True,
+                          "/var/run/netns/cni-8f2b6c1d-3e4a-5b6c-7d8e-9f0a1b2c3d4e", 48213)
+    assert pod.label == "pod:default/api-7d9f8c6b5-x2k4q"
+    assert parse_selector(pod.label) == ("pod", "default/api-7d9f8c6b5-x2k4q")
+
+
+def test_crio_pod_sandbox_has_a_path_but_no_pid():
+    pod = cri.parse_inspectp((FIXTURES / "crio-inspectp.json").read_text(), "cri-o")
+    assert (pod.label, pod.runtime, pod.pid) == ("pod:shop/web-0", "cri-o", None)
+    assert pod.netns_path == "/var/run/netns/1f2e3d4c-5b6a-4798-8a7b-6c5d4e3f2a1b"
+
+
+def test_host_network_pod_has_no_namespace_of_its_own():
+    pod = cri.parse_inspectp((FIXTURES / "hostnetwork-inspectp.json").read_text(), "containerd")
+    assert (pod.netns_path, pod.pid) == (None, 1321)  # its pid's namespace is the host's: labelled "host"
+
+
+def test_pods_from_crictl(monkeypatch):
+    calls = []
+    outputs = {"pods": (FIXTURES / "containerd-pods.json").read_text(),
+               "inspectp": (FIXTURES / "containerd-inspectp.json").read_text()}
+
+    def fake_crictl(endpoint, *args):
+        calls.append((endpoint, args))
+        if args[0] == "inspectp" and args[-1].startswith("9e8d"):
+            return None  # the second sandbox went away between list and inspect
+        return outputs[args[0]]
+
+    monkeypatch.setattr(cri, "runtime_endpoint", lambda: ("containerd", "/run/containerd/containerd.sock"))
+    monkeypatch.setattr(cri.shutil, "which", lambda name: "/usr/bin/crictl")
+    monkeypatch.setattr(cri, "_crictl", fake_crictl)
+    assert [p.label for p in cri.pods()] == ["pod:default/api-7d9f8c6b5-x2k4q"]
+    assert calls[0] == ("/run/containerd/containerd.sock", ("pods", "--state", "ready", "-o", "json"))
+    assert len(json.loads(outputs["pods"])["items"]) == 2 == len(calls) - 1
+
+
+def test_no_runtime_means_no_pods_and_no_crictl_call(monkeypatch):
+    monkeypatch.setattr(cri, "runtime_endpoint", lambda: None)
+    monkeypatch.setattr(cri, "_crictl", lambda *a: pytest.fail("crictl called without a runtime"))
+    assert cri.pods() == []
+
+
+def test_garbage_from_crictl_is_no_pods(monkeypatch):
+    monkeypatch.setattr(cri, "runtime_endpoint", lambda: ("cri-o", "/var/run/crio/crio.sock"))
+    monkeypatch.setattr(cri.shutil, "which", lambda name: "/usr/bin/crictl")
+    monkeypatch.setattr(cri, "_crictl", lambda *a: "not json")
+    assert cri.pods() == []
+
+
+def test_init_net_inode_is_below_the_dynamic_range():
+    assert namespaces.NET_NS_INIT_INO < 0xF0000000
+
+
+def _reply(msg_type: int, nsid: int) -> bytes:
+    import struct
+
+    body = struct.pack("=B3x", 0) + struct.pack("=HHi", 8, namespaces.NETNSA_NSID, nsid)
+    return struct.pack("=IHHII", 16 + len(body), msg_type, 0, 1, 0) + body
+
+
+def test_rtm_getnsid_request_and_reply():
+    import struct
+
+    request = namespaces._nsid_request(fd=7, seq=3)
+    length, msg_type, flags, seq = struct.unpack_from("=IHHI", request)
+    assert (length, msg_type, flags, seq) == (len(request), namespaces.RTM_GETNSID, 1, 3)
+    assert struct.unpack_from("=HHI", request, 20) == (8, namespaces.NETNSA_FD, 7)
+    assert namespaces._parse_nsid_reply(_reply(namespaces.RTM_NEWNSID, 5)) == 5
+    assert namespaces._parse_nsid_reply(_reply(namespaces.RTM_NEWNSID, -1)) is None  # not assigned
+    assert namespaces._parse_nsid_reply(_reply(namespaces.NLMSG_ERROR, 0)) is None
