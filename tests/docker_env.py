@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import pytest
 
-from bpftools import docker_engine
+from bpftools import docker_engine as engine_api  # (the `docker_engine` fixture below takes the name)
 
 SOCKET = "/var/run/docker.sock"
 STATE_DIR = Path("/run/bpftools-tests-docker")  # who uses the dockerd the tests started
@@ -36,7 +36,7 @@ STARTED_MARK = STATE_DIR / "started-dockerd.pid"
 USERS_DIR = STATE_DIR / "users"
 DOCKERD_LOG = STATE_DIR / "dockerd.log"
 DOCKERD_ARGS: List[str] = []  # the distribution's defaults (its socket is SOCKET)
-BUSYBOX = docker_engine.BUSYBOX
+BUSYBOX = engine_api.BUSYBOX
 START_TIMEOUT = 90  # seconds; dockerd's first start (overlay2, iptables) is slow on a busy machine
 PREFIX = "bt-"  # every container and network the tests create starts with this
 CREATED: set = set()  # containers and networks of this test process not yet removed
@@ -148,7 +148,7 @@ def release_engine() -> None:
 
 def import_image(engine) -> str:
     """`docker import` the busybox root filesystem under a unique tag; returns the tag."""
-    return docker_engine.import_busybox(engine, "bpftools-test-busybox", f"{PREFIX}{uuid.uuid4().hex[:8]}")
+    return engine_api.import_busybox(engine, "bpftools-test-busybox", f"{PREFIX}{uuid.uuid4().hex[:8]}")
 
 
 @dataclass
