@@ -125,9 +125,16 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
     namespaces = first.namespaces or [src_ns]
-    live = run_live(src_ns, target, count, timeout, payload, namespaces,
-                    default_tracer() if tracer is _DEFAULT else tracer, src=first.src, ping_args=binding.ping_args(),
-                    local=first.left_machine is None, dst=address)
+    stuck = cannot_leave(first, src_ns)
+    if stuck:   # no echo request can leave: nothing to trace or count, the ping alone confirms it
+        live = run_live(src_ns, target, count, timeout, payload, namespaces, None, src=None,
+                        ping_args=binding.ping_args(), dst=address)
+        live.notes = [stuck]
+    else:
+        live = run_live(src_ns, target, count, timeout, payload, namespaces,
+                        default_tracer() if tracer is _DEFAULT else tracer, src=first.src,
+                        ping_args=binding.ping_args() + (["-b"] if first.broadcast else []),
+                        local=first.left_machine is None, dst=address)
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=LiveSource())
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)
@@ -154,6 +161,15 @@ def annotate_inodes(result: dict, snapshot: Snapshot) -> None:
     for item in [result] + result["path"] + result["causes"] + result["drops"] + result["checks"]:
         if item.get("netns") in inodes and item.get("netns_inode") is None:
             item["netns_inode"] = inodes[item["netns"]]
+
+
+def cannot_leave(walk, src_ns: str) -> Optional[str]:
+    """Why no echo request can leave the source namespace (its own route lookup fails), or None."""
+    hops = walk.hops
+    if hops and hops[0].netns == src_ns and hops[0].action == "broken" and hops[0].oif is None \
+            and hops[0].direction == "request":
+        return f"no echo request can leave {src_ns} ({hops[0].note}): the pings ran without tracing or counting"
+    return None
 
 
 def annotate_counts(path, live, snapshot: Snapshot, family: int = 4) -> None:
