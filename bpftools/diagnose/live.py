@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
-from ..errors import BpftoolsError
+from ..errors import BpftoolsError, first_line
 from ..topology import run
 from .capture import current_label, entered
 
@@ -266,7 +266,8 @@ def default_tracer() -> Optional[DropTracer]:
     """The trace-drops machinery, when this installation has it."""
     try:
         from .. import trace_drops  # noqa: F401
-    except Exception:
+    except Exception as exc:
+        log.debug("drop tracing unavailable: %s", first_line(exc))
         return None
     return TraceDropsSession
 
