@@ -111,7 +111,8 @@ class Evidence:
             return False
         try:
             self.poll()
-        except Exception:   # evidence is optional: without it, ping runs to its end
+        except Exception as exc:   # evidence is optional: without it, ping runs to its end
+            log.debug("reading the drops during the pings failed: %s", first_line(exc))
             self.local = False
             return False
         if relevant_drops(self.drops, self.src, self.dst):
