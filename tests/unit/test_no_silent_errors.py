@@ -8,10 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "bpftools"
 
 # Handlers still to be converted; each entry is (path relative to bpftools/, line text).
-PENDING = {
-    ("diagnose/capture.py", "except Exception:"),
-    ("diagnose/live.py", "except Exception:"),
-}
+PENDING = set()
 
 
 def _catches_everything(handler: ast.ExceptHandler) -> bool:
