@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .facts.namespace import forwarding_sysctl
+from .namespaces import shown_prefix
 from .facts.netfilter import nft_policy_guess
 
 
@@ -31,7 +32,9 @@ def _where(event) -> str:
 
 
 def _cmd(event, command: str) -> str:
-    return f"`ip netns exec {event.netns_name} {command}`" if event.netns_name else f"`{command}`"
+    if event.netns_name:
+        return f"`ip netns exec {event.netns_name} {command}`"
+    return f"`{shown_prefix(event.netns_inode)}{command}`"  # a container's or a process's namespace
 
 
 def _route_text(route: Optional[dict]) -> str:
@@ -208,6 +211,13 @@ def explain_link_down(event, facts: dict) -> str:
             f"check {_cmd(event, f'ip link show dev {_iface(event)}')} and its peer")
 
 
+def explain_invalid_proto(event, facts: dict) -> str:
+    if event.proto == "icmp" and event.icmp_type == 8:
+        return (f"{_where(event)} refused an echo request to {event.dst}: for a broadcast or multicast destination "
+                f"that is net.ipv4.icmp_echo_ignore_broadcasts=1; check {_cmd(event, 'sysctl net.ipv4.icmp_echo_ignore_broadcasts')}")
+    return f"no handler in {_where(event)} accepts {event.proto or 'this'} packets (protocol not supported or refused)"
+
+
 def explain_no_tx_target(event, facts: dict) -> str:
     return (f"no device to transmit on in {_where(event)} (the route's device vanished or a bridge/tunnel had "
             f"no port): check {_cmd(event, f'ip route get {event.dst}')}")
@@ -347,6 +357,7 @@ DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [
     DropCause("OTHERHOST", None, ("neighbor_unreachable",), "the frame was for another MAC address",
               explain_otherhost, facts_link),
     DropCause("NO_SOCKET", None, (), "no socket wanted it", explain_no_socket, facts_no_socket),
+    DropCause("INVALID_PROTO", None, ("echo_ignored",), "the protocol handler refused it", explain_invalid_proto),
     DropCause("QDISC_DROP", None, ("link_down",), "the queueing discipline dropped it", explain_qdisc, facts_link),
     DropCause("NO_TX_TARGET", None, ("link_down", "neighbor_unreachable"), "there was no device to send it on",
               explain_no_tx_target),

@@ -46,7 +46,7 @@ def find_attachments(netns_names: Optional[List[NetnsHandle]] = None) -> List[di
         for iface in ifaces:
             try:
                 programs = attached_programs(iface)
-            except BpftoolsError:  # the interface went away while we looked (containers come and go)
+            except (BpftoolsError, OSError):  # the interface went away while we looked (containers come and go)
                 continue
             for prog in programs:
                 if not prog["prog_name"].startswith(PROG_NAME_PREFIX):

@@ -276,8 +276,9 @@ def check_echo(state: NetnsState, dst: str, family: str = "ipv4", broadcast: boo
     if not on:
         return ok(state, "echo", f"{state.name} answers echo requests to {dst} ({keys[0]} = 0)", None,
                   kw.get("direction", "request"))
+    silently = "the kernel frees it as INVALID_PROTO" if on[0] != keys[0] else "nothing is dropped, so nothing is traced"
     return bad(state, "echo", "echo_ignored", f"{on[0]} = {state.sysctl(on[0])}: {state.name} receives the echo "
-               f"request for {dst} and ignores it (nothing is dropped, so nothing is traced)",
+               f"request for {dst} and ignores it ({silently})",
                [f"sysctl -w {k}=0" for k in on], **kw)
 
 

@@ -120,7 +120,7 @@ class Neighbour:
 
 @dataclass
 class NetnsState:
-    name: str
+    name: str                      # the registry's label: "host", an `ip netns` name, "docker:web", …
     links: List[Link] = field(default_factory=list)
     addrs: List[Addr] = field(default_factory=list)
     routes: List[Route] = field(default_factory=list)
@@ -134,6 +134,7 @@ class NetnsState:
     ndp_proxies: List[Neighbour] = field(default_factory=list)   # `ip -6 neigh show proxy` (state "proxy")
     nft_ruleset: dict = field(default_factory=dict)   # `nft -j list ruleset`
     docker_networks: Dict[str, dict] = field(default_factory=dict)   # bridge ifname -> {"name", "id", "icc"}
+    inode: int = 0                 # nsfs inode (0: unknown, e.g. hand-written state)
 
     # -- lookups --------------------------------------------------------------------------
     def link(self, ifindex: Optional[int]) -> Optional[Link]:
@@ -226,6 +227,7 @@ class NetnsState:
             ndp_proxies=[Neighbour(**n) for n in data.get("ndp_proxies", [])],
             nft_ruleset=data.get("nft_ruleset", {}),
             docker_networks=dict(data.get("docker_networks", {})),
+            inode=data.get("inode", 0),
         )
 
 

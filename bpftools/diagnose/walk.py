@@ -49,6 +49,7 @@ class WalkResult:
     left_machine: Optional[str] = None
     arrival_ifindex: Optional[int] = None   # where the echo request entered DST's namespace
     family: int = 4
+    broadcast: bool = False                 # DST is a broadcast address of the source's subnet (ping -b)
     # what the working part of the path uses: (netns, address) of the ping's ends, and
     # (netns, "dst/len", table) of every route a hop took; no fix may delete these
     used_addresses: Set[Tuple[str, str]] = field(default_factory=set)
@@ -98,9 +99,11 @@ class Walker:
             return res
         first_oif = self.bound or via
         first = route_get(state, dst, src, first_oif.ifindex if first_oif else None)
-        if src is None and first.route is not None and first.route.type == "unicast":
+        if src is None and first.route is not None and first.route.type in ("unicast", "broadcast"):
             src = select_source(state, first.route, dst)
         res.src = src or dst
+        if first.route is not None and first.route.type == "broadcast" and state.link(first.route.oif):
+            return self._broadcast(state, state.link(first.route.oif), res.src, dst)
         end = self._direction("request", src_ns, res.src, dst, None, self.bound, via)
         if end is None:
             return res
@@ -134,6 +137,36 @@ class Walker:
         hop = Hop(*args, **kw)
         self.result.hops.append(hop)
         return hop
+
+    # -- a broadcast ping -------------------------------------------------------------------------
+    def _broadcast(self, state: NetnsState, oif: Link, src: str, dst: str) -> WalkResult:
+        """`ping -b` to a subnet's broadcast address: every station on oif's segment with an
+        address in that subnet receives it, and answers unless it ignores broadcast echoes; the
+        first that answers is followed back (its reply comes from its own address)."""
+        res, kw = self.result, {"direction": "request", "home": self.home}
+        res.broadcast = True
+        self._hop("request", state.name, None, oif.ifname, "send", src, dst, dst, note=f"{dst} is a broadcast")
+        self._add(C.check_link(state, oif, "outgoing interface", **kw))
+        receivers = []
+        for station in segment(self.snap, state, oif).stations:
+            own = next((a for a in station.state.addrs_on(station.link.ifindex)
+                        if a.prefixlen < 31 and str(a.network.broadcast_address) == dst), None)
+            if own is not None and station.link.up:
+                receivers.append((station, own.address, C.check_echo(station.state, dst, broadcast=True, **kw)))
+        answering = [(s, a, f) for s, a, f in receivers if f.ok]
+        if not answering:
+            for _, _, finding in receivers:
+                self._add(finding)
+            note = "nobody on the segment answers" if receivers else f"nobody on the segment is in {dst}'s subnet"
+            self._hop("request", state.name, None, oif.ifname, "broken", src, dst, dst, note=note)
+            return res
+        station, address, finding = answering[0]
+        self._add(finding)
+        self._hop("request", station.state.name, station.link.ifname, None, "deliver", src, dst,
+                  note=f"{station.where} receives the broadcast ({len(answering)} of {len(receivers)} answer)")
+        res.request_delivered, res.dst_netns, res.arrival_ifindex = True, station.state.name, station.link.ifindex
+        res.reply_delivered = self._direction("reply", station.state.name, address, src, None) == state.name
+        return res
 
     # -- one direction ---------------------------------------------------------------------------
     def _direction(self, direction: str, ns: str, src: str, dst: str, iif: Optional[Link],

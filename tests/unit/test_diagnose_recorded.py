@@ -86,3 +86,19 @@ def test_docker_story_fix_accepts_bridged_traffic():
     causes = build_causes(replay(_load(FIXTURES / "bridge-bridge_netfilter.json")).findings, [])
     assert causes[0]["fix"] == ["ip netns exec bpftlab-bridge-sw iptables -I FORWARD -i br0 -o br0 -j ACCEPT"]
     assert "bridge-nf-call-iptables = 1" in causes[0]["detail"]
+
+
+def test_ipv6_routed_path_and_fixes():
+    walk = replay(_load(FIXTURES / "ipv6" / "routed-healthy.json"))
+    assert walk.family == 6 and walk.src == "fd00:72:1::2"
+    request = [(h.netns.split("-")[-1], h.iif, h.oif, h.action) for h in walk.hops if h.direction == "request"]
+    assert request == [("left", None, "eth0", "send"), ("router", "r-left", "r-right", "forward"),
+                       ("right", "eth0", None, "deliver")]
+    causes = build_causes(replay(_load(FIXTURES / "ipv6" / "routed-no_route.json")).findings, [])
+    assert causes[0]["fix"] == ["ip netns exec bpftlab-routed-left ip route add fd00:72:2::2 via fd00:72:1::1 dev eth0"]
+    causes = build_causes(replay(_load(FIXTURES / "ipv6" / "routed-ip_forward_disabled.json")).findings, [])
+    assert causes[0]["fix"] == ["ip netns exec bpftlab-routed-router sysctl -w net.ipv6.conf.all.forwarding=1"]
+    causes = build_causes(replay(_load(FIXTURES / "ipv6" / "routed-mtu.json")).findings, [])
+    assert "packet-too-big" in causes[0]["detail"] and causes[0]["netns"].endswith("-router")
+    causes = build_causes(replay(_load(FIXTURES / "ipv6" / "routed-netfilter_drop.json")).findings, [])
+    assert causes[0]["fix"] == ["ip netns exec bpftlab-routed-router ip6tables -I FORWARD -p ipv6-icmp -j ACCEPT"]

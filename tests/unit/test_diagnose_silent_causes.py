@@ -110,3 +110,27 @@ def test_nothing_fits_stays_unknown():
     walk = Walker(_pair()).walk("a", "10.8.0.2")
     result = verdict("10.8.0.2", "a", walk, 3, 0, [])
     assert [c["cause"] for c in result["causes"]] == ["unknown"]
+
+
+def _broadcast_lan(**b_sysctls):
+    a = ns("a", [veth(2, "eth0", "b", 2)], [Addr(2, "10.8.0.1", 24)])
+    b = ns("b", [veth(2, "eth0", "a", 2)], [Addr(2, "10.8.0.2", 24)],
+           sysctls={"net.ipv4.icmp_echo_ignore_broadcasts": 0, **b_sysctls})
+    a.routes.append(Route(dst="10.8.0.255", dst_len=32, table=255, type="broadcast", oif=2, prefsrc="10.8.0.1"))
+    return Snapshot({"a": a, "b": b})
+
+
+def test_a_broadcast_ping_is_answered_by_the_stations_of_that_subnet():
+    walk = Walker(_broadcast_lan()).walk("a", "10.8.0.255")
+    assert walk.broadcast and walk.request_delivered and walk.reply_delivered and walk.src == "10.8.0.1"
+    assert [(h.netns, h.action) for h in walk.hops] == [("a", "send"), ("b", "deliver"), ("b", "send"),
+                                                      ("a", "deliver")]
+    assert [f for f in walk.findings if not f.ok] == []
+
+
+def test_broadcast_echoes_ignored_everywhere_is_echo_ignored():
+    walk = Walker(_broadcast_lan(**{"net.ipv4.icmp_echo_ignore_broadcasts": 1})).walk("a", "10.8.0.255")
+    assert not walk.request_delivered
+    first = build_causes(walk.findings, [])[0]
+    assert (first["cause"], first["netns"]) == ("echo_ignored", "b")
+    assert first["fix"] == ["ip netns exec b sysctl -w net.ipv4.icmp_echo_ignore_broadcasts=0"]

@@ -153,3 +153,34 @@ def test_without_docker_the_plain_story_stays(ipt):
 def test_fix_commands_enter_the_namespace_by_its_label(label, command):
     assert C.in_ns(label, "ip link set dev eth0 up") == command
     assert C.in_ns("host", "true", home="docker:web") == "nsenter -n -t 1 true"
+
+
+def test_bridge_networks_name_each_bridge_and_its_icc_option():
+    from bpftools import docker_engine
+
+    class Api:
+        def networks(self, filters):
+            assert filters == {"driver": "bridge"}
+            return [{"Id": "de7f08d65dd5aa", "Name": "bridge", "Options": {"com.docker.network.bridge.name": "docker0"}},
+                    {"Id": "58eaa6481d35bb", "Name": "quiet", "Options": {"com.docker.network.bridge.enable_icc": "false"}},
+                    {"Id": "92806f2cb914cc", "Name": "appnet", "Options": None}]
+
+    class Engine:
+        api = Api()
+
+    assert docker_engine.bridge_networks(Engine()) == {
+        "docker0": {"name": "bridge", "id": "de7f08d65dd5", "icc": True}, ICC_OFF: NETWORKS[ICC_OFF],
+        NET1: NETWORKS[NET1]}
+
+
+def test_json_keeps_the_inode_beside_every_label():
+    from bpftools.diagnose import annotate_inodes
+    from bpftools.diagnose.state import Snapshot
+
+    snap = Snapshot({"host": NetnsState("host", inode=4026531833), "docker:web": NetnsState("docker:web", inode=7)})
+    result = {"netns": "docker:web", "path": [{"netns": "host"}, {"netns": "docker:web"}],
+              "causes": [{"netns": "docker:web"}], "drops": [{"netns": "host", "netns_inode": 4026531833}],
+              "checks": [{"netns": "elsewhere"}]}
+    annotate_inodes(result, snap)
+    assert result["netns_inode"] == 7 and [h["netns_inode"] for h in result["path"]] == [4026531833, 7]
+    assert result["causes"][0]["netns_inode"] == 7 and "netns_inode" not in result["checks"][0]
