@@ -3,21 +3,29 @@
 For each, a lab topology is built, broken, diagnosed (the human story `bpftools diagnose
 ping` prints), fixed with the diagnosis' own fix commands, and pinged again:
 1. two namespaces routed through a router, strict rp_filter with an asymmetric return route;
-2. two namespaces on a bridge with br_netfilter on and the FORWARD policy DROP (Docker's story).
+2. two namespaces on a bridge with br_netfilter on and the FORWARD policy DROP (Docker's story);
+3. where a Docker Engine answers: a container whose own firewall drops pings, diagnosed from
+   the host (the walk enters the container's namespace).
 The labs live in namespaces with their own prefix (never a user's `bpftlab-*` lab) and are
 removed at the end, also on errors or Ctrl-C.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
+import subprocess
+import time
 import uuid
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
-from . import lab
+from . import docker_engine, lab
 from .diagnose import diagnose_ping, story
+from .errors import BpftoolsError, survive
 from .topology import run
+
+log = logging.getLogger(__name__)
 
 Echo = Callable[[str], None]
 STORIES: List[Tuple[str, str]] = [("routed", "rp_filter"), ("bridge", "bridge_netfilter")]
@@ -37,11 +45,30 @@ def demo_lab_prefix() -> Iterator[str]:
             os.environ[lab.PREFIX_ENV] = previous
 
 
-def ping_works(ns: str, dst: str, echo: Echo) -> bool:
-    echo(f"$ ip netns exec {ns} ping -c 2 -W 1 {dst}")
+def ping_works(ns: Optional[str], dst: str, echo: Echo) -> bool:
+    """A short ping from lab namespace `ns` (None: from here)."""
+    echo(f"$ {f'ip netns exec {ns} ' if ns else ''}ping -c 2 -W 1 {dst}")
     ok = run("ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", dst, netns=ns, check=False).returncode == 0
     echo("  ping works" if ok else "  ping FAILS")
     return ok
+
+
+def diagnose_and_fix(dst: str, ns: Optional[str], echo: Echo) -> bool:
+    """`bpftools diagnose ping`, its story, then its first fix applied (shell commands, as printed)."""
+    echo(f"$ bpftools diagnose ping {dst}" + (f" --netns {ns}" if ns else ""))
+    result = diagnose_ping(dst, ns, count=3, timeout=1.0)
+    echo("\n".join("  " + line for line in story(result).splitlines()))
+    if not result["causes"] or not result["causes"][0]["fix"]:
+        echo("  (no fix to apply)")
+        return False
+    echo("apply the first fix:")
+    for command in result["causes"][0]["fix"]:
+        echo(f"$ {command}")
+        done = subprocess.run(command, shell=True, capture_output=True, text=True)
+        if done.returncode != 0:
+            echo(f"  failed: {(done.stderr or done.stdout).strip()}")
+            return False
+    return True
 
 
 def tell_story(topology: str, fault: str, echo: Echo) -> bool:
@@ -51,17 +78,46 @@ def tell_story(topology: str, fault: str, echo: Echo) -> bool:
     broken = lab.break_(topology, fault)
     echo(f"$ bpftools lab break {topology} {fault}    # {broken.summary}")
     ns, dst = topo.ping(fault)
-    echo(f"$ bpftools diagnose ping {dst} --netns {ns}")
-    result = diagnose_ping(dst, ns, count=3, timeout=1.0)
-    echo("\n".join("  " + line for line in story(result).splitlines()))
-    if not result["causes"] or not result["causes"][0]["fix"]:
-        echo("  (no fix to apply)")
-        return False
-    echo("apply the first fix:")
-    for command in result["causes"][0]["fix"]:
-        echo(f"$ {command}")
-        run(*shlex.split(command))
-    return ping_works(ns, dst, echo)
+    return diagnose_and_fix(dst, ns, echo) and ping_works(ns, dst, echo)
+
+
+def docker_story(echo: Echo) -> Optional[bool]:
+    """The Docker story, where a Docker Engine answers: a container drops echo requests in its own
+    firewall; diagnosed from the host, the walk enters the container. Its container and image are
+    removed at the end. None when Docker is not available."""
+    engine = docker_engine.client()
+    if engine is None or not os.path.exists(docker_engine.BUSYBOX):
+        echo("\n(no Docker story: no Docker Engine answers, or busybox-static is missing)")
+        return None
+    token = uuid.uuid4().hex[:6]
+    image = docker_engine.import_busybox(engine, "bpftools-demo", token)
+    name = f"bpftools-demo-{token}"
+    try:
+        engine.containers.run(image, ["sleep", "600"], name=name, detach=True, network="bridge")
+        pid, ip = _running(engine, name)
+        echo(f"\n== docker: container {name} on Docker's default bridge; its own firewall drops pings")
+        drop = "iptables -A INPUT -p icmp --icmp-type echo-request -j DROP"
+        echo(f"$ nsenter -n -t {pid} {drop}")
+        subprocess.run(["nsenter", "-n", "-t", str(pid), *shlex.split(drop)], check=True, capture_output=True)
+        return diagnose_and_fix(ip, None, echo) and ping_works(None, ip, echo)
+    finally:
+        with survive(log, "removing the demo's container %s", name, level=logging.WARNING):
+            engine.api.remove_container(name, force=True, v=True)
+        with survive(log, "removing the demo's image %s", image, level=logging.WARNING):
+            engine.api.remove_image(image, force=True)
+
+
+def _running(engine, name: str, timeout: float = 30) -> Tuple[int, str]:
+    """(PID, IP address) of the container once it runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        attrs = engine.api.inspect_container(name)
+        state, ip = attrs["State"], attrs["NetworkSettings"]["Networks"].get("bridge", {}).get("IPAddress")
+        if state.get("Running") and state.get("Pid") and ip:
+            return state["Pid"], ip
+        if time.monotonic() > deadline or state.get("Status") in ("exited", "dead"):
+            raise BpftoolsError(f"demo container {name} did not start: {state.get('Error') or state.get('Status')}")
+        time.sleep(0.1)
 
 
 def run_demo(echo: Echo) -> bool:
@@ -73,4 +129,5 @@ def run_demo(echo: Echo) -> bool:
                 results.append(tell_story(topology, fault, echo))
             finally:
                 lab.down(topology)
+    results.append(docker_story(echo) is not False)
     return all(results)

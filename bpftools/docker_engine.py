@@ -147,3 +147,54 @@ def availability() -> Dict:
     except Exception as exc:
         report["detail"] = f"the Engine does not answer: {exc}"
     return report
+
+
+def bridge_networks(engine=None) -> Dict[str, Dict]:
+    """Bridge interface -> {"name", "id", "icc"} for the Engine's bridge networks ({} without Docker):
+    `diagnose` names the networks whose rules it explains."""
+    engine = engine or client()
+    if engine is None:
+        return {}
+    try:
+        found = {}
+        for net in engine.api.networks(filters={"driver": "bridge"}):
+            options = net.get("Options") or {}
+            bridge = options.get("com.docker.network.bridge.name") or f"br-{net['Id'][:12]}"
+            icc = options.get("com.docker.network.bridge.enable_icc", "true").lower() != "false"
+            found[bridge] = {"name": net.get("Name", ""), "id": net["Id"][:12], "icc": icc}
+        return found
+    except Exception as exc:
+        log.debug("docker: listing networks failed: %s", exc)
+        return {}
+
+
+BUSYBOX = "/bin/busybox"  # busybox-static: runs in an image that holds nothing else
+
+
+def busybox_rootfs(busybox: str = BUSYBOX) -> bytes:
+    """A tar of a root filesystem holding busybox and a link per applet (no registry needed)."""
+    import io
+    import subprocess
+    import tarfile
+
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for directory in ("bin", "tmp", "etc", "proc", "sys", "dev"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in applets:
+            if applet != "busybox":
+                info = tarfile.TarInfo(f"bin/{applet}")
+                info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(info)
+    return data.getvalue()
+
+
+def import_busybox(engine, repository: str, tag: str) -> str:
+    """`docker import` the busybox root filesystem as REPOSITORY:TAG; returns that reference."""
+    engine.api.import_image_from_data(busybox_rootfs(), repository=repository, tag=tag,
+                                      changes=['CMD ["/bin/sh"]', "ENV PATH=/bin"])
+    return f"{repository}:{tag}"

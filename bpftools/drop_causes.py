@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .facts.namespace import forwarding_sysctl
+from .namespaces import shown_prefix
 from .facts.netfilter import nft_policy_guess
 
 
@@ -31,7 +32,9 @@ def _where(event) -> str:
 
 
 def _cmd(event, command: str) -> str:
-    return f"`ip netns exec {event.netns_name} {command}`" if event.netns_name else f"`{command}`"
+    if event.netns_name:
+        return f"`ip netns exec {event.netns_name} {command}`"
+    return f"`{shown_prefix(event.netns_inode)}{command}`"  # a container's or a process's namespace
 
 
 def _route_text(route: Optional[dict]) -> str:

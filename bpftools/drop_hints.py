@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Dict, Optional
 
+from . import namespaces
 from .drop_causes import DROP_CAUSES, drop_cause
 from .errors import survive
 from .facts.namespace import NamespaceInspector
@@ -35,7 +36,9 @@ class HintEngine:
         elif event.netns_name:
             ns = event.netns_name
         else:
-            return None  # an unnamed namespace we cannot enter by name
+            ns = namespaces.find_inode(event.netns_inode)  # a container's, a process's
+            if ns is None or not ns.path:
+                return None
         if ns not in self._inspectors:
             self._inspectors[ns] = NamespaceInspector(ns)
         return self._inspectors[ns]

@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote, unquote
 
 from . import cri, docker_engine
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def _nsids(entries: Dict[int, Netns], host: Optional[Netns]) -> Dict[int, Netns]
     """Fill in each namespace's nsid as the host sees it."""
     if host is None:
         return entries
-    with contextlib.suppress(Exception):
+    with survive(log, "reading the nsids of %d namespaces", len(entries)):
         ids = nsid_map(host, list(entries.values()))
         by_inode = {ns.inode: nsid for nsid, ns in ids.items()}
         return {i: replace(ns, nsid=by_inode.get(i)) for i, ns in entries.items()}
@@ -423,6 +423,30 @@ def resolve(selector: Optional[str], hold: bool = True) -> Netns:
     else:
         os.close(fd)
     return ns
+
+
+def command_prefix(ns) -> List[str]:
+    """argv prefix that runs a command inside a namespace handle: [] for ours (None),
+    `ip netns exec NAME` for a name, `nsenter --net=PATH` for any other Netns."""
+    if ns is None:
+        return []
+    if isinstance(ns, Netns):
+        if ns.kind == "netns":
+            return ["ip", "netns", "exec", ns.label]
+        return ["nsenter", f"--net={ns.path}"] if ns.path else []
+    return ["ip", "netns", "exec", ns]
+
+
+def shown_prefix(inode: int) -> str:
+    """How a printed command enters namespace `inode` ("" for ours or one we cannot name)."""
+    if inode == own_inode():
+        return ""
+    found = find_inode(inode)
+    if found is None or not found.path:
+        return ""
+    if found.kind == "netns":
+        return f"ip netns exec {found.label} "
+    return f"nsenter -t {found.pid} -n " if found.pid else f"nsenter --net={found.path} "
 
 
 # --- entering -----------------------------------------------------------------

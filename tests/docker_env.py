@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import os
 import shutil
 import subprocess
-import tarfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +27,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import pytest
 
+from bpftools import docker_engine as engine_api  # (the `docker_engine` fixture below takes the name)
+
 SOCKET = "/var/run/docker.sock"
 STATE_DIR = Path("/run/bpftools-tests-docker")  # who uses the dockerd the tests started
 LOCK = STATE_DIR / "lock"
@@ -36,7 +36,7 @@ STARTED_MARK = STATE_DIR / "started-dockerd.pid"
 USERS_DIR = STATE_DIR / "users"
 DOCKERD_LOG = STATE_DIR / "dockerd.log"
 DOCKERD_ARGS: List[str] = []  # the distribution's defaults (its socket is SOCKET)
-BUSYBOX = "/bin/busybox"
+BUSYBOX = engine_api.BUSYBOX
 START_TIMEOUT = 90  # seconds; dockerd's first start (overlay2, iptables) is slow on a busy machine
 PREFIX = "bt-"  # every container and network the tests create starts with this
 CREATED: set = set()  # containers and networks of this test process not yet removed
@@ -146,30 +146,9 @@ def release_engine() -> None:
             _stop_dockerd(pid)
 
 
-def busybox_rootfs() -> bytes:
-    """A tar of a root filesystem holding busybox and a link per applet."""
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        for directory in ("bin", "tmp", "etc", "proc", "sys", "dev"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(BUSYBOX, arcname="bin/busybox")
-        for applet in applets:
-            if applet != "busybox":
-                info = tarfile.TarInfo(f"bin/{applet}")
-                info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-                tar.addfile(info)
-    return data.getvalue()
-
-
 def import_image(engine) -> str:
     """`docker import` the busybox root filesystem under a unique tag; returns the tag."""
-    tag = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    engine.api.import_image_from_data(busybox_rootfs(), repository="bpftools-test-busybox", tag=tag,
-                                      changes=['CMD ["/bin/sh"]', "ENV PATH=/bin"])
-    return f"bpftools-test-busybox:{tag}"
+    return engine_api.import_busybox(engine, "bpftools-test-busybox", f"{PREFIX}{uuid.uuid4().hex[:8]}")
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ..errors import BpftoolsError
-from .capture import capture_netns, current_label
+from .capture import Known, LiveSource, current_label
 from .live import default_tracer, relevant_drops, run_live
 from .state import Snapshot
 from .verdict import EXIT_ERROR, claimable, exit_status, story, unexplained, verdict
@@ -44,7 +44,7 @@ def static_walk(src_ns: str, target: str, payload: int = 56, home: Optional[str]
                 snapshot: Optional[Snapshot] = None, binding: Optional["Binding"] = None):
     """Walk the path on a snapshot (default: the live namespaces, captured as the walk needs them)."""
     home = home or current_label()
-    snapshot = snapshot if snapshot is not None else Snapshot(source=capture_netns)
+    snapshot = snapshot if snapshot is not None else Snapshot(source=LiveSource())
     binding = binding or Binding()
     address, scope = parse_target(target)
     return Walker(snapshot, payload, home=home).walk(src_ns, address, binding.source, binding.device, scope)
@@ -116,10 +116,10 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
         raise UsageProblem("--count must be between 1 and 100")
     if timeout <= 0 or timeout > 60:
         raise UsageProblem("--timeout must be between 0 and 60 seconds")
-    home = current_label()
-    src_ns = netns or home
     try:
-        before = Snapshot(source=capture_netns)
+        home = current_label()
+        src_ns = Known().netns(netns).label if netns else home  # any selector; paths show its label
+        before = Snapshot(source=LiveSource())
         binding = binding_for(before, src_ns, interface, source, family)
         if scope and before.ns(src_ns).link_by_name(scope) is None:
             raise UsageProblem(f"{target}: no interface {scope} in {src_ns} (ping: unknown scope)")
@@ -138,7 +138,7 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
                         ping_args=binding.ping_args() + (["-b"] if first.broadcast else []),
                         local=first.left_machine is None, dst=address)
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
-    snapshot = Snapshot(source=capture_netns)
+    snapshot = Snapshot(source=LiveSource())
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)
     if record:
         import json
@@ -152,8 +152,17 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     annotate_counts(result["path"], live, snapshot, walk.family)
     if result["causes"]:
         result["causes"] = claimable(result["causes"], result["path"]) or [unexplained(result, src_ns)]
+    annotate_inodes(result, snapshot)
     result["notes"] = live.notes
     return result
+
+
+def annotate_inodes(result: dict, snapshot: Snapshot) -> None:
+    """Beside every namespace label in the JSON, `netns_inode`: the namespace's nsfs inode."""
+    inodes = {label: snapshot.ns(label).inode for label in snapshot.names()}
+    for item in [result] + result["path"] + result["causes"] + result["drops"] + result["checks"]:
+        if item.get("netns") in inodes and item.get("netns_inode") is None:
+            item["netns_inode"] = inodes[item["netns"]]
 
 
 def cannot_leave(walk, src_ns: str) -> Optional[str]:

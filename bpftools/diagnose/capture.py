@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 import socket
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
-from ..errors import BpftoolsError
+from .. import docker_engine, namespaces
+from ..errors import first_line
 from ..facts.namespace import iptables_save, netns_output, nft_ruleset, read_int
 from ..facts.netfilter import IPV4, IPV6
 from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
-from ..netlink import NETNS_RUN_DIR, in_netns, named_netns, netns_inode
+from . import docker
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
+
+log = logging.getLogger(__name__)
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 AF_BRIDGE = socket.AF_BRIDGE
@@ -27,38 +31,57 @@ SYSCTL_CONF6_KEYS = ("forwarding", "force_forwarding", "proxy_ndp", "accept_dad"
 
 
 def current_label() -> str:
-    """How our own namespace is called in paths: its `ip netns` name, else "host"."""
-    return named_netns().get(netns_inode(None), "host")
+    """How our own namespace is called in paths: its registry label ("host", an `ip netns` name,
+    "docker:web" when bpftools runs inside a container's namespace)."""
+    return namespaces.label_for_inode(namespaces.own_inode())
 
 
 @contextlib.contextmanager
-def entered(label: str) -> Iterator[Optional[str]]:
-    """Enter the namespace called `label`: an `ip netns` name, or our own namespace's label."""
-    if label == current_label():
-        yield None
-        return
-    if not os.path.exists(os.path.join(NETNS_RUN_DIR, label)):
-        raise BpftoolsError(f"network namespace {label!r} not found (see `ip netns list`)")
-    with in_netns(label):
-        yield label
+def entered(label: str, known: Optional["Known"] = None) -> Iterator["namespaces.Netns"]:
+    """Run the block inside the namespace labelled `label` (any `--netns` selector), entered by a
+    held file descriptor; commands started in the block run there too."""
+    ns = (known or Known()).netns(label)
+    with namespaces.entered(ns):
+        yield ns
 
 
-def capture(label: str) -> NetnsState:
+class Known:
+    """The registry's namespaces, discovered once (a diagnosis looks up many labels and nsids)."""
+
+    def __init__(self) -> None:
+        self._all: Optional[List["namespaces.Netns"]] = None
+
+    def all(self) -> List["namespaces.Netns"]:
+        if self._all is None:
+            self._all = namespaces.discover()
+        return self._all
+
+    def netns(self, label: str) -> "namespaces.Netns":
+        found = next((ns for ns in self.all() if ns.label == label), None)
+        return found or namespaces.resolve(label)
+
+    def inode(self, label: str) -> int:
+        return self.netns(label).inode
+
+
+def capture(label: str, known: Optional[Known] = None) -> NetnsState:
     from pyroute2 import IPRoute
 
-    home = current_label()
+    known = known or Known()
     global_bridge_nf = {key: read_int(f"/proc/sys/net/bridge/{key}") for key in BRIDGE_NF_KEYS}
-    home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        with entered(label) as netns:
-            sock = IPRoute()  # a netlink socket stays in the namespace it was created in
-            sysctls = _read_sysctls()
-            nsids = _nsid_labels(sock, home, home_fd)
-    finally:
-        os.close(home_fd)
+    with entered(label, known) as netns:
+        sock = IPRoute()  # a netlink socket stays in the namespace it was created in
+        sysctls = _read_sysctls()
+        # commands started here run in the entered namespace (None: "where we are")
+        rulesets = {family: iptables_save(None, family) for family in (IPV4, IPV6)}
+        nft = nft_ruleset(None)
+        proxies = netns_output(None, "ip", "-6", "neigh", "show", "proxy") or ""
     with sock:
-        state = NetnsState(label)
-        state.links = [_link(m, nsids) for m in sock.get_links()]
+        state = NetnsState(netns.label, inode=netns.inode)
+        links = list(sock.get_links())  # dumping links assigns the nsids of veth peers' namespaces
+        peered = any(m.get_attr("IFLA_LINK_NETNSID") is not None for m in links)
+        nsids = {nsid: ns.label for nsid, ns in namespaces.nsid_map(netns, known.all()).items()} if peered else {}
+        state.links = [_link(m, nsids, netns.label) for m in links]
         for family in (AF_INET, AF_INET6):
             state.addrs += [_addr(m) for m in sock.get_addr(family=family)]
             state.routes += [r for r in (_route(m) for m in sock.get_routes(family=family)) if r]
@@ -67,7 +90,8 @@ def capture(label: str) -> NetnsState:
         try:
             qdiscs = {m["index"]: m.get_attr("TCA_KIND") for m in sock.get_qdiscs()
                       if m.get_attr("TCA_KIND") in ("clsact", "ingress")}
-        except Exception:
+        except Exception as exc:
+            log.debug("qdiscs of %s: %s", netns.label, first_line(exc))
             qdiscs = {}
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
@@ -77,10 +101,12 @@ def capture(label: str) -> NetnsState:
             # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
             sysctls[f"net.bridge.{key}"] = value
     state.sysctls = sysctls
-    state.iptables_save = iptables_save(netns, IPV4)
-    state.ip6tables_save = iptables_save(netns, IPV6)
-    state.ndp_proxies = _ndp_proxies(netns_output(netns, "ip", "-6", "neigh", "show", "proxy") or "", state)
-    state.nft_ruleset = nft_ruleset(netns)
+    state.iptables_save = rulesets[IPV4]
+    state.ip6tables_save = rulesets[IPV6]
+    state.ndp_proxies = _ndp_proxies(proxies, state)
+    state.nft_ruleset = nft
+    if docker.manages(state):
+        state.docker_networks = docker_engine.bridge_networks()
     return state
 
 
@@ -121,30 +147,7 @@ def _ndp_proxies(text: str, state: NetnsState) -> list:
     return found
 
 
-def _nsid_labels(sock, home: str, home_fd: int) -> Dict[int, str]:
-    """nsid (as this namespace numbers its peers) -> namespace label."""
-    result: Dict[int, str] = {}
-    candidates = {os.path.join(NETNS_RUN_DIR, name): name for name in named_netns().values()}
-    candidates[None] = home
-    for path, label in candidates.items():
-        try:
-            fd = home_fd if path is None else os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            reply = sock.get_netnsid(fd=fd)
-        except Exception:
-            reply = None
-        finally:
-            if path is not None:
-                os.close(fd)
-        nsid = reply.get("nsid") if reply else None
-        if nsid is not None and 0 <= nsid < 2 ** 31 and nsid not in result:
-            result[nsid] = label
-    return result
-
-
-def _link(msg, nsids: Dict[int, str]) -> Link:
+def _link(msg, nsids: Dict[int, str], own_label: str) -> Link:
     info = msg.get_attr("IFLA_LINKINFO")
     kind = (info.get_attr("IFLA_INFO_KIND") if info else "") or ""
     flags = msg["flags"]
@@ -156,9 +159,7 @@ def _link(msg, nsids: Dict[int, str]) -> Link:
     if kind == "veth":
         link.peer_ifindex = msg.get_attr("IFLA_LINK")
         nsid = msg.get_attr("IFLA_LINK_NETNSID")
-        link.peer_netns = None if nsid is None else nsids.get(nsid, f"nsid:{nsid}")
-        if nsid is None:
-            link.peer_netns = ""  # same namespace; filled in by the caller's label
+        link.peer_netns = own_label if nsid is None else nsids.get(nsid, f"nsid:{nsid}")
     if kind in ("ipip", "gre", "sit") and info is not None:
         data = info.get_attr("IFLA_INFO_DATA")
         if data is not None:
@@ -184,7 +185,8 @@ def _vxlan_fdb(sock, links) -> None:
         return
     try:
         entries = list(sock.get_neighbours(family=AF_BRIDGE))
-    except Exception:
+    except Exception as exc:  # no bridge FDB (no bridge module): nothing to add
+        log.debug("bridge FDB: %s", first_line(exc))
         return
     for entry in entries:
         link, dst = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_DST")
@@ -237,10 +239,11 @@ def _neigh(msg) -> Neighbour:
                      msg.get_attr("NDA_LLADDR"))
 
 
-def capture_netns(label: str) -> NetnsState:
-    """`capture` with same-namespace veth peers named."""
-    state = capture(label)
-    for link in state.links:
-        if link.peer_netns == "":
-            link.peer_netns = label
-    return state
+class LiveSource:
+    """A `Snapshot` source: captures namespaces by label, asking the registry once."""
+
+    def __init__(self) -> None:
+        self.known = Known()
+
+    def __call__(self, label: str) -> NetnsState:
+        return capture(label, self.known)

@@ -16,9 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
-from ..errors import BpftoolsError
-from ..topology import run
-from .capture import current_label, entered
+from ..errors import BpftoolsError, first_line
+from .capture import Known, entered
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,9 @@ def ping(netns: str, dst: str, count: int, timeout: float, payload: int = 56,
     `conclusive(seconds since the last request)` says the evidence already shows where they stop."""
     wait = max(1, int(round(timeout)))
     cmd = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait), "-s", str(payload), *extra, dst]
-    full = (["ip", "netns", "exec", netns] if netns != current_label() else []) + cmd
     try:
-        proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with entered(netns):  # ping starts in the source namespace (a container's needs no ping binary)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except OSError as exc:
         raise BpftoolsError(f"cannot run ping: {exc.strerror} (install iputils-ping)") from None
     lines: List[str] = []
@@ -111,7 +110,8 @@ class Evidence:
             return False
         try:
             self.poll()
-        except Exception:   # evidence is optional: without it, ping runs to its end
+        except Exception as exc:   # evidence is optional: without it, ping runs to its end
+            log.debug("reading the drops during the pings failed: %s", first_line(exc))
             self.local = False
             return False
         if relevant_drops(self.drops, self.src, self.dst):
@@ -120,17 +120,19 @@ class Evidence:
         return bool(self._counts) and min(quiet, since_last_request) >= SETTLE
 
 
-def read_counters(namespaces: List[str]) -> Dict[str, Dict[str, Dict[str, int]]]:
+def read_counters(namespaces: List[str], known: Optional[Known] = None) -> Dict[str, Dict[str, Dict[str, int]]]:
     from pyroute2 import IPRoute
 
+    known = known or Known()
     result: Dict[str, Dict[str, Dict[str, int]]] = {}
     for ns in namespaces:
         try:
-            with entered(ns):
+            with entered(ns, known):
                 sock = IPRoute()
             with sock:
                 links = list(sock.get_links())
-        except Exception:
+        except Exception as exc:  # a namespace that went away has no counters
+            log.debug("interface counters of %s: %s", ns, first_line(exc))
             continue
         per = result.setdefault(ns, {})
         for msg in links:
@@ -158,15 +160,12 @@ class TraceDropsSession:
 
     def __init__(self, namespaces: List[str], program=None):
         from ..kernel.drop_reasons import kfree_skb_format
-        from ..netlink import netns_inode
         from ..trace_drops import DropFilter, DropTracer
 
-        home = current_label()
+        known = Known()
         self.fmt = kfree_skb_format()
-        # drops are labelled as the path labels namespaces (ours: "host", not an inode)
-        self.labels = {netns_inode(None if ns == home else ns): ns for ns in namespaces}
-        inodes = set(self.labels)
-        self.tracer = DropTracer(DropFilter(netns_inodes=inodes), fmt=self.fmt, program=program)
+        self.labels = {known.inode(ns): ns for ns in namespaces}  # events are named as the path names them
+        self.tracer = DropTracer(DropFilter(netns_inodes=set(self.labels)), fmt=self.fmt, program=program)
         self.names = None
         self.clock = 0
 
@@ -187,7 +186,8 @@ class TraceDropsSession:
             raws = self.tracer.poll(min(50, wait_ms))
             for raw in raws:
                 event = decode_event(raw, self.names, self.clock)
-                found.append(dict(event.as_json(), netns=self.labels.get(event.netns_inode, event.netns)))
+                found.append(dict(event.as_json(), netns=self.labels.get(event.netns_inode, event.netns),
+                                  netns_inode=event.netns_inode))
         return found
 
     def __exit__(self, *exc) -> None:
@@ -229,16 +229,15 @@ class HopCounter:
         from bcc import BPF
 
         from ..attach import TracepointAttachment
-        from ..netlink import netns_inode
         from ..program import BpfProgram
 
-        home = current_label()
+        known = Known()
         try:
             if self.program is None:
                 self.program = self._stack.enter_context(BpfProgram("diagnose.bpf.c", self.defines()))
             table = self.program.table("hop_netns")
             for ns in self.namespaces:
-                inode = netns_inode(None if ns == home else ns)
+                inode = known.inode(ns)
                 self.inodes[inode] = ns
                 table[ctypes.c_uint32(inode)] = ctypes.c_uint8(1)
             for fn, tp in (("bpftools_dgrx", b"netif_receive_skb"), ("bpftools_dgtx", b"net_dev_start_xmit")):
@@ -266,7 +265,8 @@ def default_tracer() -> Optional[DropTracer]:
     """The trace-drops machinery, when this installation has it."""
     try:
         from .. import trace_drops  # noqa: F401
-    except Exception:
+    except Exception as exc:
+        log.debug("drop tracing unavailable: %s", first_line(exc))
         return None
     return TraceDropsSession
 
@@ -290,7 +290,7 @@ def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
         merged[key] = {"netns": event.get("netns"), "ifname": event.get("ifname"), "reason": event.get("reason"),
                        "location": event.get("location"), "family": event.get("family"),
                        "proto": event.get("proto"), "src": event.get("src"), "dst": event.get("dst"),
-                       "icmp_type": event.get("icmp_type"), "count": 1}
+                       "icmp_type": event.get("icmp_type"), "netns_inode": event.get("netns_inode"), "count": 1}
     return list(merged.values())
 
 

@@ -8,8 +8,13 @@ that of its address (`family_of`), rules carry theirs.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
+
+from ..errors import first_line
+
+log = logging.getLogger(__name__)
 
 RT_TABLE_LOCAL = 255
 RT_TABLE_MAIN = 254
@@ -120,7 +125,7 @@ class Neighbour:
 
 @dataclass
 class NetnsState:
-    name: str
+    name: str                      # the registry's label: "host", an `ip netns` name, "docker:web", …
     links: List[Link] = field(default_factory=list)
     addrs: List[Addr] = field(default_factory=list)
     routes: List[Route] = field(default_factory=list)
@@ -134,6 +139,7 @@ class NetnsState:
     ndp_proxies: List[Neighbour] = field(default_factory=list)   # `ip -6 neigh show proxy` (state "proxy")
     nft_ruleset: dict = field(default_factory=dict)   # `nft -j list ruleset`
     docker_networks: Dict[str, dict] = field(default_factory=dict)   # bridge ifname -> {"name", "id", "icc"}
+    inode: int = 0                 # nsfs inode (0: unknown, e.g. hand-written state)
 
     # -- lookups --------------------------------------------------------------------------
     def link(self, ifindex: Optional[int]) -> Optional[Link]:
@@ -226,6 +232,7 @@ class NetnsState:
             ndp_proxies=[Neighbour(**n) for n in data.get("ndp_proxies", [])],
             nft_ruleset=data.get("nft_ruleset", {}),
             docker_networks=dict(data.get("docker_networks", {})),
+            inode=data.get("inode", 0),
         )
 
 
@@ -271,7 +278,8 @@ class Snapshot:
         try:
             self.ns(name)
             return True
-        except Exception:
+        except Exception as exc:
+            log.debug("namespace %s cannot be read: %s", name, first_line(exc))
             return False
 
     def names(self) -> List[str]:

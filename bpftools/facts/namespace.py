@@ -12,7 +12,8 @@ import subprocess
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..netlink import in_netns, interface_addresses, ipr, list_interfaces
+from ..namespaces import command_prefix
+from ..netlink import NetnsHandle, in_netns, interface_addresses, ipr, list_interfaces
 from .netfilter import (IPV4, IPV6, IptablesRuleset, NfCounter, likely_culprits, native_nft_counters, netfilter_culprits,
                         nft_counters, parse_iptables_save)
 from .rtnl import neigh_state, route_type
@@ -23,9 +24,10 @@ FACT_TTL = 1.0          # seconds a namespace fact is reused
 NETFILTER_MIN_GAP = 0.5  # at most one ruleset read per namespace and family per this many seconds
 
 
-def netns_output(ns: Optional[str], *cmd: str, timeout: float = 5) -> Optional[str]:
-    """stdout of a command run inside `ns` (`ip netns` name; None: our namespace), None on failure."""
-    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+def netns_output(ns: NetnsHandle, *cmd: str, timeout: float = 5) -> Optional[str]:
+    """stdout of a command run inside `ns` (an `ip netns` name, a Netns; None: our namespace),
+    None on failure."""
+    full = command_prefix(ns) + list(cmd)
     try:
         proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -161,3 +161,18 @@ def test_veth_peers_are_followed_into_and_out_of_a_container(docker_env):
         container.inode, eth0.ifindex, f"docker:{web.name}")
     host = {ns.inode: ns for ns in namespaces.discover(max_age=0)}
     assert host[container.inode].nsid is not None  # the host numbers the container's namespace
+
+
+def test_hints_read_the_firewall_inside_a_container(docker_env):
+    """A drop by an iptables rule inside a container is explained from the container's own
+    ruleset, and the command the hint shows enters the container's namespace."""
+    web = docker_env.run("fw")
+    web.host_exec("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
+    with BpftoolsProcess("trace-drops", "--netns", f"docker:{web.name}", "--json", "--reason", "NETFILTER_DROP",
+                         "--count", "3") as tracer:
+        send_udp(namespaces.resolve(f"docker:{web.name}", hold=False), web.ip, 9999, 3)
+        assert tracer.wait(timeout=60) == 0, tracer.stderr
+    drops = [d for d in tracer.json_lines() if d["type"] == "drop"]
+    assert drops and all(d["netns"] == f"docker:{web.name}" for d in drops)
+    hint = drops[-1]["hint"]
+    assert "--dport 9999 -j DROP" in hint and f"nsenter -t {web.pid} -n " in hint, hint

@@ -47,8 +47,17 @@ def _commands():
 
 
 def _long_flags(cmd: click.Command):
-    return {opt for p in cmd.params if isinstance(p, click.Option)
-            for opt in p.opts + p.secondary_opts if opt.startswith("--") and opt != "--help"}
+    """Each option's long names, or its short name where it has no long one (`lab break -6`)."""
+    flags = set()
+    for param in cmd.params:
+        if isinstance(param, click.Option):
+            names = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
+            flags.update(names or param.opts)
+    return flags - {"--help"}
+
+
+def _all_flags(cmd: click.Command):
+    return {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
 
 
 def test_every_command_has_a_page():
@@ -67,9 +76,9 @@ def test_every_flag_is_documented(path):
 @pytest.mark.parametrize("page", sorted(set(PAGES.values())))
 def test_option_tables_name_real_flags(page):
     """Rows of an option table (`| `--flag ...` | ...`) name flags of the page's commands."""
-    known = set().union(*(_long_flags(_commands()[p]) for p, pg in PAGES.items() if pg == page))
+    known = set().union(*(_all_flags(_commands()[p]) for p, pg in PAGES.items() if pg == page))
     text = (ROOT / "docs" / page).read_text()
-    rows = re.findall(r"^\| `(--[a-z0-9-]+)", text, re.M)
+    rows = re.findall(r"^\| `(--[a-z0-9-]+|-[a-zA-Z0-9])\b", text, re.M)
     assert rows or not known, f"docs/{page} has no option table"
     unknown = sorted(set(rows) - known)
     assert not unknown, f"docs/{page} documents flags that do not exist: {unknown}"
