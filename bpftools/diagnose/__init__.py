@@ -79,9 +79,15 @@ def binding_for(snapshot: Snapshot, src_ns: str, interface: Optional[str], sourc
     if source:
         if _family(source) != family:
             raise UsageProblem(f"--source {source!r} is not an IPv{family} address (the target's family)")
-        if state.owns(source) is None:
+        owner = state.owns(source)
+        if owner is None:
             raise UsageProblem(f"--source {source} is not an address of {src_ns} (ping: bind: Cannot assign "
                                "requested address)")
+        if not owner.usable:   # IPv6 duplicate address detection: running, or it found the address in use
+            why = "failed duplicate address detection (another host has it)" if owner.dadfailed else \
+                "still tentative (duplicate address detection has not finished)"
+            raise UsageProblem(f"--source {source} {why}: ping cannot bind it (bind: Cannot assign requested "
+                               "address)")
     return Binding(device, source)
 
 

@@ -268,3 +268,18 @@ def test_bad_ipv6_targets_are_one_line_errors(args, message):
     proc = cli("diagnose", "ping", *args)
     assert proc.returncode == 3, (proc.stdout, proc.stderr)
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_tentative_or_dadfailed_source_cannot_be_bound():
+    from bpftools.diagnose import binding_for
+
+    snap = pair(a_addrs=[Addr(2, "fd00:1::1", 64, tentative=True), Addr(2, "fd00:1::7", 64, dadfailed=True),
+                         Addr(2, "fd00:1::8", 64)])
+    assert binding_for(snap, "a", None, "fd00:1::8", 6).source == "fd00:1::8"
+    assert binding_for(snap, "a", "fd00:1::8", None, 6).source == "fd00:1::8"   # -I ADDR
+    with pytest.raises(UsageProblem, match="tentative"):
+        binding_for(snap, "a", None, "fd00:1::1", 6)
+    with pytest.raises(UsageProblem, match="duplicate address detection"):
+        binding_for(snap, "a", None, "fd00:1::7", 6)
+    with pytest.raises(UsageProblem, match="not an IPv4 address"):
+        binding_for(snap, "a", None, "fd00:1::8", 4)
