@@ -11,7 +11,7 @@
  * (network byte order; IPv4 in word 0). */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
+#include "ipproto.h"   /* not <uapi/linux/in.h>: see ipproto.h */
 #include <uapi/linux/in6.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>

@@ -27,7 +27,7 @@
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
+#include "ipproto.h"   /* not <uapi/linux/in.h>: see ipproto.h */
 #include "bpftools_kernel.h"
 
 #ifndef RINGBUF_PAGES

@@ -12,6 +12,7 @@ removed at the end, also on errors or Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import subprocess
@@ -21,8 +22,10 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 from . import docker_engine, lab
 from .diagnose import diagnose_ping, story
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 from .topology import run
+
+log = logging.getLogger(__name__)
 
 Echo = Callable[[str], None]
 STORIES: List[Tuple[str, str]] = [("routed", "rp_filter"), ("bridge", "bridge_netfilter")]
@@ -98,9 +101,9 @@ def docker_story(echo: Echo) -> Optional[bool]:
         subprocess.run(["nsenter", "-n", "-t", str(pid), *shlex.split(drop)], check=True, capture_output=True)
         return diagnose_and_fix(ip, None, echo) and ping_works(None, ip, echo)
     finally:
-        with contextlib.suppress(Exception):
+        with survive(log, "removing the demo's container %s", name, level=logging.WARNING):
             engine.api.remove_container(name, force=True, v=True)
-        with contextlib.suppress(Exception):
+        with survive(log, "removing the demo's image %s", image, level=logging.WARNING):
             engine.api.remove_image(image, force=True)
 
 

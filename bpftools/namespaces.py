@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote, unquote
 
 from . import cri, docker_engine
-from .errors import BpftoolsError
+from .errors import BpftoolsError, survive
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def _nsids(entries: Dict[int, Netns], host: Optional[Netns]) -> Dict[int, Netns]
     """Fill in each namespace's nsid as the host sees it."""
     if host is None:
         return entries
-    with contextlib.suppress(Exception):
+    with survive(log, "reading the nsids of %d namespaces", len(entries)):
         ids = nsid_map(host, list(entries.values()))
         by_inode = {ns.inode: nsid for nsid, ns in ids.items()}
         return {i: replace(ns, nsid=by_inode.get(i)) for i, ns in entries.items()}

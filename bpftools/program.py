@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Sequence, Union
 
-from .errors import BpftoolsError, survive
+from .errors import BpftoolsError, first_line, survive
 from .kernel.headers import require_headers
 from .kernel.mounts import ensure_mounted
 from .kernel.offsets import kernel_offsets, offset_cflags
@@ -101,10 +101,10 @@ class BpfProgram(contextlib.AbstractContextManager):
         with _stderr_captured() as output:
             try:
                 self.bpf = BPF(cflags=self.cflags(), **self._bcc_source())
-            except Exception:
-                self.bpf = None
+            except Exception as exc:  # bcc raises plain Exception; clang's message is on stderr
+                self.bpf, error = None, first_line(exc)
         if self.bpf is None:
-            raise BpftoolsError(f"compiling {self.name} failed: {first_error(output) or 'unknown error'}")
+            raise BpftoolsError(f"compiling {self.name} failed: {first_error(output) or error}")
         return self
 
     def load(self, fn_name: str, prog_type: int) -> int:

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import bpfsys, namespaces
 from .attach import PROG_NAME_PREFIX, TC_PARENTS, other_filters, attached_programs
-from .errors import BpftoolsError, survive
+from .errors import BpftoolsError, first_line, survive
 from .netlink import NetnsHandle, all_netns, in_netns, ipr, list_interfaces, netns_inode, netns_label
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def find_attachments(netns_names: Optional[List[NetnsHandle]] = None) -> List[di
         label = netns_label(inode)
         try:
             ifaces = list_interfaces(ns)
-        except Exception:  # the namespace went away while we looked
+        except Exception as exc:  # the namespace went away while we looked
+            log.debug("listing the interfaces of %s failed: %s", label, first_line(exc))
             continue
         for iface in ifaces:
             try:

@@ -7,7 +7,7 @@ from typing import Optional
 import click
 
 from ..errors import BpftoolsError
-from .output import emit_json
+from .output import emit_json, netns_option
 
 EXIT_USAGE = 3
 
@@ -30,7 +30,7 @@ def diagnose() -> None:
 
 @diagnose.command("ping", cls=_Exit3Command)
 @click.argument("dst")
-@click.option("--netns", help="Namespace to ping from (as in `ip netns`; default: this one).")
+@netns_option("Namespace to ping from")
 @click.option("--count", default=3, show_default=True, type=int, help="Echo requests to send.")
 @click.option("--timeout", default=2.0, show_default=True, type=float, help="Seconds to wait for each reply.")
 @click.option("--size", "payload", default=56, show_default=True, type=click.IntRange(0, 65507),

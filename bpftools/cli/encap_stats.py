@@ -42,7 +42,7 @@ def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str
                            f"(ingress {ingress_hook}, egress tc)")
             for _now in loop:
                 report(stats.snapshot())
-        report(stats.snapshot())  # final totals, always
+            report(stats.snapshot())  # final totals, always; a second Ctrl-C cannot cut them short
 
 
 def _print_json(rows: List[dict]) -> None:

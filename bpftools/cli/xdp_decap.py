@@ -80,7 +80,7 @@ def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], a
                 running.refresh()
                 if step % steps_per_report == 0:
                     report(running.counters(), False)
-        report(running.counters(), True)
+            report(running.counters(), True)  # inside the loop's signal handling: never cut short
 
 
 @click.command("xdp-decap-allow")

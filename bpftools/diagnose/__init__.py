@@ -79,9 +79,15 @@ def binding_for(snapshot: Snapshot, src_ns: str, interface: Optional[str], sourc
     if source:
         if _family(source) != family:
             raise UsageProblem(f"--source {source!r} is not an IPv{family} address (the target's family)")
-        if state.owns(source) is None:
+        owner = state.owns(source)
+        if owner is None:
             raise UsageProblem(f"--source {source} is not an address of {src_ns} (ping: bind: Cannot assign "
                                "requested address)")
+        if not owner.usable:   # IPv6 duplicate address detection: running, or it found the address in use
+            why = "failed duplicate address detection (another host has it)" if owner.dadfailed else \
+                "still tentative (duplicate address detection has not finished)"
+            raise UsageProblem(f"--source {source} {why}: ping cannot bind it (bind: Cannot assign requested "
+                               "address)")
     return Binding(device, source)
 
 
@@ -110,7 +116,7 @@ def replay(data: dict):
 def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, timeout: float = 2.0,
                   payload: int = 56, tracer=_DEFAULT, record: Optional[str] = None,
                   interface: Optional[str] = None, source: Optional[str] = None) -> dict:
-    address, _ = parse_target(target)
+    address, scope = parse_target(target)
     family = ipaddress.ip_address(address).version
     if count < 1 or count > 100:
         raise UsageProblem("--count must be between 1 and 100")
@@ -121,6 +127,8 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
         src_ns = Known().netns(netns).label if netns else home  # any selector; paths show its label
         before = Snapshot(source=LiveSource())
         binding = binding_for(before, src_ns, interface, source, family)
+        if scope and before.ns(src_ns).link_by_name(scope) is None:
+            raise UsageProblem(f"{target}: no interface {scope} in {src_ns} (ping: unknown scope)")
         first = static_walk(src_ns, target, payload, home, before, binding)
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None

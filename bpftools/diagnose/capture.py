@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 import socket
 from typing import Dict, Iterator, List, Optional
 
 from .. import docker_engine, namespaces
+from ..errors import first_line
 from ..facts.namespace import iptables_save, netns_output, nft_ruleset, read_int
 from ..facts.netfilter import IPV4, IPV6
 from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
 from . import docker
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
+
+log = logging.getLogger(__name__)
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 AF_BRIDGE = socket.AF_BRIDGE
@@ -86,7 +90,8 @@ def capture(label: str, known: Optional[Known] = None) -> NetnsState:
         try:
             qdiscs = {m["index"]: m.get_attr("TCA_KIND") for m in sock.get_qdiscs()
                       if m.get_attr("TCA_KIND") in ("clsact", "ingress")}
-        except Exception:
+        except Exception as exc:
+            log.debug("qdiscs of %s: %s", netns.label, first_line(exc))
             qdiscs = {}
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
@@ -180,7 +185,8 @@ def _vxlan_fdb(sock, links) -> None:
         return
     try:
         entries = list(sock.get_neighbours(family=AF_BRIDGE))
-    except Exception:
+    except Exception as exc:  # no bridge FDB (no bridge module): nothing to add
+        log.debug("bridge FDB: %s", first_line(exc))
         return
     for entry in entries:
         link, dst = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_DST")

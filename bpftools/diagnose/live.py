@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
-from ..errors import BpftoolsError
+from ..errors import BpftoolsError, first_line
 from .capture import Known, entered
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ class Evidence:
             return False
         try:
             self.poll()
-        except Exception:   # evidence is optional: without it, ping runs to its end
+        except Exception as exc:   # evidence is optional: without it, ping runs to its end
+            log.debug("reading the drops during the pings failed: %s", first_line(exc))
             self.local = False
             return False
         if relevant_drops(self.drops, self.src, self.dst):
@@ -130,7 +131,8 @@ def read_counters(namespaces: List[str], known: Optional[Known] = None) -> Dict[
                 sock = IPRoute()
             with sock:
                 links = list(sock.get_links())
-        except Exception:
+        except Exception as exc:  # a namespace that went away has no counters
+            log.debug("interface counters of %s: %s", ns, first_line(exc))
             continue
         per = result.setdefault(ns, {})
         for msg in links:
@@ -263,7 +265,8 @@ def default_tracer() -> Optional[DropTracer]:
     """The trace-drops machinery, when this installation has it."""
     try:
         from .. import trace_drops  # noqa: F401
-    except Exception:
+    except Exception as exc:
+        log.debug("drop tracing unavailable: %s", first_line(exc))
         return None
     return TraceDropsSession
 

@@ -9,11 +9,15 @@ stops there (`neighbor_unreachable`). Works on a `Snapshot`, like the walker."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Set, Tuple
 
+from ..errors import first_line
 from .routing import fib_lookup
 from .state import Addr, Link, NetnsState, Snapshot, family_of, is_link_local
+
+log = logging.getLogger(__name__)
 
 ARP_IGNORE_NEVER = 8
 
@@ -58,7 +62,8 @@ def peer_of(snap: Snapshot, state: NetnsState, link: Link) -> Optional[Tuple[Net
         return None
     try:
         pstate = snap.ns(link.peer_netns)
-    except Exception:
+    except Exception as exc:
+        log.debug("the peer of %s in %s cannot be read: %s", link.ifname, link.peer_netns, first_line(exc))
         return None
     plink = pstate.link(link.peer_ifindex)
     return (pstate, plink) if plink else None

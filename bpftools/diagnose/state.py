@@ -8,8 +8,13 @@ that of its address (`family_of`), rules carry theirs.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
+
+from ..errors import first_line
+
+log = logging.getLogger(__name__)
 
 RT_TABLE_LOCAL = 255
 RT_TABLE_MAIN = 254
@@ -273,7 +278,8 @@ class Snapshot:
         try:
             self.ns(name)
             return True
-        except Exception:
+        except Exception as exc:
+            log.debug("namespace %s cannot be read: %s", name, first_line(exc))
             return False
 
     def names(self) -> List[str]:

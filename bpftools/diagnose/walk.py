@@ -7,14 +7,18 @@ leave by their %scope interface)."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass, field
 from typing import List, Optional, Set, Tuple
 
 from . import checks as C
+from ..errors import first_line
 from .firewall import Packet
 from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
 from .state import Link, NetnsState, Snapshot, family_of, is_link_local
+
+log = logging.getLogger(__name__)
 
 ICMP_HEADER = 8
 IP_HEADER = {4: 20, 6: 40}
@@ -462,7 +466,8 @@ class Walker:
         """A neighbour namespace that owns dst or forwards and has a route to it."""
         try:
             state = self.snap.ns(ns)
-        except Exception:
+        except Exception as exc:  # a namespace we cannot read suggests nothing
+            log.debug("route suggestion: reading %s failed: %s", ns, first_line(exc))
             return None
         links = sorted(state.links, key=lambda l: l.ifindex != prefer_ifindex)
         family = family_of(dst)

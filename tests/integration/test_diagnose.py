@@ -35,8 +35,11 @@ def test_bridged_fixture_is_reachable_through_the_switch(bridged):
     assert all(c["ok"] for c in result["checks"]), result["checks"]
 
 
-def test_strict_rp_filter_on_the_veth_pair_is_named_with_drop_evidence(topo, veth_pair, tmp_path):
-    """A route back through another interface + rp_filter=1 in conf/all only (effective = max)."""
+def test_strict_rp_filter_with_a_route_back_to_nowhere_names_the_route_with_drop_evidence(topo, veth_pair,
+                                                                                         tmp_path):
+    """A route back through another interface (a veth pair with nobody behind it) + rp_filter=1 in
+    conf/all only (effective = max): rp_filter drops the request, but loosening it would not help,
+    the replies would leave by side0 too: the route back is the fault, and its fix works."""
     topo.veth(veth_pair.ns_b, "side0", veth_pair.ns_b, "side1")
     run("ip", "route", "add", f"{veth_pair.addr_a}/32", "dev", "side0", netns=veth_pair.ns_b)
     run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1", netns=veth_pair.ns_b)
@@ -45,11 +48,17 @@ def test_strict_rp_filter_on_the_veth_pair_is_named_with_drop_evidence(topo, vet
     result = json.loads(proc.stdout)
     assert proc.returncode == 1
     first = result["causes"][0]
-    assert (first["cause"], first["netns"], first["ifname"]) == ("rp_filter", veth_pair.ns_b, veth_pair.veth_b)
+    assert (first["cause"], first["netns"], first["ifname"]) == ("no_return_route", veth_pair.ns_b, veth_pair.veth_b)
+    assert first["fix"] == [f"ip netns exec {veth_pair.ns_b} ip route replace {veth_pair.addr_a}/32 dev "
+                            f"{veth_pair.veth_b}"]
     if result["drops"]:  # tracing available: the kernel says so too
         assert any("IP_RPFILTER" in e for e in first["evidence"]), first
     saved = json.loads(record.read_text())
     assert saved["netns"] == veth_pair.ns_a and veth_pair.ns_b in saved["namespaces"]
+    for cmd in first["fix"]:
+        run(*cmd.split())
+    proc = _diagnose(veth_pair.ns_a, veth_pair.addr_b, "--json")
+    assert proc.returncode == 0, proc.stdout
 
 
 def test_unknown_namespace_is_an_environment_error():

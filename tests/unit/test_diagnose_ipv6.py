@@ -256,3 +256,30 @@ def test_bridged_ipv6_goes_through_ip6tables_with_bridge_nf_call_ip6tables():
     finding = C.check_bridge_netfilter(state, state.link(4), pkt)
     assert not finding.ok and finding.cause == "bridge_netfilter"
     assert finding.fix == ["ip netns exec sw ip6tables -I FORWARD -i br0 -o br0 -j ACCEPT"]
+
+
+@pytest.mark.parametrize("args, message", [(("fe80::1",), "is link-local: name the interface"),
+                                           (("10.0.0.1%eth0",), "only IPv6 addresses take a %interface"),
+                                           (("fd00::1", "--source", "10.0.0.1"), "is not an IPv6 address"),
+                                           (("fe80::1%bpftno0dev",), "no interface bpftno0dev")])
+def test_bad_ipv6_targets_are_one_line_errors(args, message):
+    from bpftools_proc import cli
+
+    proc = cli("diagnose", "ping", *args)
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_tentative_or_dadfailed_source_cannot_be_bound():
+    from bpftools.diagnose import binding_for
+
+    snap = pair(a_addrs=[Addr(2, "fd00:1::1", 64, tentative=True), Addr(2, "fd00:1::7", 64, dadfailed=True),
+                         Addr(2, "fd00:1::8", 64)])
+    assert binding_for(snap, "a", None, "fd00:1::8", 6).source == "fd00:1::8"
+    assert binding_for(snap, "a", "fd00:1::8", None, 6).source == "fd00:1::8"   # -I ADDR
+    with pytest.raises(UsageProblem, match="tentative"):
+        binding_for(snap, "a", None, "fd00:1::1", 6)
+    with pytest.raises(UsageProblem, match="duplicate address detection"):
+        binding_for(snap, "a", None, "fd00:1::7", 6)
+    with pytest.raises(UsageProblem, match="not an IPv4 address"):
+        binding_for(snap, "a", None, "fd00:1::8", 4)

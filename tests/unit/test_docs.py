@@ -180,3 +180,10 @@ def test_shell_completion_works_as_the_readme_says():
                COMP_CWORD="2")
     out = subprocess.run([sys.executable, "-m", "bpftools"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "plain,--exclude-reason" in out.stdout.splitlines()
+
+
+def test_paths_named_in_the_docs_exist():
+    pattern = re.compile(r"`((?:bpftools|bpf|tests|benchmarks|deploy|dashboards|\.ci)/[A-Za-z0-9_./-]+)`")
+    for md in [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for path in pattern.findall(md.read_text()):
+            assert (ROOT / path).exists(), f"{md.name} names {path}, which does not exist"
