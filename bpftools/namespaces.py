@@ -412,6 +412,8 @@ def resolve(selector: Optional[str], hold: bool = True) -> Netns:
     path, ns = _selected(selector)
     fd, inode = _open_checked(path, f"--netns {selector}" if selector else "this network namespace")
     known = find_inode(inode)
+    if known is not None and known.path and _stat_inode(known.path) != inode:
+        known = by_inode(max_age=0).get(inode)  # a cached entry of a freed namespace whose inode was reused
     if known is not None:
         # The namespace's own label wins over how it was selected (pid:N of a container -> docker:NAME).
         ns = replace(known, path=known.path or ns.path)
