@@ -87,8 +87,13 @@ class Topology(contextlib.AbstractContextManager):
 
 
 def kill_netns_processes(name: str) -> None:
-    """Processes left in a namespace (a ping, a tcpdump) would keep it alive: end them."""
+    """Processes left in a namespace (a ping, a tcpdump) would keep it alive: end them.
+    Only those `ip netns exec` started (they have a mount namespace of their own): a process
+    that entered the namespace for a moment with setns() (bpftools status, serve, another
+    test's tracer listing every namespace) shares ours, and leaves by itself."""
     proc = run("ip", "netns", "pids", name, check=False)
+    ours = os.stat("/proc/self/ns/mnt").st_ino
     for pid in proc.stdout.split():
         with contextlib.suppress(OSError):
-            os.kill(int(pid), 9)
+            if os.stat(f"/proc/{pid}/ns/mnt").st_ino != ours:
+                os.kill(int(pid), 9)
