@@ -187,3 +187,10 @@ def test_paths_named_in_the_docs_exist():
     for md in [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for path in pattern.findall(md.read_text()):
             assert (ROOT / path).exists(), f"{md.name} names {path}, which does not exist"
+
+
+def test_the_readme_has_an_example_of_every_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = {path.split()[0] for path in _commands()}
+    missing = sorted(c for c in commands if f"bpftools {c} " not in readme and f"bpftools {c}\n" not in readme)
+    assert not missing, f"add an example of {missing} to the README"
