@@ -271,15 +271,21 @@ def default_tracer() -> Optional[DropTracer]:
     return TraceDropsSession
 
 
-NDP_TYPES = range(133, 138)   # router/neighbour solicitation and advertisement, redirect
+NEIGHBOUR_DISCOVERY = (135, 136)   # neighbour solicitation and advertisement: the ARP of IPv6
 
 
 def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
     """The drops of this ping (ICMP/ICMPv6 between the two ends, and ARP/NDP), merged per place and reason."""
     merged: Dict[tuple, dict] = {}
     ends = {a, b}
+    ipv6 = ":" in b
     for event in events:
-        arp = event.get("family") == "arp" or (event.get("proto") == "icmpv6" and event.get("icmp_type") in NDP_TYPES)
+        # Address resolution of this ping's family only: an IPv4 ping's path also carries the
+        # namespaces' own IPv6 chatter (router solicitations), which says nothing about the ping.
+        if ipv6:
+            arp = event.get("proto") == "icmpv6" and event.get("icmp_type") in NEIGHBOUR_DISCOVERY
+        else:
+            arp = event.get("family") == "arp"
         ours = event.get("proto") in ("icmp", "icmpv6") and event.get("src") in ends and event.get("dst") in ends
         if not (arp or ours):
             continue

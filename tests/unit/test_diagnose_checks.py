@@ -523,3 +523,13 @@ def test_a_route_through_a_nexthop_object_ends_the_walk_without_a_crash():
     a = ns("a", [veth(2, "eth0", "b", 2)], [Addr(2, "10.1.0.1", 24)], [Route(dst="10.9.0.0", dst_len=16)])
     walk = Walker(Snapshot({"a": a})).walk("a", "10.9.0.1")
     assert walk.hops[-1].action == "leave" and not walk.request_delivered
+
+
+def test_relevant_drops_of_an_ipv4_ping_leave_out_ipv6_chatter():
+    """Namespaces send router solicitations on their own; their drops say nothing about an IPv4 ping."""
+    events = [{"netns": "r", "ifname": "a", "reason": "NOT_SPECIFIED", "proto": "icmpv6", "family": "ipv6",
+               "src": "fe80::1", "dst": "ff02::2", "icmp_type": 133},
+              {"netns": "r", "ifname": "a", "reason": "NOT_SPECIFIED", "proto": "icmpv6", "family": "ipv6",
+               "src": "fe80::1", "dst": "ff02::1:ff00:2", "icmp_type": 135},
+              {"netns": "r", "ifname": "a", "reason": "Z", "family": "arp"}]
+    assert [d["reason"] for d in relevant_drops(events, "10.0.0.1", "10.0.0.2")] == ["Z"]
