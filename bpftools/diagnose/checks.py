@@ -35,6 +35,7 @@ class Finding:
     fix: List[str] = field(default_factory=list)
     confidence: float = CERTAIN
     direction: str = "request"
+    symptom: bool = False   # what any fault that stops ARP/NDP looks like (a FAILED entry): never an "also"
 
     def to_dict(self) -> dict:
         return {"netns": self.netns, "check": self.check, "ok": self.ok, "detail": self.detail}
@@ -60,10 +61,11 @@ def ok(state: NetnsState, check: str, detail: str, ifname: Optional[str] = None,
 
 
 def bad(state: NetnsState, check: str, cause: str, detail: str, fix: List[str], ifname: Optional[str] = None,
-        confidence: float = CERTAIN, direction: str = "request", home: str = HOST_LABEL) -> Finding:
+        confidence: float = CERTAIN, direction: str = "request", home: str = HOST_LABEL,
+        symptom: bool = False) -> Finding:
     assert cause in CAUSES, cause
     return Finding(state.name, check, False, detail, cause, ifname, [in_ns(state.name, c, home) for c in fix],
-                   confidence, direction)
+                   confidence, direction, symptom)
 
 
 # -- links -----------------------------------------------------------------------------------------
@@ -367,7 +369,8 @@ def check_neighbour(state: NetnsState, oif: Link, nexthop: str, receiver: Option
     if entry and entry.state in ("failed", "incomplete"):
         return bad(state, "neighbour", "neighbor_unreachable",
                    f"{how} for {nexthop} on {oif.ifname} is {entry.state.upper()}: nothing answered",
-                   [f"ip neigh flush dev {oif.ifname} to {nexthop}"], oif.ifname, confidence=LIKELY, **kw)
+                   [f"ip neigh flush dev {oif.ifname} to {nexthop}"], oif.ifname, confidence=LIKELY, symptom=True,
+                   **kw)
     state_text = entry.state if entry else "not cached yet"
     return ok(state, "neighbour", f"{how} entry for {nexthop} on {oif.ifname}: {state_text}", oif.ifname,
               direction)

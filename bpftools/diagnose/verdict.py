@@ -22,10 +22,10 @@ def _check_text(f: Finding) -> str:
     return f"check {f.check} ({f.direction}): {f.detail}"
 
 
-def _cause(name, netns, ifname, detail, evidence, fix, confidence, order, direction=None) -> dict:
+def _cause(name, netns, ifname, detail, evidence, fix, confidence, order, direction=None, symptom=False) -> dict:
     return {"cause": name, "netns": netns, "ifname": ifname, "detail": detail, "evidence": list(evidence),
             "fix": list(fix), "confidence": confidence, "direction": direction, "_order": order,
-            "_confirmed": confidence >= CERTAIN}
+            "_confirmed": confidence >= CERTAIN, "_symptom": symptom}
 
 
 def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
@@ -43,7 +43,7 @@ def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
             _add_evidence(same, _check_text(f))
             continue
         index[key] = _cause(f.cause, f.netns, f.ifname, f.detail, [_check_text(f)], f.fix, f.confidence, order,
-                            f.direction)
+                            f.direction, f.symptom)
         causes.append(index[key])
     programs = {(f.netns, f.ifname): f for f in findings if f.ok and f.cause in ("xdp_drop", "tc_drop")}
     for event in drops:
@@ -53,9 +53,11 @@ def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
             causes.append(_cause(f.cause, f.netns, f.ifname, f"{f.detail}; nothing else on the path explains the "
                                  "failure", [_check_text(f)], f.fix, f.confidence, order))
     causes.sort(key=lambda c: (-c["confidence"], c["_order"]))
-    causes = causes[:1] + [c for c in causes[1:] if c["_confirmed"]]
+    # A failed ARP/NDP entry (and NEIGH_FAILED drops) is what the first cause looks like from the
+    # sender when that cause stops address resolution: not a second fault.
+    causes = causes[:1] + [c for c in causes[1:] if c["_confirmed"] and not c["_symptom"]]
     for c in causes:
-        del c["_order"], c["_confirmed"]
+        del c["_order"], c["_confirmed"], c["_symptom"]
         c["confidence"] = round(c["confidence"], 2)
     return causes
 
@@ -87,7 +89,7 @@ def _add_drop(event: dict, causes: List[dict], index: Dict[tuple, dict], program
     if program is not None:
         detail += f" ({program.detail})"
     index[key] = _cause(name, event.get("netns"), event.get("ifname"), detail, [text], drop_fix(entry, event),
-                        LIKELY + 0.1, 10_000 + len(causes))
+                        LIKELY + 0.1, 10_000 + len(causes), symptom=name == "neighbor_unreachable")
     index[key]["_confirmed"] = True   # the kernel said so
     causes.append(index[key])
 

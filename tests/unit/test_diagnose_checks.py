@@ -533,3 +533,16 @@ def test_relevant_drops_of_an_ipv4_ping_leave_out_ipv6_chatter():
                "src": "fe80::1", "dst": "ff02::1:ff00:2", "icmp_type": 135},
               {"netns": "r", "ifname": "a", "reason": "Z", "family": "arp"}]
     assert [d["reason"] for d in relevant_drops(events, "10.0.0.1", "10.0.0.2")] == ["Z"]
+
+
+def test_a_failed_arp_entry_is_never_a_second_cause():
+    """The seed's veth pair: the ARP request is dropped as a martian on veth1, so the sender's entry
+    goes FAILED and NEIGH_FAILED drops follow: symptoms of the first cause, not a fault of their own."""
+    first = _finding("local_source", "h")
+    failed = C.Finding("h", "neighbour", False, "ARP for 192.168.4.2 on veth0 is FAILED", "neighbor_unreachable",
+                       "veth0", ["ip neigh flush dev veth0 to 192.168.4.2"], C.LIKELY, symptom=True)
+    drops = [{"netns": "h", "ifname": "veth0", "reason": "NEIGH_FAILED", "location": "neigh_invalidate+0x7e",
+              "family": "arp", "count": 3}]
+    assert [c["cause"] for c in build_causes([first, failed], drops)] == ["local_source"]
+    assert [c["cause"] for c in build_causes([first], drops)] == ["local_source"]
+    assert [c["cause"] for c in build_causes([failed], drops)] == ["neighbor_unreachable"]
