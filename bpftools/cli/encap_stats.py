@@ -53,8 +53,8 @@ def _print_json(rows: List[dict]) -> None:
 def _print_table(rows: List[dict]) -> None:
     counters = [r for r in rows if r["type"] == "encap"]
     pairs = [r for r in rows if r["type"] == "top"]
-    text = table(["IFACE", "DIR", "ENCAP", "PACKETS", "BYTES"],
-                 [(r["ifname"], r["direction"], r["encap"], r["packets"], r["bytes"]) for r in counters])
+    text = table(["NETNS", "IFACE", "DIR", "ENCAP", "PACKETS", "BYTES"],
+                 [(r["netns"], r["ifname"], r["direction"], r["encap"], r["packets"], r["bytes"]) for r in counters])
     if pairs:
         text += "\n\n" + table(["ENCAP", "RANK", "SRC", "DST", "PACKETS", "BYTES"],
                                [(r["encap"], r["rank"], r["src"], r["dst"], r["packets"], r["bytes"])

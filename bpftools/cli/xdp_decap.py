@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from typing import Optional, Tuple
 
@@ -14,8 +15,10 @@ from .output import announce_ready, duration_option, emit_json, interval_option,
 NEIGHBOUR_REFRESH = 1.0  # seconds between copies of the neighbour table into the redirect map
 
 
-def counters_line(counters: dict) -> str:
-    return " ".join(f"{name}={value}" for name, value in counters.items())
+def counters_line(counters: dict, netns: Optional[str] = None, ifname: Optional[str] = None) -> str:
+    where = [f"netns={shlex.quote(netns)}"] if netns else []
+    where += [f"iface={ifname}"] if ifname else []
+    return " ".join(where + [f"{name}={value}" for name, value in counters.items()])
 
 
 @click.command("xdp-decap")
@@ -64,7 +67,7 @@ def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], a
                        "netns_inode": target.netns_inode, "ifname": target.ifname,
                        **counters, "final": final})
         else:
-            click.echo(("total: " if final else "") + counters_line(counters))
+            click.echo(("total: " if final else "") + counters_line(counters, label, target.ifname))
 
     with terminate_gracefully(), decap.XdpDecap(target, config, mode, force, redirect_iface) as running:
         for note in running.notes:

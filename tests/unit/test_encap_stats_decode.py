@@ -132,3 +132,13 @@ def test_cli_bad_udp_port_is_one_line(monkeypatch):
     result = CliRunner().invoke(cli, ["encap-stats", "vb", "--udp-port", "vxlan=99999"])
     assert isinstance(result.exception, BpftoolsError)
     assert "port must be a number" in str(result.exception)
+
+
+def test_the_table_names_the_namespace_by_its_label(capsys):
+    from bpftools.cli.encap_stats import _print_table
+
+    _print_table([{"type": "encap", "netns": "docker:web", "netns_inode": 1, "ifname": "eth0",
+                   "direction": "ingress", "encap": "vxlan", "packets": 2, "bytes": 100}])
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.split() == ["NETNS", "IFACE", "DIR", "ENCAP", "PACKETS", "BYTES"]
+    assert row.split() == ["docker:web", "eth0", "ingress", "vxlan", "2", "100"]

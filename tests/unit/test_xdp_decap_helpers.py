@@ -137,3 +137,8 @@ def test_cli_help_lists_xdp_decap():
     for option in ("--allow-remote", "--allow-any", "--local", "--redirect", "--route", "--mode", "--force",
                    "--json", "--duration"):
         assert option in result.output
+
+
+def test_counters_line_names_the_namespace_by_its_label():
+    line = counters_line({"decapsulated": 1}, "pid:12 (sh)", "tb")
+    assert line == "netns='pid:12 (sh)' iface=tb decapsulated=1"
