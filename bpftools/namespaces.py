@@ -250,12 +250,38 @@ def by_inode(max_age: float = DISCOVERY_TTL) -> Dict[int, Netns]:
     return {ns.inode: ns for ns in discover(max_age)}
 
 
+def _still_at(ns: Netns) -> bool:
+    """Whether a discovered entry's path still opens its namespace. The kernel reuses the
+    inode of a freed namespace for the next one at once, so a cached entry can name a
+    namespace that no longer exists (an `ip netns` name deleted a moment ago)."""
+    return ns.path is None or _stat_inode(ns.path) == ns.inode
+
+
 def find_inode(inode: int) -> Optional[Netns]:
-    """The namespace with this inode; a miss refreshes a discovery older than a second."""
-    found = by_inode().get(inode) or _held_netns.get(inode)
+    """The namespace with this inode; a miss refreshes a discovery older than a second,
+    a cached entry whose namespace has gone (its inode reused) refreshes at once."""
+    found = by_inode().get(inode)
+    if found is not None and not _still_at(found):
+        found = by_inode(max_age=0).get(inode)
+    found = found or _held_netns.get(inode)  # held by fd: cannot have gone
     if found is None and time.monotonic() - _cache[0] > 1.0:
         found = by_inode(max_age=0).get(inode)
     return found
+
+
+def inode_of_label(label: str) -> Optional[int]:
+    """The inode of the namespace a label names now (every label is a selector), None if
+    it has gone. Used to match what was recorded by label (pin paths) to namespaces."""
+    kind, value = parse_selector(label)
+    if kind == "name":
+        return _stat_inode(os.path.join(NETNS_RUN_DIR, value))
+    for ns in discover():
+        if ns.label == label and _still_at(ns):
+            return ns.inode
+    try:
+        return resolve(label, hold=False).inode
+    except BpftoolsError:
+        return None
 
 
 def label_as_path_component(label: str) -> str:
@@ -412,8 +438,6 @@ def resolve(selector: Optional[str], hold: bool = True) -> Netns:
     path, ns = _selected(selector)
     fd, inode = _open_checked(path, f"--netns {selector}" if selector else "this network namespace")
     known = find_inode(inode)
-    if known is not None and known.path and _stat_inode(known.path) != inode:
-        known = by_inode(max_age=0).get(inode)  # a cached entry of a freed namespace whose inode was reused
     if known is not None:
         # The namespace's own label wins over how it was selected (pid:N of a container -> docker:NAME).
         ns = replace(known, path=known.path or ns.path)

@@ -61,8 +61,8 @@ def find_attachments(netns_names: Optional[List[NetnsHandle]] = None) -> List[di
                 })
     if netns_names is None:
         found += _loaded_tracing_programs()
-    labels = {netns_label(netns_inode(n)) for n in scope}
-    found += [p for p in _pins() if netns_names is None or p["netns"] in labels]
+    inodes = {netns_inode(n) for n in scope}
+    found += [p for p in _pins() if netns_names is None or p["netns_inode"] in inodes]
     return found
 
 
@@ -100,19 +100,22 @@ def _pins() -> List[dict]:
             os.close(fd)
         parts = os.path.relpath(path, PIN_ROOT).split(os.sep)  # capability/netns/ifname/map
         netns, ifname = (namespaces.label_from_path_component(parts[1]), parts[2]) if len(parts) == 4 else ("-", "-")
-        result.append({"netns": netns, "netns_inode": None, "netns_name": None, "ifname": ifname, "ifindex": 0, "hook": "pin",
+        # Matched to namespaces by what the label names now, not by text: labels of the same
+        # namespace can differ between the process that pinned and this one.
+        inode = namespaces.inode_of_label(netns) if netns != "-" else None
+        result.append({"netns": netns, "netns_inode": inode, "netns_name": None, "ifname": ifname, "ifindex": 0, "hook": "pin",
                        "prog_id": None, "prog_name": path,
                        "held_by": "process" if map_id in in_use else "stale pin"})
     return result
 
 
 def _remove(item: dict) -> None:
-    ifindex = item["ifindex"]
-    ns = None if item["netns_inode"] == namespaces.own_inode() else namespaces.find_inode(item["netns_inode"])
     hook = item["hook"]
     if hook == "pin":
         bpfsys.unpin(item["prog_name"])
         return
+    ifindex = item["ifindex"]
+    ns = None if item["netns_inode"] == namespaces.own_inode() else namespaces.find_inode(item["netns_inode"])
     if item["held_by"] == "bpf_link":
         link_id = _linked_prog_ids().get(item["prog_id"])
         if link_id is not None:

@@ -36,8 +36,6 @@ def unique_name(prefix: str) -> str:
 class Topology(contextlib.AbstractContextManager):
     """Namespaces and links created here are deleted on exit (namespaces take their links along)."""
 
-    created_in_this_process: set = set()  # every namespace any Topology made; for leftover checks
-
     def __init__(self, prefix: str = "bt"):
         self.prefix = prefix
         self.namespaces: List[str] = []
@@ -46,7 +44,6 @@ class Topology(contextlib.AbstractContextManager):
         name = unique_name(f"{self.prefix}-{role}-" if role else f"{self.prefix}-")
         run("ip", "netns", "add", name)
         self.namespaces.append(name)
-        Topology.created_in_this_process.add(name)
         run("ip", "link", "set", "lo", "up", netns=name)
         return name
 

@@ -43,34 +43,63 @@ def _skip_missing_features(request):
 
 @pytest.fixture
 def topo():
-    """A Topology whose namespaces are removed after the test, pass or fail."""
+    """A Topology whose namespaces are removed after the test, pass or fail, with the pins
+    made for them (a killed xdp-decap leaves its allow-list pinned under the namespace's name)."""
     from bpftools.topology import Topology
 
     with Topology("bt") as topology:
-        yield topology
+        try:
+            yield topology
+        finally:
+            remove_pins_of(topology.namespaces)
 
 
-def _leftovers() -> list:
-    """Namespaces this test run created and did not remove, and netlink attachments in ours."""
-    import docker_env
-    from bpftools.status import find_attachments
-    from bpftools.topology import Topology
+def remove_pins_of(labels) -> None:
+    """Remove what is pinned under /sys/fs/bpf/bpftools for these namespace labels."""
+    from bpftools import bpfsys, namespaces
 
-    found = [f"network namespace {n}" for n in sorted(Topology.created_in_this_process)
-             if os.path.exists(f"/run/netns/{n}")]
-    found += [f"{a['hook']} program {a['prog_name']} on {a['ifname']} (netns {a['netns']})"
-              for a in find_attachments([None]) if a["held_by"] == "netlink"]
-    found += [f"stale pin {a['prog_name']}" for a in find_attachments()
-              if a["held_by"] == "stale pin" and a["netns"] in Topology.created_in_this_process]
-    found += docker_env.leftovers()
-    return found
+    components = {namespaces.label_as_path_component(label) for label in labels}
+    for directory, _dirs, files in list(os.walk(bpfsys.PIN_ROOT)):
+        parts = os.path.relpath(directory, bpfsys.PIN_ROOT).split(os.sep)
+        if len(parts) >= 2 and parts[1] in components:
+            for name in files:
+                bpfsys.unpin(os.path.join(directory, name))
+
+
+_before = None  # what existed when the session started (tests/leftovers.py)
+
+
+def pytest_sessionstart(session):
+    global _before
+    if IS_ROOT:
+        import uuid
+
+        from leftovers import SESSION_VARIABLE, Snapshot
+
+        os.environ[SESSION_VARIABLE] = uuid.uuid4().hex  # marks every process the tests start
+        _before = Snapshot.take()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The suite must leave no namespaces, links or programs behind: fail the run if it does."""
-    if not IS_ROOT:
+    """The suite must leave no bpftools programs or processes, pins, namespaces, qdiscs or Docker
+    objects behind: fail the run naming each, then remove them so the next run starts clean."""
+    if not IS_ROOT or _before is None:
         return
-    leftovers = _leftovers()
-    if leftovers:
-        sys.stderr.write("\nbpftools tests left these behind:\n" + "".join(f"  {x}\n" for x in leftovers))
-        session.exitstatus = 1
+    from leftovers import new_since, other_sessions, remove
+
+    found = new_since(_before)
+    others = other_sessions()
+    if others:
+        maybe_theirs = [item for item in found if not item.surely_ours]
+        if maybe_theirs:
+            sys.stderr.write(f"\nnew since this session started, left alone: other test sessions run beside it "
+                             f"(pytest PIDs {', '.join(map(str, others))}):\n"
+                             + "".join(f"  {item.description}\n" for item in maybe_theirs))
+        found = [item for item in found if item.surely_ours]
+    if not found:
+        return
+    errors = remove(found)
+    sys.stderr.write("\nbpftools tests left these behind (removed now):\n" + "".join(
+        f"  {item.description}{' (could not remove: ' + errors[item.description] + ')' if item.description in errors else ''}\n"
+        for item in found))
+    session.exitstatus = 1

@@ -12,11 +12,12 @@ from .output import emit_json, netns_option, table
 
 
 @click.command()
+@netns_option("Only this namespace (its attachments and pins)")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per attachment.")
-def status(as_json: bool) -> None:
+def status(netns: Optional[str], as_json: bool) -> None:
     """List every bpftools attachment in every network namespace."""
     require_privileges()
-    found = find_attachments()
+    found = find_attachments() if netns is None else find_attachments([select_netns(netns)])
     if as_json:
         for item in found:
             emit_json({"type": "attachment", **item})

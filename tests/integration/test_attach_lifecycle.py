@@ -15,6 +15,7 @@ from bpftools.netlink import resolve_interface, xdp_prog_id
 from bpftools.program import BpfProgram
 from bpftools.status import find_attachments
 from bpftools_proc import READY_MARK, cli
+from waiting import wait_until
 
 HERE = Path(__file__).parent
 
@@ -128,10 +129,20 @@ def test_kill_9_of_xdp_decap_leaves_only_a_pin_that_detach_removes(veth_pair):
         decap.proc.wait(timeout=10)
     iface = resolve_interface(veth_pair.veth_b, veth_pair.ns_b)
     assert xdp_prog_id(iface) == 0  # the bpf_link went with the process
-    pins = [a for a in find_attachments([veth_pair.ns_b]) if a["hook"] == "pin"]
-    assert [p["held_by"] for p in pins] == ["stale pin"], pins
+
+    def pins():
+        return [a for a in find_attachments([veth_pair.ns_b]) if a["hook"] == "pin"]
+
+    # The pin is there at once; it turns stale when the kernel frees the killed program, after
+    # an RCU grace period: until then its map is still in use ("process").
+    assert [p["prog_name"] for p in pins()] == [f"/sys/fs/bpf/bpftools/xdp-decap/{veth_pair.ns_b}/vb/allow"]
+    stale = wait_until(pins, "the killed program's pin to turn stale",
+                       done=lambda found: [p["held_by"] for p in found] == ["stale pin"])
+    assert stale[0]["netns"] == veth_pair.ns_b
     status = cli("status", check=True).stdout
     assert "stale pin" in status and veth_pair.ns_b in status
+    scoped = [json.loads(line) for line in cli("status", "--netns", veth_pair.ns_b, "--json", check=True).stdout.splitlines()]
+    assert [(a["hook"], a["held_by"], a["netns"]) for a in scoped] == [("pin", "stale pin", veth_pair.ns_b)]
     out = cli("detach", veth_pair.veth_b, "--netns", veth_pair.ns_b, check=True).stdout
     assert "removed stale pin" in out
     assert not [a for a in find_attachments([veth_pair.ns_b]) if a["hook"] == "pin"]

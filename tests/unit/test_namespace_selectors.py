@@ -136,3 +136,34 @@ def test_rtm_getnsid_request_and_reply():
     assert namespaces._parse_nsid_reply(_reply(namespaces.RTM_NEWNSID, 5)) == 5
     assert namespaces._parse_nsid_reply(_reply(namespaces.RTM_NEWNSID, -1)) is None  # not assigned
     assert namespaces._parse_nsid_reply(_reply(namespaces.NLMSG_ERROR, 0)) is None
+
+
+def test_a_cached_namespace_whose_inode_was_reused_is_not_trusted(monkeypatch, tmp_path):
+    """The kernel gives a new namespace the inode of one freed a moment ago: a cached entry for
+    that inode names the old namespace (its `ip netns` file is gone) and must be refreshed."""
+    import time
+
+    from bpftools import namespaces
+    from bpftools.namespaces import Netns
+
+    old = Netns(4026532247, "bt-b-old", "netns", str(tmp_path / "bt-b-old"))
+    new = Netns(4026532247, "bt-b-new", "netns", str(tmp_path / "bt-b-new"))
+    (tmp_path / "bt-b-new").write_text("")
+    monkeypatch.setattr(namespaces, "_cache", (time.monotonic(), [old]))
+    monkeypatch.setattr(namespaces, "_discover", lambda: [new])
+    monkeypatch.setattr(namespaces, "_stat_inode",
+                        lambda path: 4026532247 if path and path.endswith("bt-b-new") else None)
+    assert namespaces.label_for_inode(4026532247) == "bt-b-new"
+
+
+def test_a_fresh_cached_entry_is_used_without_rediscovery(monkeypatch):
+    import time
+
+    from bpftools import namespaces
+    from bpftools.namespaces import Netns
+
+    entry = Netns(4026532250, "bt-a", "netns", "/run/netns/bt-a")
+    monkeypatch.setattr(namespaces, "_cache", (time.monotonic(), [entry]))
+    monkeypatch.setattr(namespaces, "_discover", lambda: (_ for _ in ()).throw(AssertionError("rediscovered")))
+    monkeypatch.setattr(namespaces, "_stat_inode", lambda path: 4026532250)
+    assert namespaces.find_inode(4026532250) == entry
