@@ -71,17 +71,32 @@ def _session_of(pid: int) -> str:
     return ""
 
 
+def _ancestors(pid: int) -> set:
+    """pid and its ancestors (a `timeout` or shell that runs this pytest is not another session)."""
+    found = set()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found
+
+
 def other_sessions() -> List[int]:
-    """PIDs of pytest processes of other test sessions running beside this one (engineers share
-    a machine): what is new may be theirs, so it is only reported, never removed."""
-    mine = os.environ.get(SESSION_VARIABLE, "")
+    """PIDs of other pytest processes running beside this one (engineers share a machine): what
+    is new may be theirs, so it is only reported, never removed. (A session's own marker is set
+    after it started, so /proc/PID/environ of pytest itself does not show it: go by the name.)"""
     found = []
+    mine = _ancestors(os.getpid())
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit() or int(entry) in mine:
             continue
         with contextlib.suppress(OSError):
-            session = _session_of(int(entry))
-            if session and session != mine and "pytest" in " ".join(_cmdline(int(entry))):
+            argv = _cmdline(int(entry))
+            if any(os.path.basename(a) in ("pytest", "py.test") for a in argv[:2]) or \
+                    "pytest" in argv[argv.index("-m") + 1:argv.index("-m") + 2] if "-m" in argv else False:
                 found.append(int(entry))
     return found
 

@@ -31,3 +31,21 @@ def stays(probe: Callable[[], T], expected: T, what: str, duration: float, inter
         if result != expected:
             raise AssertionError(f"{what}: expected {expected!r} to hold for {duration:g} s, saw {result!r}")
         time.sleep(interval)
+
+
+def settled(probe: Callable[[], T], what: str, quiet: float = 0.2, timeout: float = 15,
+            interval: float = 0.05, at_least: Optional[Callable[[T], bool]] = None) -> T:
+    """The value of `probe()` once it has stopped changing for `quiet` seconds (a counter that
+    packets still in flight would move), and `at_least(value)` holds if given."""
+    deadline = time.monotonic() + timeout
+    value = probe()
+    since = time.monotonic()
+    while True:
+        time.sleep(interval)
+        now_value = probe()
+        if now_value != value:
+            value, since = now_value, time.monotonic()
+        elif time.monotonic() - since >= quiet and (at_least is None or at_least(value)):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what} to settle; last seen: {value!r}")

@@ -2,7 +2,6 @@
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from scapy.layers.vxlan import VXLAN
 from bpftools.status import find_attachments
 from bpftools.topology import run
 from bpftools_proc import BpftoolsProcess
+from waiting import wait_until
 from packets import send_frames
 
 DST_MAC, SRC_MAC = "02:00:00:00:00:02", "02:00:00:00:00:01"  # not the veths' MACs: the stack drops them quietly
@@ -54,6 +54,23 @@ def final_totals(lines):
         if line["type"] == "encap":
             totals[(line["ifname"], line["direction"], line["encap"])] = (line["packets"], line["bytes"])
     return totals
+
+
+def last_report(lines):
+    """The rows of the newest report (all rows of one report share its `ts`)."""
+    return [line for line in lines if lines and line["ts"] == lines[-1]["ts"]]
+
+
+def stop_when_counted(proc, expected: dict) -> None:
+    """Stop once the periodic reports show `expected` ((ifname, direction, encap) -> (packets,
+    bytes), or packets alone for the keys given so): what the kernel counted, no guessing how long."""
+    def reached(lines):
+        totals = final_totals(lines)
+        return all(totals.get(k) == v or (isinstance(v, int) and totals.get(k, (None,))[0] == v)
+                   for k, v in expected.items())
+
+    proc.wait_for(reached, f"encap-stats to count {expected}")
+    assert proc.stop() == 0, proc.stderr
 
 
 def v4(proto_layer, src="10.41.0.1", dst="10.41.0.2"):
@@ -131,15 +148,14 @@ def test_crafted_packets_of_every_type_are_counted_exactly(quiet_pair, hook):
     frames = crafted_frames()
     assert {encap for encap, _ in frames} == {"none", "ipip", "sit", "ip6ip6", "ip4in6", "gre", "gretap", "vxlan",
                                              "geneve", "fou", "gue"}
-    with BpftoolsProcess("encap-stats", "vb", "--netns", quiet_pair.ns_b, "--ingress-hook", hook, "--json",
-                         "--interval", "60", *EXTRA_PORTS) as proc:
-        send_frames(quiet_pair.ns_a, "va", [f for _, f in frames])  # arrive on vb: ingress
-        send_frames(quiet_pair.ns_b, "vb", [f for _, f in frames])  # leave through vb: egress
-        time.sleep(0.5)
-        assert proc.stop() == 0, proc.stderr
     seen_on_ingress = frames if hook == "xdp" else [(e, f) for e, f in frames if f is not CUT_VLAN_TAG]
     expected = {**expected_totals("vb", "ingress", seen_on_ingress), **expected_totals("vb", "egress", frames)}
-    assert final_totals(proc.json_lines()) == expected
+    with BpftoolsProcess("encap-stats", "vb", "--netns", quiet_pair.ns_b, "--ingress-hook", hook, "--json",
+                         "--interval", "0.2", *EXTRA_PORTS) as proc:
+        send_frames(quiet_pair.ns_a, "va", [f for _, f in frames])  # arrive on vb: ingress
+        send_frames(quiet_pair.ns_b, "vb", [f for _, f in frames])  # leave through vb: egress
+        stop_when_counted(proc, expected)
+    assert final_totals(last_report(proc.json_lines())) == expected
     assert "Traceback" not in proc.stderr
 
 
@@ -177,8 +193,7 @@ def test_real_vxlan_tunnel_counts_equal_packets_sent(vxlan_pair, hook):
         ping = run("ping", "-c", str(count), "-i", "0.2", "-W", "2", vxlan_pair.vxlan_b, netns=vxlan_pair.ns_a,
                    check=False)
         assert f"{count} received" in ping.stdout, ping.stdout
-        time.sleep(0.3)
-        assert proc.stop() == 0, proc.stderr
+        stop_when_counted(proc, {("vb", "ingress", "vxlan"): count, ("vb", "egress", "vxlan"): count})
     lines = proc.json_lines()
     totals = final_totals(lines)
     frame = 14 + 20 + 8 + 8 + 14 + 84  # underlay Ethernet/IPv4/UDP/VXLAN + inner Ethernet + 84-byte ping
@@ -201,12 +216,13 @@ def test_top_is_bounded_to_n_per_type(quiet_pair):
     frames += [v4(UDP(sport=1, dport=4789) / VXLAN() / INNER_ETH, src="10.43.2.1", dst="10.43.2.2")]
     frames += [v6(GRE(proto=0x6558) / INNER_ETH, src="fd00:43::1", dst="fd00:43::2")] * 2
     frames += [v4(TCP())] * 9  # plain traffic never enters the pairs map
-    with BpftoolsProcess("encap-stats", "vb", "--netns", quiet_pair.ns_b, "--json", "--interval", "60",
+    with BpftoolsProcess("encap-stats", "vb", "--netns", quiet_pair.ns_b, "--json", "--interval", "0.2",
                          "--top", "2") as proc:
         send_frames(quiet_pair.ns_a, "va", frames)
-        time.sleep(0.3)
-        assert proc.stop() == 0, proc.stderr
-    top = [(t["encap"], t["rank"], t["src"], t["dst"], t["packets"]) for t in proc.json_lines() if t["type"] == "top"]
+        stop_when_counted(proc, {("vb", "ingress", "ipip"): 15, ("vb", "ingress", "vxlan"): 1,
+                                 ("vb", "ingress", "gretap"): 2})
+    top = [(t["encap"], t["rank"], t["src"], t["dst"], t["packets"]) for t in last_report(proc.json_lines())
+           if t["type"] == "top"]
     assert top == [("ipip", 1, "10.43.0.5", "10.43.1.1", 5), ("ipip", 2, "10.43.0.4", "10.43.1.1", 4),
                    ("gretap", 1, "fd00:43::1", "fd00:43::2", 2), ("vxlan", 1, "10.43.2.1", "10.43.2.2", 1)]
 
@@ -223,9 +239,10 @@ def test_duration_ends_cleanly_and_detaches(quiet_pair):
 def test_sigterm_detaches_and_prints_final_totals(quiet_pair, monkeypatch, method):
     if method == "netlink":
         monkeypatch.setenv("BPFTOOLS_ATTACH", "netlink")  # clsact filters instead of tcx links
-    with BpftoolsProcess("encap-stats", "vb", "--netns", quiet_pair.ns_b, "--json", "--interval", "60") as proc:
+    with BpftoolsProcess("encap-stats", "vb", "--netns", quiet_pair.ns_b, "--json", "--interval", "0.2") as proc:
         send_frames(quiet_pair.ns_a, "va", [v4(INNER4)] * 3)
-        time.sleep(0.3)
+        proc.wait_for(lambda lines: final_totals(lines).get(("vb", "ingress", "ipip"), (0,))[0] == 3,
+                      "the 3 ipip packets to be counted")
         assert sorted(ours(quiet_pair.ns_b)) == ["bpftools_ec_eg", "bpftools_ec_in"]
         proc.stop(signal.SIGTERM)
     assert proc.proc.returncode in (0, 130) and "Traceback" not in proc.stderr
@@ -254,14 +271,14 @@ def test_gso_packets_count_their_segments(vxlan_pair):
     server = subprocess.Popen(["ip", "netns", "exec", vxlan_pair.ns_b, "iperf3", "-s", "-1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.3)
-        with BpftoolsProcess("encap-stats", "vb", "--netns", vxlan_pair.ns_b, "--json", "--interval", "60") as proc:
+        wait_until(lambda: ":5201 " in run("ss", "-Hltn", netns=vxlan_pair.ns_b).stdout, "iperf3 -s to listen")
+        with BpftoolsProcess("encap-stats", "vb", "--netns", vxlan_pair.ns_b, "--json", "--interval", "0.2") as proc:
             before = [tcp_segments_sent(ns) for ns in (vxlan_pair.ns_a, vxlan_pair.ns_b)]
             run("iperf3", "-c", vxlan_pair.vxlan_b, "-n", "8M", netns=vxlan_pair.ns_a)
             server.wait(timeout=10)
-            time.sleep(0.2)
             after = [tcp_segments_sent(ns) for ns in (vxlan_pair.ns_a, vxlan_pair.ns_b)]
-            assert proc.stop() == 0, proc.stderr
+            stop_when_counted(proc, {("vb", "ingress", "vxlan"): after[0] - before[0],
+                                     ("vb", "egress", "vxlan"): after[1] - before[1]})
     finally:
         if server.poll() is None:
             server.kill()
@@ -280,10 +297,9 @@ def test_headers_in_paged_data_are_pulled(quiet_pair):
     jumbo = [("vxlan", v4(UDP(sport=41000, dport=4789) / VXLAN() / INNER_ETH / (b"j" * 5000))),
              ("gretap", v6(GRE(proto=0x6558) / INNER_ETH / (b"j" * 5000))),
              ("none", v4(TCP(sport=40000, dport=80) / (b"j" * 5000)))]
-    with BpftoolsProcess("encap-stats", "vb", "--netns", quiet_pair.ns_b, "--json", "--interval", "60") as proc:
+    expected = {**expected_totals("vb", "ingress", jumbo), **expected_totals("vb", "egress", jumbo)}
+    with BpftoolsProcess("encap-stats", "vb", "--netns", quiet_pair.ns_b, "--json", "--interval", "0.2") as proc:
         send_frames(quiet_pair.ns_a, "va", [f for _, f in jumbo])
         send_frames(quiet_pair.ns_b, "vb", [f for _, f in jumbo])
-        time.sleep(0.3)
-        assert proc.stop() == 0, proc.stderr
-    expected = {**expected_totals("vb", "ingress", jumbo), **expected_totals("vb", "egress", jumbo)}
-    assert final_totals(proc.json_lines()) == expected
+        stop_when_counted(proc, expected)
+    assert final_totals(last_report(proc.json_lines())) == expected

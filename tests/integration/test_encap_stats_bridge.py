@@ -36,9 +36,8 @@ def test_bridge_and_port_counts(bridged, topo):
     with BpftoolsProcess("encap-stats", "br0", "pa", "--netns", bridged.switch, "--json", "--interval", "0.5") as proc:
         send_frames(bridged.a, "eth0", vxlan_frames(a_mac, b_mac, bridged.addr_a, bridged.addr_b, 5))  # bridged
         send_frames(bridged.a, "eth0", vxlan_frames(a_mac, br_mac, bridged.addr_a, BRIDGE_ADDR, 3))  # to br0
-        import time
-
-        time.sleep(1)
+        proc.wait_for(lambda _lines: totals(proc).get(("pa", "ingress", "vxlan")) == 8
+                      and totals(proc).get(("br0", "ingress", "vxlan")) == 3, "the bridge and its port to count")
         assert proc.stop() == 0
     counted = totals(proc)
     assert counted[("pa", "ingress", "vxlan")] == 8, counted

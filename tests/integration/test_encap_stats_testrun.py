@@ -1,7 +1,6 @@
 """The encap classifier through BPF_PROG_TEST_RUN: the no-Ethernet (L3 device) parsing path, the tc
 entry point, and a real ipip tunnel device where the kernel has one."""
 import socket
-import time
 
 import pytest
 from bcc import BPF
@@ -93,11 +92,15 @@ def test_real_ipip_tunnel_device(topo):
         run("ip", "addr", "add", inner, "dev", "ipip0", netns=ns)
         run("ip", "link", "set", "ipip0", "up", netns=ns)
     count = 4
-    with BpftoolsProcess("encap-stats", "vb", "ipip0", "--netns", ns_b, "--json", "--interval", "60",
+    def totals(lines):
+        return {(r["ifname"], r["direction"], r["encap"]): r["packets"] for r in lines}
+
+    with BpftoolsProcess("encap-stats", "vb", "ipip0", "--netns", ns_b, "--json", "--interval", "0.2",
                          "--udp-port", "fou=5555") as proc:
         send_udp(ns_a, "10.45.1.2", 5555, count)
-        time.sleep(0.5)
+        proc.wait_for(lambda lines: totals(lines).get(("vb", "ingress", "ipip")) == count
+                      and totals(lines).get(("ipip0", "ingress", "fou")) == count, f"{count} packets counted")
         assert proc.stop() == 0, proc.stderr
-    totals = {(r["ifname"], r["direction"], r["encap"]): r["packets"] for r in proc.json_lines()}
+    totals = totals(proc.json_lines())
     assert totals[("ipip0", "ingress", "fou")] == count
     assert totals[("vb", "ingress", "ipip")] == count

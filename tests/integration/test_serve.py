@@ -22,6 +22,7 @@ from bpftools.topology import run
 from bpftools_proc import BpftoolsProcess, cli
 from packets import send_frames, send_udp
 from prometheus_server import Prometheus, free_port
+from waiting import stays
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
@@ -124,7 +125,9 @@ def test_prometheus_sees_what_the_kernel_counted(site):
         assert kernel == DROPPED_UDP
         ours = f'bpftools_drops_total{{netns="{site.b}", device="vb", reason="NETFILTER_DROP"}}'
         prom.wait_for(ours, predicate=lambda r: r and float(r[0]["value"][1]) >= kernel)
-        time.sleep(2)  # more scrapes: nothing counted twice
+        scrapes = int(prom.query(f"count_over_time({ours}[1m])")[0]["value"][1])
+        prom.wait_for(f"count_over_time({ours}[1m])",  # more scrapes: nothing counted twice
+                      predicate=lambda r: r and int(r[0]["value"][1]) >= scrapes + 2)
         assert float(prom.query(f"max_over_time({ours}[1m])")[0]["value"][1]) == kernel
         rp = prom.wait_for(f'bpftools_drops_total{{netns="{site.b}", reason="IP_RPFILTER"}}')
         assert float(rp[0]["value"][1]) == SPOOFED
@@ -132,7 +135,8 @@ def test_prometheus_sees_what_the_kernel_counted(site):
         assert float(decap[0]["value"][1]) == 25
         vxlan = prom.wait_for(f'bpftools_encap_packets_total{{netns="{site.b}", device="vb", encap="vxlan", direction="ingress"}}')
         assert float(vxlan[0]["value"][1]) >= 20
-        time.sleep(3)  # let rates see a few samples
+        prom.wait_for(f'count_over_time(bpftools_encap_packets_total{{netns="{site.b}"}}[1m])',  # rates need samples
+                      predicate=lambda r: r and min(int(x["value"][1]) for x in r) >= 3)
 
         for title, expr, legend_labels in dashboard_expressions():
             result = prom.wait_for(expr, timeout=10)  # wait_for: a scrape may be missed on a loaded machine
@@ -224,8 +228,7 @@ def test_interfaces_that_appear_and_disappear_are_followed(topo):
         # an interface that vanishes while it is being attached (compiling takes a while)
         topo.veth(ns, "late0", ns, "late1")
         run("ip", "link", "del", "late0", netns=ns)
-        time.sleep(2.5)
-        assert serve.proc.poll() is None, serve.proc.stderr.read() if serve.proc.stderr else ""
+        stays(serve.proc.poll, None, "serve keeps running while the interface it attaches to vanishes", duration=2.5)
         assert serve.stop(signal.SIGTERM) == 0
     assert "internal error" not in serve.stderr
 
@@ -352,8 +355,8 @@ def test_sighup_reloads_the_config_and_changes_only_what_changed(tmp_path, veth_
         wait_metrics(port, lambda t: 'reason="NO_SOCKET"} 7.0' in t)
         rewrite_unnoticed(config, f'listen = "127.0.0.1:{new_port}"\ndrops = true\nnetns = "{ns}"\n'
                                   f'encap = ["{ifname}"]\ndecap = ["{ifname}"]\nallow_any = true\n')
-        time.sleep(2)  # two rounds of the loop: the file watch must not have seen this
-        assert 'bpftools_config_reloads_total{result="success"} 0.0' in metrics_text(port)
+        # two rounds of the loop: the file watch must not see a change that kept size and mtime
+        stays(lambda: reloads(metrics_text(port), "success"), 0.0, "no reload without SIGHUP", duration=2)
         serve.proc.send_signal(signal.SIGHUP)
         text = wait_metrics_at(new_port, lambda t: 'hook="xdp"' in t, timeout=READY_TIMEOUT)
         # unchanged: the drop tracer kept its counts, encap was not re-attached

@@ -5,15 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 
 import pytest
 
 from bpftools.topology import run
 from bpftools.traffic import resolve_neighbour, send_spoofed_udp, send_udp, tcp_connect
 from bpftools_proc import BpftoolsProcess, cli
+from waiting import wait_until
 
-SETTLE = 0.3  # let the last events reach the ring buffer before stopping
 
 
 def trace(*args: str):
@@ -26,8 +25,11 @@ def drops(proc: BpftoolsProcess, **match) -> list:
             if e["type"] == "drop" and all(e.get(k) == v for k, v in match.items())]
 
 
-def stop(proc: BpftoolsProcess) -> None:
-    time.sleep(SETTLE)
+def stop(proc: BpftoolsProcess, count: int = 1, **match) -> None:
+    """Stop once `count` drop events matching `match` were printed (what is still in the ring
+    buffer then is read before the summary: nothing is cut short)."""
+    proc.wait_for(lambda _lines: len(drops(proc, **match)) >= count,
+                  f"{count} drop event(s) matching {match or 'anything'}")
     assert proc.stop() == 0, proc.stderr
 
 
@@ -35,7 +37,7 @@ def first_router_drop(routed, dst: str, match: dict, src: str = ""):
     """Ping dst from `left` while tracing the router; the first drop event matching `match`."""
     with trace("--netns", routed.router) as proc:
         ping(routed.left, dst, **({"src": src} if src else {}))
-        stop(proc)
+        stop(proc, **match)
     events = drops(proc, **match)
     assert events, proc.stdout
     return events[0]
@@ -76,7 +78,7 @@ def test_forward_rule_drop(routed):
     resolve_neighbour(routed.left, routed.right_addr, port=7)
     with trace("--netns", routed.router) as proc:
         send_udp(routed.left, routed.right_addr, 7777, count=3, gap=0.05)
-        stop(proc)
+        stop(proc, count=3, reason="NETFILTER_DROP", dport=7777)
     events = drops(proc, reason="NETFILTER_DROP", dport=7777)
     assert len(events) == 3, proc.stdout
     event = events[0]
@@ -90,7 +92,7 @@ def test_input_rule_drop(veth_pair):
     run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP", netns=veth_pair.ns_b)
     with trace("vb", "--netns", veth_pair.ns_b) as proc:
         tcp_connect(veth_pair.ns_a, veth_pair.addr_b, 8080)
-        stop(proc)
+        stop(proc, reason="NETFILTER_DROP", family="ipv4")
     events = drops(proc, reason="NETFILTER_DROP", family="ipv4")  # not IPv6 neighbour discovery noise
     assert events, proc.stdout
     event = events[0]
@@ -121,7 +123,7 @@ def test_ipv6_forwarding_off_names_the_ipv6_sysctl(topo):
     resolve_neighbour(a, "fd00:25::2")
     with trace("--netns", r, "--reason", "IP_INADDRERRORS") as proc:
         send_udp(a, "fd00:26::2", 6905, count=2, gap=0.05)
-        stop(proc)
+        stop(proc, dport=6905)
     events = drops(proc, dport=6905)
     assert events, proc.stdout
     assert (events[0]["family"], events[0]["ifname"], events[0]["dst"]) == ("ipv6", "f6rl", "fd00:26::2")
@@ -142,7 +144,7 @@ def test_martian_local_source(veth_pair):
     with trace("vb", "--netns", veth_pair.ns_b) as proc:
         # a packet claiming to come from b's own address, arriving on vb
         send_spoofed_udp(veth_pair.ns_a, veth_pair.addr_b, veth_pair.addr_b, 5555, count=2)
-        stop(proc)
+        stop(proc, reason="IP_LOCAL_SOURCE", family="ipv4")
     events = drops(proc, reason="IP_LOCAL_SOURCE", family="ipv4")  # not IPv6 neighbour discovery noise
     assert events, proc.stdout
     event = events[0]
@@ -171,7 +173,7 @@ def test_all_netns_names_the_namespace(veth_pair):
     resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
     with trace("--all-netns", "--reason", "NO_SOCKET", "--dst", f"{veth_pair.addr_b}/32") as proc:
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 4321, count=2, gap=0.05)
-        stop(proc)
+        stop(proc, dport=4321)
     events = drops(proc, dport=4321)
     assert events and {e["netns"] for e in events} == {veth_pair.ns_b}, proc.stdout
 
@@ -210,10 +212,8 @@ def test_sigterm_detaches_and_prints_summary(veth_pair):
         assert proc.stop(signal.SIGTERM) == 0
     assert [e for e in proc.json_lines() if e["type"] == "summary"] == [
         {"type": "summary", "drops": [], "events_lost": 0}]
-    deadline = time.monotonic() + 5
-    while any(bpfsys.prog_info(i) for i in ids) and time.monotonic() < deadline:
-        time.sleep(0.1)  # programs are freed after an RCU grace period
-    assert not any(bpfsys.prog_info(i) for i in ids)
+    # programs are freed after an RCU grace period
+    wait_until(lambda: not any(bpfsys.prog_info(i) for i in ids), "the programs to be freed")
 
 
 def test_locally_generated_drop_without_device_names_the_route_device(veth_pair):
@@ -221,7 +221,7 @@ def test_locally_generated_drop_without_device_names_the_route_device(veth_pair)
     run("iptables", "-A", "OUTPUT", "-p", "udp", "--dport", "6401", "-j", "DROP", netns=veth_pair.ns_a)
     with trace("--netns", veth_pair.ns_a) as proc:
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 6401, count=2, gap=0.05)
-        stop(proc)
+        stop(proc, count=2, reason="NETFILTER_DROP", dport=6401)
     events = drops(proc, reason="NETFILTER_DROP", dport=6401)
     assert len(events) == 2, proc.stdout
     assert (events[0]["netns"], events[0]["ifname"], events[0]["src"]) == (veth_pair.ns_a, "va", veth_pair.addr_a)
@@ -234,7 +234,7 @@ def test_perf_tracepoint_fallback(veth_pair, monkeypatch):
     with trace("--netns", veth_pair.ns_b, "--reason", "NO_SOCKET") as proc:
         assert "via tracepoint skb:kfree_skb" in proc.stderr
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 6501, count=2, gap=0.05)
-        stop(proc)
+        stop(proc, dport=6501)
     events = drops(proc, dport=6501)
     assert [(e["netns"], e["ifname"], e["reason"]) for e in events] == [(veth_pair.ns_b, "vb", "NO_SOCKET")] * 2
 
@@ -253,7 +253,8 @@ def test_lost_events_are_reported_and_counts_stay_exact(veth_pair):
         finally:
             proc.proc.send_signal(signal.SIGCONT)
         assert sent > RING_BUFFER_EVENTS
-        stop(proc)
+        proc.wait_for(lambda lines: any(e["type"] == "lost" for e in lines), "the reader to report lost events")
+        assert proc.stop() == 0, proc.stderr
     lines = proc.json_lines()
     lost = sum(e["count"] for e in lines if e["type"] == "lost")
     shown = len([e for e in lines if e["type"] == "drop"])
@@ -267,7 +268,7 @@ def test_netfilter_hint_for_iptables_legacy(veth_pair):
     resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
     with trace("--netns", veth_pair.ns_b, "--reason", "NETFILTER_DROP") as proc:
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 6701, count=2, gap=0.05)
-        stop(proc)
+        stop(proc, count=2, dport=6701)
     events = drops(proc, dport=6701)
     assert len(events) == 2, proc.stdout
     assert "iptables-legacy: table filter chain INPUT rule 1 `-A INPUT -p udp -m udp --dport 6701 -j DROP`" \
@@ -285,7 +286,7 @@ def native_nft_input_drops(veth_pair, family: str, table: str, chain: str, port:
     resolve_neighbour(veth_pair.ns_a, veth_pair.addr_b)
     with trace("--netns", ns, "--reason", "NETFILTER_DROP") as proc:
         send_udp(veth_pair.ns_a, veth_pair.addr_b, port, count=2, gap=0.05)
-        stop(proc)
+        stop(proc, count=2, dport=port)
     events = drops(proc, dport=port)
     assert len(events) == 2, proc.stdout
     assert "at INPUT" in events[0]["hint"]
@@ -316,7 +317,7 @@ def test_netfilter_hint_for_native_nftables_policy(routed):
         netns=ns)
     with trace("--netns", ns, "--reason", "NETFILTER_DROP") as proc:
         ping(routed.left, routed.right_addr)
-        stop(proc)
+        stop(proc, proto="icmp")
     events = drops(proc, proto="icmp")
     assert events, proc.stdout
     assert "at FORWARD" in events[0]["hint"]
@@ -341,7 +342,7 @@ def test_device_without_ethernet_header(topo):
         with trace("tun9", "--netns", ns) as proc:
             for _ in range(2):
                 os.write(fd, ipv4_udp_packet("10.61.0.2", "10.61.0.1", 40001, 6901))
-            stop(proc)
+            stop(proc, count=2, reason="NO_SOCKET")
     finally:
         os.close(fd)
     events = drops(proc, reason="NO_SOCKET")
@@ -365,7 +366,7 @@ def test_non_ip_drop_reports_the_ethertype(veth_pair):
         frame = bytes.fromhex(mac_b.replace(":", "")) + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"\0" * 46
         with trace("vb", "--netns", veth_pair.ns_b) as proc:
             sock.send(frame)
-            stop(proc)
+            stop(proc, family="0x88b5")
     events = [e for e in drops(proc) if e["family"] == "0x88b5"]
     assert len(events) == 1, proc.stdout
     assert (events[0]["ifname"], events[0]["proto"], events[0]["src"]) == ("vb", None, None)
@@ -385,7 +386,7 @@ def test_ipv6_netfilter_drop_names_the_ip6tables_rule(topo):
     resolve_neighbour(a, "fd00:22::2")
     with trace("v6b", "--netns", b, "--reason", "NETFILTER_DROP") as proc:
         send_udp(a, "fd00:22::2", 6903, count=2, gap=0.05)
-        stop(proc)
+        stop(proc, count=2, dport=6903)
     events = drops(proc, dport=6903)
     assert len(events) == 2, proc.stdout
     assert (events[0]["family"], events[0]["src"], events[0]["dst"]) == ("ipv6", "fd00:22::1", "fd00:22::2")

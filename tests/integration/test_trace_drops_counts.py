@@ -4,11 +4,11 @@ IPReversePathFilter in the namespace's /proc/net/netstat)."""
 from __future__ import annotations
 
 import re
-import time
 
 from bpftools.topology import run
 from bpftools.traffic import resolve_neighbour, send_udp
 from bpftools_proc import BpftoolsProcess
+from waiting import settled
 
 PACKETS = 1500
 GAP = 0.0001  # keep veth's backlog from overflowing: every packet should reach the rule
@@ -46,8 +46,7 @@ def test_summary_equals_iptables_rule_counter(veth_pair):
     with BpftoolsProcess("trace-drops", "--netns", ns_b, "--summary", "--json") as proc:
         run("iptables", "-Z", "INPUT", netns=ns_b)
         send_udp(veth_pair.ns_a, veth_pair.addr_b, 9, count=PACKETS, gap=GAP)
-        time.sleep(0.3)
-        _, rule_packets = iptables_packets(ns_b, "INPUT")
+        _, rule_packets = settled(lambda: iptables_packets(ns_b, "INPUT"), "the INPUT rule's counter")
         assert proc.stop() == 0, proc.stderr
     assert rule_packets >= 1000
     assert summary_count(proc, ns_b, "vb", "NETFILTER_DROP") == rule_packets
@@ -59,8 +58,7 @@ def test_summary_equals_iptables_policy_counter(routed):
     with BpftoolsProcess("trace-drops", "r-left", "--netns", routed.router, "--summary", "--json") as proc:
         run("iptables", "-Z", "FORWARD", netns=routed.router)
         send_udp(routed.left, routed.right_addr, 5001, count=PACKETS, gap=GAP)
-        time.sleep(0.3)
-        policy_packets, _ = iptables_packets(routed.router, "FORWARD")
+        policy_packets, _ = settled(lambda: iptables_packets(routed.router, "FORWARD"), "the FORWARD policy's counter")
         assert proc.stop() == 0, proc.stderr
     assert policy_packets >= 1000
     assert summary_count(proc, routed.router, "r-left", "NETFILTER_DROP") == policy_packets
@@ -74,8 +72,7 @@ def test_summary_equals_ip_reverse_path_filter_counter(routed, topo):
     with BpftoolsProcess("trace-drops", "--netns", routed.router, "--summary", "--json") as proc:
         before = netstat(routed.router, "IPReversePathFilter")
         send_udp(routed.left, routed.right_addr, 5002, count=PACKETS, src="10.21.9.2", gap=GAP)
-        time.sleep(0.3)
-        kernel = netstat(routed.router, "IPReversePathFilter") - before
+        kernel = settled(lambda: netstat(routed.router, "IPReversePathFilter"), "IPReversePathFilter") - before
         assert proc.stop() == 0, proc.stderr
     assert kernel >= 1000
     assert summary_count(proc, routed.router, "r-left", "IP_RPFILTER") == kernel

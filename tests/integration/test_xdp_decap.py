@@ -115,6 +115,12 @@ def replies_in_a(tunnel):
         yield listener
 
 
+def counted(proc: BpftoolsProcess, **expected: int) -> None:
+    """Wait until a periodic report shows these counters (what the XDP program has done)."""
+    proc.wait_for(lambda lines: any(all(line.get(k) == v for k, v in expected.items()) for line in lines),
+                  f"xdp-decap to report {expected}")
+
+
 def final_counters(proc: BpftoolsProcess) -> dict:
     assert proc.stop() == 0, proc.stderr
     lines = proc.json_lines()
@@ -128,7 +134,7 @@ def test_allow_listed_sender_gets_inner_echo_answered(tunnel, replies_in_a, mode
                          "--mode", mode, "--json", "--interval", "0.5") as proc:
         send_frames(tunnel.a, "ta", ipip_echo_frames(tunnel, tunnel.b_addr, 5))
         replies = replies_in_a.collect(5)
-        time.sleep(0.7)
+        counted(proc, decapsulated=5)
         totals = final_counters(proc)
     assert sources(replies) == [(tunnel.b_addr, seq) for seq in range(1, 6)]
     assert totals["type"] == "decap" and totals["netns"] == tunnel.b and totals["ifname"] == "tb"
@@ -267,9 +273,9 @@ def test_route_sends_inner_ipv6_over_the_egress_mtu_to_the_stack(topo, tunnel_to
     fits = [six_in_four(1280, seq) for seq in (1, 2)]
     too_big = [six_in_four(1300, seq) for seq in (3, 4, 5)]  # payload 1260 < 1280 < 1300
     with BpftoolsProcess("xdp-decap", "tb", "--netns", t.b, "--allow-remote", t.a_addr, "--route",
-                         "--json") as proc:
+                         "--json", "--interval", "0.2") as proc:
         send_frames(t.a, "ta", fits + too_big)
-        time.sleep(0.3)
+        counted(proc, decapsulated=5, redirected=2, redirect_failed=3)
         totals = final_counters(proc)
     assert totals["decapsulated"] == 5
     assert (totals["redirected"], totals["redirect_failed"]) == (2, 3), totals
