@@ -12,7 +12,8 @@ log() { echo "[bootstrap] $*" >&2; }
 [ "$(id -u)" = 0 ] || { echo "bootstrap.sh must run as root (it installs packages and loads BPF programs)" >&2; exit 1; }
 
 # docker.io and busybox-static: the Docker scenario tests (a local image is built from busybox with `docker import`).
-APT_PACKAGES=(bpfcc-tools python3-bpfcc bpftool iproute2 iptables nftables iputils-ping tcpdump python3-venv bpftrace iperf3 kmod procps util-linux prometheus docker.io busybox-static)
+# containerd (its CRI plugin, runc) and containernetworking-plugins: the pod tests (tests/cri_env.py).
+APT_PACKAGES=(bpfcc-tools python3-bpfcc bpftool iproute2 iptables nftables iputils-ping tcpdump python3-venv bpftrace iperf3 kmod procps util-linux prometheus docker.io busybox-static containerd containernetworking-plugins)
 
 missing_packages() {
     local p

@@ -1,7 +1,8 @@
 """Every network namespace on the host: found, named, selected and entered here only.
 
 Sources, in the order that decides a namespace's one label: the initial namespace ("host"),
-Kubernetes pods (the CRI runtime), Docker containers (the Engine API), `ip netns` names,
+the container runtimes handed to the registry (`register_source`: Kubernetes pods, then Docker
+containers; `runtimes.py` registers them, this module imports no runtime), `ip netns` names,
 namespaces only a process holds ("pid:N (comm)" of its lowest PID), and those only a bind
 mount holds ("inode:N"). Every label is also a selector (`resolve`); docs/namespaces.md
 lists the selectors.
@@ -23,10 +24,9 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote, unquote
 
-from . import cri, docker_engine
 from .errors import BpftoolsError, survive
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Netns:
     pod: Optional[str] = None
     k8s_namespace: Optional[str] = None
     runtime: Optional[str] = None  # docker, containerd, cri-o
+    pod_uid: Optional[str] = None
     pid: Optional[int] = None
     nsid: Optional[int] = None  # as seen from the host namespace, if assigned
 
@@ -65,6 +66,12 @@ class Netns:
 
 def own_inode() -> int:
     return os.stat(OWN_PATH).st_ino
+
+
+def host_netns() -> Optional[Netns]:
+    """The initial namespace as an entry labelled "host", None where it cannot be seen."""
+    found = _host()
+    return Netns(found[0], "host", "host", found[1]) if found else None
 
 
 def _host() -> Optional[Tuple[int, str]]:
@@ -170,30 +177,40 @@ def _stat_inode(path: Optional[str]) -> Optional[int]:
         return None
 
 
-def _docker_namespaces() -> List[Netns]:
-    found = []
-    for c in docker_engine.containers(running_only=True):
-        if c.network_mode == "host" or c.network_mode.startswith("container:") or not c.pid:
-            continue  # shares a namespace named by another source
-        path = f"/proc/{c.pid}/ns/net"
-        inode = _stat_inode(path)
-        if inode is None:
-            path, inode = c.sandbox_key, _stat_inode(c.sandbox_key)
-        if inode is not None:
-            found.append(Netns(inode, f"docker:{c.name}", "docker", path, container=c.name, container_id=c.id,
-                               runtime="docker", pid=c.pid))
-    return found
+@dataclass(frozen=True)
+class Source:
+    """A runtime that names namespaces (Kubernetes pods, Docker containers), handed to the registry.
+    `discover` lists its live namespaces ([] when the runtime does not answer); `select` turns the
+    value of a `KIND:VALUE` selector into (path to open, namespace) or raises a one-line BpftoolsError."""
+    kind: str  # the selector and label prefix: "pod", "docker"
+    discover: Callable[[], List[Netns]]
+    select: Callable[[str], Tuple[str, Netns]]
 
 
-def _pod_namespaces() -> List[Netns]:
-    found = []
-    for pod in cri.pods():
-        path = pod.netns_path or (f"/proc/{pod.pid}/ns/net" if pod.pid else None)
-        inode = _stat_inode(path)
-        if inode is not None:
-            found.append(Netns(inode, pod.label, "pod", path, pod=pod.name, k8s_namespace=pod.k8s_namespace,
-                               runtime=pod.runtime, pid=pod.pid))
-    return found
+SOURCE_ORDER = ("pod", "docker")  # which label wins where two sources name one namespace
+_sources: Dict[str, Source] = {}
+
+
+def register_source(source: Source) -> None:
+    """Let discovery and selectors use this runtime (registering a kind again replaces it)."""
+    global _cache
+    _sources[source.kind] = source
+    _cache = (0.0, [])
+
+
+def registered_sources() -> List[Source]:
+    return sorted(_sources.values(), key=lambda s: SOURCE_ORDER.index(s.kind) if s.kind in SOURCE_ORDER else 99)
+
+
+def stat_inode(path: Optional[str]) -> Optional[int]:
+    """The inode of a namespace file, None where it is missing or not a namespace (nsfs)."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino if _is_nsfs(st) else None
 
 
 def _nsids(entries: Dict[int, Netns], host: Optional[Netns]) -> Dict[int, Netns]:
@@ -221,8 +238,10 @@ def _discover() -> List[Netns]:
     host_ns = Netns(host[0], "host", "host", host[1]) if host else None
     if host_ns:
         add(host_ns)
-    for ns in _pod_namespaces() + _docker_namespaces():
-        add(ns)
+    for source in registered_sources():
+        with survive(log, "listing the namespaces of the %s runtime", source.kind):
+            for ns in source.discover():
+                add(ns)
     for inode, name in named().items():
         add(Netns(inode, name, "netns", os.path.join(NETNS_RUN_DIR, name)))
     for inode, pid in process_namespaces().items():
@@ -354,36 +373,6 @@ def _open_checked(path: str, what: str) -> Tuple[int, int]:
     return fd, st.st_ino
 
 
-def _docker_selected(value: str) -> Tuple[str, Netns]:
-    """(path to open, namespace) of a running container, by name or id."""
-    engine = docker_engine.client()
-    if engine is None:
-        raise BpftoolsError(f"--netns docker:{value}: the Docker Engine does not answer at "
-                            f"{docker_engine.socket_path()} (is dockerd running?)")
-    c = docker_engine.container(engine, value)
-    if c is None:
-        raise BpftoolsError(f"--netns docker:{value}: no such Docker container (see `docker ps -a`)")
-    if not c.running or not c.pid:
-        raise BpftoolsError(f"--netns docker:{value}: container {c.name} is not running (it has no network namespace)")
-    if c.network_mode == "host":
-        found = _host()
-        if found is None:
-            raise BpftoolsError(f"--netns docker:{value}: it uses the host's namespace, which we cannot see")
-        return found[1], Netns(found[0], "host", "host", found[1])
-    path = f"/proc/{c.pid}/ns/net"
-    return path, Netns(0, f"docker:{c.name}", "docker", path, container=c.name, container_id=c.id,
-                       runtime="docker", pid=c.pid)
-
-
-def _pod_selected(value: str) -> Tuple[str, Netns]:
-    if cri.runtime_endpoint() is None:
-        raise BpftoolsError(f"--netns pod:{value}: no CRI runtime on this node (containerd or CRI-O socket)")
-    for ns in _pod_namespaces():
-        if ns.label == f"pod:{value}":
-            return ns.path, ns
-    raise BpftoolsError(f"--netns pod:{value}: no such ready pod on this node (see `crictl pods`)")
-
-
 def _pid_selected(selector: str, pid: int) -> Tuple[str, Netns]:
     path = f"/proc/{pid}/ns/net"
     if not os.path.exists(f"/proc/{pid}"):
@@ -419,10 +408,11 @@ def _selected(selector: Optional[str]) -> Tuple[str, Netns]:
             return _inode_selected(selector, int(value))  # the bare inode older versions printed
         path = netns_path(value)
         return path, Netns(0, value, "netns", path)
-    if kind == "docker":
-        return _docker_selected(value)
-    if kind == "pod":
-        return _pod_selected(value)
+    if kind in ("docker", "pod"):
+        source = _sources.get(kind)
+        if source is None:
+            raise BpftoolsError(f"--netns {selector}: this program knows no {kind} runtime (none registered)")
+        return source.select(value)
     if kind == "pid":
         return _pid_selected(selector, int(value))
     if kind == "inode":

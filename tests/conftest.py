@@ -14,6 +14,13 @@ sys.path.insert(0, str(REPO / "tests"))
 IS_ROOT = os.geteuid() == 0
 
 
+def pytest_configure(config):
+    """Runtimes name namespaces in-process as they do in the CLI (which calls runtimes.install())."""
+    from bpftools import runtimes
+
+    runtimes.install()
+
+
 @pytest.fixture(scope="session")
 def kernel_features():
     """feature name -> available, from the same probes `bpftools doctor` runs."""

@@ -20,12 +20,18 @@ class App:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True,
               help="Log every error bpftools survives, at debug level, and show tracebacks of unexpected ones.")
+@click.option("--cri-endpoint", metavar="unix:///PATH", envvar="CONTAINER_RUNTIME_ENDPOINT",
+              help="The CRI runtime's socket that names pods (default: containerd's, else CRI-O's; "
+                   "also $CONTAINER_RUNTIME_ENDPOINT).")
 @click.version_option(__version__, prog_name="bpftools")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, cri_endpoint) -> None:
     """Why does this ping fail? eBPF drop tracing, tunnel counters, XDP decap, Prometheus export."""
     ctx.obj = App(debug)
     setup_logging("debug" if debug else "warning")
+    from .. import cri
+
+    cri.configure(cri_endpoint)
 
 
 def register_commands() -> None:
@@ -40,6 +46,9 @@ COMMAND_MODULES = ("doctor", "status", "encap_stats", "trace_drops", "xdp_decap"
 
 
 def main(argv=None) -> None:
+    from .. import runtimes
+
+    runtimes.install()  # pods and Docker containers name namespaces
     register_commands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

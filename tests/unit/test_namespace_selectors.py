@@ -1,16 +1,9 @@
-"""Namespace selectors (every label is a selector) and the CRI pod parser, on recorded-format
-crictl output (containerd 1.7 and CRI-O layouts; no CRI runtime runs on the test machine)."""
-import json
-from pathlib import Path
-
+"""Namespace selectors (every label is a selector); the CRI client's tests are in test_cri.py."""
 import pytest
 
-from bpftools import cri, namespaces
+from bpftools import namespaces
 from bpftools.errors import BpftoolsError
 from bpftools.namespaces import label_as_path_component, label_from_path_component, parse_selector
-
-FIXTURES = Path(__file__).parent / "fixtures" / "crictl"
-
 
 @pytest.mark.parametrize("selector, parsed", [
     (None, ("own", "")),
@@ -61,58 +54,6 @@ def test_labels_survive_a_trip_through_a_file_name(label):
     component = label_as_path_component(label)
     assert "/" not in component and " " not in component
     assert label_from_path_component(component) == label
-
-
-def test_containerd_pod_sandbox():
-    pod = cri.parse_inspectp((FIXTURES / "containerd-inspectp.json").read_text(), "containerd")
-    assert pod == cri.Pod("5b1c8f0e3a9d4c2b7e6f1a0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b", "api-7d9f8c6b5-x2k4q",
-                          "default", "containerd", True,
-                          "/var/run/netns/cni-8f2b6c1d-3e4a-5b6c-7d8e-9f0a1b2c3d4e", 48213)
-    assert pod.label == "pod:default/api-7d9f8c6b5-x2k4q"
-    assert parse_selector(pod.label) == ("pod", "default/api-7d9f8c6b5-x2k4q")
-
-
-def test_crio_pod_sandbox_has_a_path_but_no_pid():
-    pod = cri.parse_inspectp((FIXTURES / "crio-inspectp.json").read_text(), "cri-o")
-    assert (pod.label, pod.runtime, pod.pid) == ("pod:shop/web-0", "cri-o", None)
-    assert pod.netns_path == "/var/run/netns/1f2e3d4c-5b6a-4798-8a7b-6c5d4e3f2a1b"
-
-
-def test_host_network_pod_has_no_namespace_of_its_own():
-    pod = cri.parse_inspectp((FIXTURES / "hostnetwork-inspectp.json").read_text(), "containerd")
-    assert (pod.netns_path, pod.pid) == (None, 1321)  # its pid's namespace is the host's: labelled "host"
-
-
-def test_pods_from_crictl(monkeypatch):
-    calls = []
-    outputs = {"pods": (FIXTURES / "containerd-pods.json").read_text(),
-               "inspectp": (FIXTURES / "containerd-inspectp.json").read_text()}
-
-    def fake_crictl(endpoint, *args):
-        calls.append((endpoint, args))
-        if args[0] == "inspectp" and args[-1].startswith("9e8d"):
-            return None  # the second sandbox went away between list and inspect
-        return outputs[args[0]]
-
-    monkeypatch.setattr(cri, "runtime_endpoint", lambda: ("containerd", "/run/containerd/containerd.sock"))
-    monkeypatch.setattr(cri.shutil, "which", lambda name: "/usr/bin/crictl")
-    monkeypatch.setattr(cri, "_crictl", fake_crictl)
-    assert [p.label for p in cri.pods()] == ["pod:default/api-7d9f8c6b5-x2k4q"]
-    assert calls[0] == ("/run/containerd/containerd.sock", ("pods", "--state", "ready", "-o", "json"))
-    assert len(json.loads(outputs["pods"])["items"]) == 2 == len(calls) - 1
-
-
-def test_no_runtime_means_no_pods_and_no_crictl_call(monkeypatch):
-    monkeypatch.setattr(cri, "runtime_endpoint", lambda: None)
-    monkeypatch.setattr(cri, "_crictl", lambda *a: pytest.fail("crictl called without a runtime"))
-    assert cri.pods() == []
-
-
-def test_garbage_from_crictl_is_no_pods(monkeypatch):
-    monkeypatch.setattr(cri, "runtime_endpoint", lambda: ("cri-o", "/var/run/crio/crio.sock"))
-    monkeypatch.setattr(cri.shutil, "which", lambda name: "/usr/bin/crictl")
-    monkeypatch.setattr(cri, "_crictl", lambda *a: "not json")
-    assert cri.pods() == []
 
 
 def test_init_net_inode_is_below_the_dynamic_range():
