@@ -106,6 +106,7 @@ class Names:
 
     def refresh(self) -> None:
         self._ns_names = dict(named_netns())
+        self._ns_labels: Dict[int, str] = {}
         self._ns_refreshed = time.monotonic()
 
     def netns_name(self, inode: int) -> Optional[str]:
@@ -118,7 +119,12 @@ class Names:
         """The registry's label (bpftools.namespaces): host, docker:NAME, pid:N (comm)…"""
         if inode == self.host_inode:
             return "host"
-        return self.netns_name(inode) or namespaces.label_for_inode(inode)
+        if inode not in self._ns_labels and time.monotonic() - self._ns_refreshed > 1.0:
+            self.refresh()
+        if inode not in self._ns_labels:  # the registry's first: a pod's CNI file is an `ip netns` name too
+            found = namespaces.find_inode(inode)
+            self._ns_labels[inode] = found.label if found else self.netns_name(inode) or f"inode:{inode}"
+        return self._ns_labels[inode]
 
     def netns_reachable(self, inode: int) -> Tuple[bool, NetnsHandle]:
         """(can we enter it, a handle: None for our own namespace, the `ip netns` name, a Netns)."""

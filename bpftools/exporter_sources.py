@@ -129,12 +129,14 @@ class DecapSource:
 
 
 class NetnsInfoSource:
-    """bpftools_netns_info{netns, container, pod, k8s_namespace, runtime} = 1 per live
-    namespace (the `_info` convention: join on `netns` to get container and pod names)."""
+    """bpftools_netns_info{netns, container_name, k8s_pod, k8s_namespace, k8s_pod_uid, runtime} = 1
+    per live namespace (the `_info` convention: join on `netns` to get container and pod names).
+    No label is called `pod`, `container` or `namespace`: the Prometheus Operator gives every
+    series of a target those labels (the bpftools pod's own), and ours would become `exported_…`."""
 
     name = "netns_info"
 
     def samples(self) -> Iterable[Sample]:
         for ns in namespaces.discover():
             yield Sample("bpftools_netns_info", (ns.label, ns.container or "", ns.pod or "", ns.k8s_namespace or "",
-                                                 ns.runtime or ""), 1.0)
+                                                 ns.pod_uid or "", ns.runtime or ""), 1.0)

@@ -28,7 +28,7 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     "bpftools_xdp_decap_packets_total": ("counter", ("netns", "device", "result"),
                                          "Packets handled by the XDP ipip decapsulator, by result."),
     "bpftools_build_info": ("gauge", ("version",), "bpftools version; always 1."),
-    "bpftools_netns_info": ("gauge", ("netns", "container", "pod", "k8s_namespace", "runtime"),
+    "bpftools_netns_info": ("gauge", ("netns", "container_name", "k8s_pod", "k8s_namespace", "k8s_pod_uid", "runtime"),
                             "One per live network namespace, always 1: what its netns label names "
                             "(Docker container, Kubernetes pod); join on netns."),
     "bpftools_bpf_program_attached": ("gauge", ("netns", "program", "hook", "device"),

@@ -88,8 +88,8 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The suite must leave no bpftools programs or processes, pins, namespaces, qdiscs or Docker
-    objects behind: fail the run naming each, then remove them so the next run starts clean."""
+    """The suite must leave no bpftools programs or processes, pins, namespaces, qdiscs, Docker
+    objects or test containerds (and their pods' namespaces) behind: fail the run naming each, then remove them so the next run starts clean."""
     if not IS_ROOT or _before is None:
         return
     from leftovers import new_since, other_sessions, remove

@@ -406,13 +406,17 @@ def cri_runtime() -> Iterator[Runtime]:
     reason = missing()
     if reason:
         pytest.skip(reason)
+    from bpftools import cri
+
     try:
         runtime = start(uuid.uuid4().hex[:6])
     except Exception as exc:
         pytest.skip(f"containerd with the CRI plugin cannot start here: {exc}")
+    cri.configure(runtime.endpoint)  # in-process selectors; commands get --cri-endpoint
     try:
         yield runtime
     finally:
+        cri.configure(None)
         stop(runtime)
 
 

@@ -2,7 +2,7 @@
 
 A snapshot is taken when the session starts and again when it ends; whatever is new at the end
 (bpftools programs and processes, pins, namespaces, non-default qdiscs in our namespace, Docker
-objects of the tests) was left by the suite: the run fails naming each, then it is removed so the
+objects of the tests, test containerds and their shims) was left by the suite: the run fails naming each, then it is removed so the
 next run starts clean. Snapshots, not prefixes: a test that created something under an unusual
 name is caught too, and what was there before the run (someone else's) is never touched.
 """
@@ -135,6 +135,17 @@ def _docker_objects() -> FrozenSet[Tuple[str, str]]:
                      or o[1].startswith(docker_env.PREFIX))
 
 
+def _runtimes() -> FrozenSet[Tuple[int, str]]:
+    """(pid, command line) of the test containerds (tests/cri_env.py) and their shims."""
+    import cri_env
+
+    found = set()
+    for pid in cri_env.leftover_processes():
+        with contextlib.suppress(OSError):
+            found.add((pid, " ".join(_cmdline(pid))))
+    return frozenset(found)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     programs: FrozenSet[Tuple[int, str]] = field(default_factory=frozenset)
@@ -143,10 +154,11 @@ class Snapshot:
     qdiscs: FrozenSet[Tuple[str, str]] = field(default_factory=frozenset)
     processes: FrozenSet[Tuple[int, str]] = field(default_factory=frozenset)
     docker: FrozenSet[Tuple[str, str]] = field(default_factory=frozenset)
+    runtimes: FrozenSet[Tuple[int, str]] = field(default_factory=frozenset)
 
     @classmethod
     def take(cls) -> "Snapshot":
-        return cls(_programs(), _pins(), _namespaces(), _qdiscs(), _processes(), _docker_objects())
+        return cls(_programs(), _pins(), _namespaces(), _qdiscs(), _processes(), _docker_objects(), _runtimes())
 
 
 @dataclass
@@ -154,6 +166,13 @@ class Leftover:
     description: str
     remove: Callable[[], None]
     surely_ours: bool = False  # started by this session (its environment says so)
+
+
+def _session_of_or_empty(pid: int) -> str:
+    try:
+        return _session_of(pid)
+    except OSError:
+        return ""
 
 
 def _remove_process(pid: int) -> None:
@@ -198,6 +217,10 @@ def new_since(before: Snapshot) -> List[Leftover]:
     found: List[Leftover] = []
     for pid, argv in sorted(now.processes - before.processes):
         found.append(Leftover(f"bpftools process {pid}: {argv}", lambda pid=pid: _remove_process(pid), True))
+    mine = os.environ.get(SESSION_VARIABLE)
+    for pid, argv in sorted(now.runtimes - before.runtimes):  # a test containerd or shim: its pods' namespaces too
+        ours = bool(mine) and _session_of_or_empty(pid) == mine
+        found.append(Leftover(f"test containerd process {pid}: {argv}", lambda pid=pid: _remove_process(pid), ours))
     for name in sorted(now.docker - before.docker, reverse=True):  # containers before networks and images
         found.append(Leftover(f"docker {name[0]} {name[1]}", lambda name=name: _remove_docker(*name)))
     for name in sorted(now.namespaces - before.namespaces):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from cri_env import cri_env, cri_runtime  # noqa: F401  (fixtures)
 from docker_env import docker_engine, docker_env, docker_image  # noqa: F401  (fixtures)
 
 

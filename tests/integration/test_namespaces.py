@@ -137,11 +137,13 @@ def test_serve_exports_one_info_series_per_live_namespace(topo, docker_env):
     web = docker_env.run("web")
     port = free_port()
     with BpftoolsProcess("serve", "--listen", f"127.0.0.1:{port}", "--encap", f"{named}/i0") as serve:
-        container = (f'bpftools_netns_info{{container="{web.name}",k8s_namespace="",netns="docker:{web.name}",'
-                     f'pod="",runtime="docker"}} 1.0')
-        plain = f'bpftools_netns_info{{container="",k8s_namespace="",netns="{named}",pod="",runtime=""}} 1.0'
+        container = (f'bpftools_netns_info{{container_name="{web.name}",k8s_namespace="",k8s_pod="",k8s_pod_uid="",'
+                     f'netns="docker:{web.name}",runtime="docker"}} 1.0')
+        plain = (f'bpftools_netns_info{{container_name="",k8s_namespace="",k8s_pod="",k8s_pod_uid="",netns="{named}",'
+                 f'runtime=""}} 1.0')
         text = wait_metrics(port, lambda t: container in t and plain in t)
-        assert 'bpftools_netns_info{container="",k8s_namespace="",netns="host",pod="",runtime=""} 1.0' in text
+        assert ('bpftools_netns_info{container_name="",k8s_namespace="",k8s_pod="",k8s_pod_uid="",netns="host",'
+                'runtime=""} 1.0') in text
         docker_env.engine.api.remove_container(web.id, force=True)
         wait_metrics(port, lambda t: f'netns="docker:{web.name}"' not in t)
         assert serve.stop() == 0

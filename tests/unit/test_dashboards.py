@@ -172,11 +172,11 @@ def test_promtool_checks_and_unit_tests_pass():
 def test_container_and_pod_variables_join_on_netns_info():
     """Picking a container or pod narrows `netns` to its namespace through bpftools_netns_info."""
     variables = {v["name"]: v for v in json.loads((DASHBOARDS / "bpftools.json").read_text())["templating"]["list"]}
-    for name in ("container", "pod"):
+    for name, label in (("container", "container_name"), ("pod", "k8s_pod")):
         assert variables[name]["query"]["query"].startswith(f"label_values(bpftools_netns_info{{")
-        assert variables[name]["query"]["query"].endswith(f", {name})")
+        assert variables[name]["query"]["query"].endswith(f", {label})")
     netns_query = variables["netns"]["query"]["query"]
-    assert "bpftools_netns_info" in netns_query and 'container=~"$container"' in netns_query
-    assert 'pod=~"$pod"' in netns_query
+    assert "bpftools_netns_info" in netns_query and 'container_name=~"$container"' in netns_query
+    assert 'k8s_pod=~"$pod"' in netns_query
     names = list(variables)
     assert names.index("container") < names.index("netns") and names.index("pod") < names.index("netns")

@@ -36,6 +36,7 @@ def raw_event(**kw) -> bytes:
 @pytest.fixture
 def names(monkeypatch):
     monkeypatch.setattr("bpftools.drop_events.named_netns", lambda: {NS_INODE: "bt-b-1"})
+    monkeypatch.setattr("bpftools.namespaces.find_inode", lambda inode: None)  # the registry does not know it
     monkeypatch.setattr("bpftools.drop_events.list_interfaces",
                         lambda ns: [Interface(ns, NS_INODE, "vb", 3, "veth", 1), Interface(ns, NS_INODE, "lo", 1, "", 772)])
     return Names(FMT_618, ksym=lambda addr: "nf_hook_slow+0x10")
