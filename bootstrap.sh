@@ -85,6 +85,9 @@ setup_venv() {
 
 main() {
     apt_install $(missing_packages "${APT_PACKAGES[@]}")
+    # kubectl renders deploy/ (its built-in kustomize; tests/unit/test_deploy.py): Debian's
+    # kubernetes-client, unless a kubectl from another package is there already.
+    command -v kubectl >/dev/null || apt_install kubernetes-client
     setup_headers
     setup_venv
     .venv/bin/bpftools mount >/dev/null

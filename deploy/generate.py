@@ -44,7 +44,7 @@ def prometheus_rule() -> str:
     return _dump(
         "# GENERATED from dashboards/alerts.yml by deploy/generate.py: edit that file, then run it.\n"
         "# For the Prometheus Operator. kube-prometheus-stack selects rules by its release label:\n"
-        "# add `release: <your release name>` under metadata.labels if its ruleSelector asks for it.\n",
+        "# deploy/kustomization.yaml adds it (set your release name in deploy/kustomize/release-label.yaml).\n",
         {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
          "metadata": {"name": "bpftools", "namespace": NAMESPACE, "labels": dict(LABELS)},
          "spec": {"groups": rules["groups"]}})

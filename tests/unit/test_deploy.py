@@ -15,7 +15,7 @@ except ModuleNotFoundError:  # Python < 3.11
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-MANIFESTS = sorted(p for p in DEPLOY.glob("*.yaml"))
+MANIFESTS = sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
 def documents(path):
@@ -148,3 +148,91 @@ def test_prometheus_rule_carries_the_alert_rules_file():
 def test_plain_prometheus_scrape_config_parses():
     config = yaml.safe_load((DEPLOY / "prometheus-scrape.yml").read_text())
     assert {job["job_name"] for job in config["scrape_configs"]} == {"bpftools", "bpftools-hosts"}
+
+
+# --- the kustomization, the CRI socket, probes, priority, labels -----------------------------
+
+OPERATOR_TARGET_LABELS = {"namespace", "pod", "container", "service", "endpoint", "job", "instance"}
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """`kubectl kustomize deploy/`, as the docs tell users to run it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed (bootstrap.sh installs kubernetes-client)")
+    proc = subprocess.run(["kubectl", "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def test_the_kustomization_renders_every_manifest_and_it_validates(rendered):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    names = {(d["kind"], d["metadata"]["name"]) for d in rendered}
+    assert names == set(all_objects()), "deploy/kustomization.yaml must list every manifest in deploy/"
+    for doc in rendered:
+        if not doc["apiVersion"].startswith("monitoring.coreos.com"):
+            kubernetes_validate.validate(doc, "1.30", strict=True)
+
+
+def test_the_release_label_is_set_in_one_place_for_the_operator_objects(rendered):
+    patch = yaml.safe_load((DEPLOY / "kustomize" / "release-label.yaml").read_text())
+    release = next(op["value"] for op in patch if op["path"] == "/metadata/labels/release")
+    for doc in rendered:
+        if doc["apiVersion"].startswith("monitoring.coreos.com"):
+            assert doc["metadata"]["labels"]["release"] == release, doc["kind"]
+            assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "bpftools"
+
+
+def test_the_cri_sockets_are_mounted_read_only():
+    import os
+
+    from bpftools import cri
+
+    container = all_objects()[("DaemonSet", "bpftools")]["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    for _runtime, socket in cri.RUNTIME_SOCKETS:
+        mount = mounts.get(os.path.dirname(socket))
+        assert mount is not None and mount.get("readOnly") is True, socket
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "crictl" not in dockerfile.replace("No crictl", "")
+
+
+def test_probes_use_cheap_endpoints_not_a_scrape():
+    container = all_objects()[("DaemonSet", "bpftools")]["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+
+
+def test_the_priority_class_is_one_managed_clusters_admit():
+    objs = all_objects()
+    name = objs[("DaemonSet", "bpftools")]["spec"]["template"]["spec"]["priorityClassName"]
+    assert not name.startswith("system-")  # GKE admits the system-* classes only in kube-system
+    assert 0 < objs[("PriorityClass", name)]["value"] < 1_000_000_000  # user classes stay below a billion
+
+
+def _dashboard_label_names() -> set:
+    """Label names the dashboards' queries match on, group by or read values of."""
+    found = set()
+    for path in (REPO / "dashboards").glob("*.json"):
+        text = json.dumps(json.loads(path.read_text()))
+        found |= set(re.findall(r"[{,]\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*\\\"", text))
+        found |= set(re.findall(r"label_values\([^)]*?,\s*([a-zA-Z_][a-zA-Z0-9_]*)\)", text))
+        found |= {n.strip() for group in re.findall(r"\bby \(([^)]*)\)", text) for n in group.split(",")}
+    return found - {""}
+
+
+def test_servicemonitor_metrics_and_dashboard_agree_on_label_names():
+    from bpftools.metrics import METRICS
+
+    metric_labels = set().union(*(labels for _type, labels, _help in METRICS.values()))
+    assert not metric_labels & OPERATOR_TARGET_LABELS, "these become exported_*: rename them"
+    monitor = all_objects()[("ServiceMonitor", "bpftools")]
+    assert not any(e.get("honorLabels") for e in monitor["spec"]["endpoints"])
+    relabelled = {r["targetLabel"] for e in monitor["spec"]["endpoints"] for r in e.get("relabelings", [])}
+    used = _dashboard_label_names()
+    assert {"k8s_pod", "container_name", "netns"} <= used  # (the parser sees the dashboard's queries)
+    unknown = used - metric_labels - {"job", "instance", "__name__"} - relabelled
+    assert not unknown, f"the dashboard uses labels no metric or the ServiceMonitor gives: {unknown}"
