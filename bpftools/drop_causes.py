@@ -337,7 +337,7 @@ DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [
     DropCause("IP_RPFILTER", "rp_filter", ("rp_filter", "no_return_route"),
               "the reverse-path filter refused its source", explain_rpfilter, facts_rpfilter, fix_rpfilter),
     DropCause("NETFILTER_DROP", "netfilter_drop", ("netfilter_drop", "bridge_netfilter", "docker_isolation",
-                                                   "docker_icc_disabled"),
+                                                   "docker_icc_disabled", "cni_chain_drop"),
               "a netfilter rule or policy dropped it", explain_netfilter, facts_netfilter),
     DropCause("IP_INADDRERRORS", None, ("ip_forward_disabled",),
               "it was not for this namespace, which does not forward", explain_inaddrerrors, facts_routing,

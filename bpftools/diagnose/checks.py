@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from . import docker
+from . import cni, docker
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
 from .routing import SourceCheck, describe_refusal, validate_source, without_refusal
 from .state import Link, NetnsState, family_of, is_link_local
@@ -19,7 +19,7 @@ WEAK = 0.3
 
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
-          "docker_isolation", "docker_icc_disabled", "echo_ignored", "arp_ignore", "unknown")
+          "docker_isolation", "docker_icc_disabled", "cni_chain_drop", "echo_ignored", "arp_ignore", "unknown")
 
 HOST_LABEL = "host"
 
@@ -292,8 +292,11 @@ def _ruleset_text(state: NetnsState, pkt: Packet) -> str:
 
 
 def _docker_story(state: NetnsState, pkt: Packet, verdict, direction: str):
-    """Docker writes IPv4 rules (its IPv6 support is opt-in and not modelled here)."""
-    return docker.explain(state, pkt, verdict, direction) if pkt.family == 4 else None
+    """Docker's or the CNI plugins' story behind a drop. Both write IPv4 rules (IPv6 is opt-in
+    for Docker and not modelled here)."""
+    if pkt.family != 4:
+        return None
+    return docker.explain(state, pkt, verdict, direction) or cni.explain(state, pkt, verdict, direction)
 
 
 def check_firewall(state: NetnsState, pkt: Packet, **kw) -> Finding:

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
+import uuid
+from dataclasses import dataclass
+
+import pytest
 
 from bpftools import namespaces
+from bpftools.topology import run
 from bpftools_proc import BpftoolsProcess, cli
 from packets import send_udp
 from prometheus_server import free_port
 from test_namespaces import assert_one_line_error
 from test_serve import wait_metrics
+from waiting import wait_until
 
 
 def bpftools(runtime, *args: str) -> tuple:
@@ -89,3 +97,123 @@ def test_bad_pod_selectors_are_one_line(cri_env, cri_runtime, tmp_path):
     ]
     for args, message in cases:
         assert_one_line_error(cli(*args), message)
+
+
+# --- diagnose: pod -> other node's pod subnet, drops in CNI chains and inside a pod ---------------
+
+@dataclass
+class OtherNode:
+    """A second node: `node` routes the pod subnet `subnet` to `pod` (10.X.78.2), linked to the
+    test containerd's node namespace, which routes that subnet to it."""
+    node: str
+    pod: str
+    subnet: str
+    pod_ip: str
+
+
+@pytest.fixture
+def other_node(topo, cri_runtime):
+    octets = cri_runtime.subnet.split(".")
+    subnet, gateway, pod_ip = f"10.{octets[1]}.78.0/24", f"10.{octets[1]}.78.1", f"10.{octets[1]}.78.2"
+    other = OtherNode(topo.netns("n2"), topo.netns("p2"), subnet, pod_ip)
+    link = f"n2-{uuid.uuid4().hex[:6]}"  # the end in the test containerd's node namespace (removed with n2)
+    topo.veth(cri_runtime.node_netns, link, other.node, "n2-n1", "192.168.77.1/30", "192.168.77.2/30")
+    topo.veth(other.node, "cni0", other.pod, "eth0", f"{gateway}/24", f"{pod_ip}/24")
+    topo.sysctl(other.node, "net.ipv4.ip_forward", 1)
+    run("ip", "route", "add", "default", "via", gateway, netns=other.pod)
+    run("ip", "route", "add", "default", "via", "192.168.77.1", netns=other.node)
+    run("ip", "route", "add", subnet, "via", "192.168.77.2", netns=cri_runtime.node_netns)
+    return other
+
+
+def diagnose(runtime, dst: str, netns: str) -> tuple:
+    proc = cli(*bpftools(runtime, "diagnose", "ping", dst, "--netns", netns, "--count", "2", "--timeout", "1",
+                         "--json"), timeout=120)
+    assert proc.stdout.strip(), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def run_fixes(cause: dict) -> None:
+    """Every printed fix, run as printed."""
+    assert cause["fix"], cause
+    for command in cause["fix"]:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{command}: {done.stderr}"
+
+
+def pings(pod, dst: str) -> bool:
+    return wait_until(lambda: pod.exec("ping", "-n", "-q", "-c", "1", "-W", "1", dst, check=False).returncode == 0,
+                      "the ping to work", timeout=10)
+
+
+def test_a_pod_reaches_another_nodes_pod_subnet_and_the_path_names_it(cri_env, cri_runtime, other_node):
+    a = cri_env.pod("a", namespace="shop")
+    rc, result = diagnose(cri_runtime, other_node.pod_ip, a.label)
+    assert rc == 0 and result["causes"] == [], result
+    hops = [(h["direction"], h["netns"], h["action"]) for h in result["path"]]
+    assert hops[0] == ("request", a.label, "send") and hops[-1] == ("reply", a.label, "deliver"), hops
+    assert ("request", cri_runtime.node_netns, "bridge") in hops and ("request", other_node.pod, "deliver") in hops
+
+
+def test_a_drop_in_cni_admin_is_named_and_its_fix_runs_as_printed(cri_env, cri_runtime, other_node):
+    a = cri_env.pod("a", namespace="shop")
+    cri_runtime.node("iptables", "-I", "CNI-ADMIN", "-s", f"{a.ip}/32", "-d", other_node.subnet, "-j", "DROP")
+    rc, result = diagnose(cri_runtime, other_node.pod_ip, a.label)
+    cause = result["causes"][0] if result["causes"] else result
+    assert rc == 1 and (cause["cause"], cause["netns"]) == ("netfilter_drop", cri_runtime.node_netns), result
+    assert "CNI-ADMIN, the chain the CNI firewall plugin leaves to administrators" in cause["detail"]
+    run_fixes(cause)
+    assert pings(a, other_node.pod_ip)
+
+
+def test_a_drop_in_a_cni_plugin_chain_is_fixed_in_cni_admin(cri_env, cri_runtime, other_node):
+    a = cri_env.pod("a", namespace="shop")
+    # after CNI-FORWARD's first rule (its jump to CNI-ADMIN), before the plugin's per-pod ACCEPTs
+    cri_runtime.node("iptables", "-I", "CNI-FORWARD", "2", "-s", f"{a.ip}/32", "-d", f"{other_node.pod_ip}/32",
+                     "-j", "DROP")
+    rc, result = diagnose(cri_runtime, other_node.pod_ip, a.label)
+    cause = result["causes"][0] if result["causes"] else result
+    assert rc == 1 and (cause["cause"], cause["netns"]) == ("cni_chain_drop", cri_runtime.node_netns), result
+    assert "CNI-FORWARD, a chain the CNI firewall plugin rewrites" in cause["detail"]
+    assert all(" CNI-ADMIN " in command for command in cause["fix"]), cause["fix"]
+    run_fixes(cause)
+    assert pings(a, other_node.pod_ip)
+    rc, after = diagnose(cri_runtime, other_node.pod_ip, a.label)
+    assert rc == 0 and after["causes"] == [], after
+
+
+def _fix_in_the_pod(pod, command: str) -> str:
+    """A printed pod fix with its namespace prefix replaced by nsenter into the pod (see
+    test_a_fix_inside_a_pod_runs_as_printed: printing the prefix is the command renderer's job)."""
+    words = shlex.split(command)
+    if words[:3] == ["ip", "netns", "exec"]:
+        words = words[4:]
+    elif words[:1] == ["nsenter"]:  # nsenter -n -t PID CMD…, nsenter --net=PATH CMD…
+        words = words[next(i for i, w in enumerate(words[1:], 1) if not w.startswith("-") and not w.isdigit()):]
+    return shlex.join(["nsenter", f"--net={pod.netns_path}", *words])
+
+
+def test_a_drop_inside_a_pod_is_located_in_the_pod(cri_env, cri_runtime):
+    a, b = cri_env.pod("a", namespace="shop"), cri_env.pod("b", namespace="shop")
+    b.exec("iptables", "-A", "INPUT", "-p", "icmp", "--icmp-type", "echo-request", "-j", "DROP")
+    rc, result = diagnose(cri_runtime, b.ip, a.label)
+    cause = result["causes"][0] if result["causes"] else result
+    assert rc == 1 and (cause["cause"], cause["netns"], cause["ifname"]) == ("netfilter_drop", b.label, "eth0"), result
+    assert cause["netns_inode"] == os.stat(b.netns_path).st_ino
+    traced = [d for d in result["drops"] if d["reason"] == "NETFILTER_DROP"]
+    if traced:  # drop tracing works here: located, and named, in the pod
+        assert {d["netns"] for d in traced} == {b.label}
+    for command in cause["fix"]:
+        subprocess.run(_fix_in_the_pod(b, command), shell=True, check=True, capture_output=True, timeout=60)
+    assert pings(a, b.ip)
+
+
+@pytest.mark.xfail(strict=True, reason="the printed prefix for a pod namespace is built by the command renderer "
+                                       "(bpftools/commands.py, another branch); today it is `ip netns exec 'pod:…'`")
+def test_a_fix_inside_a_pod_runs_as_printed(cri_env, cri_runtime):
+    a, b = cri_env.pod("a", namespace="shop"), cri_env.pod("b", namespace="shop")
+    b.exec("iptables", "-A", "INPUT", "-p", "icmp", "--icmp-type", "echo-request", "-j", "DROP")
+    rc, result = diagnose(cri_runtime, b.ip, a.label)
+    assert rc == 1 and result["causes"][0]["netns"] == b.label
+    run_fixes(result["causes"][0])
+    assert pings(a, b.ip)
