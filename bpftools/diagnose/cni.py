@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
 from typing import List, Optional
 
 from ..facts.netfilter import IptChain, parse_iptables_save
-from .firewall import Packet, Verdict
+from .firewall import Packet, Story, Verdict, filter_chain_exists
 from .state import NetnsState
 
 ADMIN_CHAIN = "CNI-ADMIN"
@@ -26,17 +25,9 @@ FORWARD_CHAIN = "CNI-FORWARD"
 _PER_POD_MASQUERADE = re.compile(r"^CNI-[0-9a-f]{24}$")
 
 
-@dataclass
-class CniCause:
-    cause: str
-    detail: str
-    fix: List[str]
-
-
 def manages(state: NetnsState) -> bool:
     """The CNI firewall plugin wrote this namespace's filter table (a node's namespace)."""
-    table = parse_iptables_save(state.iptables_save).tables.get("filter")
-    return table is not None and FORWARD_CHAIN in table.chains
+    return filter_chain_exists(state.iptables_save, FORWARD_CHAIN)
 
 
 def owner(chain: str) -> Optional[str]:
@@ -68,7 +59,7 @@ def _admin_accept(pkt: Packet) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def explain(state: NetnsState, pkt: Packet, verdict: Verdict, direction: str) -> Optional[CniCause]:
+def explain(state: NetnsState, pkt: Packet, verdict: Verdict, direction: str) -> Optional[Story]:
     """The CNI story behind an iptables filter drop, or None when no CNI chain decided."""
     if not verdict.where.startswith("iptables filter") or not manages(state):
         return None
@@ -76,7 +67,7 @@ def explain(state: NetnsState, pkt: Packet, verdict: Verdict, direction: str) ->
     chain = words[1] if len(words) > 1 and words[0] == "-A" else ""
     kind = "echo-request" if pkt.icmp_type == 8 else "echo-reply"
     if chain == ADMIN_CHAIN:
-        return CniCause("netfilter_drop", (
+        return Story("netfilter_drop", (
             f"a rule in {ADMIN_CHAIN}, the chain the CNI firewall plugin leaves to administrators (CNI-FORWARD "
             f"jumps to it first), drops the ICMP {kind} {pkt.src} -> {pkt.dst}: {verdict.rule}"), verdict.fix)
     who = owner(chain)
@@ -84,11 +75,11 @@ def explain(state: NetnsState, pkt: Packet, verdict: Verdict, direction: str) ->
         return None
     table = parse_iptables_save(state.iptables_save).tables["filter"]
     if chain == FORWARD_CHAIN and _admin_first(table.chains[chain], words[2:]):
-        return CniCause("cni_chain_drop", (
+        return Story("cni_chain_drop", (
             f"{chain}, a chain {who} rewrites as pods come and go, drops the ICMP {kind} {pkt.src} -> {pkt.dst} "
             f"({verdict.rule}); allow it in {ADMIN_CHAIN}, which the plugin leaves to you and evaluates first "
             f"(an edit of {chain} itself is undone by the next pod)"), [_admin_accept(pkt)])
-    return CniCause("cni_chain_drop", (
+    return Story("cni_chain_drop", (
         f"{chain}, a chain {who} writes, drops the ICMP {kind} {pkt.src} -> {pkt.dst} ({verdict.rule}) before "
         f"{ADMIN_CHAIN} is consulted: delete that rule (the plugin does not write DROP rules of its own)"),
         verdict.fix)

@@ -10,11 +10,9 @@ chain and keeps it first in FORWARD)."""
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 from typing import List, Optional
 
-from ..facts.netfilter import parse_iptables_save
-from .firewall import Packet, Verdict
+from .firewall import Packet, Story, Verdict, filter_chain_exists
 from .state import NetnsState
 
 USER_CHAIN = "DOCKER-USER"
@@ -22,17 +20,12 @@ ISOLATION_CHAINS = ("DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2")
 REPLIES = "-m conntrack --ctstate RELATED,ESTABLISHED"
 
 
-@dataclass
-class DockerCause:
-    cause: str
-    detail: str
-    fix: List[str]
+DockerCause = Story
 
 
 def manages(state: NetnsState) -> bool:
     """Docker runs in (and writes the firewall of) this namespace."""
-    table = parse_iptables_save(state.iptables_save).tables.get("filter")
-    return table is not None and USER_CHAIN in table.chains
+    return filter_chain_exists(state.iptables_save, USER_CHAIN)
 
 
 def network_name(state: NetnsState, bridge: str) -> str:

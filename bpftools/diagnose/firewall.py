@@ -58,6 +58,21 @@ class Verdict:
     uncertain: List[str] = field(default_factory=list)
 
 
+@dataclass
+class Story:
+    """What a runtime's own rules (Docker's, the CNI plugins') make of a drop: the precise cause,
+    and fixes that leave the chains the runtime rewrites alone."""
+    cause: str
+    detail: str
+    fix: List[str]
+
+
+def filter_chain_exists(iptables_save: str, chain: str) -> bool:
+    """The iptables filter table has this chain (a runtime that writes it runs in the namespace)."""
+    table = parse_iptables_save(iptables_save).tables.get("filter")
+    return table is not None and chain in table.chains
+
+
 # -- iptables ----------------------------------------------------------------------------------
 
 def _addr_match(value: str, address: str) -> bool:
