@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from bpftools import docker_engine, namespaces  # noqa: E402
+from bpftools import docker_engine, namespaces, runtimes  # noqa: E402
 from bpftools.topology import Topology  # noqa: E402
 from bpftools_proc import end_process  # noqa: E402
 
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
+    runtimes.install()
     holders = []
     with Topology("bn") as topo:
         for _ in range(args.namespaces // 2):
@@ -56,7 +57,7 @@ def main() -> None:
             baseline = timed(namespaces.named, args.rounds)
             full = timed(lambda: namespaces.discover(max_age=0), args.rounds)
             cached = timed(namespaces.discover, args.rounds)
-            parts = {"process scan": namespaces.process_namespaces, "Docker API": namespaces._docker_namespaces,
+            parts = {"process scan": namespaces.process_namespaces, "Docker API": runtimes.docker_namespaces,
                      "nsids (RTM_GETNSID)": lambda: namespaces.nsid_map(found[0], found)}
             containers = sum(1 for ns in found if ns.kind == "docker")
             print(f"namespaces discovered: {len(found)} ({containers} Docker containers, "

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,12 @@ class Runtime:
         self.timeout = CALL_TIMEOUT if timeout is None else timeout
         self.channel = grpc.insecure_channel(f"unix://{path}")
 
-    def call(self, method: str, request, response_type):
-        stub = self.channel.unary_unary(f"{SERVICE}/{method}", request_serializer=type(request).SerializeToString,
+    def _stub(self, method: str, request_type, response_type):
+        return self.channel.unary_unary(f"{SERVICE}/{method}", request_serializer=request_type.SerializeToString,
                                         response_deserializer=response_type.FromString)
-        return stub(request, timeout=self.timeout)
+
+    def call(self, method: str, request, response_type):
+        return self._stub(method, type(request), response_type)(request, timeout=self.timeout)
 
     def version(self):
         return self.call("Version", self.api.VersionRequest(version="v1"), self.api.VersionResponse)
@@ -150,6 +153,24 @@ class Runtime:
         request = self.api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)
         return self.call("PodSandboxStatus", request, self.api.PodSandboxStatusResponse)
 
+    def sandbox_statuses(self, sandbox_ids: List[str]) -> Dict[str, object]:
+        """Verbose statuses of many sandboxes, asked all at once on the one channel (a node's first
+        discovery asks one per pod); a sandbox removed meanwhile is left out."""
+        import grpc
+
+        stub = self._stub("PodSandboxStatus", self.api.PodSandboxStatusRequest, self.api.PodSandboxStatusResponse)
+        pending = {i: stub.future(self.api.PodSandboxStatusRequest(pod_sandbox_id=i, verbose=True), timeout=self.timeout)
+                   for i in sandbox_ids}
+        found = {}
+        for sandbox_id, future in pending.items():
+            try:
+                found[sandbox_id] = future.result()
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                log.debug("CRI: sandbox %s went away before its status was read", sandbox_id[:12])
+        return found
+
     def running_containers(self) -> Dict[str, List[str]]:
         api = self.api
         flt = api.ContainerFilter(state=api.ContainerStateValue(state=CONTAINER_RUNNING))
@@ -160,8 +181,10 @@ class Runtime:
         self.channel.close()
 
 
+CONTAINERS_TTL = 10.0  # seconds a listing of the running containers is reused (they only name pods' containers)
 _runtimes: Dict[str, Runtime] = {}  # socket -> client (a channel reconnects by itself)
-_statuses: Dict[str, object] = {}  # sandbox id -> its verbose PodSandboxStatusResponse
+_statuses: Dict[str, Optional[Pod]] = {}  # sandbox id -> the Pod its verbose status made (without containers)
+_containers: Dict[str, Tuple[float, Dict[str, List[str]]]] = {}  # socket -> (when, sandbox id -> names)
 _failing: Dict[str, bool] = {}  # socket -> whether its last call failed (one log line per outage)
 
 
@@ -181,8 +204,18 @@ def _note_failure(path: str, exc: BaseException) -> None:
     _failing[path] = True
 
 
+def _running_containers(client: Runtime, path: str, new_sandbox: bool) -> Dict[str, List[str]]:
+    """The running containers by sandbox, listed again after CONTAINERS_TTL or for a new sandbox."""
+    when, listing = _containers.get(path, (0.0, {}))
+    if new_sandbox or time.monotonic() - when > CONTAINERS_TTL:
+        listing = client.running_containers()
+        _containers[path] = (time.monotonic(), listing)
+    return listing
+
+
 def pods() -> List[Pod]:
-    """The node's ready pod sandboxes ([] without a CRI runtime, or when it does not answer)."""
+    """The node's ready pod sandboxes ([] without a CRI runtime, or when it does not answer).
+    One ListPodSandbox per call; a sandbox's status is asked once, when it first appears."""
     found = runtime_endpoint()
     if found is None:
         return []
@@ -190,14 +223,16 @@ def pods() -> List[Pod]:
     try:
         client = _client(runtime, path)
         sandboxes = client.ready_sandboxes()
-        containers = client.running_containers()
+        new = [s.id for s in sandboxes if s.id not in _statuses]
+        for sandbox_id, status in (client.sandbox_statuses(new) if new else {}).items():
+            _statuses[sandbox_id] = pod_from_status(status, runtime)
+        containers = _running_containers(client, path, bool(new))
         result = []
         for sandbox in sandboxes:
-            if sandbox.id not in _statuses:
-                _statuses[sandbox.id] = client.sandbox_status(sandbox.id)
-            pod = pod_from_status(_statuses[sandbox.id], runtime, containers.get(sandbox.id, ()))
+            pod = _statuses.get(sandbox.id)
             if pod is not None and pod.ready:
-                result.append(pod)
+                names = tuple(sorted(containers.get(sandbox.id, ())))
+                result.append(pod if names == pod.containers else replace(pod, containers=names))
         for gone in set(_statuses) - {s.id for s in sandboxes}:
             del _statuses[gone]
     except ImportError as exc:  # grpcio or protobuf missing: pods cannot be named

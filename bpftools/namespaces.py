@@ -97,8 +97,13 @@ def host_inode() -> Optional[int]:
     return found[0] if found else None
 
 
+_nsfs_dev: List[int] = []  # nsfs's device number: one per boot
+
+
 def _is_nsfs(st: os.stat_result) -> bool:
-    return st.st_dev == os.stat(OWN_PATH).st_dev
+    if not _nsfs_dev:
+        _nsfs_dev.append(os.stat(OWN_PATH).st_dev)
+    return st.st_dev == _nsfs_dev[0]
 
 
 def netns_path(name: str) -> str:

@@ -23,6 +23,7 @@ def recorded(name: str, message_type):
 def _fresh_client_state(monkeypatch):
     monkeypatch.setattr(cri, "_runtimes", {})
     monkeypatch.setattr(cri, "_statuses", {})
+    monkeypatch.setattr(cri, "_containers", {})
     monkeypatch.setattr(cri, "_failing", {})
     monkeypatch.setattr(cri, "_configured", None)
     monkeypatch.delenv(cri.ENDPOINT_VARIABLE, raising=False)
@@ -101,9 +102,9 @@ class FakeRuntime:
     def running_containers(self):
         return {}
 
-    def sandbox_status(self, sandbox_id):
-        self.status_calls.append(sandbox_id)
-        return self.statuses[sandbox_id]
+    def sandbox_statuses(self, sandbox_ids):
+        self.status_calls.extend(sandbox_ids)
+        return {i: self.statuses[i] for i in sandbox_ids}
 
 
 def test_pods_asks_each_sandbox_status_once(monkeypatch, tmp_path):
