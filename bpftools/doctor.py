@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from . import __version__, docker_engine
+from . import __version__, cri, docker_engine
 from .kernel import features
 from .kernel.drop_reasons import kfree_skb_format
 from .kernel.headers import build_dir, headers_version
@@ -46,6 +46,7 @@ def collect_report() -> Dict:
         "capabilities": {name: features.needs_met(needs, available)
                          for name, needs in features.CAPABILITY_NEEDS.items()},
         "docker": docker_engine.availability(),
+        "cri": cri.availability(),
     }
 
 
@@ -72,4 +73,7 @@ def format_report(report: Dict) -> str:
     docker = report["docker"]
     state = f"yes (Engine {docker['version']})" if docker["api"] else "no"
     lines.append(f"  docker:        {state}: {docker['detail']} [{docker['socket']}]")
+    runtime = report["cri"]
+    state = f"yes ({runtime['runtime']} {runtime['version']})" if runtime["api"] else "no"
+    lines.append(f"  cri:           {state}: {runtime['detail']} [{runtime['endpoint'] or 'no socket'}]")
     return "\n".join(lines)

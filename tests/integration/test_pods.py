@@ -217,3 +217,9 @@ def test_a_fix_inside_a_pod_runs_as_printed(cri_env, cri_runtime):
     assert rc == 1 and result["causes"][0]["netns"] == b.label
     run_fixes(result["causes"][0])
     assert pings(a, b.ip)
+
+
+def test_doctor_reports_the_cri_runtime(cri_runtime):
+    report = json.loads(cli(*bpftools(cri_runtime, "doctor", "--json"), check=True, timeout=120).stdout)
+    assert report["cri"]["api"] is True and report["cri"]["runtime"] == "containerd", report["cri"]
+    assert report["cri"]["endpoint"] == cri_runtime.endpoint
