@@ -5,7 +5,8 @@ ready sandboxes, `PodSandboxStatus` (verbose) gives each one's network namespace
 `ListContainers` the names of the containers running in them. No `crictl` is needed.
 
 Optional like Docker: no socket, a dead runtime or a timeout means "no pods" and costs one log
-line (until the runtime answers again), never a failed command or scrape. A sandbox's status
+line (until the runtime answers again), never a failed command or scrape; a runtime that failed
+is asked again after RETRY_AFTER seconds, so a hung one does not slow every scrape. A sandbox's status
 is asked once per sandbox id (its namespace does not change while it lives). This module knows
 nothing of namespaces: `runtimes.py` hands its pods to the namespace registry.
 """
@@ -185,7 +186,8 @@ CONTAINERS_TTL = 10.0  # seconds a listing of the running containers is reused (
 _runtimes: Dict[str, Runtime] = {}  # socket -> client (a channel reconnects by itself)
 _statuses: Dict[str, Optional[Pod]] = {}  # sandbox id -> the Pod its verbose status made (without containers)
 _containers: Dict[str, Tuple[float, Dict[str, List[str]]]] = {}  # socket -> (when, sandbox id -> names)
-_failing: Dict[str, bool] = {}  # socket -> whether its last call failed (one log line per outage)
+RETRY_AFTER = 30.0  # seconds a runtime that failed is left alone: a hung one must not slow every scrape
+_failing: Dict[str, float] = {}  # socket -> when its last call failed (one log line per outage)
 
 
 def _client(runtime: str, path: str) -> Runtime:
@@ -197,11 +199,11 @@ def _client(runtime: str, path: str) -> Runtime:
 def _note_failure(path: str, exc: BaseException) -> None:
     detail = getattr(exc, "details", None)
     text = detail() if callable(detail) else str(exc)
-    if not _failing.get(path):
+    if path not in _failing:
         log.warning("CRI runtime at %s does not answer (%s): pods are named pid:N until it does", path, text)
     else:
         log.debug("CRI runtime at %s still does not answer: %s", path, text)
-    _failing[path] = True
+    _failing[path] = time.monotonic()
 
 
 def _running_containers(client: Runtime, path: str, new_sandbox: bool) -> Dict[str, List[str]]:
@@ -220,6 +222,8 @@ def pods() -> List[Pod]:
     if found is None:
         return []
     runtime, path = found
+    if path in _failing and time.monotonic() - _failing[path] < RETRY_AFTER:
+        return []
     try:
         client = _client(runtime, path)
         sandboxes = client.ready_sandboxes()
@@ -241,7 +245,7 @@ def pods() -> List[Pod]:
     except Exception as exc:  # grpc.RpcError (unavailable, deadline), a malformed answer
         _note_failure(path, exc)
         return []
-    if _failing.pop(path, False):
+    if _failing.pop(path, None) is not None:
         log.warning("CRI runtime at %s answers again", path)
     return result
 

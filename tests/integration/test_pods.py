@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -223,3 +224,17 @@ def test_doctor_reports_the_cri_runtime(cri_runtime):
     report = json.loads(cli(*bpftools(cri_runtime, "doctor", "--json"), check=True, timeout=120).stdout)
     assert report["cri"]["api"] is True and report["cri"]["runtime"] == "containerd", report["cri"]
     assert report["cri"]["endpoint"] == cri_runtime.endpoint
+
+
+def test_serve_survives_a_dead_runtime_with_one_log_line(tmp_path):
+    dead = tmp_path / "containerd.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(dead))  # a socket nobody listens on
+    sock.close()
+    port = free_port()
+    with BpftoolsProcess("--cri-endpoint", f"unix://{dead}", "serve", "--drops", "--listen", f"127.0.0.1:{port}") as serve:
+        for _ in range(3):  # scrapes succeed, each re-discovering the namespaces
+            text = wait_metrics(port, lambda t: 'bpftools_netns_info{container_name="",' in t)
+            assert 'netns="host"' in text
+        assert serve.stop() == 0
+    assert serve.stderr.count("does not answer") == 1, serve.stderr

@@ -169,6 +169,8 @@ def test_a_dead_socket_costs_one_log_line(monkeypatch, tmp_path, caplog):
     warnings = _count_warnings(caplog)
     assert len(warnings) == 1 and "does not answer" in warnings[0].getMessage()
     assert cri.availability()["api"] is False
+    monkeypatch.setattr(cri, "RETRY_AFTER", 0.0)  # asked again: still no second warning
+    assert cri.pods() == [] and len(_count_warnings(caplog)) == 1
 
 
 def test_a_runtime_that_never_answers_times_out(monkeypatch, tmp_path, caplog):
@@ -182,6 +184,8 @@ def test_a_runtime_that_never_answers_times_out(monkeypatch, tmp_path, caplog):
         caplog.set_level(logging.WARNING, logger="bpftools")
         assert cri.pods() == []
         assert len(_count_warnings(caplog)) == 1
+        monkeypatch.setattr(cri, "_client", lambda *a: pytest.fail("a hung runtime asked again within RETRY_AFTER"))
+        assert cri.pods() == []
     finally:
         hung.close()
         os.unlink(path)
