@@ -54,9 +54,9 @@ class Netns:
     pod: Optional[str] = None
     k8s_namespace: Optional[str] = None
     runtime: Optional[str] = None  # docker, containerd, cri-o
-    pod_uid: Optional[str] = None
     pid: Optional[int] = None
     nsid: Optional[int] = None  # as seen from the host namespace, if assigned
+    pod_uid: Optional[str] = None
 
     def __str__(self) -> str:
         return self.label
@@ -173,15 +173,6 @@ def mounted_namespaces() -> Dict[int, str]:
 
 # --- discovery ------------------------------------------------------------
 
-def _stat_inode(path: Optional[str]) -> Optional[int]:
-    if not path:
-        return None
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
-
-
 @dataclass(frozen=True)
 class Source:
     """A runtime that names namespaces (Kubernetes pods, Docker containers), handed to the registry.
@@ -278,7 +269,7 @@ def _still_at(ns: Netns) -> bool:
     """Whether a discovered entry's path still opens its namespace. The kernel reuses the
     inode of a freed namespace for the next one at once, so a cached entry can name a
     namespace that no longer exists (an `ip netns` name deleted a moment ago)."""
-    return ns.path is None or _stat_inode(ns.path) == ns.inode
+    return ns.path is None or stat_inode(ns.path) == ns.inode
 
 
 def find_inode(inode: int) -> Optional[Netns]:
@@ -298,7 +289,7 @@ def inode_of_label(label: str) -> Optional[int]:
     it has gone. Used to match what was recorded by label (pin paths) to namespaces."""
     kind, value = parse_selector(label)
     if kind == "name":
-        return _stat_inode(os.path.join(NETNS_RUN_DIR, value))
+        return stat_inode(os.path.join(NETNS_RUN_DIR, value))
     for ns in discover():
         if ns.label == label and _still_at(ns):
             return ns.inode

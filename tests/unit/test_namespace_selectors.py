@@ -92,7 +92,7 @@ def test_a_cached_namespace_whose_inode_was_reused_is_not_trusted(monkeypatch, t
     (tmp_path / "bt-b-new").write_text("")
     monkeypatch.setattr(namespaces, "_cache", (time.monotonic(), [old]))
     monkeypatch.setattr(namespaces, "_discover", lambda: [new])
-    monkeypatch.setattr(namespaces, "_stat_inode",
+    monkeypatch.setattr(namespaces, "stat_inode",
                         lambda path: 4026532247 if path and path.endswith("bt-b-new") else None)
     assert namespaces.label_for_inode(4026532247) == "bt-b-new"
 
@@ -106,5 +106,5 @@ def test_a_fresh_cached_entry_is_used_without_rediscovery(monkeypatch):
     entry = Netns(4026532250, "bt-a", "netns", "/run/netns/bt-a")
     monkeypatch.setattr(namespaces, "_cache", (time.monotonic(), [entry]))
     monkeypatch.setattr(namespaces, "_discover", lambda: (_ for _ in ()).throw(AssertionError("rediscovered")))
-    monkeypatch.setattr(namespaces, "_stat_inode", lambda path: 4026532250)
+    monkeypatch.setattr(namespaces, "stat_inode", lambda path: 4026532250)
     assert namespaces.find_inode(4026532250) == entry
