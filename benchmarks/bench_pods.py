@@ -28,20 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import cri_env  # noqa: E402
+from bench_namespaces import timed  # noqa: E402  (this directory is on the path)
 from bpftools import cri, docker_engine, namespaces, runtimes  # noqa: E402
 
 LIMIT = 2.0
 NO_RUNTIME = "/nonexistent/bpftools-bench-no-runtime.sock"
-
-
-def timed(fn, rounds: int) -> float:
-    """Median seconds of one call."""
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def discovery(rounds: int, cold: bool = False) -> float:

@@ -48,6 +48,13 @@ def with_rule(chain: str, rule: str, after: str) -> str:
 
 
 TO_OTHER_NODE = Packet("forward", POD_A, OTHER_NODE_POD, 8, "cni-bt0", "n1-n2", "NEW")
+
+
+def dropped(ipt: str, cause: str):
+    """The finding of the firewall check on a pod's ping to the other node, which must drop it."""
+    f = C.check_firewall(node(ipt), TO_OTHER_NODE)
+    assert (f.ok, f.cause) == (False, cause), f.detail
+    return f
 BACK = Packet("forward", OTHER_NODE_POD, POD_A, 0, "n1-n2", "cni-bt0", "ESTABLISHED")
 
 
@@ -69,8 +76,7 @@ def test_chains_are_named_by_the_plugin_that_writes_them():
 def test_a_drop_of_yours_in_cni_admin_is_deleted_there():
     ipt = CNI_IPT + ""
     ipt = ipt.replace(":CNI-FORWARD - [0:0]\n", f":CNI-FORWARD - [0:0]\n-A CNI-ADMIN -s {POD_A}/32 -d 10.99.78.0/24 -j DROP\n")
-    f = C.check_firewall(node(ipt), TO_OTHER_NODE)
-    assert (f.ok, f.cause) == (False, "netfilter_drop")
+    f = dropped(ipt, "netfilter_drop")
     assert "CNI-ADMIN, the chain the CNI firewall plugin leaves to administrators" in f.detail
     assert f.fix == [f"ip netns exec bt-crinode iptables -t filter -D CNI-ADMIN -s {POD_A}/32 -d 10.99.78.0/24 -j DROP"]
 
@@ -78,8 +84,7 @@ def test_a_drop_of_yours_in_cni_admin_is_deleted_there():
 def test_a_drop_in_cni_forward_after_the_admin_jump_is_overridden_in_cni_admin():
     ipt = with_rule("CNI-FORWARD", f"-s {POD_A}/32 -d {OTHER_NODE_POD}/32 -j DROP",
                     '-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN')
-    f = C.check_firewall(node(ipt), TO_OTHER_NODE)
-    assert (f.ok, f.cause) == (False, "cni_chain_drop")
+    f = dropped(ipt, "cni_chain_drop")
     assert "CNI-FORWARD, a chain the CNI firewall plugin rewrites as pods come and go" in f.detail
     assert f.fix == [f"ip netns exec bt-crinode iptables -I CNI-ADMIN -s {POD_A}/32 -d {OTHER_NODE_POD}/32 "
                      "-p icmp -j ACCEPT"]
@@ -92,8 +97,7 @@ def test_a_drop_in_cni_forward_before_the_admin_jump_is_deleted():
     ipt = CNI_IPT.replace('-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN',
                           f"-A CNI-FORWARD -s {POD_A}/32 -d {OTHER_NODE_POD}/32 -j DROP\n"
                           '-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN')
-    f = C.check_firewall(node(ipt), TO_OTHER_NODE)
-    assert (f.ok, f.cause) == (False, "cni_chain_drop")
+    f = dropped(ipt, "cni_chain_drop")
     assert "before CNI-ADMIN is consulted" in f.detail
     assert f.fix == [f"ip netns exec bt-crinode iptables -t filter -D CNI-FORWARD -s {POD_A}/32 -d {OTHER_NODE_POD}/32 "
                      "-j DROP"]
@@ -103,6 +107,5 @@ def test_a_drop_in_a_chain_cni_does_not_own_is_a_plain_netfilter_drop():
     ipt = CNI_IPT.replace('-A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD',
                           f"-A FORWARD -s {POD_A}/32 -j DROP\n"
                           '-A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD')
-    f = C.check_firewall(node(ipt), TO_OTHER_NODE)
-    assert (f.ok, f.cause) == (False, "netfilter_drop")
+    f = dropped(ipt, "netfilter_drop")
     assert f.fix == [f"ip netns exec bt-crinode iptables -t filter -D FORWARD -s {POD_A}/32 -j DROP"]
