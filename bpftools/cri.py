@@ -228,9 +228,10 @@ def pods() -> List[Pod]:
         client = _client(runtime, path)
         sandboxes = client.ready_sandboxes()
         new = [s.id for s in sandboxes if s.id not in _statuses]
-        for sandbox_id, status in (client.sandbox_statuses(new) if new else {}).items():
+        fresh = client.sandbox_statuses(new) if new else {}
+        for sandbox_id, status in fresh.items():
             _statuses[sandbox_id] = pod_from_status(status, runtime)
-        containers = _running_containers(client, path, bool(new))
+        containers = _running_containers(client, path, bool(fresh))
         result = []
         for sandbox in sandboxes:
             pod = _statuses.get(sandbox.id)

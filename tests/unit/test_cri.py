@@ -189,3 +189,69 @@ def test_a_runtime_that_never_answers_times_out(monkeypatch, tmp_path, caplog):
     finally:
         hung.close()
         os.unlink(path)
+
+
+class RecordedRuntime:
+    """A real gRPC server on a unix socket that answers as the recorded containerd did; the
+    sandbox in `gone` was removed between the listing and its status (NOT_FOUND)."""
+
+    def __init__(self, path, gone=()):
+        import grpc
+        from concurrent import futures
+
+        listing = recorded("containerd-1.6-list-all.pb", api.ListPodSandboxResponse)
+        statuses = {s.status.id: s for s in (recorded(f"containerd-1.6-status-{n}.pb", api.PodSandboxStatusResponse)
+                                             for n in ("pod", "hostnetwork", "notready"))}
+        self.calls = []
+
+        def list_sandboxes(request, context):
+            self.calls.append("ListPodSandbox")
+            wanted = request.filter.state.state if request.filter.HasField("state") else None
+            return api.ListPodSandboxResponse(items=[s for s in listing.items if wanted is None or s.state == wanted])
+
+        def status(request, context):
+            self.calls.append("PodSandboxStatus")
+            assert request.verbose
+            if request.pod_sandbox_id in gone:
+                context.abort(grpc.StatusCode.NOT_FOUND, "an error occurred when try to find sandbox: not found")
+            return statuses[request.pod_sandbox_id]
+
+        def containers(request, context):
+            self.calls.append("ListContainers")
+            return api.ListContainersResponse(containers=[api.Container(
+                id="c1", pod_sandbox_id=listing.items[0].id, metadata=api.ContainerMetadata(name="web"),
+                state=cri.CONTAINER_RUNNING)])
+
+        def handler(fn, request_type, response_type):
+            return grpc.unary_unary_rpc_method_handler(fn, request_deserializer=request_type.FromString,
+                                                       response_serializer=response_type.SerializeToString)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("runtime.v1.RuntimeService", {
+            "ListPodSandbox": handler(list_sandboxes, api.ListPodSandboxRequest, api.ListPodSandboxResponse),
+            "PodSandboxStatus": handler(status, api.PodSandboxStatusRequest, api.PodSandboxStatusResponse),
+            "ListContainers": handler(containers, api.ListContainersRequest, api.ListContainersResponse)})])
+        self.server.add_insecure_port(f"unix://{path}")
+        self.server.start()
+
+    def close(self):
+        self.server.stop(None)
+
+
+def test_pods_over_grpc_from_a_recorded_runtime(tmp_path, caplog):
+    path = tmp_path / "containerd.sock"
+    web_id = recorded("containerd-1.6-list-all.pb", api.ListPodSandboxResponse).items[0].id
+    host_id = recorded("containerd-1.6-list-all.pb", api.ListPodSandboxResponse).items[1].id
+    server = RecordedRuntime(path, gone={host_id})
+    try:
+        cri.configure(str(path))
+        caplog.set_level(logging.WARNING, logger="bpftools")
+        found = cri.pods()
+        assert [(p.label, p.containers) for p in found] == [("pod:shop/web-0", ("web",))]
+        assert found[0].id == web_id and found[0].netns_path.startswith("/var/run/netns/cni-")
+        assert server.calls.count("PodSandboxStatus") == 2  # the ready ones; the one removed meanwhile is left out
+        assert cri.pods() == found and server.calls.count("PodSandboxStatus") == 3  # only the missing one again
+        assert server.calls.count("ListPodSandbox") == 2 and server.calls.count("ListContainers") == 1
+        assert not _count_warnings(caplog)
+    finally:
+        server.close()
