@@ -38,7 +38,6 @@ def up(name: str) -> None:
 
     require_privileges()
     topo = lab_up(name)
-    ns, dst = topo.ping()
     click.echo(f"lab {name} is up: {', '.join(namespaces_of(name))}")
     click.echo(f"  {topo.summary}")
     click.echo(f"  try: {topo.ping_command()}")
@@ -46,7 +45,7 @@ def up(name: str) -> None:
         click.echo(f"       {topo.ping_command(family=6)}")
     if topo.starts_broken:
         click.echo(f"  it starts broken, as this setup usually is ({topo.starts_broken}): "
-                   f"bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}; "
+                   f"{topo.diagnose_command()}; "
                    f"`bpftools lab fix {name}` repairs it")
     click.echo(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")
 
@@ -64,11 +63,8 @@ def break_(name: str, fault: str, ipv6: bool) -> None:
     family = 6 if ipv6 else 4
     f = lab_break(name, fault, family)
     topo = topology(name)
-    ns, dst = topo.ping(fault, family)
-    size = topo.ping_size(fault, family)
     click.echo(f"lab {name}: broke it ({fault}{' (IPv6)' if ipv6 else ''}: {f.summary})")
-    click.echo(f"  diagnose: bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}"
-               + (f" --size {size}" if size != 56 else ""))
+    click.echo(f"  diagnose: {topo.diagnose_command(fault, family)}")
 
 
 @lab.command()
