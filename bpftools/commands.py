@@ -58,7 +58,8 @@ def argv_of(template: str, *values) -> Argv:
 class Command:
     argv: Argv
     netns: Optional[str] = None   # label of the namespace it runs in; None: where bpftools runs
-    nspath: Optional[str] = None  # an nsfs path, for a namespace no label names a command for (inode:N)
+    nspath: Optional[str] = None  # nsfs path of a discovered namespace: what running enters; printed
+    #                               only where the label names no command (inode:N)
 
     @property
     def needs_shell_substitution(self) -> bool:

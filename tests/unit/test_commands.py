@@ -218,6 +218,19 @@ def test_escapes_read_like_ip_and_git():
     assert shown("é\u202e") == "é\\u202e"
 
 
+def test_log_lines_escape_names():
+    import io
+    import logging
+
+    from bpftools.logs import setup_logging
+
+    stream = io.StringIO()
+    setup_logging("warning", stream=stream)
+    logging.getLogger("bpftools.test").warning("a\x1b[2J\udcff")
+    setup_logging("warning")
+    assert control_free(stream.getvalue().encode("utf-8"))
+
+
 def test_pcap_comments_and_metric_labels_escape_names():
     from prometheus_client import CollectorRegistry, generate_latest
 
