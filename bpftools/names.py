@@ -51,7 +51,7 @@ def check_not_an_option(what: str, value: str, options: Iterable[str]) -> None:
 def check_ifname(what: str, name: str) -> str:
     problem = ifname_problem(name)
     if problem:
-        raise BpftoolsError(f"{what} {shown(name)!s}: {problem}")
+        raise BpftoolsError(f"{what} {shown(name)}: {problem}")
     return name
 
 

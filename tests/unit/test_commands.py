@@ -118,6 +118,26 @@ def test_trace_drops_hints_quote_the_command_they_show(ifname, ns):
     assert fix in hint
     assert bash_words(fix)[0] == expect(["ip", "netns", "exec", ns], argv_of("ip link set dev {} xdp off", ifname))
     assert shown_commands   # the prose names the commands in backticks
+    event.hint = hint
+    assert control_free(_human_output(event.text(), _table([(ns, ifname, "XDP", 1)])))
+
+
+def _table(rows):
+    from bpftools.cli.output import table
+
+    return table(["NETNS", "IFACE", "REASON", "COUNT"], rows)
+
+
+def _human_output(*texts: str) -> bytes:
+    """What `say` (every command's human output) writes to stdout."""
+    from bpftools.cli.output import say
+
+    @click.command()
+    def show():
+        for text in texts:
+            say(text)
+
+    return CliRunner().invoke(show, catch_exceptions=False).stdout_bytes
 
 
 def test_argv_of_fills_each_hole_with_one_word():
@@ -174,7 +194,6 @@ def _renamed(data, old: str, new: str):
 def test_diagnose_prints_a_fix_for_a_hostile_interface_that_gives_back_its_argv(ifname, ns):
     from bpftools.diagnose import replay
     from bpftools.diagnose.verdict import build_causes, story, verdict
-    from bpftools.cli.output import say
 
     recording = json.loads((FIXTURES / "veth-link_down.json").read_text())
     recording["namespaces"]["bpftlab-veth-ns1"] = _renamed(recording["namespaces"]["bpftlab-veth-ns1"], "eth0",
@@ -188,11 +207,7 @@ def test_diagnose_prints_a_fix_for_a_hostile_interface_that_gives_back_its_argv(
 
     result = verdict("10.70.0.2", "bpftlab-veth-host", walk, 3, 0, [])
 
-    @click.command()
-    def show():
-        say(story(result))
-
-    out = CliRunner().invoke(show, catch_exceptions=False).stdout_bytes
+    out = _human_output(story(result))
     assert control_free(out)
     assert causes[0]["fix"][0].encode("utf-8") in out   # the fix is printed as rendered: still pasteable
     emitted = subprocess.run([sys.executable, "-c", "import json, sys; from bpftools.cli.output import emit_json; "
