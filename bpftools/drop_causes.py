@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .facts.namespace import forwarding_sysctl
 from .commands import Argv, Command, argv_of, in_netns_of, in_ns, render
-from .namespaces import find_inode, own_inode
+from .facts.namespace import forwarding_sysctl
 from .facts.netfilter import nft_policy_guess
+from .namespaces import find_inode, own_inode
 
 
 
@@ -32,7 +32,7 @@ def _where(event) -> str:
     return f"netns {event.netns}"
 
 
-def in_drop_ns(event, argv: Argv) -> Command:
+def _in_drop_ns(event, argv: Argv) -> Command:
     """`argv` run in the drop's namespace: by its name or label, else as discovery knows its inode."""
     if event.netns_name:
         return in_ns(event.netns_name, argv, home=None)
@@ -41,7 +41,7 @@ def in_drop_ns(event, argv: Argv) -> Command:
 
 def _shown(event, argv: Argv) -> str:
     """A command inside a hint's prose, in backticks."""
-    return f"`{render(in_drop_ns(event, argv))}`"
+    return f"`{render(_in_drop_ns(event, argv))}`"
 
 
 def _cmd(event, template: str, *values) -> str:
