@@ -10,7 +10,7 @@ import click
 from .. import __version__
 from ..errors import BpftoolsError
 from ..logs import setup_logging
-from .output import say
+from .output import EscapingStream, say
 
 
 class App:
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        exc.show(file=EscapingStream(sys.stderr))
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

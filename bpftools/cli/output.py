@@ -20,6 +20,20 @@ def say(text: str = "", err: bool = False, nl: bool = True) -> None:
     click.echo(terminal_safe(text), err=err, nl=nl)
 
 
+class EscapingStream:
+    """A text stream that escapes what `say` escapes: for click's own messages (usage errors
+    quote the value the user gave)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(terminal_safe(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def emit_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
     sys.stdout.flush()
