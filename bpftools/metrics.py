@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, NamedTuple, Protocol, Tuple
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import __version__
+from .text import shown
 
 log = logging.getLogger(__name__)
 
@@ -124,5 +125,6 @@ class BpftoolsCollector:
         for name, series in values.items():
             family = _family(name)
             for labels, value in sorted(series.items()):
-                family.add_metric(list(labels), value)
+                # prometheus_client escapes \ " and newlines; a tenant's ESC or non-UTF-8 byte is ours to escape
+                family.add_metric([shown(label) for label in labels], value)
             yield family

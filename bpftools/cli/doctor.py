@@ -6,7 +6,7 @@ import click
 from ..doctor import collect_report, format_report
 from ..kernel.mounts import ensure_all_mounted
 from ..kernel.privileges import require_privileges
-from .output import emit_json
+from .output import emit_json, say
 
 
 @click.command()
@@ -18,7 +18,7 @@ def doctor(as_json: bool) -> None:
     if as_json:
         emit_json(report)
     else:
-        click.echo(format_report(report))
+        say(format_report(report))
 
 
 @click.command()
@@ -26,7 +26,7 @@ def mount() -> None:
     """Mount tracefs, debugfs, bpffs and securityfs where missing."""
     require_privileges()
     for point, state in ensure_all_mounted().items():
-        click.echo(f"{point}: {state}")
+        say(f"{point}: {state}")
 
 
 def register(cli: click.Group) -> None:

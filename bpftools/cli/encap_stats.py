@@ -11,13 +11,14 @@ from ..encap_stats import INGRESS_HOOKS, UDP_TYPES, EncapStats, parse_udp_port, 
 from ..kernel.privileges import require_privileges
 from ..netlink import resolve_interface, select_netns
 from ..runloop import RunLoop
-from .output import announce_ready, duration_option, emit_json, interval_option, netns_option, table
+from .output import (announce_ready, checked_ifnames, duration_option, emit_json, interval_option, netns_option, say,
+                     table)
 
 CLEAR_SCREEN = "\033[H\033[2J"
 
 
 @click.command("encap-stats")
-@click.argument("ifaces", metavar="IFACE...", nargs=-1, required=True)
+@click.argument("ifaces", metavar="IFACE...", nargs=-1, required=True, callback=checked_ifnames)
 @netns_option("Namespace of the interfaces")
 @click.option("--ingress-hook", type=click.Choice(INGRESS_HOOKS), default="tc", show_default=True,
               help="Count ingress with tc (sees what XDP-less paths see) or XDP.")
@@ -61,7 +62,7 @@ def _print_table(rows: List[dict]) -> None:
                                 for r in pairs])
     if sys.stdout.isatty():
         click.echo(CLEAR_SCREEN, nl=False)
-    click.echo(text + ("" if sys.stdout.isatty() else "\n"))
+    say(text + ("" if sys.stdout.isatty() else "\n"))
 
 
 def register(cli: click.Group) -> None:

@@ -10,6 +10,7 @@ import click
 from .. import __version__
 from ..errors import BpftoolsError
 from ..logs import setup_logging
+from .output import EscapingStream, say
 
 
 class App:
@@ -47,12 +48,12 @@ def main(argv=None) -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        exc.show(file=EscapingStream(sys.stderr))
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except BpftoolsError as exc:
-        click.echo(f"bpftools: error: {exc}", err=True)
+        say(f"bpftools: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -61,6 +62,6 @@ def main(argv=None) -> None:
     except Exception as exc:  # never a traceback for users unless they ask
         if debug:
             traceback.print_exc()
-        click.echo(f"bpftools: internal error: {type(exc).__name__}: {exc} (re-run with --debug for details)",
+        say(f"bpftools: internal error: {type(exc).__name__}: {exc} (re-run with --debug for details)",
                    err=True)
         sys.exit(70)
