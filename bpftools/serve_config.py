@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import BpftoolsError
+from .names import check_ifname, check_netns_selector
 
 # 9654: free in the Prometheus "default port allocations" list; 9435, used until 0.1, is
 # ebpf_exporter's, which users often run beside us (docs/serve.md).
@@ -44,6 +45,9 @@ class ServeConfig:
         if self.ingress_hook not in INGRESS_HOOKS:
             raise BpftoolsError(f"ingress_hook {self.ingress_hook!r}: tc or xdp")
         udp_port_table(parse_udp_port(spec) for spec in self.udp_port)
+        for key, specs in (("encap", self.encap), ("decap", self.decap)):
+            for spec in specs:
+                split_interface(spec, self.netns, key)
         if self.decap:
             parse_networks(self.allow_remote, self.allow_any)
         parse_addresses(self.local)
@@ -57,9 +61,12 @@ def listen_address(text: str) -> Tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def split_interface(spec: str, default_netns: Optional[str]) -> Tuple[Optional[str], str]:
-    """"NETNS/IFACE" or "IFACE" -> (netns, ifname)."""
+def split_interface(spec: str, default_netns: Optional[str], what: str = "interface") -> Tuple[Optional[str], str]:
+    """"NETNS/IFACE" or "IFACE" -> (netns, ifname), both checked as names a user can select."""
     netns, sep, ifname = spec.rpartition("/")
+    check_ifname(what, ifname)
+    if sep:
+        check_netns_selector(netns)
     return (netns if sep else default_netns), ifname
 
 

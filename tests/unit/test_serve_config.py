@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from bpftools.errors import BpftoolsError
 from bpftools.logs import setup_logging
 from bpftools.metrics import METRICS, BpftoolsCollector, Sample
-from bpftools.serve_config import DEFAULT_LISTEN, build_config, listen_address, read_config_file, split_interface
+from bpftools.serve_config import (DEFAULT_LISTEN, ServeConfig, build_config, listen_address, read_config_file,
+                                   split_interface)
 
 
 def test_flags_override_the_file_and_defaults_stay_loopback():
@@ -159,3 +160,17 @@ def test_a_new_listen_address_opens_before_the_old_closes_and_a_bad_one_keeps_th
     finally:
         exporter._stop_server()
     assert not _scrape_ok(second)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("ns/eth0:1", "never holds ':'"),
+    ("ns/" + "x" * 16, "at most 15 bytes"),
+    ("../x/eth0", "a file name in /run/netns"),
+])
+def test_interfaces_the_kernel_would_never_name_are_refused(spec, message):
+    with pytest.raises(BpftoolsError, match=message):
+        ServeConfig(encap=[spec]).validate()
+
+
+def test_a_pod_label_and_an_awkward_interface_name_are_accepted():
+    assert split_interface("pod:shop/web-0/-eth0", None) == ("pod:shop/web-0", "-eth0")
