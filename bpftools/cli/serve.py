@@ -38,7 +38,6 @@ def serve(listen: Optional[str], drops: bool, netns: Optional[str], all_netns: b
     detach everything and exit."""
     app = click.get_current_context().obj
     setup_logging("debug" if getattr(app, "debug", False) else log_level, log_format)
-    require_privileges()
     flags = dict(listen=listen, drops=drops, netns=netns, all_netns=all_netns, encap=encap,
                  ingress_hook=ingress_hook, udp_port=udp_port, decap=decap, allow_remote=allow_remote,
                  allow_any=allow_any, local=local)
@@ -46,7 +45,9 @@ def serve(listen: Optional[str], drops: bool, netns: Optional[str], all_netns: b
     def load():
         return build_config(read_config_file(config_file) if config_file else {}, flags)
 
-    exporter = Exporter(load(), reload_config=load if config_file else None, config_file=config_file)
+    config = load()  # bad input is reported before missing privileges
+    require_privileges()
+    exporter = Exporter(config, reload_config=load if config_file else None, config_file=config_file)
     with terminate_gracefully(), reload_on_sighup(exporter), exporter:
         log.info("serving metrics on http://%s/metrics", exporter.config.listen)
         announce_ready(f"serving metrics on http://{exporter.config.listen}/metrics")

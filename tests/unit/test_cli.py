@@ -33,3 +33,19 @@ def test_missing_privileges_is_one_line_and_nonzero(monkeypatch):
     assert proc.stderr.strip().splitlines() == [
         "bpftools: error: bpftools needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN) to load and attach BPF programs"]
     assert "Traceback" not in proc.stderr
+
+
+def test_missing_bcc_says_what_to_install_in_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; sys.modules['bcc'] = None\n"
+         "import bpftools.cli.main as m\n"
+         "@m.cli.command()\n"
+         "def needs_bcc():\n"
+         "    import bcc\n"
+         "m.main(['needs-bcc'])"],
+        capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bpftools: error: bcc's Python module is not installed")
+    assert "python3-bpfcc" in lines[0] and "--system-site-packages" in lines[0]

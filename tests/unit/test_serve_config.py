@@ -28,6 +28,7 @@ def test_flags_override_the_file_and_defaults_stay_loopback():
     ({"decap": ["eth0"]}, "CVE-2020-10136"),
     ({"drops": True, "netns": "a", "all_netns": True}, "exclude each other"),
     ({"drops": True, "listen": "9654"}, "expected HOST:PORT"),
+    ({"listen": "127.0.0.1:99999"}, "--listen '127.0.0.1:99999': expected HOST:PORT"),  # before "nothing to export"
 ])
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(BpftoolsError, match=message):
