@@ -28,6 +28,7 @@ class ServeConfig:
     allow_any: bool = False
     local: List[str] = field(default_factory=list)
     watch_interval: float = 1.0  # seconds between checks for interfaces that appeared/disappeared
+    web_config_file: Optional[str] = None  # TLS and basic auth (exporter-toolkit format, web_config.py)
 
     def validate(self) -> "ServeConfig":
         listen_address(self.listen)  # first: a typo in the address is the error to show

@@ -85,7 +85,14 @@ def test_collector_sums_sources_and_counts_a_failing_one_as_scrape_error_of_that
     assert 'bpftools_drops_total{device="eth0",netns="ns",reason="NO_SOCKET"} 5.0' in text
     assert 'bpftools_scrape_errors_total{source="encap:ns/eth0"} 1.0' in text
     assert 'bpftools_scrape_errors_total{source="drops"} 0.0' in text
-    assert 'bpftools_build_info{version="' in text
+    import os
+
+    from bpftools import __version__
+    from bpftools.build import build_info
+
+    assert f'bcc_version="{build_info()["bcc_version"]}"' in text
+    assert f'kernel_release="{os.uname().release}"' in text and f'version="{__version__}"' in text
+    assert 'revision="' in text and build_info()["revision"]
     assert 'level=warning logger=bpftools.metrics msg="reading encap:ns/eth0 failed: map gone"' in log.getvalue()
     collector.remove_source("encap:ns/eth0")
     text = scrape(collector)
