@@ -148,3 +148,25 @@ def test_prometheus_rule_carries_the_alert_rules_file():
 def test_plain_prometheus_scrape_config_parses():
     config = yaml.safe_load((DEPLOY / "prometheus-scrape.yml").read_text())
     assert {job["job_name"] for job in config["scrape_configs"]} == {"bpftools", "bpftools-hosts"}
+
+
+def test_probes_use_the_health_endpoints_and_the_web_config_can_be_turned_on(tmp_path):
+    """Probes hit /-/healthy and /-/ready (no collection, no password); the commented
+    web_config_file line of the ConfigMap points into the optional Secret's mount."""
+    from bpftools.serve_config import build_config, read_config_file
+    from bpftools.web import HEALTHY, READY
+
+    spec = all_objects()[("DaemonSet", "bpftools")]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["livenessProbe"]["httpGet"] == {"path": HEALTHY, "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": READY, "port": "metrics"}
+    web = next(v for v in spec["volumes"] if v["name"] == "web")
+    assert web["secret"] == {"secretName": "bpftools-web", "optional": True}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "web")["mountPath"]
+    text = all_objects()[("ConfigMap", "bpftools-config")]["data"]["config.toml"]
+    turned_on = re.sub(r"^# (web_config_file = .*)$", r"\1", text, flags=re.M)
+    assert turned_on != text
+    path = tmp_path / "config.toml"
+    path.write_text(turned_on)
+    config = build_config(read_config_file(str(path)), {})
+    assert config.web_config_file == f"{mount}/web.yml"
