@@ -146,9 +146,11 @@ class WebServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, host: str, port: int, state: ServerState, handler: type):
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # IPv4 or IPv6, as the address (or host name) says; a name that does not resolve is an OSError
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        self.address_family, _, _, _, sockaddr = infos[0]
         self.state = state
-        super().__init__((host, port), handler)
+        super().__init__((sockaddr[0], port), handler)
 
     def get_request(self):
         conn, addr = super().get_request()

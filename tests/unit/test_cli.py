@@ -49,3 +49,14 @@ def test_missing_bcc_says_what_to_install_in_one_line():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bpftools: error: bcc's Python module is not installed")
     assert "python3-bpfcc" in lines[0] and "--system-site-packages" in lines[0]
+
+
+def test_status_shows_a_dash_for_a_pin_without_a_program(monkeypatch):
+    monkeypatch.setattr("bpftools.cli.status.require_privileges", lambda: None)
+    monkeypatch.setattr("bpftools.cli.status.find_attachments", lambda: [
+        {"netns": "ns1", "netns_inode": 1, "netns_name": None, "ifname": "vb", "ifindex": 0, "hook": "pin",
+         "prog_id": None, "prog_name": "/sys/fs/bpf/bpftools/xdp_decap/ns1/vb/decap_allow", "held_by": "stale pin"}])
+    result = CliRunner().invoke(cli, ["status"], catch_exceptions=False)
+    header, row = result.output.splitlines()
+    assert header.split() == ["NETNS", "IFACE", "HOOK", "PROG", "ID", "HELD", "BY"]
+    assert row.split()[4] == "-" and "None" not in result.output
