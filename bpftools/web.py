@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import html
 import logging
 import socket
@@ -60,14 +61,14 @@ class _PasswordCache:
 
     def __init__(self, size: int = 256):
         self._lock = threading.Lock()
-        self._ok: Dict[Tuple[str, bytes, bytes], bool] = {}
+        self._ok: Dict[Tuple[str, bytes, bytes], bool] = {}  # (user, sha256(password), hash)
         self.size = size
 
     def check(self, users, user: str, password: bytes) -> bool:
         import bcrypt
 
         hashed = users.get(user)
-        key = (user, password, hashed or b"")
+        key = (user, hashlib.sha256(password).digest(), hashed or b"")  # no password kept in memory
         with self._lock:
             if key in self._ok:
                 return self._ok[key]

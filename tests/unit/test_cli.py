@@ -60,3 +60,21 @@ def test_status_shows_a_dash_for_a_pin_without_a_program(monkeypatch):
     header, row = result.output.splitlines()
     assert header.split() == ["NETNS", "IFACE", "HOOK", "PROG", "ID", "HELD", "BY"]
     assert row.split()[4] == "-" and "None" not in result.output
+
+
+def test_a_bad_listen_address_is_the_error_shown_first():
+    """Before "nothing to export" and before missing privileges."""
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                           sys.executable, "-m", "bpftools", "serve", "--listen", "127.0.0.1:99999"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "bpftools: error: --listen '127.0.0.1:99999': expected HOST:PORT, e.g. 127.0.0.1:9654"]
+
+
+def test_missing_optional_modules_name_their_extra():
+    from bpftools.cli.main import missing_module_hint
+
+    assert "bpftools[pcap]" in missing_module_hint(ModuleNotFoundError("no scapy", name="scapy.utils"))
+    assert "bpftools[docker]" in missing_module_hint(ModuleNotFoundError("no docker", name="docker"))
+    assert missing_module_hint(ModuleNotFoundError("other", name="yaml")) is None
