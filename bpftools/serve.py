@@ -246,11 +246,11 @@ class Exporter(contextlib.AbstractContextManager):
         log.info("config reloaded")
 
     def _use_web_config(self, web: WebConfig) -> None:
-        """New TLS and users for the connections that come from now on; the socket stays open."""
-        if web != self.web or web.tls is not self.web.tls:
-            self.web = web
-            if self._server is not None:
-                self._server.state = self._server_state()
+        """New TLS and users for the connections that come from now on; the socket stays open.
+        Always taken, even when the file is the same: a renewed certificate has the same path."""
+        self.web = web
+        if self._server is not None:
+            self._server.state = self._server_state()
 
     def _reload_drops(self, old: ServeConfig, new: ServeConfig) -> ServeConfig:
         if not new.drops:
