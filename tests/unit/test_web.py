@@ -125,3 +125,19 @@ def test_a_new_web_config_applies_to_the_next_connection(server, certs, tmp_path
     assert _get(http + "/metrics", None, "prometheus", "s3cret")[0] == 401
     with pytest.raises(OSError):
         _get(base + "/metrics", _client_context(certs), "other", "pw")
+
+
+def test_min_version_refuses_older_clients(tmp_path, certs):
+    web = load_web_config(write(tmp_path / "web.yml", {"tls_server_config": {
+        "cert_file": str(certs.server_cert), "key_file": str(certs.server_key), "min_version": "TLS13"}}))
+    srv = start_server("127.0.0.1", 0, ServerState(web, lambda: (True, "ready")), CollectorRegistry())
+    try:
+        url = f"https://127.0.0.1:{srv.server_address[1]}/-/healthy"
+        old = _client_context(certs, with_cert=False)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises(OSError):
+            _get(url, old)
+        assert _get(url, _client_context(certs, with_cert=False)) == (200, "OK\n")
+    finally:
+        srv.shutdown()
+        srv.server_close()
