@@ -29,15 +29,16 @@ class ServeConfig:
     allow_any: bool = False
     local: List[str] = field(default_factory=list)
     watch_interval: float = 1.0  # seconds between checks for interfaces that appeared/disappeared
+    web_config_file: Optional[str] = None  # TLS and basic auth (exporter-toolkit format, web_config.py)
 
     def validate(self) -> "ServeConfig":
+        listen_address(self.listen)  # first: a typo in the address is the error to show
         if self.netns and self.all_netns:
             raise BpftoolsError("netns and all_netns exclude each other")
         if not (self.drops or self.encap or self.decap):
             raise BpftoolsError("nothing to export: give --drops, --encap IFACE or --decap IFACE (or a --config file)")
         if self.decap and not (self.allow_remote or self.allow_any):
             raise BpftoolsError("--decap needs --allow-remote CIDR or --allow-any (open ipip decapsulation is CVE-2020-10136)")
-        listen_address(self.listen)
         # Options of per-interface capabilities are used when an interface appears: check them now.
         from .encap_stats import INGRESS_HOOKS, parse_udp_port, udp_port_table
         from .xdp_decap import parse_addresses, parse_networks

@@ -26,7 +26,8 @@ def status(netns: Optional[str], as_json: bool) -> None:
         say("no bpftools programs attached")
         return
     say(table(["NETNS", "IFACE", "HOOK", "PROG", "ID", "HELD BY"],
-                     [(a["netns"], a["ifname"], a["hook"], a["prog_name"], a["prog_id"], a["held_by"])
+                     [(a["netns"], a["ifname"], a["hook"], a["prog_name"],
+                       "-" if a["prog_id"] is None else a["prog_id"], a["held_by"])
                       for a in found]))
 
 

@@ -29,6 +29,7 @@ def test_flags_override_the_file_and_defaults_stay_loopback():
     ({"decap": ["eth0"]}, "CVE-2020-10136"),
     ({"drops": True, "netns": "a", "all_netns": True}, "exclude each other"),
     ({"drops": True, "listen": "9654"}, "expected HOST:PORT"),
+    ({"listen": "127.0.0.1:99999"}, "--listen '127.0.0.1:99999': expected HOST:PORT"),  # before "nothing to export"
 ])
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(BpftoolsError, match=message):
@@ -85,7 +86,14 @@ def test_collector_sums_sources_and_counts_a_failing_one_as_scrape_error_of_that
     assert 'bpftools_drops_total{device="eth0",netns="ns",reason="NO_SOCKET"} 5.0' in text
     assert 'bpftools_scrape_errors_total{source="encap:ns/eth0"} 1.0' in text
     assert 'bpftools_scrape_errors_total{source="drops"} 0.0' in text
-    assert 'bpftools_build_info{version="' in text
+    import os
+
+    from bpftools import __version__
+    from bpftools.build import build_info
+
+    assert f'bcc_version="{build_info()["bcc_version"]}"' in text
+    assert f'kernel_release="{os.uname().release}"' in text and f'version="{__version__}"' in text
+    assert 'revision="' in text and build_info()["revision"]
     assert 'level=warning logger=bpftools.metrics msg="reading encap:ns/eth0 failed: map gone"' in log.getvalue()
     collector.remove_source("encap:ns/eth0")
     text = scrape(collector)
