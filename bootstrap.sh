@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# One entry point for a fresh Debian 12 / Ubuntu 22.04+ machine, as root:
-#   ./bootstrap.sh          set everything up (idempotent, fast when already done)
-#   ./bootstrap.sh demo     set up, then run the main job
-#   ./bootstrap.sh test     set up, then run the whole test suite
+# One entry point for a fresh Debian 12 / Ubuntu 22.04+ machine, as root. Two setups:
+#   ./bootstrap.sh demo     what bpftools needs to run, then the demo. Installs nothing that changes
+#                           the host's network or starts a server (no Docker Engine, no Prometheus):
+#                           the demo's container story runs where a Docker Engine already answers.
+#   ./bootstrap.sh test     that, plus the test tools (Docker Engine, Prometheus, pipx, ...), then the
+#                           whole test suite (what CI runs)
+#   ./bootstrap.sh          the run setup only (idempotent, fast when already done)
+# A user install without this script: pipx install --system-site-packages . (README).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -11,9 +15,14 @@ log() { echo "[bootstrap] $*" >&2; }
 
 [ "$(id -u)" = 0 ] || { echo "bootstrap.sh must run as root (it installs packages and loads BPF programs)" >&2; exit 1; }
 
-# docker.io and busybox-static: the Docker scenario tests (a local image is built from busybox with `docker import`).
-# containerd (its CRI plugin, runc) and containernetworking-plugins: the pod tests (tests/cri_env.py).
-APT_PACKAGES=(bpfcc-tools python3-bpfcc bpftool iproute2 iptables nftables iputils-ping tcpdump python3-venv bpftrace iperf3 kmod procps util-linux prometheus docker.io busybox-static containerd containernetworking-plugins)
+# What bpftools needs to run (bcc and its Python module come from the distribution).
+# busybox-static: the image of the demo's container story (only used where a Docker Engine answers).
+RUN_PACKAGES=(bpfcc-tools python3-bpfcc bpftool iproute2 iptables nftables iputils-ping python3-venv kmod procps util-linux busybox-static)
+# The test tools. docker.io: the Docker scenario tests (a local image is built from busybox with
+# `docker import`); prometheus: promtool and the exporter's tests; pipx: the user-install test;
+# tcpdump, bpftrace, iperf3: tests and benchmarks. containerd (its CRI plugin, runc) and
+# containernetworking-plugins: the pod tests (tests/cri_env.py).
+TEST_PACKAGES=(tcpdump bpftrace iperf3 prometheus docker.io pipx containerd containernetworking-plugins)
 
 missing_packages() {
     local p
@@ -72,31 +81,40 @@ setup_headers() {
     log "kernel headers: $pkg -> $build (sources $src)"
 }
 
+# .venv with bpftools editable and the extras $1 (all: docker, pcap; test: those and the test tools).
 setup_venv() {
-    local stamp=.venv/.bpftools-installed want
-    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-    if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+    local extras=$1 stamp=.venv/.bpftools-installed want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+    if [ -x .venv/bin/python ] && [ -f "$stamp" ]; then
+        # done, or done with the test extras, which include everything of "all"
+        [ "$(cat "$stamp")" = "$want" ] || [ "$(cat "$stamp")" = "${want% *} test" ] && return 0
+    fi
     log "installing bpftools into .venv (made from the system Python: bcc is a system package)"
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
     # (the filter hides pip's notes about local index mirrors that some machines configure)
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | { grep -v "neither a file nor a directory" || true; } >&2
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]" 2>&1 | { grep -v "neither a file nor a directory" || true; } >&2
     echo "$want" > "$stamp"
 }
 
-main() {
-    apt_install $(missing_packages "${APT_PACKAGES[@]}")
-    # kubectl renders deploy/ (its built-in kustomize; tests/unit/test_deploy.py): Debian's
-    # kubernetes-client, unless a kubectl from another package is there already.
+# kubectl renders deploy/ in the tests (its built-in kustomize; tests/unit/test_deploy.py): Debian's
+# kubernetes-client, unless a kubectl from another package is there already.
+setup_kubectl() {
     command -v kubectl >/dev/null || apt_install kubernetes-client
+}
+
+setup() {
+    local extras=$1
+    shift
+    apt_install $(missing_packages "$@")
     setup_headers
-    setup_venv
+    setup_venv "$extras"
     .venv/bin/bpftools mount >/dev/null
 }
 
-main
 case "${1:-}" in
-    "") ;;
-    demo) shift; exec .venv/bin/bpftools demo "$@" ;;
-    test) shift; exec .venv/bin/python -m pytest -ra "$@" ;;
+    "") setup all "${RUN_PACKAGES[@]}" ;;
+    demo) shift; setup all "${RUN_PACKAGES[@]}"; exec .venv/bin/bpftools demo "$@" ;;
+    test) shift; setup test "${RUN_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; setup_kubectl
+          exec .venv/bin/python -m pytest -ra "$@" ;;
     *) echo "usage: $0 [demo|test [pytest args]]" >&2; exit 2 ;;
 esac

@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shlex
 import subprocess
 import time
 import uuid
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from . import docker_engine, lab
+from .commands import Command, argv_of, run_argv
 from .diagnose import diagnose_ping, story
 from .errors import BpftoolsError, survive
 from .topology import run
@@ -47,24 +47,25 @@ def demo_lab_prefix() -> Iterator[str]:
 
 def ping_works(ns: Optional[str], dst: str, echo: Echo) -> bool:
     """A short ping from lab namespace `ns` (None: from here)."""
-    echo(f"$ {f'ip netns exec {ns} ' if ns else ''}ping -c 2 -W 1 {dst}")
+    echo(f"$ {Command(argv_of('ping -c 2 -W 1 {}', dst), ns).render()}")
     ok = run("ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", dst, netns=ns, check=False).returncode == 0
     echo("  ping works" if ok else "  ping FAILS")
     return ok
 
 
 def diagnose_and_fix(dst: str, ns: Optional[str], echo: Echo) -> bool:
-    """`bpftools diagnose ping`, its story, then its first fix applied (shell commands, as printed)."""
-    echo(f"$ bpftools diagnose ping {dst}" + (f" --netns {ns}" if ns else ""))
+    """`bpftools diagnose ping`, its story, then its first fix applied: each command as printed,
+    run from its argv (no shell)."""
+    echo("$ " + Command(("bpftools", "diagnose", "ping", dst) + (("--netns", ns) if ns else ())).render())
     result = diagnose_ping(dst, ns, count=3, timeout=1.0)
     echo("\n".join("  " + line for line in story(result).splitlines()))
     if not result["causes"] or not result["causes"][0]["fix"]:
         echo("  (no fix to apply)")
         return False
     echo("apply the first fix:")
-    for command in result["causes"][0]["fix"]:
-        echo(f"$ {command}")
-        done = subprocess.run(command, shell=True, capture_output=True, text=True)
+    for command in map(Command.from_json, result["causes"][0]["fix_argv"]):
+        echo(f"$ {command.render()}")
+        done = subprocess.run(run_argv(command), capture_output=True, text=True)
         if done.returncode != 0:
             echo(f"  failed: {(done.stderr or done.stdout).strip()}")
             return False
@@ -96,9 +97,9 @@ def docker_story(echo: Echo) -> Optional[bool]:
         engine.containers.run(image, ["sleep", "600"], name=name, detach=True, network="bridge")
         pid, ip = _running(engine, name)
         echo(f"\n== docker: container {name} on Docker's default bridge; its own firewall drops pings")
-        drop = "iptables -A INPUT -p icmp --icmp-type echo-request -j DROP"
-        echo(f"$ nsenter -n -t {pid} {drop}")
-        subprocess.run(["nsenter", "-n", "-t", str(pid), *shlex.split(drop)], check=True, capture_output=True)
+        drop = Command(argv_of("iptables -A INPUT -p icmp --icmp-type echo-request -j DROP"), f"pid:{pid}")
+        echo(f"$ {drop.render()}")
+        subprocess.run(run_argv(drop), check=True, capture_output=True)
         return diagnose_and_fix(ip, None, echo) and ping_works(None, ip, echo)
     finally:
         with survive(log, "removing the demo's container %s", name, level=logging.WARNING):

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .commands import Argv, Command, argv_of, in_netns_of, in_ns, render
 from .facts.namespace import forwarding_sysctl
-from .namespaces import shown_prefix
 from .facts.netfilter import nft_policy_guess
+from .namespaces import find_inode, own_inode
 
 
 
@@ -31,10 +32,21 @@ def _where(event) -> str:
     return f"netns {event.netns}"
 
 
-def _cmd(event, command: str) -> str:
+def _in_drop_ns(event, argv: Argv) -> Command:
+    """`argv` run in the drop's namespace: by its name or label, else as discovery knows its inode."""
     if event.netns_name:
-        return f"`ip netns exec {event.netns_name} {command}`"
-    return f"`{shown_prefix(event.netns_inode)}{command}`"  # a container's or a process's namespace
+        return in_ns(event.netns_name, argv, home=None)
+    return in_netns_of(find_inode(event.netns_inode), argv, own_inode())
+
+
+def _shown(event, argv: Argv) -> str:
+    """A command inside a hint's prose, in backticks."""
+    return f"`{render(_in_drop_ns(event, argv))}`"
+
+
+def _cmd(event, template: str, *values) -> str:
+    """`_shown` of argv_of(template, *values)."""
+    return _shown(event, argv_of(template, *values))
 
 
 def _route_text(route: Optional[dict]) -> str:
@@ -65,8 +77,8 @@ def explain_rpfilter(event, facts: dict) -> str:
         text += (f"the route back to {event.src} is {_route_text(route)}, not {_iface(event)}"
                  if route.get("dev") != event.ifname else
                  f"the route back to {event.src} is {_route_text(route)} (changed since the drop?)")
-    loose = " and ".join(_cmd(event, c) for c in fix_rpfilter(event, facts))
-    text += (f". Check {_cmd(event, f'ip route get {event.src}')}; fix the return route (asymmetric routing) "
+    loose = " and ".join(_shown(event, c) for c in fix_rpfilter(event, facts))
+    text += (f". Check {_cmd(event, 'ip route get {}', event.src)}; fix the return route (asymmetric routing) "
              f"or use loose mode: {loose}")
     return text
 
@@ -85,8 +97,8 @@ def explain_netfilter(event, facts: dict) -> str:
         text = f"{head}: {facts['policy'].describe()} (no drop rule counted it)"
     else:
         text = f"{head}: no drop rule counter moved (rules without counters, or another netfilter user)"
-    save = "ip6tables-save -c" if event.family == "ipv6" else "iptables-save -c"
-    return f"{text}. Check {_cmd(event, save)} and {_cmd(event, 'nft list ruleset')}"
+    save = argv_of("ip6tables-save -c") if event.family == "ipv6" else argv_of("iptables-save -c")
+    return f"{text}. Check {_shown(event, save)} and {_cmd(event, 'nft list ruleset')}"
 
 
 def _forwarding_name(event) -> str:
@@ -98,30 +110,31 @@ def explain_inaddrerrors(event, facts: dict) -> str:
     fwd, name = facts.get("forwarding"), _forwarding_name(event)
     if fwd == 0:
         return (f"{event.dst} is not a local address of {_where(event)} and {name}=0 there, so it will not "
-                f"route the packet: enable forwarding with {_cmd(event, fix_inaddrerrors(event, facts)[0])} "
+                f"route the packet: enable forwarding with {_shown(event, fix_inaddrerrors(event, facts)[0])} "
                 f"or send it to the right host")
     return (f"address error for {event.dst} in {_where(event)} ({name}={fwd}, route "
-            f"{_route_text(facts.get('route'))}): check the destination and {_cmd(event, f'ip route get {event.dst}')}")
+            f"{_route_text(facts.get('route'))}): check the destination and "
+            f"{_cmd(event, 'ip route get {}', event.dst)}")
 
 
 def explain_noroute(event, facts: dict) -> str:
     route = facts.get("route")
     return (f"no route to {event.dst} in {_where(event)} (route lookup now: {_route_text(route)}; "
             f"{_forwarding_name(event)}={facts.get('forwarding')}): add a route or a default route, see "
-            f"{_cmd(event, f'ip route get {event.dst}')}")
+            f"{_cmd(event, 'ip route get {}', event.dst)}")
 
 
 def explain_local_source(event, facts: dict) -> str:
     return (f"martian source: {event.src} is an address of {_where(event)} itself, arriving on {_iface(event)} "
             f"(accept_local all={facts.get('accept_local_all')}, {_iface(event)}={facts.get('accept_local_iface')}): "
-            f"a looped or spoofed packet, or a duplicate address; check {_cmd(event, f'ip -br addr')} on both ends "
+            f"a looped or spoofed packet, or a duplicate address; check {_cmd(event, 'ip -br addr')} on both ends "
             f"or set accept_local=1 if intended")
 
 
 def explain_invalid_source(event, facts: dict) -> str:
     return (f"martian source {event.src} on {_iface(event)} in {_where(event)} (route back: "
             f"{_route_text(facts.get('reverse_route'))}): broadcast/multicast/0.0.0.0 sources or one the routes "
-            f"do not allow here; check {_cmd(event, f'ip route get {event.src}')} and log_martians")
+            f"do not allow here; check {_cmd(event, 'ip route get {}', event.src)} and log_martians")
 
 
 def explain_neigh(event, facts: dict) -> str:
@@ -132,7 +145,7 @@ def explain_neigh(event, facts: dict) -> str:
         event.reason, "queue full while resolving")
     return (f"{what} next hop {hop} on {(route or {}).get('dev') or _iface(event)} got no answer "
             f"(neighbour state {state}) in {_where(event)}: is {hop} up and on the same L2 segment? "
-            f"Check {_cmd(event, f'ip neigh show {hop}')}" +
+            f"Check {_cmd(event, 'ip neigh show {}', hop)}" +
             (f"; {_neigh_sysctl(event, 'unres_qlen_bytes').replace('/', '.')}={facts.get('unres_qlen_bytes')}"
              if event.reason == "NEIGH_QUEUEFULL" else ""))
 
@@ -164,14 +177,15 @@ def explain_no_socket(event, facts: dict) -> str:
 
 def explain_qdisc(event, facts: dict) -> str:
     return (f"the {facts.get('qdisc') or ''} qdisc on {_iface(event)} in {_where(event)} dropped it (queue full "
-            f"or policed; txqueuelen {facts.get('txqlen')}): check {_cmd(event, f'tc -s qdisc show dev {_iface(event)}')}")
+            f"or policed; txqueuelen {facts.get('txqlen')}): "
+            f"check {_cmd(event, 'tc -s qdisc show dev {}', _iface(event))}")
 
 
 def explain_xdp(event, facts: dict) -> str:
     prog = facts.get("xdp_prog_id")
     text = (f"an XDP program on {_iface(event)} in {_where(event)} returned XDP_DROP/ABORTED"
             f" (prog id {prog})" if prog else f"an XDP program on {_iface(event)} dropped it")
-    return text + f": check {_cmd(event, f'ip link show dev {_iface(event)}')} and `bpftool prog show`" + \
+    return text + f": check {_cmd(event, 'ip link show dev {}', _iface(event))} and `bpftool prog show`" + \
         _fix_text(event, fix_xdp(event, facts))
 
 
@@ -182,7 +196,7 @@ def _tc_direction(event) -> str:
 def explain_tc(event, facts: dict) -> str:
     direction = _tc_direction(event)
     return (f"a tc {direction} program/filter on {_iface(event)} in {_where(event)} dropped it (TC_ACT_SHOT): "
-            f"check {_cmd(event, f'tc filter show dev {_iface(event)} {direction}')} and `bpftool net`"
+            f"check {_cmd(event, 'tc filter show dev {} {}', _iface(event), direction)} and `bpftool net`"
             + _fix_text(event, fix_tc(event, facts)))
 
 
@@ -197,7 +211,7 @@ def explain_too_big(event, facts: dict) -> str:
 def explain_ipv6_disabled(event, facts: dict) -> str:
     return (f"IPv6 is off on {_iface(event)} in {_where(event)}: disable_ipv6 = 1, or an MTU below 1280 (the "
             f"IPv6 minimum: the kernel then removes the link's IPv6 addresses); check "
-            f"{_cmd(event, f'sysctl net.ipv6.conf.{_iface(event)}.disable_ipv6')} and the MTU")
+            f"{_cmd(event, 'sysctl net.ipv6.conf.{}.disable_ipv6', _iface(event))} and the MTU")
 
 
 def explain_ns_otherhost(event, facts: dict) -> str:
@@ -208,49 +222,51 @@ def explain_ns_otherhost(event, facts: dict) -> str:
 def explain_link_down(event, facts: dict) -> str:
     state = "" if facts.get("up") is None else f" (now {'up' if facts['up'] else 'down'})"
     return (f"{_iface(event)} in {_where(event)} is down or not ready{state}: the packet had nowhere to go; "
-            f"check {_cmd(event, f'ip link show dev {_iface(event)}')} and its peer")
+            f"check {_cmd(event, 'ip link show dev {}', _iface(event))} and its peer")
 
 
 def explain_invalid_proto(event, facts: dict) -> str:
     if event.proto == "icmp" and event.icmp_type == 8:
         return (f"{_where(event)} refused an echo request to {event.dst}: for a broadcast or multicast destination "
-                f"that is net.ipv4.icmp_echo_ignore_broadcasts=1; check {_cmd(event, 'sysctl net.ipv4.icmp_echo_ignore_broadcasts')}")
+                f"that is net.ipv4.icmp_echo_ignore_broadcasts=1; "
+                f"check {_cmd(event, 'sysctl net.ipv4.icmp_echo_ignore_broadcasts')}")
     return f"no handler in {_where(event)} accepts {event.proto or 'this'} packets (protocol not supported or refused)"
 
 
 def explain_no_tx_target(event, facts: dict) -> str:
     return (f"no device to transmit on in {_where(event)} (the route's device vanished or a bridge/tunnel had "
-            f"no port): check {_cmd(event, f'ip route get {event.dst}')}")
+            f"no port): check {_cmd(event, 'ip route get {}', event.dst)}")
 
 
 # -- fixes: commands to run in the drop's namespace ----------------------------------------------------------
 
-def _fix_text(event, commands: List[str]) -> str:
-    return ("; fix: " + " and ".join(_cmd(event, c) for c in commands)) if commands else ""
+def _fix_text(event, commands: List[Argv]) -> str:
+    return ("; fix: " + " and ".join(_shown(event, c) for c in commands)) if commands else ""
 
 
-def no_fix(event, facts: dict) -> List[str]:
+def no_fix(event, facts: dict) -> List[Argv]:
     return []
 
 
-def fix_rpfilter(event, facts: dict) -> List[str]:
+def fix_rpfilter(event, facts: dict) -> List[Argv]:
     """Loose mode (2) keeps the reverse-path check but accepts asymmetric routes."""
-    return ["sysctl -w net.ipv4.conf.all.rp_filter=2", f"sysctl -w net.ipv4.conf.{_iface(event)}.rp_filter=2"]
+    return [argv_of("sysctl -w net.ipv4.conf.all.rp_filter=2"),
+            argv_of("sysctl -w net.ipv4.conf.{}.rp_filter=2", _iface(event))]
 
 
-def fix_inaddrerrors(event, facts: dict) -> List[str]:
+def fix_inaddrerrors(event, facts: dict) -> List[Argv]:
     """Only when the namespace is known not to forward."""
     if facts.get("forwarding") != 0:
         return []
-    return [f"sysctl -w {forwarding_sysctl(event.family).replace('/', '.')}=1"]
+    return [argv_of("sysctl -w {}=1", forwarding_sysctl(event.family).replace("/", "."))]
 
 
-def fix_xdp(event, facts: dict) -> List[str]:
-    return [f"ip link set dev {event.ifname} xdp off"] if event.ifname else []
+def fix_xdp(event, facts: dict) -> List[Argv]:
+    return [argv_of("ip link set dev {} xdp off", event.ifname)] if event.ifname else []
 
 
-def fix_tc(event, facts: dict) -> List[str]:
-    return [f"tc filter del dev {event.ifname} {_tc_direction(event)}"] if event.ifname else []
+def fix_tc(event, facts: dict) -> List[Argv]:
+    return [argv_of("tc filter del dev {} {}", event.ifname, _tc_direction(event))] if event.ifname else []
 
 
 # -- facts: what to read for a drop (from a facts.namespace.NamespaceInspector) -------------------------------
@@ -327,7 +343,7 @@ class DropCause:
     summary: str
     explain: Callable[..., str]
     facts: Callable[..., dict] = no_facts
-    fix: Callable[..., List[str]] = no_fix
+    fix: Callable[..., List[Argv]] = no_fix
 
 
 _NEIGH = ("neighbor_unreachable", "arp_ignore", "local_source", "rp_filter", "bridge_port_address")

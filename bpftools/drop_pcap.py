@@ -19,14 +19,16 @@ from typing import List, Optional
 
 from .drop_events import DropEvent
 from .errors import BpftoolsError
+from .text import shown
 
 LINKTYPE_RAW = 101  # the file-format value; libpcap's DLT_RAW is platform-dependent (12 or 14)
 
 
 def drop_comments(event: DropEvent) -> List[str]:
-    """The per-packet comments: what dropped it, where; the stack when there is one."""
-    iface = event.ifname or f"if{event.ifindex}"
-    comments = [f"bpftools drop: reason {event.reason} ({event.reason_code}), netns {event.netns}, "
+    """The per-packet comments: what dropped it, where; the stack when there is one. Names are
+    escaped (text.shown): a comment is UTF-8 that Wireshark shows, and names need not be either."""
+    iface = shown(event.ifname or f"if{event.ifindex}")
+    comments = [f"bpftools drop: reason {event.reason} ({event.reason_code}), netns {shown(event.netns)}, "
                 f"interface {iface} (ifindex {event.ifindex}), location {event.location or '?'}"]
     if event.stack:
         comments.append("stack: " + " < ".join(event.stack))

@@ -16,6 +16,7 @@ from .attach import TcAttachment, XdpAttachment
 from .errors import BpftoolsError
 from .netlink import Interface, netns_label
 from .program import BpfProgram
+from .rates import Rate, RateMeter
 
 # Mirror of enum encap_type in bpf/include/encap.h, by value (tests/unit/test_encap_stats_decode.py checks it).
 ENCAP_TYPES = ("none", "ipip", "sit", "ip6ip6", "ip4in6", "gre", "gretap", "vxlan", "geneve", "fou", "gue")
@@ -125,14 +126,20 @@ def busiest_pairs(pairs: Iterable[PairRow], top: int) -> List[PairRow]:
     return result
 
 
-def counter_json(row: CounterRow, ts: float, netns: str, netns_inode: Optional[int] = None) -> dict:
+def _rate_json(rate: Rate) -> dict:
+    return {"packets_per_second": round(rate[0], 3), "bits_per_second": round(rate[1], 3)}
+
+
+def counter_json(row: CounterRow, ts: float, netns: str, netns_inode: Optional[int] = None,
+                 rate: Rate = (0.0, 0.0)) -> dict:
     return {"type": "encap", "ts": ts, "netns": netns, "netns_inode": netns_inode, "ifname": row.ifname, "direction": row.direction,
-            "encap": row.encap, "packets": row.packets, "bytes": row.bytes}
+            "encap": row.encap, "packets": row.packets, "bytes": row.bytes, **_rate_json(rate)}
 
 
-def pair_json(pair: PairRow, rank: int, ts: float, netns: str, netns_inode: Optional[int] = None) -> dict:
+def pair_json(pair: PairRow, rank: int, ts: float, netns: str, netns_inode: Optional[int] = None,
+              rate: Rate = (0.0, 0.0)) -> dict:
     return {"type": "top", "ts": ts, "netns": netns, "netns_inode": netns_inode, "encap": pair.encap, "rank": rank, "src": pair.src,
-            "dst": pair.dst, "packets": pair.packets, "bytes": pair.bytes}
+            "dst": pair.dst, "packets": pair.packets, "bytes": pair.bytes, **_rate_json(rate)}
 
 
 class EncapStats(contextlib.AbstractContextManager):
@@ -151,6 +158,7 @@ class EncapStats(contextlib.AbstractContextManager):
         self.program: Optional[BpfProgram] = None
         self.attachments: list = []
         self._stack: Optional[contextlib.ExitStack] = None
+        self.rates = RateMeter(time.time())
 
     @property
     def netns(self) -> str:
@@ -173,6 +181,7 @@ class EncapStats(contextlib.AbstractContextManager):
             egress = self._attach_tc(stack, egress_fd, "egress", PROG_TC_EGRESS)
             self.attachments = ingress + egress
             self._stack = stack.pop_all()
+        self.rates = RateMeter(time.time())  # counting starts now
         return self
 
     def _attach_tc(self, stack, fd: int, direction: str, name: str) -> list:
@@ -183,17 +192,23 @@ class EncapStats(contextlib.AbstractContextManager):
             self._stack.close()
             self._stack = None
 
-    def snapshot(self) -> List[dict]:
-        """JSON objects for one report: counter rows, then top rows."""
-        ts = round(time.time(), 3)
+    def snapshot(self, whole_run: bool = False) -> List[dict]:
+        """JSON objects for one report: counter rows, then top rows, with their rates since the
+        previous report (`whole_run`: averaged since counting started, for the final totals)."""
+        now = time.time()
+        ts = round(now, 3)
+        self.rates.report(now)
+        since = self.rates.start if whole_run else None
         netns = self.netns
-        rows = read_counters(self.program, [i.ifname for i in self.ifaces])
         inode = self.ifaces[0].netns_inode
-        result = [counter_json(row, ts, netns, inode) for row in rows]
+        result = [counter_json(row, ts, netns, inode, self.rates.rate((row.ifname, row.direction, row.encap), row.packets, row.bytes, since))
+                  for row in read_counters(self.program, [i.ifname for i in self.ifaces])]
+        pairs = read_pairs(self.program) if self.top else []
+        rates = {pair: self.rates.rate((pair.encap, pair.src, pair.dst), pair.packets, pair.bytes, since) for pair in pairs}
         ranks: Dict[str, int] = {}
-        for pair in (read_pairs(self.program, self.top) if self.top else []):
+        for pair in busiest_pairs(pairs, self.top):
             ranks[pair.encap] = ranks.get(pair.encap, 0) + 1
-            result.append(pair_json(pair, ranks[pair.encap], ts, netns, inode))
+            result.append(pair_json(pair, ranks[pair.encap], ts, netns, inode, rates[pair]))
         return result
 
 
@@ -225,11 +240,11 @@ def read_counters(program: BpfProgram, ifnames: Sequence[str]) -> List[CounterRo
     return rows
 
 
-def read_pairs(program: BpfProgram, top: int) -> List[PairRow]:
-    """The `top` busiest outer endpoint pairs per type, from the LRU map (programs compiled with top)."""
+def read_pairs(program: BpfProgram) -> List[PairRow]:
+    """Every outer endpoint pair of the LRU map (programs compiled with top); busiest_pairs() ranks them."""
     rows = []
     for key, value in program.table("top_pairs").items():
         if key.type < len(ENCAP_TYPES) and key.family in (4, 6):
             rows.append(PairRow(ENCAP_TYPES[key.type], format_address(key.family, bytes(key.src)),
                                 format_address(key.family, bytes(key.dst)), value.packets, value.bytes))
-    return busiest_pairs(rows, top)
+    return rows

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .commands import Command
 from .errors import BpftoolsError, survive
 from .netlink import named_netns
 from .topology import Topology, kill_netns_processes, run
@@ -120,7 +121,14 @@ class LabTopology:
 
     def ping_command(self, fault: Optional[str] = None, family: int = 4) -> str:
         ns, dst = self.ping(fault, family)
-        return " ".join(["ip netns exec", ns, "ping", *self.ping_args(), dst])
+        return Command(("ping", *self.ping_args(), dst), ns).render()
+
+    def diagnose_command(self, fault: Optional[str] = None, family: int = 4) -> str:
+        """`bpftools diagnose ping` of the ping that shows the fault, from the host."""
+        ns, dst = self.ping(fault, family)
+        size = self.ping_size(fault, family)
+        return Command(("bpftools", "diagnose", "ping", *self.ping_args(), dst, "--netns", ns)
+                       + (("--size", str(size)) if size != 56 else ())).render()
 
 
 class LabBuilder(Topology):

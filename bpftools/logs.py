@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Callable, Optional, TextIO
 
+from .text import is_shown_raw
+
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("logfmt", "json")
 ROOT = "bpftools"
@@ -33,9 +35,9 @@ def _fields(record: logging.LogRecord, formatter: logging.Formatter) -> dict:
 
 
 def _logfmt_value(value: str) -> str:
-    if value and not any(c in value for c in ' "=\n\t\\'):
+    if value and not any(c in ' "=\\' or not is_shown_raw(c) for c in value):
         return value
-    return json.dumps(value)  # quoted, with \" \\ \n escaped: what logfmt parsers read back
+    return json.dumps(value)  # quoted, with \" \\ and control characters escaped: what logfmt parsers read back
 
 
 class LogfmtFormatter(logging.Formatter):

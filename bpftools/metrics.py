@@ -13,7 +13,8 @@ from typing import Dict, Iterable, List, NamedTuple, Protocol, Tuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from . import __version__
+from .build import build_info
+from .text import shown
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
                                    "Bytes seen by the encapsulation classifier, by tunnel type."),
     "bpftools_xdp_decap_packets_total": ("counter", ("netns", "device", "result"),
                                          "Packets handled by the XDP ipip decapsulator, by result."),
-    "bpftools_build_info": ("gauge", ("version",), "bpftools version; always 1."),
+    "bpftools_build_info": ("gauge", ("version", "revision", "bcc_version", "kernel_release"),
+                            "What runs: bpftools version and source revision, bcc version, kernel release; always 1."),
     "bpftools_netns_info": ("gauge", ("netns", "container_name", "k8s_pod", "k8s_namespace", "k8s_pod_uid", "runtime"),
                             "One per live network namespace, always 1: what its netns label names "
                             "(Docker container, Kubernetes pod); join on netns."),
@@ -48,6 +50,11 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
 # exporter's own CPU, memory and file descriptors, and the Python it runs on.
 RUNTIME_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
                    "process_open_fds", "process_max_fds", "process_start_time_seconds", "python_info")
+
+
+def build_info_labels() -> Tuple[str, ...]:
+    info = build_info()
+    return tuple(info[name] for name in METRICS["bpftools_build_info"][1])
 
 
 class Sample(NamedTuple):
@@ -115,7 +122,7 @@ class BpftoolsCollector:
                     self.scrape_errors[key] += 1
                     log.warning("reading %s failed: %s", key, str(exc) or type(exc).__name__,
                                 exc_info=log.isEnabledFor(logging.DEBUG))
-            values["bpftools_build_info"][(__version__,)] = 1.0
+            values["bpftools_build_info"][build_info_labels()] = 1.0
             for key, errors in self.scrape_errors.items():
                 values["bpftools_scrape_errors_total"][(key,)] = float(errors)
             for result, count in self.reloads.items():
@@ -124,5 +131,6 @@ class BpftoolsCollector:
         for name, series in values.items():
             family = _family(name)
             for labels, value in sorted(series.items()):
-                family.add_metric(list(labels), value)
+                # prometheus_client escapes \ " and newlines; a tenant's ESC or non-UTF-8 byte is ours to escape
+                family.add_metric([shown(label) for label in labels], value)
             yield family

@@ -437,30 +437,6 @@ def resolve(selector: Optional[str], hold: bool = True) -> Netns:
     return ns
 
 
-def command_prefix(ns) -> List[str]:
-    """argv prefix that runs a command inside a namespace handle: [] for ours (None),
-    `ip netns exec NAME` for a name, `nsenter --net=PATH` for any other Netns."""
-    if ns is None:
-        return []
-    if isinstance(ns, Netns):
-        if ns.kind == "netns":
-            return ["ip", "netns", "exec", ns.label]
-        return ["nsenter", f"--net={ns.path}"] if ns.path else []
-    return ["ip", "netns", "exec", ns]
-
-
-def shown_prefix(inode: int) -> str:
-    """How a printed command enters namespace `inode` ("" for ours or one we cannot name)."""
-    if inode == own_inode():
-        return ""
-    found = find_inode(inode)
-    if found is None or not found.path:
-        return ""
-    if found.kind == "netns":
-        return f"ip netns exec {found.label} "
-    return f"nsenter -t {found.pid} -n " if found.pid else f"nsenter --net={found.path} "
-
-
 # --- entering -----------------------------------------------------------------
 
 _held_fds: Dict[int, int] = {}  # inode -> an fd we keep open (the namespace cannot go away under us)

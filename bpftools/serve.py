@@ -2,7 +2,8 @@
 
 Configured interfaces that appear later are attached when they do; when one disappears its
 capability is closed and its series go away (checked every `watch_interval` seconds).
-SIGHUP re-reads the config file and attaches/detaches only what changed.
+SIGHUP re-reads the config file (and the web config file) and attaches/detaches only what
+changed. `/-/ready` answers 200 once everything the config names is attached (web.py).
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import dataclasses
 import logging
 import os
 import signal
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from .errors import BpftoolsError, first_line, survive
 from .exporter_sources import DecapSource, DropsSource, EncapSource, NetnsInfoSource
@@ -21,6 +22,8 @@ from .metrics import BpftoolsCollector
 from .netlink import Interface, list_interfaces, netns_label, select_netns
 from .runloop import Every, RunLoop
 from .serve_config import ServeConfig, listen_address, split_interface
+from .web import Readiness, ServerState, WebServer, start_server
+from .web_config import WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,8 @@ class Exporter(contextlib.AbstractContextManager):
         self.config = config
         self.reload_config = reload_config  # None: no config file, SIGHUP has nothing to re-read
         self.config_file = config_file  # watched: a changed file (a ConfigMap update) reloads like SIGHUP
-        self._file_seen = _file_signature(config_file)
+        self.web: WebConfig = load_web_config(config.web_config_file)
+        self._files_seen = self._file_signatures()
         self.collector = BpftoolsCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
@@ -68,7 +72,8 @@ class Exporter(contextlib.AbstractContextManager):
         PlatformCollector(registry=self.registry)
         self._stack = contextlib.ExitStack()
         self._per_iface: Dict[InterfaceKey, Tuple[Tuple[int, int], contextlib.ExitStack]] = {}  # (inode, ifindex)
-        self._server = None
+        self._server: Optional[WebServer] = None
+        self._readiness: Readiness = (False, "starting")
         self._drops: Optional[DropsSource] = None
         self._drops_stack: Optional[contextlib.ExitStack] = None
         self._reload_pending = False
@@ -110,31 +115,59 @@ class Exporter(contextlib.AbstractContextManager):
     def reload_due(self) -> bool:
         """SIGHUP came, or the config file changed since it was last read: once per change."""
         due, self._reload_pending = self._reload_pending, False
-        seen = _file_signature(self.config_file)
-        if seen is not None and seen != self._file_seen:
-            self._file_seen = seen
+        seen = self._file_signatures()
+        if None not in seen and seen != self._files_seen:
+            self._files_seen = seen
             if not due:
-                log.info("config file %s changed: reloading", self.config_file)
+                log.info("config file %s changed: reloading", " or ".join(filter(None, self._watched_files())))
             due = True
         return due
 
+    def _watched_files(self) -> List[Optional[str]]:
+        return [self.config_file, self.config.web_config_file]
+
+    def _file_signatures(self) -> tuple:
+        """Signatures of the watched files that exist in the config (None: one cannot be read now)."""
+        return tuple(_file_signature(path) for path in self._watched_files() if path is not None)
+
+    # --- readiness ---------------------------------------------------------------------------
+    def readiness(self) -> Readiness:
+        """For /-/ready (another thread): computed by reconcile(), read here."""
+        return self._readiness
+
+    def _update_readiness(self) -> None:
+        missing = [f"{capability} on {netns + '/' if netns else ''}{ifname}"
+                   for capability, netns, ifname in self.wanted() if (capability, netns, ifname) not in self._per_iface]
+        if self.config.drops and self._drops is None:
+            missing.insert(0, "drops")
+        self._readiness = (not missing, "not attached: " + ", ".join(missing) if missing else "ready")
+
     # --- HTTP ------------------------------------------------------------------------------
+    def _server_state(self) -> ServerState:
+        return ServerState(self.web, self.readiness)
+
+    def _serve(self, host: str, port: int) -> WebServer:
+        return start_server(host, port, self._server_state(), self.registry)
+
+    @property
+    def url(self) -> str:
+        return f"{self.web.scheme}://{self.config.listen}/metrics"
+
     def _listen(self, listen: str) -> None:
         """Serve on `listen`, then close the previous server (if any): a failure keeps the old one."""
         host, port = listen_address(listen)
         old = self._server
         try:
-            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+            server = self._serve(host, port)
         except OSError as exc:
             if old is None or old.server_address[1] != port:
                 raise BpftoolsError(f"cannot listen on {listen}: {exc.strerror}") from None
             # Same port, other address: free it first, and take the old address back on failure.
             self._stop_server()
             try:
-                server, _thread = start_http_server(port, addr=host, registry=self.registry)
+                server = self._serve(host, port)
             except OSError as retry:
-                self._server, _thread = start_http_server(old.server_address[1], addr=old.server_address[0],
-                                                          registry=self.registry)
+                self._server = self._serve(old.server_address[0], old.server_address[1])
                 raise BpftoolsError(f"cannot listen on {listen}: {retry.strerror}") from None
             old = None
         self._server = server
@@ -178,16 +211,18 @@ class Exporter(contextlib.AbstractContextManager):
     def reload(self) -> None:
         """Re-read the config and apply the difference; a bad config keeps the running one."""
         if self.reload_config is None:
-            log.warning("SIGHUP: no --config file to reload; nothing changed")
+            log.warning("SIGHUP: no --config or --web.config.file to reload; nothing changed")
             return
         try:
             new = self.reload_config()
+            web = load_web_config(new.web_config_file)
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the exporter stays up
             log.error("config reload failed, keeping the running config: %s", first_line(exc),
                       exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(exc, BpftoolsError))
             self.collector.record_reload(ok=False)
             return
         old = self.config
+        self._use_web_config(web)
         if new == old:
             log.info("config reloaded: nothing changed")
             self.collector.record_reload(ok=True)
@@ -195,7 +230,7 @@ class Exporter(contextlib.AbstractContextManager):
         if new.listen != old.listen:
             try:
                 self._listen(new.listen)
-                log.info("serving metrics on http://%s/metrics", new.listen)
+                log.info("serving metrics on %s://%s/metrics", self.web.scheme, new.listen)
             except BpftoolsError as exc:
                 log.error("config reload: %s; still serving on %s", exc, old.listen)
                 new = dataclasses.replace(new, listen=old.listen)
@@ -209,6 +244,13 @@ class Exporter(contextlib.AbstractContextManager):
         self.reconcile()
         self.collector.record_reload(ok=True)  # counted once applied: what changed is attached now
         log.info("config reloaded")
+
+    def _use_web_config(self, web: WebConfig) -> None:
+        """New TLS and users for the connections that come from now on; the socket stays open.
+        Always taken, even when the file is the same: a renewed certificate has the same path."""
+        self.web = web
+        if self._server is not None:
+            self._server.state = self._server_state()
 
     def _reload_drops(self, old: ServeConfig, new: ServeConfig) -> ServeConfig:
         if not new.drops:
@@ -255,6 +297,7 @@ class Exporter(contextlib.AbstractContextManager):
                 current = None
             if iface is not None and current is None:
                 self._start(key, iface, start)
+        self._update_readiness()
 
     def _start(self, key: InterfaceKey, iface: Interface, start) -> None:
         stack = contextlib.ExitStack()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import BpftoolsError
+from .names import check_ifname, check_netns_selector
 
 # 9654: free in the Prometheus "default port allocations" list; 9435, used until 0.1, is
 # ebpf_exporter's, which users often run beside us (docs/serve.md).
@@ -28,15 +29,16 @@ class ServeConfig:
     allow_any: bool = False
     local: List[str] = field(default_factory=list)
     watch_interval: float = 1.0  # seconds between checks for interfaces that appeared/disappeared
+    web_config_file: Optional[str] = None  # TLS and basic auth (exporter-toolkit format, web_config.py)
 
     def validate(self) -> "ServeConfig":
+        listen_address(self.listen)  # first: a typo in the address is the error to show
         if self.netns and self.all_netns:
             raise BpftoolsError("netns and all_netns exclude each other")
         if not (self.drops or self.encap or self.decap):
             raise BpftoolsError("nothing to export: give --drops, --encap IFACE or --decap IFACE (or a --config file)")
         if self.decap and not (self.allow_remote or self.allow_any):
             raise BpftoolsError("--decap needs --allow-remote CIDR or --allow-any (open ipip decapsulation is CVE-2020-10136)")
-        listen_address(self.listen)
         # Options of per-interface capabilities are used when an interface appears: check them now.
         from .encap_stats import INGRESS_HOOKS, parse_udp_port, udp_port_table
         from .xdp_decap import parse_addresses, parse_networks
@@ -44,6 +46,9 @@ class ServeConfig:
         if self.ingress_hook not in INGRESS_HOOKS:
             raise BpftoolsError(f"ingress_hook {self.ingress_hook!r}: tc or xdp")
         udp_port_table(parse_udp_port(spec) for spec in self.udp_port)
+        for key, specs in (("encap", self.encap), ("decap", self.decap)):
+            for spec in specs:
+                split_interface(spec, self.netns, key)
         if self.decap:
             parse_networks(self.allow_remote, self.allow_any)
         parse_addresses(self.local)
@@ -57,9 +62,12 @@ def listen_address(text: str) -> Tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def split_interface(spec: str, default_netns: Optional[str]) -> Tuple[Optional[str], str]:
-    """"NETNS/IFACE" or "IFACE" -> (netns, ifname)."""
+def split_interface(spec: str, default_netns: Optional[str], what: str = "interface") -> Tuple[Optional[str], str]:
+    """"NETNS/IFACE" or "IFACE" -> (netns, ifname), both checked as names a user can select."""
     netns, sep, ifname = spec.rpartition("/")
+    check_ifname(what, ifname)
+    if sep:
+        check_netns_selector(netns)
     return (netns if sep else default_netns), ifname
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import bpfsys
+from .commands import Command
 from .errors import BpftoolsError
 from .namespaces import label_as_path_component
 from .netlink import (Interface, in_netns, interface_addresses, interface_mac, neighbours, netns_label,
@@ -246,7 +247,8 @@ def pinned_allow_list(iface: Interface):
     path = allow_pin(iface)
     fd = lib.bpf_obj_get(path.encode()) if os.path.exists(path) else -1
     if fd < 0:
-        raise BpftoolsError(f"no allow-list pinned at {path}: is `bpftools xdp-decap {iface.ifname}` running there?")
+        running = Command(("bpftools", "xdp-decap", iface.ifname)).render()
+        raise BpftoolsError(f"no allow-list pinned at {path}: is `{running}` running there?")
     try:
         yield fd
     finally:

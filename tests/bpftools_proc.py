@@ -134,3 +134,10 @@ def end_process(proc: Optional[subprocess.Popen], timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
+
+
+def run_printed(command: str, **kwargs) -> subprocess.CompletedProcess:
+    """A command bpftools printed, run as a user runs it: pasted into bash. Printed commands are
+    quoted for POSIX shells, with bash's $'…' for words holding control bytes (commands.render),
+    so bash, not sh, is the shell that gives back their exact argv."""
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, **kwargs)

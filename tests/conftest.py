@@ -28,7 +28,7 @@ def kernel_features():
         return {}
     from bpftools.kernel.features import probe_all, probe_dict
 
-    return probe_dict(probe_all())
+    return probe_dict(probe_all(load_modules=True))  # the tests create such devices anyway
 
 
 def pytest_collection_modifyitems(config, items):

@@ -25,12 +25,13 @@ def free_port() -> int:
 
 class Prometheus:
     def __init__(self, targets: List[str], job: str = "bpftools", scrape_interval: str = "1s",
-                 rule_files: Optional[List[str]] = None):
+                 rule_files: Optional[List[str]] = None, scrape_configs: Optional[List[dict]] = None):
+        """One job scraping `targets`, or the given `scrape_configs` (TLS, basic auth...)."""
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bpftools-prom-"))
         config = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+            "scrape_configs": scrape_configs or [{"job_name": job, "static_configs": [{"targets": targets}]}],
         }
         if rule_files:
             config["rule_files"] = [str(Path(f).resolve()) for f in rule_files]
@@ -77,6 +78,10 @@ class Prometheus:
                 return result
             time.sleep(0.5)
         raise AssertionError(f"{expr} did not become true within {timeout}s: {result}")
+
+    def target_health(self) -> dict:
+        """job -> (health, lastError) of its first active target."""
+        return {t["labels"]["job"]: (t["health"], t["lastError"]) for t in self.api("targets")["activeTargets"]}
 
     def targets_up(self) -> bool:
         active = self.api("targets")["activeTargets"]

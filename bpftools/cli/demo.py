@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from .output import say
+
 
 @click.command()
 def demo() -> None:
@@ -17,8 +19,8 @@ def demo() -> None:
 
     require_privileges()
     with terminate_gracefully():
-        ok = run_demo(click.echo)
-    click.echo("\nlab networks removed.")
+        ok = run_demo(say)
+    say("\nlab networks removed.")
     sys.exit(0 if ok else 1)
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 import click
 
 from ..errors import BpftoolsError
-from .output import emit_json, netns_option
+from .output import checked_iface_or_address, emit_json, netns_option, say
 
 EXIT_USAGE = 3
 
@@ -18,7 +18,7 @@ class _Exit3Command(click.Command):
     def parse_args(self, ctx, args):
         try:
             return super().parse_args(ctx, args)
-        except click.UsageError as exc:
+        except (click.UsageError, BpftoolsError) as exc:  # BpftoolsError: a name no interface can have
             exc.exit_code = EXIT_USAGE
             raise
 
@@ -35,7 +35,7 @@ def diagnose() -> None:
 @click.option("--timeout", default=2.0, show_default=True, type=float, help="Seconds to wait for each reply.")
 @click.option("--size", "payload", default=56, show_default=True, type=click.IntRange(0, 65507),
               help="ICMP payload bytes (as ping -s).")
-@click.option("-I", "--interface", "interface", metavar="IFACE|ADDR",
+@click.option("-I", "--interface", "interface", metavar="IFACE|ADDR", callback=checked_iface_or_address,
               help="As ping -I: send from this interface (SO_BINDTODEVICE) or this source address.")
 @click.option("--source", metavar="ADDR", help="Source address of the echo requests (an address of the namespace).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
@@ -59,7 +59,7 @@ def ping(dst: str, netns: Optional[str], count: int, timeout: float, payload: in
     if as_json:
         emit_json(result)
     else:
-        click.echo(story(result))
+        say(story(result))
     sys.exit(exit_status(result))
 
 

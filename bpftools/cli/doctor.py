@@ -6,19 +6,22 @@ import click
 from ..doctor import collect_report, format_report
 from ..kernel.mounts import ensure_all_mounted
 from ..kernel.privileges import require_privileges
-from .output import emit_json
+from .output import emit_json, say
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def doctor(as_json: bool) -> None:
-    """Probe what this kernel supports and what each capability needs."""
+@click.option("--load-modules", is_flag=True,
+              help="Also probe tunnel types whose module is not loaded (loading it: tunl0, sit0, gre0 appear).")
+@click.option("--fix", is_flag=True, help="Mount what is missing and load tunnel modules to probe them; says what it changed.")
+def doctor(as_json: bool, load_modules: bool, fix: bool) -> None:
+    """Probe what this kernel supports and what each capability needs; changes nothing unless asked."""
     require_privileges()
-    report = collect_report()
+    report = collect_report(fix=fix, load_modules=load_modules)
     if as_json:
         emit_json(report)
     else:
-        click.echo(format_report(report))
+        say(format_report(report))
 
 
 @click.command()
@@ -26,7 +29,7 @@ def mount() -> None:
     """Mount tracefs, debugfs, bpffs and securityfs where missing."""
     require_privileges()
     for point, state in ensure_all_mounted().items():
-        click.echo(f"{point}: {state}")
+        say(f"{point}: {state}")
 
 
 def register(cli: click.Group) -> None:

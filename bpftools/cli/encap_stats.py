@@ -9,15 +9,17 @@ import click
 from ..attach import terminate_gracefully
 from ..encap_stats import INGRESS_HOOKS, UDP_TYPES, EncapStats, parse_udp_port, udp_port_table
 from ..kernel.privileges import require_privileges
+from ..rates import human
 from ..netlink import resolve_interface, select_netns
 from ..runloop import RunLoop
-from .output import announce_ready, duration_option, emit_json, interval_option, netns_option, table
+from .output import (announce_ready, checked_ifnames, duration_option, emit_json, interval_option, netns_option, say,
+                     table)
 
 CLEAR_SCREEN = "\033[H\033[2J"
 
 
 @click.command("encap-stats")
-@click.argument("ifaces", metavar="IFACE...", nargs=-1, required=True)
+@click.argument("ifaces", metavar="IFACE...", nargs=-1, required=True, callback=checked_ifnames)
 @netns_option("Namespace of the interfaces")
 @click.option("--ingress-hook", type=click.Choice(INGRESS_HOOKS), default="tc", show_default=True,
               help="Count ingress with tc (sees what XDP-less paths see) or XDP.")
@@ -42,7 +44,7 @@ def encap_stats(ifaces: Tuple[str, ...], netns: Optional[str], ingress_hook: str
                            f"(ingress {ingress_hook}, egress tc)")
             for _now in loop:
                 report(stats.snapshot())
-            report(stats.snapshot())  # final totals, always; a second Ctrl-C cannot cut them short
+            report(stats.snapshot(whole_run=True))  # final totals (rates: the run's average), always
 
 
 def _print_json(rows: List[dict]) -> None:
@@ -50,18 +52,24 @@ def _print_json(rows: List[dict]) -> None:
         emit_json(row)
 
 
+TOTALS_AND_RATES = ("PACKETS", "BYTES", "PKT/S", "BIT/S")
+
+
+def _totals_and_rates(row: dict) -> tuple:
+    return row["packets"], row["bytes"], human(row["packets_per_second"]), human(row["bits_per_second"])
+
+
 def _print_table(rows: List[dict]) -> None:
     counters = [r for r in rows if r["type"] == "encap"]
     pairs = [r for r in rows if r["type"] == "top"]
-    text = table(["NETNS", "IFACE", "DIR", "ENCAP", "PACKETS", "BYTES"],
-                 [(r["netns"], r["ifname"], r["direction"], r["encap"], r["packets"], r["bytes"]) for r in counters])
+    text = table(["NETNS", "IFACE", "DIR", "ENCAP", *TOTALS_AND_RATES],
+                 [(r["netns"], r["ifname"], r["direction"], r["encap"], *_totals_and_rates(r)) for r in counters])
     if pairs:
-        text += "\n\n" + table(["ENCAP", "RANK", "SRC", "DST", "PACKETS", "BYTES"],
-                               [(r["encap"], r["rank"], r["src"], r["dst"], r["packets"], r["bytes"])
-                                for r in pairs])
+        text += "\n\n" + table(["ENCAP", "RANK", "SRC", "DST", *TOTALS_AND_RATES],
+                               [(r["encap"], r["rank"], r["src"], r["dst"], *_totals_and_rates(r)) for r in pairs])
     if sys.stdout.isatty():
         click.echo(CLEAR_SCREEN, nl=False)
-    click.echo(text + ("" if sys.stdout.isatty() else "\n"))
+    say(text + ("" if sys.stdout.isatty() else "\n"))
 
 
 def register(cli: click.Group) -> None:

@@ -5,7 +5,7 @@ from typing import Optional
 
 import click
 
-from .output import emit_json, table
+from .output import emit_json, say, table
 
 
 @click.group()
@@ -24,7 +24,7 @@ def list_(as_json: bool) -> None:
         for row in rows:
             emit_json({"type": "lab", **row})
         return
-    click.echo(table(["TOPOLOGY", "STATE", "FAULTS", "PING"],
+    say(table(["TOPOLOGY", "STATE", "FAULTS", "PING"],
                      [(r["topology"], ("broken: " + ",".join(r["broken"])) if r["broken"] else
                        ("up" if r["up"] else "down"), " ".join(r["faults"]), r["ping"]) for r in rows]))
 
@@ -38,17 +38,16 @@ def up(name: str) -> None:
 
     require_privileges()
     topo = lab_up(name)
-    ns, dst = topo.ping()
-    click.echo(f"lab {name} is up: {', '.join(namespaces_of(name))}")
-    click.echo(f"  {topo.summary}")
-    click.echo(f"  try: {topo.ping_command()}")
+    say(f"lab {name} is up: {', '.join(namespaces_of(name))}")
+    say(f"  {topo.summary}")
+    say(f"  try: {topo.ping_command()}")
     if 6 in topo.families:
-        click.echo(f"       {topo.ping_command(family=6)}")
+        say(f"       {topo.ping_command(family=6)}")
     if topo.starts_broken:
-        click.echo(f"  it starts broken, as this setup usually is ({topo.starts_broken}): "
-                   f"bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}; "
+        say(f"  it starts broken, as this setup usually is ({topo.starts_broken}): "
+                   f"{topo.diagnose_command()}; "
                    f"`bpftools lab fix {name}` repairs it")
-    click.echo(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")
+    say(f"  break it: bpftools lab break {name} FAULT   (FAULT: {', '.join(topo.faults)})")
 
 
 @lab.command("break")
@@ -64,11 +63,8 @@ def break_(name: str, fault: str, ipv6: bool) -> None:
     family = 6 if ipv6 else 4
     f = lab_break(name, fault, family)
     topo = topology(name)
-    ns, dst = topo.ping(fault, family)
-    size = topo.ping_size(fault, family)
-    click.echo(f"lab {name}: broke it ({fault}{' (IPv6)' if ipv6 else ''}: {f.summary})")
-    click.echo(f"  diagnose: bpftools diagnose ping {' '.join(topo.ping_args() + [dst])} --netns {ns}"
-               + (f" --size {size}" if size != 56 else ""))
+    say(f"lab {name}: broke it ({fault}{' (IPv6)' if ipv6 else ''}: {f.summary})")
+    say(f"  diagnose: {topo.diagnose_command(fault, family)}")
 
 
 @lab.command()
@@ -80,7 +76,7 @@ def fix(name: str) -> None:
 
     require_privileges()
     undone = lab_fix(name)
-    click.echo(f"lab {name}: " + (f"undid {', '.join(undone)}" if undone else "nothing to undo"))
+    say(f"lab {name}: " + (f"undid {', '.join(undone)}" if undone else "nothing to undo"))
 
 
 @lab.command()
@@ -95,7 +91,7 @@ def down(name: Optional[str], all_: bool) -> None:
     if not name and not all_:
         raise click.UsageError("name a topology or give --all")
     removed = lab_down(None if all_ else name)
-    click.echo(f"removed {len(removed)} namespace(s)" + (f": {', '.join(removed)}" if removed else ""))
+    say(f"removed {len(removed)} namespace(s)" + (f": {', '.join(removed)}" if removed else ""))
 
 
 def register(cli: click.Group) -> None:

@@ -10,6 +10,7 @@ import click
 from .. import __version__
 from ..errors import BpftoolsError
 from ..logs import setup_logging
+from .output import EscapingStream, say
 
 
 class App:
@@ -45,6 +46,21 @@ def register_commands() -> None:
 COMMAND_MODULES = ("doctor", "status", "encap_stats", "trace_drops", "xdp_decap", "serve", "diagnose", "lab", "demo")
 
 
+# Python modules that come from elsewhere than bpftools' own requirements: what to install instead
+# of a traceback (bcc is the distribution's; the others are extras, see pyproject.toml).
+MISSING_MODULE_HINTS = {
+    "bcc": "bcc's Python module is not installed: install the distribution's package (Debian/Ubuntu: "
+           "apt install python3-bpfcc; Fedora: dnf install python3-bcc) and install bpftools with "
+           "`pipx install --system-site-packages` (the PyPI package named bcc is unrelated)",
+    "scapy": "this needs scapy: pipx inject bpftools scapy (or pip install 'bpftools[pcap]')",
+    "docker": "this needs the Docker SDK: pipx inject bpftools docker (or pip install 'bpftools[docker]')",
+}
+
+
+def missing_module_hint(exc: ModuleNotFoundError):
+    return MISSING_MODULE_HINTS.get((exc.name or "").split(".")[0])
+
+
 def main(argv=None) -> None:
     from .. import runtimes
 
@@ -56,20 +72,29 @@ def main(argv=None) -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        exc.show(file=EscapingStream(sys.stderr))
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except BpftoolsError as exc:
-        click.echo(f"bpftools: error: {exc}", err=True)
+        say(f"bpftools: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    except ModuleNotFoundError as exc:
+        hint = missing_module_hint(exc)
+        if hint is None:
+            _internal_error(exc, debug)
+        say(f"bpftools: error: {hint}", err=True)
+        sys.exit(1)
     except Exception as exc:  # never a traceback for users unless they ask
-        if debug:
-            traceback.print_exc()
-        click.echo(f"bpftools: internal error: {type(exc).__name__}: {exc} (re-run with --debug for details)",
-                   err=True)
-        sys.exit(70)
+        _internal_error(exc, debug)
+
+
+def _internal_error(exc: Exception, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    say(f"bpftools: internal error: {type(exc).__name__}: {exc} (re-run with --debug for details)", err=True)
+    sys.exit(70)

@@ -27,29 +27,33 @@ from .output import announce_ready, netns_option
 @click.option("--local", multiple=True, metavar="ADDR", help="Tunnel endpoint addresses for --decap.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML or YAML file with the same keys; re-read on SIGHUP and when it changes.")
+@click.option("--web.config.file", "web_config_file", type=click.Path(dir_okay=False), default=None,
+              help="TLS and basic auth, in the Prometheus exporter-toolkit format; reloaded with --config.")
 @log_options
 def serve(listen: Optional[str], drops: bool, netns: Optional[str], all_netns: bool, encap: Tuple[str, ...],
           ingress_hook: Optional[str], udp_port: Tuple[str, ...], decap: Tuple[str, ...],
           allow_remote: Tuple[str, ...], allow_any: bool, local: Tuple[str, ...], config_file: Optional[str],
-          log_level: str, log_format: str) -> None:
+          web_config_file: Optional[str], log_level: str, log_format: str) -> None:
     """Export drops, tunnel counters and decap results to Prometheus.
 
     SIGHUP, or a change of --config FILE, re-reads it and attaches or detaches only what changed; SIGINT/SIGTERM
     detach everything and exit."""
     app = click.get_current_context().obj
     setup_logging("debug" if getattr(app, "debug", False) else log_level, log_format)
-    require_privileges()
     flags = dict(listen=listen, drops=drops, netns=netns, all_netns=all_netns, encap=encap,
                  ingress_hook=ingress_hook, udp_port=udp_port, decap=decap, allow_remote=allow_remote,
-                 allow_any=allow_any, local=local)
+                 allow_any=allow_any, local=local, web_config_file=web_config_file)
 
     def load():
         return build_config(read_config_file(config_file) if config_file else {}, flags)
 
-    exporter = Exporter(load(), reload_config=load if config_file else None, config_file=config_file)
+    config = load()  # bad input is reported before missing privileges
+    require_privileges()
+    reloadable = config_file or web_config_file  # SIGHUP re-reads them
+    exporter = Exporter(config, reload_config=load if reloadable else None, config_file=config_file)
     with terminate_gracefully(), reload_on_sighup(exporter), exporter:
-        log.info("serving metrics on http://%s/metrics", exporter.config.listen)
-        announce_ready(f"serving metrics on http://{exporter.config.listen}/metrics")
+        log.info("serving metrics on %s", exporter.url)
+        announce_ready(f"serving metrics on {exporter.url}")
         exporter.run()
 
 

@@ -8,7 +8,7 @@ import click
 from ..kernel.privileges import require_privileges
 from ..netlink import select_netns
 from ..status import find_attachments, remove_attachments
-from .output import emit_json, netns_option, table
+from .output import checked_ifnames, emit_json, netns_option, say, table
 
 
 @click.command()
@@ -23,15 +23,16 @@ def status(netns: Optional[str], as_json: bool) -> None:
             emit_json({"type": "attachment", **item})
         return
     if not found:
-        click.echo("no bpftools programs attached")
+        say("no bpftools programs attached")
         return
-    click.echo(table(["NETNS", "IFACE", "HOOK", "PROG", "ID", "HELD BY"],
-                     [(a["netns"], a["ifname"], a["hook"], a["prog_name"], a["prog_id"], a["held_by"])
+    say(table(["NETNS", "IFACE", "HOOK", "PROG", "ID", "HELD BY"],
+                     [(a["netns"], a["ifname"], a["hook"], a["prog_name"],
+                       "-" if a["prog_id"] is None else a["prog_id"], a["held_by"])
                       for a in found]))
 
 
 @click.command()
-@click.argument("iface", required=False)
+@click.argument("iface", required=False, callback=checked_ifnames)
 @netns_option()
 @click.option("--all", "all_", is_flag=True, help="Every bpftools leftover in every namespace.")
 @click.option("--force", is_flag=True, help="Also detach bpf_links held by running bpftools processes.")
@@ -43,14 +44,14 @@ def detach(iface: Optional[str], netns: Optional[str], all_: bool, force: bool) 
     removed, kept = remove_attachments(iface, select_netns(netns), force)
     for item in removed:
         if item["hook"] == "pin":
-            click.echo(f"removed stale pin {item['prog_name']}")
+            say(f"removed stale pin {item['prog_name']}")
         else:
-            click.echo(f"detached {item['hook']} {item['prog_name']} from {item['ifname']} (netns {item['netns']})")
+            say(f"detached {item['hook']} {item['prog_name']} from {item['ifname']} (netns {item['netns']})")
     for item in kept:
-        click.echo(f"kept {item['hook']} {item['prog_name']} on {item['ifname']} (netns {item['netns']}): "
+        say(f"kept {item['hook']} {item['prog_name']} on {item['ifname']} (netns {item['netns']}): "
                    "held by a running bpftools process (stop it, or use --force)")
     if not removed and not kept:
-        click.echo("nothing to detach")
+        say("nothing to detach")
 
 
 def register(cli: click.Group) -> None:

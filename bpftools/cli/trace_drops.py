@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 import click
 
-from .output import announce_ready, duration_option, emit_json, netns_option, table
+from .output import announce_ready, checked_ifnames, duration_option, emit_json, netns_option, say, table
 
 
 # --pcap bytes per packet: enough for IP, TCP and a tunnel's inner headers by default; the
@@ -16,7 +16,7 @@ SNAPLEN_DEFAULT, SNAPLEN_MAX = 256, 1024
 
 
 @click.command("trace-drops")
-@click.argument("ifaces", nargs=-1, metavar="[IFACE]...")
+@click.argument("ifaces", nargs=-1, metavar="[IFACE]...", callback=checked_ifnames)
 @netns_option("Namespace of IFACE, or to watch whole")
 @click.option("--all-netns", is_flag=True, help="Every network namespace; each drop names its namespace.")
 @click.option("--src", metavar="CIDR", help="Only packets from this address/prefix.")
@@ -70,7 +70,7 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
     capture = DropCapture(stack_depth=STACK_DEPTH if stack else 0, snaplen=(snaplen or SNAPLEN_DEFAULT) if pcap_path else 0)
     symbols_note = hidden_note()
     if symbols_note:  # never degrade silently: locations and stacks would be bare addresses
-        click.echo(f"bpftools: note: {symbols_note}", err=True)
+        say(f"bpftools: note: {symbols_note}", err=True)
     pcap = None
     if pcap_path:
         from ..drop_pcap import DropPcap
@@ -90,14 +90,14 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
         if as_json:
             emit_json(event.as_json())
             return
-        click.echo(event.text())
+        say(event.text())
         sys.stdout.flush()
 
     def on_lost(n: int) -> None:
         if as_json:
             emit_json({"type": "lost", "count": n})
         else:
-            click.echo(f"-- {n} drop events lost (ring buffer full); the summary still counts them")
+            say(f"-- {n} drop events lost (ring buffer full); the summary still counts them")
 
     with terminate_gracefully(), pcap or contextlib.nullcontext(), \
             DropTracer(flt, summary=summary, fmt=fmt, capture=capture) as tracer:
@@ -108,17 +108,17 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
         result = run_trace(tracer, names, on_event, on_lost, duration=duration, count=count,
                            on_ready=lambda: announce_ready(ready))
     if pcap is not None:
-        click.echo(f"bpftools: {pcap.note()}", err=True)
+        say(f"bpftools: {pcap.note()}", err=True)
     if as_json:
         emit_json(summary_json(result.rows, result.events_lost))
         return
     if not result.rows:
-        click.echo("no drops seen")
+        say("no drops seen")
         return
-    click.echo(table(["NETNS", "IFACE", "REASON", "COUNT"],
+    say(table(["NETNS", "IFACE", "REASON", "COUNT"],
                      [(r.netns, r.ifname or f"if{r.ifindex}", r.reason, r.count) for r in result.rows]))
     if result.events_lost:
-        click.echo(f"events lost: {result.events_lost}")
+        say(f"events lost: {result.events_lost}")
 
 
 def register(cli: click.Group) -> None:

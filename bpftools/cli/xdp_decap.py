@@ -10,7 +10,7 @@ import click
 
 from ..kernel.privileges import require_privileges
 from ..runloop import RunLoop
-from .output import announce_ready, duration_option, emit_json, interval_option, netns_option
+from .output import announce_ready, checked_ifnames, duration_option, emit_json, interval_option, netns_option, say
 
 NEIGHBOUR_REFRESH = 1.0  # seconds between copies of the neighbour table into the redirect map
 
@@ -22,14 +22,15 @@ def counters_line(counters: dict, netns: Optional[str] = None, ifname: Optional[
 
 
 @click.command("xdp-decap")
-@click.argument("iface")
+@click.argument("iface", callback=checked_ifnames)
 @netns_option()
 @click.option("--allow-remote", "allow_remote", multiple=True, metavar="CIDR",
               help="Outer source addresses allowed to tunnel to us (repeatable).")
 @click.option("--allow-any", is_flag=True, help="Decapsulate from any sender (open decapsulation, CVE-2020-10136).")
 @click.option("--local", "local", multiple=True, metavar="ADDR",
               help="Outer destination addresses to accept (repeatable); default: IFACE's addresses.")
-@click.option("--redirect", metavar="IFACE2", help="Send decapsulated packets out of IFACE2 (same namespace).")
+@click.option("--redirect", metavar="IFACE2", callback=checked_ifnames,
+              help="Send decapsulated packets out of IFACE2 (same namespace).")
 @click.option("--dst-mac", metavar="MAC", help="With --redirect: destination MAC (default: IFACE2's neighbours).")
 @click.option("--route", is_flag=True, help="Forward decapsulated packets with the kernel FIB (bpf_fib_lookup).")
 @click.option("--mode", type=click.Choice(["native", "generic"]), help="XDP mode (default: the kernel's choice).")
@@ -67,11 +68,11 @@ def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], a
                        "netns_inode": target.netns_inode, "ifname": target.ifname,
                        **counters, "final": final})
         else:
-            click.echo(("total: " if final else "") + counters_line(counters, label, target.ifname))
+            say(("total: " if final else "") + counters_line(counters, label, target.ifname))
 
     with terminate_gracefully(), decap.XdpDecap(target, config, mode, force, redirect_iface) as running:
         for note in running.notes:
-            click.echo(f"bpftools: {note}", err=True)
+            say(f"bpftools: {note}", err=True)
         where = f"out of {redirect}" if redirect else "by FIB lookup" if route else "to the stack"
         # Report every `interval` in steps of at most a second: neighbours learnt meanwhile
         # reach the redirect map within one.
@@ -87,7 +88,7 @@ def xdp_decap(iface: str, netns: Optional[str], allow_remote: Tuple[str, ...], a
 
 
 @click.command("xdp-decap-allow")
-@click.argument("iface")
+@click.argument("iface", callback=checked_ifnames)
 @click.argument("cidrs", nargs=-1, metavar="[CIDR]...")
 @netns_option()
 @click.option("--remove", is_flag=True, help="Remove the CIDRs instead of adding them.")
@@ -105,7 +106,7 @@ def xdp_decap_allow(iface: str, cidrs: Tuple[str, ...], netns: Optional[str], re
     if networks:
         decap.change_allow_list(target, networks, remove)
     for network in decap.read_allow_list(target):
-        click.echo(str(network))
+        say(str(network))
 
 
 def register(cli: click.Group) -> None:

@@ -3,10 +3,10 @@ something breaks the ping, the cause and the commands that fix it in that namesp
 from __future__ import annotations
 
 import ipaddress
-import shlex
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from ..commands import HOST_LABEL, Argv, Command, argv_of, in_ns
 from . import cni, docker
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
 from .routing import SourceCheck, describe_refusal, validate_source, without_refusal
@@ -21,9 +21,6 @@ CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disable
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
           "docker_isolation", "docker_icc_disabled", "cni_chain_drop", "echo_ignored", "arp_ignore", "unknown")
 
-HOST_LABEL = "host"
-
-
 @dataclass
 class Finding:
     netns: str
@@ -32,7 +29,7 @@ class Finding:
     detail: str
     cause: Optional[str] = None
     ifname: Optional[str] = None
-    fix: List[str] = field(default_factory=list)
+    fix: List[Command] = field(default_factory=list)
     confidence: float = CERTAIN
     direction: str = "request"
     symptom: bool = False   # what any fault that stops ARP/NDP looks like (a FAILED entry): never an "also"
@@ -41,26 +38,11 @@ class Finding:
         return {"netns": self.netns, "check": self.check, "ok": self.ok, "detail": self.detail}
 
 
-def in_ns(netns: str, command: str, home: str = HOST_LABEL) -> str:
-    """A shell command to run inside the namespace labelled `netns` (ours needs no prefix). Containers
-    are entered by the PID Docker reports when the command runs, so the command outlives a restart."""
-    if netns == home:
-        return command
-    if netns == HOST_LABEL:
-        return f"nsenter -n -t 1 {command}"
-    if netns.startswith("docker:"):
-        pid = shlex.quote("{{.State.Pid}}")
-        return f'nsenter -n -t "$(docker inspect -f {pid} {shlex.quote(netns[len("docker:"):])})" {command}'
-    if netns.startswith("pid:"):
-        return f"nsenter -n -t {netns[len('pid:'):].split()[0]} {command}"
-    return f"ip netns exec {shlex.quote(netns)} {command}"
-
-
 def ok(state: NetnsState, check: str, detail: str, ifname: Optional[str] = None, direction: str = "request"):
     return Finding(state.name, check, True, detail, ifname=ifname, direction=direction)
 
 
-def bad(state: NetnsState, check: str, cause: str, detail: str, fix: List[str], ifname: Optional[str] = None,
+def bad(state: NetnsState, check: str, cause: str, detail: str, fix: List[Argv], ifname: Optional[str] = None,
         confidence: float = CERTAIN, direction: str = "request", home: str = HOST_LABEL,
         symptom: bool = False) -> Finding:
     assert cause in CAUSES, cause
@@ -74,14 +56,14 @@ def check_link(state: NetnsState, link: Link, role: str, **kw) -> Finding:
     """Administratively up (and with carrier unless its peer is the one that is down)."""
     if not link.admin_up:
         return bad(state, "link", "link_down", f"{link.ifname} ({role}) is administratively down",
-                   [f"ip link set dev {link.ifname} up"], link.ifname, **kw)
+                   [argv_of("ip link set dev {} up", link.ifname)], link.ifname, **kw)
     return ok(state, "link", f"{link.ifname} ({role}) is up", link.ifname, kw.get("direction", "request"))
 
 
 def check_mtu(state: NetnsState, link: Link, size: int, why: str, fix_mtu: int, **kw) -> Finding:
     if size > link.mtu:
         return bad(state, "mtu", "mtu", f"{size}-byte packets do not fit the {link.mtu}-byte MTU of {link.ifname} "
-                   f"({why})", [f"ip link set dev {link.ifname} mtu {fix_mtu}"], link.ifname, **kw)
+                   f"({why})", [argv_of("ip link set dev {} mtu {}", link.ifname, fix_mtu)], link.ifname, **kw)
     return ok(state, "mtu", f"{size}-byte packets fit the MTU of {link.ifname} ({link.mtu})", link.ifname,
               kw.get("direction", "request"))
 
@@ -94,8 +76,8 @@ def check_bridge_port_address(state: NetnsState, link: Link, **kw) -> Finding:
     bridge = state.link(link.master)
     br = bridge.ifname if bridge else "the bridge"
     moved = [a for a in state.addrs_on(link.ifindex) if not is_link_local(a.address)]  # fe80:: is per port
-    fix = [f"ip addr del {a.address}/{a.prefixlen} dev {link.ifname}" for a in moved]
-    fix += [f"ip addr add {a.address}/{a.prefixlen} dev {br}" for a in moved]
+    fix = [argv_of("ip addr del {}/{} dev {}", a.address, a.prefixlen, link.ifname) for a in moved]
+    fix += [argv_of("ip addr add {}/{} dev {}", a.address, a.prefixlen, br) for a in moved]
     return bad(state, "bridge_port_address", "bridge_port_address",
                f"{link.ifname} is a port of {br} and the route uses it: frames arriving on a port go to the "
                f"bridge, so ARP replies and echo replies never reach {link.ifname}; the address belongs on {br}",
@@ -111,18 +93,17 @@ def check_forwarding(state: NetnsState, iif: Link, family: int = 4, **kw) -> Fin
     key = "net.ipv6.conf.all.forwarding" if family == 6 else "net.ipv4.ip_forward"
     return bad(state, "ip_forward", "ip_forward_disabled",
                f"this namespace routes the packet (it arrives on {iif.ifname} for another host) but "
-               f"{key} = 0", [f"sysctl -w {key}=1"], iif.ifname, **kw)
+               f"{key} = 0", [argv_of("sysctl -w {}=1", key)], iif.ifname, **kw)
 
 
-def deletes_used(command: str, finding: Finding, addresses, routes) -> bool:
+def deletes_used(command: Command, finding: Finding, addresses, routes) -> bool:
     """Would this fix command delete an address or route the working part of the path uses?
-    (Moving an address, `del` then `add` of the same address, is not deleting it.)"""
-    words = shlex.split(command)
-    if words[:3] == ["ip", "netns", "exec"]:
-        words = words[4:]
+    (Moving an address, `del` then `add` of the same address, is not deleting it.) It reads the
+    command's argv: the namespace it runs in is the finding's, whatever prefix prints it."""
+    words = list(command.argv)
     if words[:3] == ["ip", "addr", "del"] and len(words) > 3:
         address = words[3].split("/")[0]
-        moved = any(f"ip addr add {words[3]} " in c for c in finding.fix)
+        moved = any(list(c.argv[:4]) == ["ip", "addr", "add", words[3]] for c in finding.fix)
         return (finding.netns, address) in addresses and not moved
     if words[:3] == ["ip", "route", "del"] and len(words) > 3:
         rest = words[3:]
@@ -135,18 +116,18 @@ def deletes_used(command: str, finding: Finding, addresses, routes) -> bool:
     return False
 
 
-def route_fix(suggestion: Optional["RouteSuggestion"], dst: str, replace=None) -> List[str]:
+def route_fix(suggestion: Optional["RouteSuggestion"], dst: str, replace=None) -> List[Argv]:
     """A host route to dst. `replace`: the wrong route in use; when it is that very host route it is
     replaced, else the new one is added beside it (more specific: nothing else changes path)."""
     if suggestion is None:
-        return [f"ip route add {dst} via <gateway> dev <interface>"]
-    target = f"{suggestion.dev}" if not suggestion.gateway else f"{suggestion.gateway} dev {suggestion.dev}"
-    via = "via " if suggestion.gateway else "dev "
+        return [argv_of("ip route add {} via <gateway> dev <interface>", dst)]
+    target = argv_of("dev {}", suggestion.dev) if not suggestion.gateway else \
+        argv_of("via {} dev {}", suggestion.gateway, suggestion.dev)
     host = 32 if family_of(dst) == 4 else 128
     if replace is not None and replace.dst == dst and replace.dst_len == host:
-        table = f" table {replace.table}" if replace.table != 254 else ""
-        return [f"ip route replace {dst}/{host} {via}{target}{table}"]
-    return [f"ip route add {dst} {via}{target}"]
+        table = argv_of("table {}", replace.table) if replace.table != 254 else ()
+        return [argv_of("ip route replace {}/{}", dst, host) + target + table]
+    return [argv_of("ip route add {}", dst) + target]
 
 
 def check_return_route(state: NetnsState, src: str, iif: Link, back, suggestion: Optional["RouteSuggestion"],
@@ -183,25 +164,26 @@ def check_route(state: NetnsState, lookup, dst: str, cause: str, suggestion: Opt
         ipaddress.ip_address(dst) in a.network for a in state.addrs_on(l.ifindex))]
     if down:
         return bad(state, "route", "link_down", f"{detail}: {down[0]}, which has the subnet, is down",
-                   [f"ip link set dev {down[0]} up"], down[0], **kw)
+                   [argv_of("ip link set dev {} up", down[0])], down[0], **kw)
     return bad(state, "route", cause, detail, refusal_fix(state, lookup) + _route_fix_after(state, lookup, suggestion,
                                                                                                dst),
                suggestion.dev if suggestion else None, **kw)
 
 
-def refusal_fix(state: NetnsState, lookup) -> List[str]:
+def refusal_fix(state: NetnsState, lookup) -> List[Argv]:
     """Remove the blackhole/unreachable/prohibit route or rule that refused the lookup."""
     route = lookup.route
     if route is None:
         return []
     if lookup.refused_by_rule:  # `ip rule` alone is IPv4's rules
-        return [f"ip{' -6' if lookup.rule.family == 6 else ''} rule del priority {lookup.rule.priority}"]
+        return [("ip",) + (("-6",) if lookup.rule.family == 6 else ()) +
+                argv_of("rule del priority {}", lookup.rule.priority)]
     if route.table:
-        return [f"ip route del {route.type} {route.dst}/{route.dst_len} table {route.table}"]
+        return [argv_of("ip route del {} {}/{} table {}", route.type, route.dst, route.dst_len, route.table)]
     return []
 
 
-def _route_fix_after(state: NetnsState, lookup, suggestion: Optional[RouteSuggestion], dst: str) -> List[str]:
+def _route_fix_after(state: NetnsState, lookup, suggestion: Optional[RouteSuggestion], dst: str) -> List[Argv]:
     """A route to add, unless removing the refusal already lets the lookup find one."""
     if lookup.route is not None and refusal_fix(state, lookup) and without_refusal(state, lookup).ok:
         return []
@@ -223,12 +205,12 @@ def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
         dev = state.ifname(owner.ifindex) if owner else "?"
         detail += (f"; this namespace sent it itself: it left by {dev} and came back in on {iif.ifname}, its veth "
                    f"peer, so its source is one of our own addresses; accept_local = 1 on {iif.ifname} accepts it")
-        fix = [f"sysctl -w net.ipv4.conf.{iif.ifname}.accept_local=1"] + rp_filter_loosening(state, iif)
+        fix = [argv_of("sysctl -w net.ipv4.conf.{}.accept_local=1", iif.ifname)] + rp_filter_loosening(state, iif)
         return bad(state, check, "local_source", detail, fix, iif.ifname, **kw)
     if result.problem == "local_source":
         owner = state.owns(src)
         dev = state.ifname(owner.ifindex) if owner else "?"
-        fix = [f"ip addr del {src}/{owner.prefixlen} dev {dev}"] if owner else []
+        fix = [argv_of("ip addr del {}/{} dev {}", src, owner.prefixlen, dev)] if owner else []
         detail += (f"; {src} is also configured on {dev} here: remove the duplicate (accept_local=1 alone "
                    "would deliver the replies to this namespace itself)")
         return bad(state, check, "local_source", detail, fix, iif.ifname, **kw)
@@ -238,13 +220,13 @@ def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
     return bad(state, check, "rp_filter", detail, rp_filter_loosening(state, iif), iif.ifname, **kw)
 
 
-def rp_filter_loosening(state: NetnsState, iif: Link) -> List[str]:
+def rp_filter_loosening(state: NetnsState, iif: Link) -> List[Argv]:
     """Strict (1) -> loose (2), touching only the settings that are strict: raising conf/all from 0
     would make every other interface stricter."""
     if state.rp_filter(iif.ifname) != 1:
         return []
-    fix = ["sysctl -w net.ipv4.conf.all.rp_filter=2"] if state.conf("all", "rp_filter") == 1 else []
-    return fix + [f"sysctl -w net.ipv4.conf.{iif.ifname}.rp_filter=2"]
+    fix = [argv_of("sysctl -w net.ipv4.conf.all.rp_filter=2")] if state.conf("all", "rp_filter") == 1 else []
+    return fix + [argv_of("sysctl -w net.ipv4.conf.{}.rp_filter=2", iif.ifname)]
 
 
 def check_stray_source(state: NetnsState, src_ns: str, src: str, **kw) -> Finding:
@@ -257,7 +239,7 @@ def check_stray_source(state: NetnsState, src_ns: str, src: str, **kw) -> Findin
     dev = state.ifname(owner.ifindex) or "?"
     return bad(state, "reply", "local_source", f"{detail}: {src} is also configured on {dev} here, so the echo "
                "request's source is an address of this namespace and the reply stays in it",
-               [f"ip addr del {src}/{owner.prefixlen} dev {dev}"], dev, direction="reply", **kw)
+               [argv_of("ip addr del {}/{} dev {}", src, owner.prefixlen, dev)], dev, direction="reply", **kw)
 
 
 # -- the echo itself --------------------------------------------------------------------------------
@@ -281,7 +263,7 @@ def check_echo(state: NetnsState, dst: str, family: str = "ipv4", broadcast: boo
     silently = "the kernel frees it as INVALID_PROTO" if on[0] != keys[0] else "nothing is dropped, so nothing is traced"
     return bad(state, "echo", "echo_ignored", f"{on[0]} = {state.sysctl(on[0])}: {state.name} receives the echo "
                f"request for {dst} and ignores it ({silently})",
-               [f"sysctl -w {k}=0" for k in on], **kw)
+               [argv_of("sysctl -w {}=0", k) for k in on], **kw)
 
 
 # -- firewall --------------------------------------------------------------------------------------
@@ -364,15 +346,16 @@ def check_neighbour(state: NetnsState, oif: Link, nexthop: str, receiver: Option
         return bad(state, "neighbour", "neighbor_unreachable",
                    f"static {how} entry {nexthop} lladdr {entry.lladdr} on {oif.ifname}, but {nexthop} is "
                    f"{receiver.mac} ({receiver.ifname} in {receiver_state.name}): frames go to the wrong MAC",
-                   [f"ip neigh del {nexthop} dev {oif.ifname}"], oif.ifname, **kw)
+                   [argv_of("ip neigh del {} dev {}", nexthop, oif.ifname)], oif.ifname, **kw)
     if receiver is not None and receiver.noarp:
         return bad(receiver_state, "neighbour", "neighbor_unreachable",
                    f"{receiver.ifname} has ARP turned off (NOARP), so nobody answers {how} for {nexthop}",
-                   [f"ip link set dev {receiver.ifname} arp on"], receiver.ifname, **kw)
+                   [argv_of("ip link set dev {} arp on", receiver.ifname)], receiver.ifname, **kw)
     if entry and entry.state in ("failed", "incomplete"):
         return bad(state, "neighbour", "neighbor_unreachable",
                    f"{how} for {nexthop} on {oif.ifname} is {entry.state.upper()}: nothing answered",
-                   [f"ip neigh flush dev {oif.ifname} to {nexthop}"], oif.ifname, confidence=LIKELY, symptom=True,
+                   [argv_of("ip neigh flush dev {} to {}", oif.ifname, nexthop)], oif.ifname, confidence=LIKELY,
+                   symptom=True,
                    **kw)
     state_text = entry.state if entry else "not cached yet"
     return ok(state, "neighbour", f"{how} entry for {nexthop} on {oif.ifname}: {state_text}", oif.ifname,
@@ -404,8 +387,9 @@ def check_nexthop_owner(state: NetnsState, oif: Link, route, nexthop: str, resol
         candidates.sort(key=is_link_local)  # a global gateway reads better
     if candidates:
         return bad(state, "nexthop", "neighbor_unreachable", f"{detail}; the gateway there is {candidates[0]}",
-                   [f"ip route replace {route.dst}/{route.dst_len} via {candidates[0]} dev {oif.ifname}"
-                    + (f" table {route.table}" if route.table != 254 else "")], oif.ifname, **kw)
+                   [argv_of("ip route replace {}/{} via {} dev {}", route.dst, route.dst_len, candidates[0],
+                            oif.ifname) + (argv_of("table {}", route.table) if route.table != 254 else ())],
+                   oif.ifname, **kw)
     return bad(state, "nexthop", "neighbor_unreachable", detail, [], oif.ifname, **kw)
 
 
@@ -417,11 +401,13 @@ def check_programs(state: NetnsState, link: Link, **kw) -> List[Finding]:
     if link.xdp_prog_id:
         found.append(Finding(state.name, "xdp", True, f"XDP program id {link.xdp_prog_id} is attached to "
                              f"{link.ifname}", "xdp_drop", link.ifname,
-                             [in_ns(state.name, f"ip link set dev {link.ifname} xdp off", kw.get("home", HOST_LABEL))],
+                             [in_ns(state.name, argv_of("ip link set dev {} xdp off", link.ifname),
+                                    kw.get("home", HOST_LABEL))],
                              WEAK, direction))
     if link.tc_qdisc:
         found.append(Finding(state.name, "tc", True, f"{link.ifname} has a {link.tc_qdisc} qdisc (tc filters)",
                              "tc_drop", link.ifname,
-                             [in_ns(state.name, f"tc filter del dev {link.ifname} ingress", kw.get("home", HOST_LABEL))],
+                             [in_ns(state.name, argv_of("tc filter del dev {} ingress", link.ifname),
+                                    kw.get("home", HOST_LABEL))],
                              WEAK, direction))
     return found

@@ -16,6 +16,7 @@ import re
 import shlex
 from typing import List, Optional
 
+from ..commands import Argv, argv_of
 from ..facts.netfilter import IptChain, parse_iptables_save
 from .firewall import Packet, Story, Verdict, filter_chain_exists
 from .state import NetnsState
@@ -54,9 +55,8 @@ def _admin_first(chain: IptChain, drop_args: List[str]) -> bool:
     return False
 
 
-def _admin_accept(pkt: Packet) -> str:
-    words = ["iptables", "-I", ADMIN_CHAIN, "-s", f"{pkt.src}/32", "-d", f"{pkt.dst}/32", "-p", "icmp", "-j", "ACCEPT"]
-    return " ".join(shlex.quote(w) for w in words)
+def _admin_accept(pkt: Packet) -> Argv:
+    return argv_of("iptables -I {} -s {}/32 -d {}/32 -p icmp -j ACCEPT", ADMIN_CHAIN, pkt.src, pkt.dst)
 
 
 def explain(state: NetnsState, pkt: Packet, verdict: Verdict, direction: str) -> Optional[Story]:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import shlex
 from typing import List, Optional
 
+from ..commands import Argv, argv_of
 from .firewall import Packet, Story, Verdict, filter_chain_exists
 from .state import NetnsState
 
 USER_CHAIN = "DOCKER-USER"
 ISOLATION_CHAINS = ("DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2")
-REPLIES = "-m conntrack --ctstate RELATED,ESTABLISHED"
+REPLIES = argv_of("-m conntrack --ctstate RELATED,ESTABLISHED")
 
 
 DockerCause = Story
@@ -34,10 +35,10 @@ def network_name(state: NetnsState, bridge: str) -> str:
     return f"Docker network {network['name']} ({bridge})" if network else f"Docker's bridge {bridge}"
 
 
-def _accept(iif: str, oif: str, src: Optional[str] = None, dst: Optional[str] = None, extra: str = "") -> str:
-    words = ["iptables", "-I", USER_CHAIN, "-i", iif, "-o", oif]
-    words += ["-s", f"{src}/32", "-d", f"{dst}/32"] if src and dst else []
-    return " ".join(shlex.quote(w) for w in words) + (f" {extra}" if extra else "") + " -j ACCEPT"
+def _accept(iif: str, oif: str, src: Optional[str] = None, dst: Optional[str] = None, extra: Argv = ()) -> Argv:
+    words = argv_of("iptables -I {} -i {} -o {}", USER_CHAIN, iif, oif)
+    words += argv_of("-s {}/32 -d {}/32", src, dst) if src and dst else ()
+    return words + tuple(extra) + ("-j", "ACCEPT")
 
 
 def _as_request(pkt: Packet, direction: str) -> Packet:
@@ -47,7 +48,7 @@ def _as_request(pkt: Packet, direction: str) -> Packet:
     return Packet(pkt.hook, pkt.dst, pkt.src, 8, pkt.oif, pkt.iif, "NEW", pkt.physdev_out, pkt.physdev_in)
 
 
-def _both_ways(req: Packet, precise: bool) -> List[str]:
+def _both_ways(req: Packet, precise: bool) -> List[Argv]:
     """Requests one way, replies back: between two interfaces Docker's FORWARD rules accept neither."""
     src, dst = (req.src, req.dst) if precise else (None, None)
     return [_accept(req.iif, req.oif, src, dst), _accept(req.oif, req.iif, dst, src, REPLIES)]

@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from ..commands import Argv, argv_of
 from ..facts.netfilter import IPV4, IPV6, IptTable, iptables_managed_tables, nft_objects, parse_iptables_save
 from .state import family_of
 
@@ -54,7 +55,7 @@ class Verdict:
     dropped: bool
     where: str = ""                # "iptables filter FORWARD" / "nft inet fw forward"
     rule: str = ""                 # the rule text, or "policy DROP"
-    fix: List[str] = field(default_factory=list)   # commands, without the `ip netns exec` prefix
+    fix: List[Argv] = field(default_factory=list)   # argv of commands, run in the namespace checked
     uncertain: List[str] = field(default_factory=list)
 
 
@@ -64,7 +65,7 @@ class Story:
     and fixes that leave the chains the runtime rewrites alone."""
     cause: str
     detail: str
-    fix: List[str]
+    fix: List[Argv]  # run in the namespace checked
 
 
 def filter_chain_exists(iptables_save: str, chain: str) -> bool:
@@ -194,17 +195,17 @@ def iptables_verdict(tables: Dict[str, IptTable], pkt: Packet) -> Verdict:
         return Verdict(False, uncertain=uncertain)
     if verdict == "drop":
         words = shlex.split(text)  # the rule may sit in a chain FORWARD jumps to (DOCKER-USER)
-        return Verdict(True, f"{tool} filter {chain}", text,
-                       [f"{tool} -t filter -D " + " ".join(shlex.quote(a) for a in words[1:])], uncertain)
+        return Verdict(True, f"{tool} filter {chain}", text, [argv_of("{} -t filter -D", tool) + tuple(words[1:])],
+                       uncertain)
     return Verdict(False, uncertain=uncertain)
 
 
 def _ipt_policy_fix(chain: str, pkt: Packet) -> str:
     tool = TOOL[pkt.family]
     if pkt.physdev_in:  # bridged traffic: what Docker users add (`-i br0 -o br0`)
-        return f"{tool} -I {chain} -i {pkt.iif} -o {pkt.oif} -j ACCEPT"
+        return argv_of("{} -I {} -i {} -o {} -j ACCEPT", tool, chain, pkt.iif, pkt.oif)
     # IPv6: all of ICMPv6, so neighbour discovery passes too
-    return f"{tool} -I {chain} -p {ICMP_PROTOCOLS[pkt.family][0]} -j ACCEPT"
+    return argv_of("{} -I {} -p {} -j ACCEPT", tool, chain, ICMP_PROTOCOLS[pkt.family][0])
 
 
 # -- nftables ----------------------------------------------------------------------------------
@@ -308,14 +309,16 @@ def nft_verdicts(ruleset: dict, pkt: Packet, families=("ip", "inet"), skip_table
         verdict, rule, uncertain = _eval_nft_chain(chain, rules, pkt, 0)
         where = f"nft {chain['family']} {chain['table']} {chain['name']}"
         if verdict == "drop":
-            fix = [f"nft delete rule {rule['family']} {rule['table']} {rule['chain']} handle {rule['handle']}"]
+            fix = [argv_of("nft delete rule {} {} {} handle {}", rule["family"], rule["table"], rule["chain"],
+                           rule["handle"])]
             result.append(Verdict(True, where, _nft_rule_text(rule), fix, uncertain))
         elif verdict == "return" and chain.get("policy") == "drop":
             if pkt.family == 6:  # all of ICMPv6: neighbour discovery too
-                match = "meta l4proto ipv6-icmp"
+                match = argv_of("meta l4proto ipv6-icmp")
             else:
-                match = "meta l4proto icmp" if chain["family"] != "ip" else "ip protocol icmp"
-            fix = [f"nft insert rule {chain['family']} {chain['table']} {chain['name']} {match} accept"]
+                match = argv_of("meta l4proto icmp") if chain["family"] != "ip" else argv_of("ip protocol icmp")
+            fix = [argv_of("nft insert rule {} {} {}", chain["family"], chain["table"], chain["name"]) + match
+                   + ("accept",)]
             result.append(Verdict(True, where, "policy drop", fix, uncertain))
     return result
 

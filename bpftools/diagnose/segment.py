@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Set, Tuple
 
+from ..commands import Argv, argv_of
 from ..errors import first_line
 from .routing import fib_lookup
 from .state import Addr, Link, NetnsState, Snapshot, family_of, is_link_local
@@ -171,7 +172,7 @@ class Answer:
     ok: bool
     detail: str
     cause: str = "neighbor_unreachable"
-    fix: List[str] = field(default_factory=list)   # in the station's namespace
+    fix: List[Argv] = field(default_factory=list)   # in the station's namespace
     proxy: bool = False
 
 
@@ -204,11 +205,12 @@ def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Ans
         return blocked
     if link.noarp:
         return Answer(station, False, f"{link.ifname} in {st.name} has ARP turned off (NOARP), so nobody answers "
-                      f"who-has {target}", fix=[f"ip link set dev {link.ifname} arp on"])
+                      f"who-has {target}", fix=[argv_of("ip link set dev {} arp on", link.ifname)])
     if proxy:
         return Answer(station, True, f"{station.where} answers ARP for {target} (proxy_arp)", proxy=True)
     ignore = st.arp_ignore(link.ifname)
-    reset = [f"sysctl -w net.ipv4.conf.all.arp_ignore=0", f"sysctl -w net.ipv4.conf.{link.ifname}.arp_ignore=0"]
+    reset = [argv_of("sysctl -w net.ipv4.conf.all.arp_ignore=0"),
+             argv_of("sysctl -w net.ipv4.conf.{}.arp_ignore=0", link.ifname)]
     if ignore >= ARP_IGNORE_NEVER:
         return Answer(station, False, f"arp_ignore = {ignore} on {link.ifname} in {st.name}: it answers no ARP "
                       "request", "arp_ignore", reset)
@@ -224,8 +226,8 @@ def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Ans
         if back.route is not None and back.route.type == "unicast" and back.route.oif != link.ifindex:
             return Answer(station, False, f"arp_filter = 1 in {st.name}: the route back to {sender} leaves by "
                           f"{st.ifname(back.route.oif)}, not {link.ifname} where the ARP request arrives",
-                          "arp_ignore", [f"sysctl -w net.ipv4.conf.all.arp_filter=0",
-                               f"sysctl -w net.ipv4.conf.{link.ifname}.arp_filter=0"])
+                          "arp_ignore", [argv_of("sysctl -w net.ipv4.conf.all.arp_filter=0"),
+                                         argv_of("sysctl -w net.ipv4.conf.{}.arp_filter=0", link.ifname)])
     return Answer(station, True, f"{target} answers ARP on {station.where}")
 
 
@@ -261,10 +263,10 @@ def _blocked_on_the_way(station: Station) -> Optional[Answer]:
         for link, role in ((c.bridge, "bridge"), (c.port_out, f"port of {c.bridge.ifname}")):
             if link is not None and not link.admin_up:
                 return Answer(_at(station, c.state, link), False, f"{link.ifname} ({role}) in {c.state.name} is "
-                              "administratively down", "link_down", [f"ip link set dev {link.ifname} up"])
+                              "administratively down", "link_down", [argv_of("ip link set dev {} up", link.ifname)])
     if not station.link.admin_up:
         return Answer(station, False, f"{station.link.ifname} in {station.state.name} is administratively down",
-                      "link_down", [f"ip link set dev {station.link.ifname} up"])
+                      "link_down", [argv_of("ip link set dev {} up", station.link.ifname)])
     return None
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from ..drop_causes import DROP_CAUSES, DropCause, drop_cause, event_from_json, reason_name
-from .checks import CERTAIN, HOST_LABEL, LIKELY, Finding, in_ns
+from ..commands import HOST_LABEL, Command, in_ns, rendered
+from .checks import CERTAIN, LIKELY, Finding
 from .walk import WalkResult
 
 # What a drop reason means (cause, what it confirms, fix) is drop_causes.DROP_CAUSES, shared with
@@ -22,9 +23,13 @@ def _check_text(f: Finding) -> str:
     return f"check {f.check} ({f.direction}): {f.detail}"
 
 
-def _cause(name, netns, ifname, detail, evidence, fix, confidence, order, direction=None, symptom=False) -> dict:
+def _cause(name, netns, ifname, detail, evidence, fix: List[Command], confidence, order, direction=None,
+           symptom=False) -> dict:
+    """A cause as the JSON has it: `fix`, each command as a shell line (commands.render), and
+    `fix_argv`, the same commands as data ({"netns": label or null, "argv": [...]})."""
     return {"cause": name, "netns": netns, "ifname": ifname, "detail": detail, "evidence": list(evidence),
-            "fix": list(fix), "confidence": confidence, "direction": direction, "_order": order,
+            "fix": rendered(fix), "fix_argv": [c.to_json() for c in fix], "confidence": confidence,
+            "direction": direction, "_order": order,
             "_confirmed": confidence >= CERTAIN, "_symptom": symptom}
 
 
@@ -38,7 +43,7 @@ def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
     for order, f in enumerate(x for x in findings if not x.ok and x.cause):
         key = (f.cause, f.netns, f.ifname or f.detail)
         same = next((c for c in causes if (c["cause"], c["netns"]) == (f.cause, f.netns)
-                     and (f.fix and c["fix"] == f.fix or f.ifname and c["ifname"] == f.ifname)), None)
+                     and (f.fix and c["fix"] == rendered(f.fix) or f.ifname and c["ifname"] == f.ifname)), None)
         if same is not None:
             _add_evidence(same, _check_text(f))
             continue
@@ -115,7 +120,7 @@ def cause_for_drop(event: dict) -> Optional[str]:
     return entry.cause if entry else None
 
 
-def drop_fix(entry: DropCause, event: dict) -> List[str]:
+def drop_fix(entry: DropCause, event: dict) -> List[Command]:
     """The entry's fix commands, run in the drop's namespace."""
     return [in_ns(event.get("netns") or HOST_LABEL, cmd) for cmd in entry.fix(event_from_json(event), {})]
 
@@ -147,6 +152,7 @@ def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int,
 
 def _unknown(netns: str, detail: str, evidence: List[str]) -> dict:
     return {"cause": "unknown", "netns": netns, "ifname": None, "detail": detail, "evidence": evidence, "fix": [],
+            "fix_argv": [],
             "confidence": 0.0, "direction": None}
 
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..namespaces import command_prefix
+from ..commands import in_netns_of, run_argv
 from ..netlink import NetnsHandle, in_netns, interface_addresses, ipr, list_interfaces
 from .netfilter import (IPV4, IPV6, IptablesRuleset, NfCounter, likely_culprits, native_nft_counters, netfilter_culprits,
                         nft_counters, parse_iptables_save)
@@ -27,7 +27,7 @@ NETFILTER_MIN_GAP = 0.5  # at most one ruleset read per namespace and family per
 def netns_output(ns: NetnsHandle, *cmd: str, timeout: float = 5) -> Optional[str]:
     """stdout of a command run inside `ns` (an `ip netns` name, a Netns; None: our namespace),
     None on failure."""
-    full = command_prefix(ns) + list(cmd)
+    full = run_argv(in_netns_of(ns, cmd))
     try:
         proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:

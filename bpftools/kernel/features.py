@@ -1,15 +1,21 @@
 """Feature probes: each one really loads/attaches/creates something, nothing is guessed
-from the kernel version. Used by `bpftools doctor` and to decide test skips."""
+from the kernel version. Used by `bpftools doctor` and to decide test skips.
+
+A tunnel probe creates a device in a throwaway namespace only where that needs no module load
+(the module is loaded or built in): a loaded ipip/sit/gre module puts its fallback device
+(tunl0, sit0, gre0) into every namespace of the host. `load_modules=True` probes the others too."""
 from __future__ import annotations
 
 import contextlib
 import os
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from .. import bpfsys
 from ..errors import BpftoolsError, first_line
 from ..topology import Topology, run
+from .modules import LOADABLE, ModuleState, module_state
+from .mounts import ensure_tracing
 
 FEATURES = ("tracepoint_kfree_skb", "xdp_native", "xdp_generic", "bpf_link", "tc_clsact", "tcx",
             "kprobes", "fentry", "prog_test_run", "ipip_module", "sit_module", "gre_module",
@@ -23,12 +29,20 @@ CAPABILITY_NEEDS = {
     "serve": ["tracepoint_kfree_skb|tcx|tc_clsact|xdp_native|xdp_generic"],
 }
 
+
+@dataclass(frozen=True)
+class TunnelProbe:
+    module: str  # the kernel module that implements the device type
+    kconfig: str  # its CONFIG_ symbol
+    args: tuple  # `ip link add NAME` arguments
+
+
 TUNNEL_DEVICES = {
-    "ipip_module": ["type", "ipip", "remote", "198.51.100.1", "local", "198.51.100.2"],
-    "sit_module": ["type", "sit", "remote", "198.51.100.1", "local", "198.51.100.2"],
-    "gre_module": ["type", "gre", "remote", "198.51.100.1", "local", "198.51.100.2"],
-    "vxlan_module": ["type", "vxlan", "id", "42", "dstport", "4789"],
-    "geneve_module": ["type", "geneve", "id", "42", "remote", "198.51.100.1"],
+    "ipip_module": TunnelProbe("ipip", "CONFIG_NET_IPIP", ("type", "ipip", "remote", "198.51.100.1", "local", "198.51.100.2")),
+    "sit_module": TunnelProbe("sit", "CONFIG_IPV6_SIT", ("type", "sit", "remote", "198.51.100.1", "local", "198.51.100.2")),
+    "gre_module": TunnelProbe("ip_gre", "CONFIG_NET_IPGRE", ("type", "gre", "remote", "198.51.100.1", "local", "198.51.100.2")),
+    "vxlan_module": TunnelProbe("vxlan", "CONFIG_VXLAN", ("type", "vxlan", "id", "42", "dstport", "4789")),
+    "geneve_module": TunnelProbe("geneve", "CONFIG_GENEVE", ("type", "geneve", "id", "42", "remote", "198.51.100.1")),
 }
 
 
@@ -37,6 +51,8 @@ class Probe:
     name: str
     ok: bool
     detail: str
+    probed: bool = True  # False: decided without trying (a module that is there but not loaded)
+    loaded_module: Optional[str] = None  # the module this probe made the kernel load
 
 
 def _probe(name: str, fn: Callable[[], str]) -> Probe:
@@ -46,13 +62,30 @@ def _probe(name: str, fn: Callable[[], str]) -> Probe:
         return Probe(name, False, first_line(exc))
 
 
+def tunnel_probe(name: str, state: ModuleState, load_modules: bool, create: Callable[[], str]) -> Probe:
+    """Create a device only where that loads nothing, or where loading is allowed (and said)."""
+    if state.present:
+        return _probe(name, create)
+    if state.state == LOADABLE:
+        if not load_modules:
+            return Probe(name, True, f"{state.detail}; not probed: creating a device would load it "
+                                     f"(doctor --load-modules does)", probed=False)
+        probe = _probe(name, create)
+        if probe.ok:
+            probe.detail += f" (loaded module {state.module})"
+            probe.loaded_module = state.module
+        return probe
+    return Probe(name, False, state.detail)
+
+
 def _link(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0) -> str:
     os.close(bpfsys.link_create(prog_fd, ifindex, attach_type, flags))
     return "attached and detached a test program"
 
 
-def probe_all() -> List[Probe]:
-    """Run every probe in a throwaway namespace; needs root."""
+def probe_all(load_modules: bool = False) -> List[Probe]:
+    """Run every probe in a throwaway namespace; needs root. Nothing is mounted here (see
+    mounts.reporting_only); a tunnel module is loaded only with `load_modules`."""
     from bcc import BPF
 
     from ..netlink import in_netns, resolve_interface
@@ -79,12 +112,14 @@ def probe_all() -> List[Probe]:
         probes.append(_probe("kprobes", lambda: _kprobe(prog)))
         probes.append(_probe("fentry", _fentry))
         probes.append(_probe("prog_test_run", lambda: _test_run(xdp_fd)))
-        for name, args in TUNNEL_DEVICES.items():
-            probes.append(_probe(name, lambda args=args: _tunnel(ns, args)))
+        for name, tunnel in TUNNEL_DEVICES.items():
+            state = module_state(tunnel.module, tunnel.kconfig)
+            probes.append(tunnel_probe(name, state, load_modules, lambda args=tunnel.args: _tunnel(ns, args)))
     return probes
 
 
 def _tracepoint(prog) -> str:
+    ensure_tracing()
     prog.bpf.attach_tracepoint(tp=b"skb:kfree_skb", fn_name=b"bpftools_tp")
     prog.bpf.detach_tracepoint(tp=b"skb:kfree_skb")
     return "attached to skb:kfree_skb"
@@ -140,7 +175,7 @@ def _test_run(xdp_fd: int) -> str:
     return "bpf_prog_test_run_opts ran an XDP program"
 
 
-def _tunnel(ns: str, args: List[str]) -> str:
+def _tunnel(ns: str, args: tuple) -> str:
     try:
         run("ip", "link", "add", "prtun0", *args, netns=ns)
     except BpftoolsError as exc:
@@ -160,4 +195,4 @@ def needs_met(needs: List[str], available: Dict[str, bool]) -> bool:
 
 
 def as_json(probes: List[Probe]) -> Dict[str, dict]:
-    return {p.name: {k: v for k, v in asdict(p).items() if k != "name"} for p in probes}
+    return {p.name: {k: v for k, v in asdict(p).items() if k not in ("name", "loaded_module")} for p in probes}

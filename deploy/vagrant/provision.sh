@@ -23,14 +23,21 @@ ExecStart=/bin/bash /usr/local/lib/bpftools/traffic.sh
 ExecStopPost=/bin/bash /usr/local/lib/bpftools/traffic.sh --cleanup
 Restart=always
 UNIT
-cat > /etc/systemd/system/bpftools-serve.service <<UNIT
-[Unit]
-Description=bpftools Prometheus exporter
-After=bpftools-traffic.service
-[Service]
-ExecStart=/vagrant/.venv/bin/bpftools serve --listen 127.0.0.1:9654 --drops --all-netns --encap vdemo-b/vb --decap vdemo-b/vb --allow-remote 10.77.0.1/32
-Restart=always
-UNIT
+# The exporter: the systemd unit users install (deploy/bpftools-serve.service), with this VM's
+# bpftools and a config for the demo traffic's namespaces.
+ln -sfn /vagrant/.venv/bin/bpftools /usr/local/bin/bpftools
+install -m 0644 deploy/bpftools-serve.service /etc/systemd/system/bpftools-serve.service
+install -d /etc/systemd/system/bpftools-serve.service.d
+printf '[Unit]\nAfter=bpftools-traffic.service\n' > /etc/systemd/system/bpftools-serve.service.d/vagrant.conf
+install -d /etc/bpftools
+cat > /etc/bpftools/serve.toml <<TOML
+listen = "127.0.0.1:9654"
+drops = true
+all_netns = true
+encap = ["vdemo-b/vb"]
+decap = ["vdemo-b/vb"]
+allow_remote = ["10.77.0.1/32"]
+TOML
 
 cat > /etc/prometheus/prometheus.yml <<PROM
 global:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bpftools_proc import cli
+from bpftools_proc import cli, run_printed
 from bpftools.topology import run
 
 
@@ -56,7 +56,7 @@ def test_strict_rp_filter_with_a_route_back_to_nowhere_names_the_route_with_drop
     saved = json.loads(record.read_text())
     assert saved["netns"] == veth_pair.ns_a and veth_pair.ns_b in saved["namespaces"]
     for cmd in first["fix"]:
-        run(*cmd.split())
+        assert run_printed(cmd).returncode == 0, cmd
     proc = _diagnose(veth_pair.ns_a, veth_pair.addr_b, "--json")
     assert proc.returncode == 0, proc.stdout
 
@@ -140,7 +140,7 @@ def test_strict_rp_filter_with_a_route_back_over_the_servers_link_gets_a_fix_tha
     fixes = [cmd for c in result["causes"] for cmd in c["fix"]]
     assert fixes == [f"ip netns exec {routed.router} ip route replace {routed.left_addr}/32 dev r-left"]
     for cmd in fixes:
-        run(*cmd.split())
+        assert run_printed(cmd).returncode == 0, cmd
     proc = _diagnose(routed.left, routed.right_addr, "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["causes"] == [], proc.stdout
 
@@ -157,6 +157,6 @@ def test_no_cause_is_claimed_where_the_echoes_were_counted_never_to_arrive(route
         pytest.skip(f"no per-hop echo counts here: {result['notes']}")
     assert [(c["cause"], c["netns"]) for c in result["causes"]] == [("netfilter_drop", routed.router)]
     for cmd in result["causes"][0]["fix"]:
-        run(*cmd.split())
+        assert run_printed(cmd).returncode == 0, cmd
     result = json.loads(_diagnose(routed.left, routed.right_addr, "--json").stdout)
     assert [(c["cause"], c["netns"]) for c in result["causes"]] == [("no_return_route", routed.right)]

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 
 import pytest
 
 from bpftools.topology import Topology, run, unique_name
-from bpftools_proc import cli
+from bpftools_proc import cli, run_printed
 
 
 def diagnose(dst: str, netns: str = None) -> (int, dict):
@@ -40,8 +39,9 @@ def host_rules():
     """Undo, after the test, every iptables rule a printed fix (or the test) inserted in the host."""
     inserted = []
 
-    def track(command: str) -> None:
-        words = shlex.split(command)
+    def track(command: dict) -> None:
+        """A command as diagnose's JSON carries it (fix_argv: {"netns", "argv"})."""
+        words = command["argv"] if command["netns"] is None else []
         if words[:2] == ["iptables", "-I"]:
             inserted.append(["iptables", "-D"] + words[2:])
 
@@ -68,9 +68,9 @@ def first_cause(result: dict) -> dict:
 
 def apply_fixes(cause: dict, track) -> None:
     assert cause["fix"], cause
-    for command in cause["fix"]:
-        track(command)
-        done = subprocess.run(command, shell=True, capture_output=True, text=True)
+    for command, data in zip(cause["fix"], cause["fix_argv"]):
+        track(data)
+        done = run_printed(command)
         assert done.returncode == 0, f"{command}: {done.stderr}"
 
 
@@ -119,9 +119,9 @@ def test_a_drop_inside_a_container_is_found_from_the_host(docker_env):
 def test_a_docker_user_drop_between_two_containers(docker_env, docker_firewall, host_rules):
     net = docker_env.network("user")
     a, b = docker_env.run("a", network=net), docker_env.run("b", network=net)
-    drop = f"iptables -I DOCKER-USER -s {a.ips[net]}/32 -d {b.ips[net]}/32 -j DROP"
-    host_rules(drop)
-    run(*shlex.split(drop))
+    drop = ["iptables", "-I", "DOCKER-USER", "-s", f"{a.ips[net]}/32", "-d", f"{b.ips[net]}/32", "-j", "DROP"]
+    host_rules({"netns": None, "argv": drop})
+    run(*drop)
     rc, result = diagnose(b.ips[net], f"docker:{a.name}")
     cause = first_cause(result)
     assert (cause["cause"], cause["netns"]) == ("netfilter_drop", "host"), result["causes"]

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from bpftools_proc import cli
+from bpftools_proc import cli, run_printed
 from bpftools.lab import TOPOLOGIES
 
 MATRIX = [(t.name, f.name, family) for t in TOPOLOGIES.values() for f in t.faults.values()
@@ -121,14 +121,14 @@ def test_diagnose_names_the_injected_fault_and_every_fix_is_safe(topology, fault
     assert first["fix"], first
     fixes = [command for cause in result["causes"] for command in cause["fix"]]
     for command in fixes:
-        done = subprocess.run(command, shell=True, capture_output=True, text=True)
+        done = run_printed(command)
         assert done.returncode == 0, f"{command}: {done.stderr}"
     assert _ping_ok(ns, dst, *args, size=size), f"still no ping after {fixes}"
     rc, after = _diagnose(ns, dst, *args, size=size)
     assert rc == 0 and after["causes"] == [], after
     _lab_up_healthy(topology, lab_down_after)   # rebuilt healthy: the same commands must not break it
     for command in fixes:
-        subprocess.run(command, shell=True, capture_output=True)   # may fail (nothing to delete): harmless
+        run_printed(command)   # may fail (nothing to delete): harmless
     broken = [p for p in _pings(topology) if not _ping_ok(p[0], p[1], *args, size=p[2])]
     assert broken == [], f"{fixes} broke the healthy {topology}: {broken}"
 
@@ -147,7 +147,7 @@ def test_veth_pair_seed_is_explained_and_fixed(lab_down_after):
     fix = [line.strip() for line in text.splitlines() if line.startswith("    ip netns exec")]
     assert fix == [f"ip netns exec {ns} sysctl -w net.ipv4.conf.veth1.accept_local=1"], text
     for command in fix:
-        assert subprocess.run(command, shell=True, capture_output=True).returncode == 0
+        assert run_printed(command).returncode == 0
     assert _ping_ok(ns, dst, "-I", "veth0")
     rc, result = _diagnose(ns, dst, "-I", "veth0")
     assert rc == 0 and result["device"] == "veth0" and result["source"] == "192.168.4.3", result

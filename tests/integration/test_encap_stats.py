@@ -227,6 +227,32 @@ def test_top_is_bounded_to_n_per_type(quiet_pair):
                    ("gretap", 1, "fd00:43::1", "fd00:43::2", 2), ("vxlan", 1, "10.43.2.1", "10.43.2.2", 1)]
 
 
+def test_rates_match_the_packets_counted_between_reports(quiet_pair):
+    """packets/s and bits/s beside the totals: each report's rate times the time since the
+    previous report is what was counted in between; the final report averages the whole run."""
+    frame = v4(INNER4)
+    with BpftoolsProcess("encap-stats", "vb", "--netns", quiet_pair.ns_b, "--json", "--interval", "0.3") as proc:
+        send_frames(quiet_pair.ns_a, "va", [frame] * 40)
+        proc.wait_for(lambda lines: final_totals(lines).get(("vb", "ingress", "ipip"), (0,))[0] == 40, "40 counted")
+        send_frames(quiet_pair.ns_a, "va", [frame] * 25)
+        stop_when_counted(proc, {("vb", "ingress", "ipip"): 65})
+    key = ("vb", "ingress", "ipip")
+    # One row of that key in every report from its first on (a counter row appears once it counts
+    # and stays); the last report is the final one, whose timestamp may equal the one before it.
+    reports = [(line["ts"], line) for line in proc.json_lines() if (line["ifname"], line["direction"], line["encap"]) == key]
+    first_ts = proc.json_lines()[0]["ts"]
+    for (previous, before), (ts, row) in zip(reports, reports[1:-1]):
+        counted = row["packets"] - before["packets"]
+        if ts > previous:
+            assert row["packets_per_second"] * (ts - previous) == pytest.approx(counted, rel=0.05, abs=0.5)
+            assert row["bits_per_second"] == pytest.approx(row["packets_per_second"] * len(bytes(frame)) * 8, rel=1e-3)
+    assert reports[-2][1]["packets"] == reports[-1][1]["packets"] == 65
+    final = reports[-1][1]
+    # averaged over the run, which began one interval before the first report
+    assert final["packets_per_second"] == pytest.approx(65 / (final["ts"] - first_ts + 0.3), rel=0.2)
+    assert final["bits_per_second"] == pytest.approx(final["packets_per_second"] * len(bytes(frame)) * 8, rel=1e-3)
+
+
 def test_duration_ends_cleanly_and_detaches(quiet_pair):
     proc = subprocess.run([sys.executable, "-m", "bpftools", "encap-stats", "vb", "--netns", quiet_pair.ns_b,
                            "--duration", "1", "--interval", "0.4"], capture_output=True, text=True, timeout=60)

@@ -6,6 +6,7 @@ import subprocess
 
 from bpftools.kernel.btf import Btf
 from bpftools.kernel.offsets import KERNEL_FIELDS, kernel_offsets
+from bpftools.topology import run
 from bpftools_proc import cli
 
 
@@ -84,3 +85,65 @@ def test_doctor_reports_real_probes():
     assert report["btf"]["available"] and report["drop_reasons"]["count"] > 0
     assert report["capabilities"]["trace-drops"] is True
     assert report["lockdown"] in ("none", "integrity", "confidentiality", None)
+
+
+def link_kinds(netns=None):
+    """(name, kind) of every device in the namespace (`ip -d`: kind is the driver, '' for lo/eth)."""
+    out = run("ip", "-j", "-d", "link", "show", netns=netns).stdout
+    return {(link["ifname"], link.get("linkinfo", {}).get("info_kind", "")) for link in json.loads(out)}
+
+
+# Devices other test sessions and the Docker Engine make in the host namespace while this test runs.
+CHURN_KINDS = {"veth", "bridge"}
+
+DOCTOR_IN_A_PRIVATE_MOUNT_NAMESPACE = (
+    "umount /sys/kernel/debug/tracing 2>/dev/null; umount /sys/kernel/tracing; umount /sys/fs/bpf 2>/dev/null; "
+    "cat /proc/self/mounts > {before}; {python} -m bpftools doctor {args} > {out}; echo $? > {rc}; "
+    "cat /proc/self/mounts > {after}")
+
+
+def filesystems(mounts: str) -> set:
+    """(mount point, type) of /proc/self/mounts' text, without network namespaces (doctor's
+    throwaway namespace comes and goes; the session's leftover check covers namespaces)."""
+    return {(fields[1], fields[2]) for fields in map(str.split, mounts.splitlines()) if fields[2] != "nsfs"}
+
+
+def doctor_without_tracefs(tmp_path, *args):
+    """doctor where tracefs and bpffs are missing (a private mount namespace): mounts before,
+    mounts after, its output."""
+    files = {name: tmp_path / name for name in ("before", "after", "out", "rc")}
+    script = DOCTOR_IN_A_PRIVATE_MOUNT_NAMESPACE.format(python=os.sys.executable, args=" ".join(args), **files)
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    assert files["rc"].read_text().strip() == "0", proc.stderr
+    return files["before"].read_text(), files["after"].read_text(), files["out"].read_text()
+
+
+def test_doctor_changes_no_mount_and_no_device(tmp_path, topo):
+    host_before = {d for d in link_kinds() if d[1] not in CHURN_KINDS}
+    early = topo.netns("early")
+    fresh_before = link_kinds(early)
+
+    before, after, out = doctor_without_tracefs(tmp_path)
+    # (mounts can leave a private mount namespace, when another session removes their mount point,
+    # but none can arrive from outside: whatever is new, doctor mounted)
+    assert filesystems(after) - filesystems(before) == set(), "doctor mounted something"
+    assert "/sys/kernel/tracing    MISSING (`bpftools mount`" in out
+    assert "tracepoint_kfree_skb   no   tracefs is not mounted" in out
+    assert out.rstrip().endswith("changed:       nothing")
+
+    assert link_kinds(early) == fresh_before  # no tunl0/sit0/gre0 appeared in an existing namespace
+    assert link_kinds(topo.netns("late")) == fresh_before  # nor in a new one
+    host_after = {d for d in link_kinds() if d[1] not in CHURN_KINDS}
+    assert host_after - host_before == set()
+
+    report = json.loads(cli("doctor", "--json", check=True).stdout)
+    assert report["changes"] == []
+    for name in ("ipip_module", "sit_module", "gre_module", "vxlan_module", "geneve_module"):
+        probe = report["features"][name]  # a module that is there but not loaded is reported, not loaded
+        assert probe["probed"] or (probe["ok"] and "--load-modules" in probe["detail"]), (name, probe)
+
+    _before, after, out = doctor_without_tracefs(tmp_path, "--fix")
+    assert " tracefs " in after and "/sys/kernel/tracing    mounted now" in out
+    assert "changed:       mounted /sys/kernel/tracing; mounted /sys/fs/bpf" in out
+    assert "tracepoint_kfree_skb   yes" in out

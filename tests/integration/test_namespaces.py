@@ -167,7 +167,8 @@ def test_veth_peers_are_followed_into_and_out_of_a_container(docker_env):
 
 def test_hints_read_the_firewall_inside_a_container(docker_env):
     """A drop by an iptables rule inside a container is explained from the container's own
-    ruleset, and the command the hint shows enters the container's namespace."""
+    ruleset, and the command the hint shows enters the container's namespace (its PID found when
+    the command is run, as in diagnose's fixes)."""
     web = docker_env.run("fw")
     web.host_exec("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
     with BpftoolsProcess("trace-drops", "--netns", f"docker:{web.name}", "--json", "--reason", "NETFILTER_DROP",
@@ -177,4 +178,5 @@ def test_hints_read_the_firewall_inside_a_container(docker_env):
     drops = [d for d in tracer.json_lines() if d["type"] == "drop"]
     assert drops and all(d["netns"] == f"docker:{web.name}" for d in drops)
     hint = drops[-1]["hint"]
-    assert "--dport 9999 -j DROP" in hint and f"nsenter -t {web.pid} -n " in hint, hint
+    enter = f"nsenter -n -t \"$(docker inspect -f '{{{{.State.Pid}}}}' {web.name})\" "   # as diagnose's fixes
+    assert "--dport 9999 -j DROP" in hint and enter in hint, hint

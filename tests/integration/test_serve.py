@@ -145,6 +145,9 @@ def test_prometheus_sees_what_the_kernel_counted(site):
 
         for rule in alert_rules():
             core = alert_core(rule["expr"])
+            if core.startswith("absent("):  # empty while the job has a target (alerts_test.yml: it fires without)
+                assert prom.query(core) == [], rule["alert"]
+                continue
             result = prom.wait_for(core, timeout=10)
             expected = labels_in_annotations(rule) - {"instance"}
             assert all(expected <= set(s["metric"]) for s in result), (rule["alert"], result)

@@ -15,7 +15,7 @@ DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 DASHBOARD_FILES = sorted(DASHBOARDS.glob("*.json"))
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__all", "__name__"}
 PROMETHEUS_BUILTIN_METRICS = {"up", *RUNTIME_METRICS}
-# Every form of the netns label (bpftools' --netns selectors): runbooks must work for each.
+# Every form of the netns label (bpftools' --netns selectors): commands in alerts must work for each.
 NETNS_LABELS = ("host", "ns1", "docker:web", "pod:default/web-0", "inode:4026532301")
 
 
@@ -117,12 +117,64 @@ def test_alert_rules_use_only_exported_metrics():
         assert metric_names(rule["expr"]) <= set(METRICS) | PROMETHEUS_BUILTIN_METRICS, rule["alert"]
 
 
+RUNBOOKS = DASHBOARDS.parent / "docs" / "runbooks.md"
+
+
+def runbook_sections() -> dict:
+    """`## Title` of docs/runbooks.md -> its text."""
+    parts = re.split(r"^## (.+)$", RUNBOOKS.read_text(), flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
 def test_every_alert_waits_and_has_a_runbook():
     """`for:` on every rule: nothing fires on a single evaluation (alerts_test.yml shows a single
-    drop, a single burst and a single scrape error firing nothing)."""
+    drop, a single burst and a single scrape error firing nothing); a runbook_url (what
+    Alertmanager and Grafana templates read) to the alert's own section of docs/runbooks.md."""
+    sections = runbook_sections()
     for rule in alert_rules():
         assert rule.get("for") and rule["for"] != "0s", rule["alert"]
-        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}, rule["alert"]
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith("https://") and url.endswith(f"docs/runbooks.md#{rule['alert'].lower()}"), url
+        assert rule["alert"] in sections, f"add a section ## {rule['alert']} to docs/runbooks.md"
+        for part in ("**What it means.**", "**What to run"):
+            assert part in sections[rule["alert"]], (rule["alert"], part)
+    assert {"Reaching a node's bpftools"} | {rule["alert"] for rule in alert_rules()} == set(sections)
+
+
+def test_there_is_an_absent_rule_for_a_job_gone_from_discovery():
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    assert any(expr.startswith('absent(up{job="bpftools"})') for expr in exprs.values())
+
+
+def test_runbooks_say_how_to_reach_a_node_in_kubernetes_and_on_a_plain_host():
+    reach = runbook_sections()["Reaching a node's bpftools"]
+    assert "kubectl -n bpftools exec" in reach and "spec.nodeName=NODE" in reach
+    assert "deploy/bpftools-serve.service" in reach and "journalctl -u bpftools-serve" in reach
+
+
+RUNBOOK_PLACEHOLDERS = {"NETNS": "pod:default/web-0", "REASON": "NO_SOCKET", "DEVICE": "eth0", "DST": "10.0.0.1",
+                        "FILE": "serve.toml"}
+
+
+def test_runbook_commands_parse():
+    """Every `bpftools ...` line of docs/runbooks.md (code blocks and inline) is a real command."""
+    from bpftools.cli.main import cli, register_commands
+
+    register_commands()
+    text = RUNBOOKS.read_text()
+    lines = re.findall(r"^(?:sudo )?bpftools (.+)$", text, re.M) + re.findall(r"`bpftools ([^`]+)`", text)
+    assert len(lines) >= 8
+    for line in lines:
+        argv = [RUNBOOK_PLACEHOLDERS.get(word, word) for word in shlex.split(line.replace("'NETNS'", "NETNS")
+                                                                             .replace("'REASON'", "REASON"))]
+        command, args = cli, argv
+        while isinstance(command, type(cli)) and args and args[0] in command.commands:
+            command, args = command.commands[args[0]], args[1:]
+        assert command is not cli, line
+        with command.make_context(argv[0], list(args)) as ctx:
+            if "--netns" in args:
+                assert ctx.params["netns"] == "pod:default/web-0", line
 
 
 def test_there_are_alerts_on_a_filling_map_and_on_scrape_errors():
@@ -151,7 +203,7 @@ def test_runbook_commands_parse_for_every_netns_label(netns):
               "source": "encap:ns1/veth1", "map": "drop_counts", "program": "bpftools_ec_in", "hook": "xdp"}
     seen = 0
     for rule in alert_rules():
-        runbook = render(rule["annotations"]["runbook"], labels)
+        runbook = render(rule["annotations"]["description"], labels)
         for argv in bpftools_commands(runbook):
             command = cli.commands[argv[0]]
             with command.make_context(argv[0], argv[1:]) as ctx:  # parses: options exist, values fit

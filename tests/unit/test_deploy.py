@@ -150,6 +150,60 @@ def test_plain_prometheus_scrape_config_parses():
     assert {job["job_name"] for job in config["scrape_configs"]} == {"bpftools", "bpftools-hosts"}
 
 
+def test_probes_use_the_health_endpoints_and_the_web_config_can_be_turned_on(tmp_path):
+    """Probes hit /-/healthy and /-/ready (no collection, no password); the commented
+    web_config_file line of the ConfigMap points into the optional Secret's mount."""
+    from bpftools.serve_config import build_config, read_config_file
+    from bpftools.web import HEALTHY, READY
+
+    spec = all_objects()[("DaemonSet", "bpftools")]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["livenessProbe"]["httpGet"] == {"path": HEALTHY, "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": READY, "port": "metrics"}
+    web = next(v for v in spec["volumes"] if v["name"] == "web")
+    assert web["secret"] == {"secretName": "bpftools-web", "optional": True}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "web")["mountPath"]
+    text = all_objects()[("ConfigMap", "bpftools-config")]["data"]["config.toml"]
+    turned_on = re.sub(r"^# (web_config_file = .*)$", r"\1", text, flags=re.M)
+    assert turned_on != text
+    path = tmp_path / "config.toml"
+    path.write_text(turned_on)
+    config = build_config(read_config_file(str(path)), {})
+    assert config.web_config_file == f"{mount}/web.yml"
+
+
+def test_systemd_unit_runs_serve_with_the_shipped_config(tmp_path):
+    """deploy/bpftools-serve.service (plain hosts, the Vagrant VM, docs/runbooks.md): its command
+    line parses, it reloads with SIGHUP, and deploy/serve.toml is a valid config for it."""
+    import configparser
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    from bpftools.cli.main import cli, register_commands
+    from bpftools.serve_config import build_config, read_config_file
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read_string((DEPLOY / "bpftools-serve.service").read_text())
+    argv = shlex.split(unit["Service"]["ExecStart"])
+    assert argv[:2] == ["/usr/local/bin/bpftools", "serve"]
+    register_commands()
+    with cli.commands["serve"].make_context("serve", argv[2:]) as ctx:
+        assert ctx.params["config_file"] == "/etc/bpftools/serve.toml"
+    assert unit["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    config = build_config(read_config_file(str(DEPLOY / "serve.toml")), {})
+    assert config.listen == f"127.0.0.1:{DEFAULT_PORT}" and config.drops
+    if shutil.which("systemd-analyze"):  # the unit as systemd reads it, with a bpftools that exists here
+        bpftools = Path(sys.executable).parent / "bpftools"
+        copy = tmp_path / "bpftools-serve.service"
+        copy.write_text((DEPLOY / "bpftools-serve.service").read_text().replace("/usr/local/bin/bpftools", str(bpftools)))
+        check = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
 # --- the kustomization, the CRI socket, probes, priority, labels -----------------------------
 
 OPERATOR_TARGET_LABELS = {"namespace", "pod", "container", "service", "endpoint", "job", "instance"}
@@ -198,12 +252,6 @@ def test_the_cri_sockets_are_mounted_read_only():
         assert mount is not None and mount.get("readOnly") is True, socket
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert "crictl" not in dockerfile.replace("No crictl", "")
-
-
-def test_probes_use_cheap_endpoints_not_a_scrape():
-    container = all_objects()[("DaemonSet", "bpftools")]["spec"]["template"]["spec"]["containers"][0]
-    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
 
 
 def test_the_priority_class_is_one_managed_clusters_admit():

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bpftools.commands import Command, join, rendered
 from bpftools.diagnose import checks as C
 from bpftools.diagnose.firewall import Packet, firewall_verdict, parse_iptables_save
 from bpftools.diagnose.live import relevant_drops
@@ -118,7 +119,7 @@ def test_check_source_fix_for_rp_filter_sets_both_all_and_the_interface():
     state = routed_state(**{"net.ipv4.conf.all.rp_filter": 1})
     finding = C.check_source(state, "10.9.5.5", "10.0.1.1", state.link_by_name("a"), "packet")
     assert finding.cause == "rp_filter"
-    assert finding.fix == ["ip netns exec r sysctl -w net.ipv4.conf.all.rp_filter=2",
+    assert rendered(finding.fix) == ["ip netns exec r sysctl -w net.ipv4.conf.all.rp_filter=2",
                            "ip netns exec r sysctl -w net.ipv4.conf.a.rp_filter=2"]
 
 
@@ -171,9 +172,9 @@ def test_unknown_matches_are_reported_never_guessed():
 
 def test_fixes_delete_the_rule_or_accept_icmp_before_the_policy():
     verdict = firewall_verdict(IPT, {}, Packet("input", "10.1.0.1", "10.1.0.2", 8, "eth0"))
-    assert verdict.fix == ["iptables -t filter -D INPUT -p icmp -m icmp --icmp-type 8 -j DROP"]
+    assert words(verdict.fix) == ["iptables -t filter -D INPUT -p icmp -m icmp --icmp-type 8 -j DROP"]
     verdict = firewall_verdict(IPT, {}, Packet("forward", "10.2.0.1", "10.3.0.1", 8, "eth0", "eth1"))
-    assert verdict.fix == ["iptables -I FORWARD -p icmp -j ACCEPT"]
+    assert words(verdict.fix) == ["iptables -I FORWARD -p icmp -j ACCEPT"]
 
 
 def nft(*items):
@@ -202,10 +203,10 @@ NFT = nft(
 
 def test_nft_rules_and_policies():
     v = firewall_verdict("", NFT, Packet("input", "10.5.1.1", "10.6.0.1", 8, "eth0"))
-    assert v.dropped and v.fix == ["nft delete rule inet fw input handle 4"]
+    assert v.dropped and words(v.fix) == ["nft delete rule inet fw input handle 4"]
     assert not firewall_verdict("", NFT, Packet("input", "10.7.1.1", "10.6.0.1", 8, "eth0")).dropped
     v = firewall_verdict("", NFT, Packet("forward", "10.7.1.1", "10.6.0.1", 8, "a", "b"))
-    assert v.dropped and v.fix == ["nft insert rule inet fw forward meta l4proto icmp accept"]
+    assert v.dropped and words(v.fix) == ["nft insert rule inet fw forward meta l4proto icmp accept"]
     assert not firewall_verdict("", NFT, Packet("forward", "10.7.1.1", "10.6.0.1", 0, "a", "b",
                                                 "ESTABLISHED")).dropped
 
@@ -223,17 +224,17 @@ def test_forwarding_is_per_incoming_interface():
     state = routed_state(**{"net.ipv4.ip_forward": 1, "net.ipv4.conf.a.forwarding": 0})
     finding = C.check_forwarding(state, state.link_by_name("a"))
     assert finding.cause == "ip_forward_disabled"
-    assert finding.fix == ["ip netns exec r sysctl -w net.ipv4.ip_forward=1"]
+    assert rendered(finding.fix) == ["ip netns exec r sysctl -w net.ipv4.ip_forward=1"]
     assert C.check_forwarding(routed_state(**{"net.ipv4.ip_forward": 1}), state.link_by_name("a")).ok
 
 
 def test_link_and_mtu_checks():
     state = routed_state()
     down = Link(7, "x", "veth", admin_up=False)
-    assert C.check_link(state, down, "veth peer").fix == ["ip netns exec r ip link set dev x up"]
+    assert rendered(C.check_link(state, down, "veth peer").fix) == ["ip netns exec r ip link set dev x up"]
     small = Link(8, "y", "veth", mtu=68)
     finding = C.check_mtu(state, small, 84, "veth peer", 1500)
-    assert finding.cause == "mtu" and finding.fix == ["ip netns exec r ip link set dev y mtu 1500"]
+    assert finding.cause == "mtu" and rendered(finding.fix) == ["ip netns exec r ip link set dev y mtu 1500"]
     assert C.check_mtu(state, small, 68, "veth peer", 1500).ok
 
 
@@ -245,27 +246,28 @@ def test_neighbour_checks():
     state.neighbours = [Neighbour(2, "10.0.1.9", "permanent", "02:00:00:00:00:99")]
     wrong = C.check_neighbour(state, oif, "10.0.1.9", receiver, other)
     assert wrong.cause == "neighbor_unreachable" and wrong.confidence == C.CERTAIN
-    assert wrong.fix == ["ip netns exec r ip neigh del 10.0.1.9 dev a"]
+    assert rendered(wrong.fix) == ["ip netns exec r ip neigh del 10.0.1.9 dev a"]
     state.neighbours = [Neighbour(2, "10.0.1.9", "failed")]
     failed = C.check_neighbour(state, oif, "10.0.1.9", receiver, other)
     assert failed.cause == "neighbor_unreachable" and failed.confidence == C.LIKELY
     state.neighbours = [Neighbour(2, "10.0.1.9", "reachable", "02:aa:00:00:00:01")]
     assert C.check_neighbour(state, oif, "10.0.1.9", receiver, other).ok
     noarp = Link(2, "eth0", "veth", noarp=True)
-    assert C.check_neighbour(state, oif, "10.0.1.9", noarp, other).fix == ["ip netns exec x ip link set dev eth0 arp on"]
+    assert rendered(C.check_neighbour(state, oif, "10.0.1.9", noarp, other).fix) == [
+        "ip netns exec x ip link set dev eth0 arp on"]
 
 
 def test_address_on_a_bridge_port_moves_to_the_bridge():
     state = ns("sw", [Link(2, "br0", "bridge"), veth(3, "pa", "a", 2, master=2)], [Addr(3, "10.1.0.254", 24)])
     finding = C.check_bridge_port_address(state, state.link_by_name("pa"))
     assert finding.cause == "bridge_port_address"
-    assert finding.fix == ["ip netns exec sw ip addr del 10.1.0.254/24 dev pa",
+    assert rendered(finding.fix) == ["ip netns exec sw ip addr del 10.1.0.254/24 dev pa",
                            "ip netns exec sw ip addr add 10.1.0.254/24 dev br0"]
 
 
 def test_commands_for_our_own_namespace_need_no_prefix():
-    assert C.in_ns("host", "sysctl -w x=1") == "sysctl -w x=1"
-    assert C.in_ns("ns 1", "sysctl -w x=1") == "ip netns exec 'ns 1' sysctl -w x=1"
+    assert C.in_ns("host", ("sysctl", "-w", "x=1")).render() == "sysctl -w x=1"
+    assert C.in_ns("ns 1", ("sysctl", "-w", "x=1")).render() == "ip netns exec 'ns 1' sysctl -w x=1"
 
 
 # -- the walker ----------------------------------------------------------------------------------------------
@@ -321,10 +323,16 @@ def test_unknown_peer_namespace_ends_the_walk_cleanly():
     assert walk.hops[-1].action == "leave"
 
 
+def words(argvs):
+    """A firewall verdict's fix commands (argv) as the words they print."""
+    return [join(a) for a in argvs]
+
+
 # -- verdict -------------------------------------------------------------------------------------------------
 
 def _finding(cause, netns="r", confidence=C.CERTAIN, fix=("x",)):
-    return C.Finding(netns, "c", False, f"{cause} detail", cause, "eth0", list(fix), confidence)
+    return C.Finding(netns, "c", False, f"{cause} detail", cause, "eth0", [Command((f,), netns) for f in fix],
+                     confidence)
 
 
 def test_reachable_means_no_causes_even_with_failed_checks():
@@ -369,7 +377,8 @@ def test_causes_beyond_where_the_packets_were_counted_to_stop_are_not_claimed():
 
 def test_story_shows_each_piece_of_evidence_once():
     findings = [_finding("ip_forward_disabled", fix=("f",))] + [
-        C.Finding("r", "ip_forward", False, f"detail {i}", "ip_forward_disabled", fix=["f"]) for i in range(6)]
+        C.Finding("r", "ip_forward", False, f"detail {i}", "ip_forward_disabled", fix=[Command(("f",), "r")])
+        for i in range(6)]
     walk = Walker(Snapshot({}))
     walk.result.findings = findings
     text = story(verdict("10.0.0.1", "h", walk.result, 3, 0, []))
@@ -425,7 +434,7 @@ def test_a_gateway_nobody_has_gets_the_route_pointed_at_the_peer():
     route = fib_lookup(a, "10.9.0.1").route
     finding = C.check_nexthop_owner(a, a.link_by_name("eth0"), route, "10.1.0.254", _resolve(a, b, "10.1.0.254"))
     assert finding.cause == "neighbor_unreachable" and finding.confidence == C.CERTAIN
-    assert finding.fix == ["ip netns exec a ip route replace 10.9.0.0/16 via 10.1.0.2 dev eth0"]
+    assert rendered(finding.fix) == ["ip netns exec a ip route replace 10.9.0.0/16 via 10.1.0.2 dev eth0"]
     walk = Walker(Snapshot({"a": a, "b": b})).walk("a", "10.9.0.1")
     assert build_causes(walk.findings, [])[0]["cause"] == "neighbor_unreachable"
     assert [h.netns for h in walk.hops] == ["a"] and walk.hops[-1].action == "broken"
@@ -435,7 +444,8 @@ def test_arp_ignore_and_proxy_arp_decide_who_answers():
     a, b = _pair(**{"net.ipv4.conf.all.arp_ignore": 1})
     # 10.9.0.1 lives on lo2: with arp_ignore=1 nobody answers for it on eth0
     finding = C.check_nexthop_owner(a, a.link_by_name("eth0"), None, "10.9.0.1", _resolve(a, b, "10.9.0.1"))
-    assert finding.netns == "b" and finding.fix[0] == "ip netns exec b sysctl -w net.ipv4.conf.all.arp_ignore=0"
+    assert finding.netns == "b"
+    assert rendered(finding.fix)[0] == "ip netns exec b sysctl -w net.ipv4.conf.all.arp_ignore=0"
     assert C.check_nexthop_owner(a, a.link_by_name("eth0"), None, "10.1.0.2", _resolve(a, b, "10.1.0.2")).ok
     # proxy_arp answers for what the namespace routes through another interface (and forwards)
     a, b = _pair(**{"net.ipv4.conf.eth0.proxy_arp": 1, "net.ipv4.ip_forward": 1})
@@ -540,7 +550,8 @@ def test_a_failed_arp_entry_is_never_a_second_cause():
     goes FAILED and NEIGH_FAILED drops follow: symptoms of the first cause, not a fault of their own."""
     first = _finding("local_source", "h")
     failed = C.Finding("h", "neighbour", False, "ARP for 192.168.4.2 on veth0 is FAILED", "neighbor_unreachable",
-                       "veth0", ["ip neigh flush dev veth0 to 192.168.4.2"], C.LIKELY, symptom=True)
+                       "veth0", [Command(("ip", "neigh", "flush", "dev", "veth0", "to", "192.168.4.2"))], C.LIKELY,
+                       symptom=True)
     drops = [{"netns": "h", "ifname": "veth0", "reason": "NEIGH_FAILED", "location": "neigh_invalidate+0x7e",
               "family": "arp", "count": 3}]
     assert [c["cause"] for c in build_causes([first, failed], drops)] == ["local_source"]

@@ -3,6 +3,7 @@
 in their chains is named by the plugin that owns the chain, and fixed in CNI-ADMIN."""
 from __future__ import annotations
 
+from bpftools.commands import rendered
 from bpftools.diagnose import checks as C
 from bpftools.diagnose import cni
 from bpftools.diagnose.firewall import Packet, firewall_verdict
@@ -78,7 +79,7 @@ def test_a_drop_of_yours_in_cni_admin_is_deleted_there():
     ipt = ipt.replace(":CNI-FORWARD - [0:0]\n", f":CNI-FORWARD - [0:0]\n-A CNI-ADMIN -s {POD_A}/32 -d 10.99.78.0/24 -j DROP\n")
     f = dropped(ipt, "netfilter_drop")
     assert "CNI-ADMIN, the chain the CNI firewall plugin leaves to administrators" in f.detail
-    assert f.fix == [f"ip netns exec bt-crinode iptables -t filter -D CNI-ADMIN -s {POD_A}/32 -d 10.99.78.0/24 -j DROP"]
+    assert rendered(f.fix) == [f"ip netns exec bt-crinode iptables -t filter -D CNI-ADMIN -s {POD_A}/32 -d 10.99.78.0/24 -j DROP"]
 
 
 def test_a_drop_in_cni_forward_after_the_admin_jump_is_overridden_in_cni_admin():
@@ -86,7 +87,7 @@ def test_a_drop_in_cni_forward_after_the_admin_jump_is_overridden_in_cni_admin()
                     '-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN')
     f = dropped(ipt, "cni_chain_drop")
     assert "CNI-FORWARD, a chain the CNI firewall plugin rewrites as pods come and go" in f.detail
-    assert f.fix == [f"ip netns exec bt-crinode iptables -I CNI-ADMIN -s {POD_A}/32 -d {OTHER_NODE_POD}/32 "
+    assert rendered(f.fix) == [f"ip netns exec bt-crinode iptables -I CNI-ADMIN -s {POD_A}/32 -d {OTHER_NODE_POD}/32 "
                      "-p icmp -j ACCEPT"]
     fixed = ipt.replace(":CNI-FORWARD - [0:0]\n",
                         f":CNI-FORWARD - [0:0]\n-A CNI-ADMIN -s {POD_A}/32 -d {OTHER_NODE_POD}/32 -p icmp -j ACCEPT\n")
@@ -99,7 +100,7 @@ def test_a_drop_in_cni_forward_before_the_admin_jump_is_deleted():
                           '-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN')
     f = dropped(ipt, "cni_chain_drop")
     assert "before CNI-ADMIN is consulted" in f.detail
-    assert f.fix == [f"ip netns exec bt-crinode iptables -t filter -D CNI-FORWARD -s {POD_A}/32 -d {OTHER_NODE_POD}/32 "
+    assert rendered(f.fix) == [f"ip netns exec bt-crinode iptables -t filter -D CNI-FORWARD -s {POD_A}/32 -d {OTHER_NODE_POD}/32 "
                      "-j DROP"]
 
 
@@ -108,4 +109,4 @@ def test_a_drop_in_a_chain_cni_does_not_own_is_a_plain_netfilter_drop():
                           f"-A FORWARD -s {POD_A}/32 -j DROP\n"
                           '-A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD')
     f = dropped(ipt, "netfilter_drop")
-    assert f.fix == [f"ip netns exec bt-crinode iptables -t filter -D FORWARD -s {POD_A}/32 -j DROP"]
+    assert rendered(f.fix) == [f"ip netns exec bt-crinode iptables -t filter -D FORWARD -s {POD_A}/32 -j DROP"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bpftools.commands import join, rendered
 from bpftools.diagnose import checks as C
 from bpftools.diagnose import docker
 from bpftools.diagnose.firewall import Packet, firewall_verdict
@@ -79,7 +80,7 @@ def test_docker_ruleset_accepts_its_own_bridge_and_drops_the_seeds_br0():
     seed = Packet("forward", "192.168.5.101", "192.168.5.102", 8, "br0", "br0", "NEW", "veth1_p", "veth2_p")
     verdict = firewall_verdict(DOCKER_IPT, {}, seed)
     assert verdict.dropped and verdict.rule == "policy DROP"
-    assert verdict.fix == ["iptables -I FORWARD -i br0 -o br0 -j ACCEPT"]
+    assert [join(a) for a in verdict.fix] == ["iptables -I FORWARD -i br0 -o br0 -j ACCEPT"]
 
 
 def test_containers_on_one_network_pass_both_ways():
@@ -92,7 +93,7 @@ def test_icc_disabled_network_is_named_and_allowed_pairwise_in_docker_user():
     f = bridge_check(bridged(ICC_OFF, "172.19.0.2", "172.19.0.3"))
     assert (f.ok, f.cause, f.ifname) == (False, "docker_icc_disabled", ICC_OFF)
     assert "Docker network quiet" in f.detail and "enable_icc=false" in f.detail
-    assert f.fix == [f"iptables -I DOCKER-USER -i {ICC_OFF} -o {ICC_OFF} -s 172.19.0.2/32 -d 172.19.0.3/32 "
+    assert rendered(f.fix) == [f"iptables -I DOCKER-USER -i {ICC_OFF} -o {ICC_OFF} -s 172.19.0.2/32 -d 172.19.0.3/32 "
                      "-j ACCEPT"]
     # the reply passes Docker's conntrack rule once the request is allowed
     assert bridge_check(bridged(ICC_OFF, "172.19.0.3", "172.19.0.2", 0), "reply").ok
@@ -108,7 +109,7 @@ def test_isolation_between_networks_gives_one_fix_for_both_directions():
     back = C.check_firewall(host(), reply, direction="reply")
     assert there.cause == back.cause == "docker_isolation"
     assert "from Docker network appnet" in there.detail and "to Docker network quiet" in there.detail
-    assert there.fix == back.fix == [
+    assert rendered(there.fix) == rendered(back.fix) == [
         f"iptables -I DOCKER-USER -i {NET1} -o {ICC_OFF} -s 172.18.0.2/32 -d 172.19.0.3/32 -j ACCEPT",
         f"iptables -I DOCKER-USER -i {ICC_OFF} -o {NET1} -s 172.19.0.3/32 -d 172.18.0.2/32 "
         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
@@ -120,7 +121,7 @@ def test_a_drop_rule_in_docker_user_is_the_administrators_and_is_deleted():
     f = bridge_check(bridged(NET1, "172.18.0.2", "172.18.0.3"), state=host(ipt))
     assert (f.cause, f.ifname) == ("netfilter_drop", NET1)
     assert "DOCKER-USER" in f.detail
-    assert f.fix == ["iptables -t filter -D DOCKER-USER -s 172.18.0.2/32 -d 172.18.0.3/32 -j DROP"]
+    assert rendered(f.fix) == ["iptables -t filter -D DOCKER-USER -s 172.18.0.2/32 -d 172.18.0.3/32 -j DROP"]
 
 
 def test_a_user_bridge_next_to_docker_is_allowed_in_docker_user():
@@ -128,13 +129,13 @@ def test_a_user_bridge_next_to_docker_is_allowed_in_docker_user():
     f = bridge_check(bridged("bt-br0", "192.168.5.101", "192.168.5.102"))
     assert (f.cause, f.ifname) == ("bridge_netfilter", "bt-br0")
     assert "Docker set the FORWARD policy to DROP" in f.detail
-    assert f.fix == ["iptables -I DOCKER-USER -i bt-br0 -o bt-br0 -j ACCEPT"]
+    assert rendered(f.fix) == ["iptables -I DOCKER-USER -i bt-br0 -o bt-br0 -j ACCEPT"]
 
 
 def test_routed_traffic_dropped_by_dockers_policy_is_allowed_both_ways():
     f = C.check_firewall(host(), Packet("forward", "10.5.0.2", "10.6.0.2", 8, "bt-a", "bt-b"), direction="request")
     assert f.cause == "netfilter_drop" and "Docker set the FORWARD policy to DROP" in f.detail
-    assert f.fix == ["iptables -I DOCKER-USER -i bt-a -o bt-b -j ACCEPT",
+    assert rendered(f.fix) == ["iptables -I DOCKER-USER -i bt-a -o bt-b -j ACCEPT",
                      "iptables -I DOCKER-USER -i bt-b -o bt-a -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
 
 
@@ -154,8 +155,8 @@ def test_without_docker_the_plain_story_stays(ipt):
     ("pid:4242 (nginx)", "nsenter -n -t 4242 ip link set dev eth0 up"),
 ])
 def test_fix_commands_enter_the_namespace_by_its_label(label, command):
-    assert C.in_ns(label, "ip link set dev eth0 up") == command
-    assert C.in_ns("host", "true", home="docker:web") == "nsenter -n -t 1 true"
+    assert C.in_ns(label, ("ip", "link", "set", "dev", "eth0", "up")).render() == command
+    assert C.in_ns("host", ("true",), home="docker:web").render() == "nsenter -n -t 1 true"
 
 
 def test_bridge_networks_name_each_bridge_and_its_icc_option():

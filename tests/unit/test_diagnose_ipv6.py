@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from bpftools.commands import join, rendered
 from bpftools.diagnose import UsageProblem, parse_target
 from bpftools.diagnose.live import filter_words, relevant_drops
 from bpftools.diagnose.routing import fib_lookup, route_get, select_source
@@ -212,10 +213,11 @@ def test_ip6tables_rules_judge_icmpv6_echo():
     request = Packet("input", "fd00:1::1", "fd00:1::2", 128, "eth0")
     verdict = firewall_verdict(IP6TABLES, {}, request)
     assert verdict.dropped and verdict.where == "ip6tables filter INPUT"
-    assert verdict.fix == ["ip6tables -t filter -D INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 128 -j DROP"]
+    assert [join(a) for a in verdict.fix] == [
+        "ip6tables -t filter -D INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 128 -j DROP"]
     assert not firewall_verdict(IP6TABLES, {}, Packet("input", "fd00:1::1", "fd00:1::2", 129, "eth0")).dropped
     forward = firewall_verdict(IP6TABLES, {}, Packet("forward", "fd00:1::1", "fd00:2::2", 128, "a", "b"))
-    assert forward.dropped and forward.fix == ["ip6tables -I FORWARD -p ipv6-icmp -j ACCEPT"]
+    assert forward.dropped and [join(a) for a in forward.fix] == ["ip6tables -I FORWARD -p ipv6-icmp -j ACCEPT"]
     # IPv4 rules never judge an IPv6 packet: the IPv4 text is not what the checks pass for it
     assert not firewall_verdict("", {}, request).dropped
 
@@ -235,13 +237,14 @@ def test_nft_ip6_and_inet_rules_judge_icmpv6_and_ip_rules_do_not():
     echo6 = [{"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}},
                         "right": "echo-request"}}, {"drop": None}]
     dropped = firewall_verdict("", nft("inet", "input", "accept", echo6), request)
-    assert dropped.dropped and dropped.fix == ["nft delete rule inet fw input handle 2"]
+    assert dropped.dropped and [join(a) for a in dropped.fix] == ["nft delete rule inet fw input handle 2"]
     assert firewall_verdict("", nft("ip6", "input", "accept", echo6), request).dropped
     assert not firewall_verdict("", nft("ip", "input", "drop"), request).dropped   # an ip table: IPv4 only
     icmp4 = [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "icmp"}}, {"drop": None}]
     assert not firewall_verdict("", nft("inet", "input", "accept", icmp4), request).dropped
     policy = firewall_verdict("", nft("inet", "input", "drop"), request)
-    assert policy.dropped and policy.fix == ["nft insert rule inet fw input meta l4proto ipv6-icmp accept"]
+    assert policy.dropped
+    assert [join(a) for a in policy.fix] == ["nft insert rule inet fw input meta l4proto ipv6-icmp accept"]
 
 
 def test_bridged_ipv6_goes_through_ip6tables_with_bridge_nf_call_ip6tables():
@@ -255,7 +258,7 @@ def test_bridged_ipv6_goes_through_ip6tables_with_bridge_nf_call_ip6tables():
     state.sysctls["net.bridge.bridge-nf-call-ip6tables"] = 1
     finding = C.check_bridge_netfilter(state, state.link(4), pkt)
     assert not finding.ok and finding.cause == "bridge_netfilter"
-    assert finding.fix == ["ip netns exec sw ip6tables -I FORWARD -i br0 -o br0 -j ACCEPT"]
+    assert rendered(finding.fix) == ["ip netns exec sw ip6tables -I FORWARD -i br0 -o br0 -j ACCEPT"]
 
 
 @pytest.mark.parametrize("args, message", [(("fe80::1",), "is link-local: name the interface"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bpftools.commands import Command
 from bpftools.diagnose import replay
 from bpftools.diagnose.state import Addr, Link, Route, Snapshot
 from bpftools.diagnose.verdict import build_causes
@@ -182,14 +183,21 @@ def test_no_fix_deletes_an_address_or_route_the_path_uses():
 
     used_addresses, used_routes = {("srv", "10.72.2.2")}, {("r", "10.72.1.0/24", 254)}
     finding = C.Finding("srv", "x", False, "d", "local_source", fix=[])
-    assert C.deletes_used("ip netns exec srv ip addr del 10.72.2.2/24 dev eth0", finding, used_addresses, used_routes)
-    assert not C.deletes_used("ip netns exec srv ip addr del 10.9.9.9/32 dev lo", finding, used_addresses, used_routes)
+    at = lambda ns, *argv: Command(argv, ns)
+    assert C.deletes_used(at("srv", *"ip addr del 10.72.2.2/24 dev eth0".split()), finding, used_addresses, used_routes)
+    assert not C.deletes_used(at("srv", *"ip addr del 10.9.9.9/32 dev lo".split()), finding, used_addresses,
+                              used_routes)
     moved = C.Finding("srv", "x", False, "d", "bridge_port_address",
-                      fix=["ip addr del 10.72.2.2/24 dev pa", "ip addr add 10.72.2.2/24 dev br0"])
+                      fix=[at(None, *"ip addr del 10.72.2.2/24 dev pa".split()),
+                           at(None, *"ip addr add 10.72.2.2/24 dev br0".split())])
     assert not C.deletes_used(moved.fix[0], moved, used_addresses, used_routes)
     at_r = C.Finding("r", "x", False, "d", "no_route")
-    assert C.deletes_used("ip netns exec r ip route del 10.72.1.0/24 table 254", at_r, used_addresses, used_routes)
-    assert not C.deletes_used("ip netns exec r ip route del blackhole 10.66.0.0/16 table 254", at_r, used_addresses,
+    assert C.deletes_used(at("r", *"ip route del 10.72.1.0/24 table 254".split()), at_r, used_addresses, used_routes)
+    assert not C.deletes_used(at("r", *"ip route del blackhole 10.66.0.0/16 table 254".split()), at_r,
+                              used_addresses, used_routes)
+    # the guard reads argv: whichever prefix prints the namespace (docker:, pod:, a path), it holds
+    for label in ("docker:srv", "pod:default/srv", "pid:7 (srv)", "/proc/7/ns/net"):
+        assert C.deletes_used(at(label, *"ip addr del 10.72.2.2/24 dev eth0".split()), finding, used_addresses,
                               used_routes)
     # and the walk applies it: every fix of every recorded fault keeps the ping's ends and routes
     for path in sorted(FIXTURES.glob("*.json")):

@@ -78,7 +78,7 @@ def test_option_tables_name_real_flags(page):
     """Rows of an option table (`| `--flag ...` | ...`) name flags of the page's commands."""
     known = set().union(*(_all_flags(_commands()[p]) for p, pg in PAGES.items() if pg == page))
     text = (ROOT / "docs" / page).read_text()
-    rows = re.findall(r"^\| `(--[a-z0-9-]+|-[a-zA-Z0-9])\b", text, re.M)
+    rows = re.findall(r"^\| `(--[a-z0-9-]+(?:\.[a-z0-9-]+)*|-[a-zA-Z0-9])\b", text, re.M)  # --web.config.file
     assert rows or not known, f"docs/{page} has no option table"
     unknown = sorted(set(rows) - known)
     assert not unknown, f"docs/{page} documents flags that do not exist: {unknown}"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bpftools.diagnose.checks import Finding, in_ns
+from bpftools.commands import Command, in_ns, join, rendered
+from bpftools.diagnose.checks import Finding
 from bpftools.diagnose.verdict import build_causes
 from bpftools.drop_causes import DROP_CAUSES, event_from_json
 from bpftools.drop_events import DropEvent
@@ -44,13 +45,14 @@ def test_hint_and_diagnose_come_from_the_same_entry(entry):
     assert text == entry.explain(event, {})
     commands = entry.fix(event, {})
     for command in commands:
-        assert command in text, (command, text)  # the hint shows the fix diagnose prints
+        assert join(command) in text, (command, text)  # the hint shows the fix diagnose prints
     causes = build_causes([], [event.as_json()])
     if entry.cause is None:
         assert causes == []  # a supporting reason names no cause on its own
         return
     assert [c["cause"] for c in causes] == [entry.cause]
-    assert causes[0]["fix"] == [in_ns(event.netns, c) for c in commands]
+    assert causes[0]["fix"] == rendered(in_ns(event.netns, c) for c in commands)
+    assert causes[0]["fix_argv"] == [{"netns": event.netns, "argv": list(c)} for c in commands]
     assert causes[0]["detail"].endswith(entry.summary)
 
 
@@ -59,7 +61,8 @@ def test_a_drop_confirms_the_causes_its_entry_names(entry):
     """A drop adds evidence to a cause the walk found, when the entry says it confirms it."""
     event = drop(entry.reason)
     for confirmed in entry.confirms:
-        finding = Finding("bt-agree-r", "x", False, "the check's finding", confirmed, "eth0", ["true"], 0.6)
+        finding = Finding("bt-agree-r", "x", False, "the check's finding", confirmed, "eth0", [Command(("true",))],
+                          0.6)
         causes = build_causes([finding], [event.as_json()])
         assert causes[0]["cause"] == confirmed and causes[0]["fix"] == ["true"]
         assert any(e.startswith(f"drop {entry.reason} in bt-agree-r") for e in causes[0]["evidence"])

@@ -103,12 +103,12 @@ def test_busiest_pairs_ranks_per_type_and_bounds():
 
 
 def test_json_rows_have_the_documented_fields():
-    row = es.counter_json(es.CounterRow("vb", "ingress", "vxlan", 3, 300), 1.5, "ns1", 4026532281)
+    row = es.counter_json(es.CounterRow("vb", "ingress", "vxlan", 3, 300), 1.5, "ns1", 4026532281, (1.5, 1200.0))
     assert row == {"type": "encap", "ts": 1.5, "netns": "ns1", "netns_inode": 4026532281, "ifname": "vb", "direction": "ingress",
-                   "encap": "vxlan", "packets": 3, "bytes": 300}
+                   "encap": "vxlan", "packets": 3, "bytes": 300, "packets_per_second": 1.5, "bits_per_second": 1200.0}
     top = es.pair_json(es.PairRow("gre", "10.0.0.1", "10.0.0.2", 4, 40), 1, 1.5, "ns1", 4026532281)
     assert top == {"type": "top", "ts": 1.5, "netns": "ns1", "netns_inode": 4026532281, "encap": "gre", "rank": 1, "src": "10.0.0.1",
-                   "dst": "10.0.0.2", "packets": 4, "bytes": 40}
+                   "dst": "10.0.0.2", "packets": 4, "bytes": 40, "packets_per_second": 0.0, "bits_per_second": 0.0}
 
 
 def test_encap_stats_rejects_a_bad_hook():
@@ -138,7 +138,8 @@ def test_the_table_names_the_namespace_by_its_label(capsys):
     from bpftools.cli.encap_stats import _print_table
 
     _print_table([{"type": "encap", "netns": "docker:web", "netns_inode": 1, "ifname": "eth0",
-                   "direction": "ingress", "encap": "vxlan", "packets": 2, "bytes": 100}])
+                   "direction": "ingress", "encap": "vxlan", "packets": 2, "bytes": 100,
+                   "packets_per_second": 1250.0, "bits_per_second": 12_345_678.0}])
     header, row = capsys.readouterr().out.splitlines()[:2]
-    assert header.split() == ["NETNS", "IFACE", "DIR", "ENCAP", "PACKETS", "BYTES"]
-    assert row.split() == ["docker:web", "eth0", "ingress", "vxlan", "2", "100"]
+    assert header.split() == ["NETNS", "IFACE", "DIR", "ENCAP", "PACKETS", "BYTES", "PKT/S", "BIT/S"]
+    assert row.split() == ["docker:web", "eth0", "ingress", "vxlan", "2", "100", "1.25k", "12.3M"]

@@ -4,7 +4,7 @@ that climbs a layer is still a dependency upwards (it is how the old cycle betwe
 facts/namespace.py, namespaces.py and netlink.py hid).
 
 From the bottom:
-  foundation    errors, logging, the run loop, bpf(2), kernel facts, parsers, generated messages
+  foundation    errors, logging, the run loop, bpf(2), kernel facts, parsers, generated messages, text
   registry      namespaces.py: every network namespace, named and entered; imports no runtime
   runtimes      cri.py, docker_engine.py: talk to a container runtime, know nothing of namespaces
   sources       runtimes.py (hands the runtimes to the registry), netlink.py, the command renderer
@@ -26,7 +26,8 @@ PLACED = {
                    "bpftools.kernel.btf", "bpftools.kernel.mounts", "bpftools.kernel.headers", "bpftools.kernel.kallsyms",
                    "bpftools.kernel.offsets", "bpftools.kernel.privileges", "bpftools.kernel.drop_reasons",
                    "bpftools.kernel.system", "bpftools.facts", "bpftools.facts.netfilter", "bpftools.facts.rtnl",
-                   "bpftools.cri_api", "bpftools.cri_api.cri_runtime_v1_pb2"},
+                   "bpftools.cri_api", "bpftools.cri_api.cri_runtime_v1_pb2", "bpftools.text", "bpftools.build",
+                   "bpftools.names", "bpftools.rates", "bpftools.kernel.modules"},
     "registry": {"bpftools.namespaces"},
     "runtimes": {"bpftools.cri", "bpftools.docker_engine"},
     "sources": {"bpftools.runtimes", "bpftools.netlink", "bpftools.commands"},

@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from bpftools.errors import BpftoolsError
 from bpftools.logs import setup_logging
 from bpftools.metrics import METRICS, BpftoolsCollector, Sample
-from bpftools.serve_config import DEFAULT_LISTEN, build_config, listen_address, read_config_file, split_interface
+from bpftools.serve_config import (DEFAULT_LISTEN, ServeConfig, build_config, listen_address, read_config_file,
+                                   split_interface)
 
 
 def test_flags_override_the_file_and_defaults_stay_loopback():
@@ -28,6 +29,7 @@ def test_flags_override_the_file_and_defaults_stay_loopback():
     ({"decap": ["eth0"]}, "CVE-2020-10136"),
     ({"drops": True, "netns": "a", "all_netns": True}, "exclude each other"),
     ({"drops": True, "listen": "9654"}, "expected HOST:PORT"),
+    ({"listen": "127.0.0.1:99999"}, "--listen '127.0.0.1:99999': expected HOST:PORT"),  # before "nothing to export"
 ])
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(BpftoolsError, match=message):
@@ -84,7 +86,14 @@ def test_collector_sums_sources_and_counts_a_failing_one_as_scrape_error_of_that
     assert 'bpftools_drops_total{device="eth0",netns="ns",reason="NO_SOCKET"} 5.0' in text
     assert 'bpftools_scrape_errors_total{source="encap:ns/eth0"} 1.0' in text
     assert 'bpftools_scrape_errors_total{source="drops"} 0.0' in text
-    assert 'bpftools_build_info{version="' in text
+    import os
+
+    from bpftools import __version__
+    from bpftools.build import build_info
+
+    assert f'bcc_version="{build_info()["bcc_version"]}"' in text
+    assert f'kernel_release="{os.uname().release}"' in text and f'version="{__version__}"' in text
+    assert 'revision="' in text and build_info()["revision"]
     assert 'level=warning logger=bpftools.metrics msg="reading encap:ns/eth0 failed: map gone"' in log.getvalue()
     collector.remove_source("encap:ns/eth0")
     text = scrape(collector)
@@ -159,3 +168,17 @@ def test_a_new_listen_address_opens_before_the_old_closes_and_a_bad_one_keeps_th
     finally:
         exporter._stop_server()
     assert not _scrape_ok(second)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("ns/eth0:1", "never holds ':'"),
+    ("ns/" + "x" * 16, "at most 15 bytes"),
+    ("../x/eth0", "a file name in /run/netns"),
+])
+def test_interfaces_the_kernel_would_never_name_are_refused(spec, message):
+    with pytest.raises(BpftoolsError, match=message):
+        ServeConfig(encap=[spec]).validate()
+
+
+def test_a_pod_label_and_an_awkward_interface_name_are_accepted():
+    assert split_interface("pod:shop/web-0/-eth0", None) == ("pod:shop/web-0", "-eth0")
