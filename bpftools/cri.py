@@ -30,6 +30,7 @@ ENDPOINT_VARIABLE = "CONTAINER_RUNTIME_ENDPOINT"  # as crictl and the kubelet ca
 CALL_TIMEOUT = 2.0  # seconds per call: a hung runtime must not hang a command or a scrape
 SERVICE = "/runtime.v1.RuntimeService"
 SANDBOX_READY, NAMESPACE_MODE_NODE, CONTAINER_RUNNING = 0, 2, 1  # the API's enum values
+MISSING_CLIENT = "the CRI client (grpcio, protobuf) is not installed: pip install 'bpftools[cri]'"
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ def pods() -> List[Pod]:
         for gone in set(_statuses) - {s.id for s in sandboxes}:
             del _statuses[gone]
     except ImportError as exc:  # grpcio or protobuf missing: pods cannot be named
-        _note_failure(path, exc)
+        _note_failure(path, ImportError(f"{exc}; {MISSING_CLIENT}"))
         return []
     except Exception as exc:  # grpc.RpcError (unavailable, deadline), a malformed answer
         _note_failure(path, exc)
@@ -260,7 +261,10 @@ def availability() -> Dict:
         return report
     try:
         answer = _client(*found).version()
-    except Exception as exc:  # ImportError, grpc.RpcError
+    except ImportError:
+        report["detail"] = MISSING_CLIENT
+        return report
+    except Exception as exc:  # grpc.RpcError
         report["detail"] = f"the runtime does not answer: {exc}"
         return report
     report.update(api=True, runtime=answer.runtime_name, version=answer.runtime_version,

@@ -255,3 +255,23 @@ def test_pods_over_grpc_from_a_recorded_runtime(tmp_path, caplog):
         assert not _count_warnings(caplog)
     finally:
         server.close()
+
+
+def test_without_grpcio_pods_are_not_named_and_doctor_says_what_to_install(monkeypatch, tmp_path, caplog):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_grpc(name, *args, **kwargs):
+        if name == "grpc" or name.startswith("grpc."):
+            raise ImportError("No module named 'grpc'")
+        return real_import(name, *args, **kwargs)
+
+    sock = tmp_path / "containerd.sock"
+    sock.touch()
+    cri.configure(str(sock))
+    monkeypatch.setattr(builtins, "__import__", no_grpc)
+    caplog.set_level(logging.WARNING, logger="bpftools")
+    assert cri.pods() == []
+    assert "bpftools[cri]" in _count_warnings(caplog)[0].getMessage()
+    assert cri.availability()["detail"] == cri.MISSING_CLIENT
