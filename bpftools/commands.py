@@ -16,11 +16,14 @@ How a printed command enters a namespace, by the namespace's label:
   host                                   nsenter -n -t 1
   an `ip netns` name                     ip netns exec NAME
   docker:NAME                            nsenter -n -t "$(docker inspect -f '{{.State.Pid}}' NAME)"
-  pod:NS/NAME                            nsenter -n -t "$(crictl inspectp -o go-template --template
-                                         '{{.info.pid}}' "$(crictl pods -q --namespace NS --name '^NAME$')")"
+  pod:NS/NAME                            nsenter --net=PATH, the sandbox's namespace file as the node's
+                                         CRI runtime reports it (it lives as long as the pod); where no
+                                         runtime answers: nsenter -n -t "$(crictl inspectp -o go-template
+                                         --template '{{.info.pid}}' "$(crictl pods -q --namespace NS
+                                         --name '^NAME$')")"
   pid:N (comm)                           nsenter -n -t N
   inode:N, or a path                     nsenter --net=PATH
-The Docker and pod forms find the container's process when the command runs, so a printed fix
+The Docker form finds the container's process when the command runs, so a printed fix
 outlives a restart; their `$(…)` is ours, the names inside it are quoted.
 """
 from __future__ import annotations
@@ -148,6 +151,17 @@ def _substitution(argv: Sequence[str]) -> str:
     return '"$(' + join(argv) + ')"'
 
 
+def _pod_netns_path(label: str) -> Optional[str]:
+    """The namespace file of a pod's sandbox, from the node's CRI runtime (None: not found)."""
+    from .errors import BpftoolsError
+    from .namespaces import resolve
+
+    try:
+        return resolve(label, hold=False).path
+    except BpftoolsError:
+        return None
+
+
 def _shown_prefix(cmd: Command) -> str:
     kind, label = _kind(cmd.netns), cmd.netns
     if kind is None:
@@ -160,6 +174,9 @@ def _shown_prefix(cmd: Command) -> str:
         name = label[len("docker:"):]
         return f"nsenter -n -t {_substitution(['docker', 'inspect', '-f', DOCKER_PID, name])} "
     if kind == "pod":
+        path = cmd.nspath or _pod_netns_path(label)
+        if path:  # the sandbox's namespace file (CNI's /var/run/netns/cni-…): lives as long as the pod
+            return f"{join(['nsenter', '--net=' + path])} "
         namespace, _, name = label[len("pod:"):].partition("/")
         sandbox = '"$(' + join(["crictl", "pods", "-q", "--namespace", namespace, "--name",
                                 f"^{re.escape(name)}$"]) + ')"'

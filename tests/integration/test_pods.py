@@ -14,7 +14,7 @@ import pytest
 
 from bpftools import namespaces
 from bpftools.topology import run
-from bpftools_proc import BpftoolsProcess, cli
+from bpftools_proc import BpftoolsProcess, cli, run_printed
 from packets import send_udp
 from prometheus_server import free_port
 from test_namespaces import assert_one_line_error
@@ -137,7 +137,7 @@ def run_fixes(cause: dict) -> None:
     """Every printed fix, run as printed."""
     assert cause["fix"], cause
     for command in cause["fix"]:
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+        done = run_printed(command, timeout=60)
         assert done.returncode == 0, f"{command}: {done.stderr}"
 
 
@@ -199,8 +199,6 @@ def test_a_drop_inside_a_pod_is_located_in_the_pod(cri_env, cri_runtime):
     assert pings(a, b.ip)
 
 
-@pytest.mark.xfail(strict=True, reason="the printed prefix for a pod namespace (bpftools/commands.py) finds the "
-                                       "pod's process with crictl, which bpftools no longer needs and nodes lack")
 def test_a_fix_inside_a_pod_runs_as_printed(cri_env, cri_runtime):
     a, b = cri_env.pod("a", namespace="shop"), cri_env.pod("b", namespace="shop")
     b.exec("iptables", "-A", "INPUT", "-p", "icmp", "--icmp-type", "echo-request", "-j", "DROP")
