@@ -33,6 +33,7 @@ class Finding:
     confidence: float = CERTAIN
     direction: str = "request"
     symptom: bool = False   # what any fault that stops ARP/NDP looks like (a FAILED entry): never an "also"
+    alternatives: List[List[Command]] = field(default_factory=list)   # other fixes, tried when `fix` is not proven
 
     def to_dict(self) -> dict:
         return {"netns": self.netns, "check": self.check, "ok": self.ok, "detail": self.detail}
@@ -119,8 +120,8 @@ def deletes_used(command: Command, finding: Finding, addresses, routes) -> bool:
 def route_fix(suggestion: Optional["RouteSuggestion"], dst: str, replace=None) -> List[Argv]:
     """A host route to dst. `replace`: the wrong route in use; when it is that very host route it is
     replaced, else the new one is added beside it (more specific: nothing else changes path)."""
-    if suggestion is None:
-        return [argv_of("ip route add {} via <gateway> dev <interface>", dst)]
+    if suggestion is None:   # no neighbour has a way to dst: nothing to print (no template to fill in)
+        return []
     target = argv_of("dev {}", suggestion.dev) if not suggestion.gateway else \
         argv_of("via {} dev {}", suggestion.gateway, suggestion.dev)
     host = 32 if family_of(dst) == 4 else 128
