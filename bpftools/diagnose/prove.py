@@ -79,6 +79,7 @@ class Prover:
                 trial = self.trial(done + candidate + later, cause)
             if trial.repaired:
                 set_fix(cause, candidate, True)
+                cause["evidence"] += [f"not proven: {text}" for text in failures]
                 return candidate
             if trial.unmodelled:
                 advice = advice or candidate
