@@ -317,7 +317,7 @@ def story(result: dict) -> str:
             shown.add(line)
             lines.append(f"  evidence: {line}")
     if first["fix"]:
-        lines.append("  fix (proven on the model):")
+        lines.append("  fix:")
         lines += [f"    {cmd}" for cmd in first["fix"]]
     elif not first["advice"]:
         lines.append("  no fix: none that bpftools knows repairs the path on the model")
