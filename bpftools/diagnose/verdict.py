@@ -11,7 +11,9 @@ from .walk import WalkResult
 
 # What a drop reason means (cause, what it confirms, fix) is drop_causes.DROP_CAUSES, shared with
 # trace-drops' hints. Drop locations without a telling reason support these causes found by the checks:
-SUPPORTS_AT = {"__dev_forward_skb": ("mtu", "link_down"), "br_dev_queue_push_xmit": ("mtu",)}
+SUPPORTS_AT = {"__dev_forward_skb": ("mtu", "link_down"), "br_dev_queue_push_xmit": ("mtu",),
+               # IP_INHDR where a router forwards: the TTL (hop limit) ran out, as round a routing loop
+               "ip_forward": ("routing_loop",), "ip6_forward": ("routing_loop",)}
 EXIT_REACHABLE, EXIT_CAUSE, EXIT_UNKNOWN, EXIT_ERROR = 0, 1, 2, 3
 
 
