@@ -37,7 +37,7 @@ from bpftools.diagnose.capture import LiveSource, current_label  # noqa: E402
 from bpftools.diagnose.prove import Prover  # noqa: E402
 from bpftools.diagnose.state import Snapshot  # noqa: E402
 from bpftools.diagnose.verdict import build_causes  # noqa: E402
-from bpftools.errors import BpftoolsError  # noqa: E402
+from bench_diagnose import cases  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "unit" / "fixtures" / "diagnose"
 
@@ -56,16 +56,9 @@ def measure(walk_once, prover_of):
 
 
 def lab_cases(names):
-    for topo in lab.TOPOLOGIES.values():
-        if names and topo.name not in names:
-            continue
-        try:
-            lab.up(topo.name)
-        except BpftoolsError as exc:
-            print(f"skipping {topo.name}: {exc}", file=sys.stderr)
-            continue
+    for topo, faults in cases(names):   # each topology up, as bench_diagnose takes them
         for family in topo.families:
-            for fault in topo.faults.values():
+            for fault in (topo.faults[name] for name in faults if name):
                 if family not in fault.families:
                     continue
                 lab.fix(topo.name)

@@ -76,7 +76,8 @@ class Prover:
         for candidate in candidates:
             trial = self.trial(done + candidate, cause)
             if not trial.repaired and later and not trial.unmodelled:
-                trial = self.trial(done + candidate + later, cause)
+                joint = self.trial(done + candidate + later, cause)   # with the other faults' fixes
+                trial = joint if joint.repaired else trial
             if trial.repaired:
                 set_fix(cause, candidate, True)
                 cause["evidence"] += [f"not proven: {text}" for text in failures]

@@ -86,9 +86,14 @@ class Walker:
         `scope`: a link-local destination's %IFACE."""
         res = self._walk(src_ns, dst, src, device, scope)
         for finding in res.findings:
-            finding.fix = [cmd for cmd in finding.fix if not C.deletes_used(cmd, finding, res.used_addresses,
-                                                                             res.used_routes)]
+            finding.fix = self._keeping_used(finding.fix, finding)
+            finding.alternatives = [self._keeping_used(fix, finding) for fix in finding.alternatives]
         return res
+
+    def _keeping_used(self, fix, finding: C.Finding):
+        """The fix without commands that delete what the working part of the path uses."""
+        res = self.result
+        return [cmd for cmd in fix if not C.deletes_used(cmd, finding, res.used_addresses, res.used_routes)]
 
     def _walk(self, src_ns: str, dst: str, src: Optional[str], device: Optional[str],
               scope: Optional[str] = None) -> WalkResult:
