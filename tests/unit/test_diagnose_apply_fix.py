@@ -128,3 +128,15 @@ def test_applied_copies_only_what_changes_and_leaves_the_snapshot_alone():
     assert model.ns(router).forwarding("r-left") and not snapshot.ns(router).forwarding("r-left")
     other = next(n for n in snapshot.names() if n != router)
     assert model.ns(other) is snapshot.ns(other)
+
+
+def test_a_first_hop_route_makes_the_gateway_reachable_without_onlink():
+    state = _apply(_state(), "ip route add 169.254.1.1 dev eth0 scope link")
+    _apply(state, "ip route add default via 169.254.1.1 dev eth0")
+    assert fib_lookup(state, "8.8.8.8").route.gateway == "169.254.1.1"
+
+
+def test_ipv6_routes_get_the_kernels_metric_and_a_link_local_gateway_needs_no_link_route():
+    state = _apply(_state(), "ip -6 route add default via fe80::1 dev eth0")
+    route = fib_lookup(state, "fd00::9").route
+    assert (route.gateway, route.priority, route.oif) == ("fe80::1", 1024, 2)

@@ -147,3 +147,26 @@ def test_two_routers_routing_to_each_other_are_a_loop_fixed_where_it_points_back
     assert first["detail"].count("-two-routers-r1") >= 2 and "via" in first["detail"]
     assert first["proven"] and "dev r2-s" in first["fix"][0]
     assert walk.hops[-1].action == "broken" and "routing loop" in walk.hops[-1].note
+
+
+def _point_to_point(family: int):
+    """x and y joined by a veth, each with one address and the other's as its peer (`ip addr add A
+    peer B`): no shared subnet, the peer route is the way."""
+    from bpftools.diagnose.state import Snapshot, default_rules
+    from bpftools.diagnose.walk import Walker
+
+    mine, theirs = ("10.9.0.1", "10.9.0.2") if family == 4 else ("fd00:9::1", "fd00:9::2")
+    host = 32 if family == 4 else 128
+    rules = default_rules(4) + default_rules(6)
+    x = ns("x", [veth(2, "eth0", "y", 2)], [Addr(2, mine, host, peer=theirs)],
+           [Route(theirs, host, oif=2, scope=253)], rules=rules)
+    y = ns("y", [veth(2, "eth0", "x", 2)], [Addr(2, theirs, host, peer=mine)], [Route(mine, host, oif=2, scope=253)],
+           rules=rules)
+    return Walker(Snapshot({"x": x, "y": y})).walk("x", theirs)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_peer_addresses_reach_each_other(family):
+    walk = _point_to_point(family)
+    assert walk.request_delivered and walk.reply_delivered, [h.note for h in walk.hops]
+    assert [f.detail for f in walk.findings if not f.ok] == []
