@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-from ..commands import Command, in_ns
+from ..commands import Argv, Command, argv_of, in_ns
 from .checks import CERTAIN, Finding, route_fix
 from .state import Link, NetnsState, Route
 
@@ -44,12 +44,25 @@ def loop_finding(passes: List[Pass], back_in: str, dst: str, snap, suggest: Call
 
 
 def _candidates(loop: List[Pass], dst: str, suggest: Callable, home: str) -> List[List[Command]]:
-    """Per namespace of the loop, routes to dst that leave the loop; direct ones (to the owner) first."""
+    """Per namespace of the loop, routes to dst that leave the loop, direct ones (to the owner)
+    first: the looping route itself corrected (unless it is a default route, which carries more
+    than this destination), else a host route beside it."""
     found = []
     for p in loop:
         for suggestion in suggest(p.netns, dst):
             if suggestion.dev == p.oif.ifname and suggestion.gateway == p.route.gateway:
                 continue   # the route that loops
-            found.append((suggestion.gateway is not None,
-                          [in_ns(p.netns, argv, home) for argv in route_fix(suggestion, dst, replace=p.route)]))
+            fixes = [route_fix(suggestion, dst, replace=p.route)]
+            if 0 < p.route.dst_len < (32 if p.route.family == 4 else 128):
+                fixes.insert(0, corrected(p.route, suggestion))
+            found += [(suggestion.gateway is not None, [in_ns(p.netns, argv, home) for argv in fix]) for fix in fixes]
     return [fix for _, fix in sorted(found, key=lambda f: f[0]) if fix]
+
+
+def corrected(route: Route, suggestion) -> List[Argv]:
+    """`ip route replace` of the looping route's own prefix, towards the suggested neighbour."""
+    target = argv_of("via {} dev {}", suggestion.gateway, suggestion.dev) if suggestion.gateway else \
+        argv_of("dev {}", suggestion.dev)
+    table = argv_of("table {}", route.table) if route.table != 254 else ()
+    return [argv_of("ip route replace {}/{}", route.dst, route.dst_len) + target
+            + (("onlink",) if suggestion.onlink else ()) + table]
