@@ -13,11 +13,11 @@ import shlex
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..commands import Command
-from .state import (RT_TABLE_LOCAL, RT_TABLE_MAIN, Addr, Neighbour, NetnsState, Route, Rule, Snapshot, family_of,
+from .state import (RT_TABLE_LOCAL, RT_TABLE_MAIN, Addr, Neighbour, NetnsState, Route, Snapshot, family_of,
                     local_routes)
 
 ROUTE_TYPES = ("unicast", "local", "broadcast", "blackhole", "unreachable", "prohibit", "throw")
-SCOPE_LINK, SCOPE_HOST = 253, 254
+SCOPE_LINK = 253
 
 
 class Unmodelled(Exception):

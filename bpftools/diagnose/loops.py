@@ -7,7 +7,7 @@ the kernel drops it in ip_forward and sends ICMP time exceeded to the source."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 from ..commands import Argv, Command, argv_of, in_ns
 from .checks import CERTAIN, Finding, route_fix

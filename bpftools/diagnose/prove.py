@@ -82,6 +82,8 @@ class Prover:
                 set_fix(cause, candidate, True)
                 cause["evidence"] += [f"not proven: {text}" for text in failures]
                 return candidate
+            log.debug("%s in %s: candidate %s not proven: %s", cause["cause"], cause["netns"],
+                      rendered(candidate), trial.unmodelled or trial.still)
             if trial.unmodelled:
                 advice = advice or candidate
                 failures.append(f"{' ; '.join(rendered(candidate))}: cannot be applied to the model "

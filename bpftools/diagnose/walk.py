@@ -13,8 +13,8 @@ from typing import List, Optional, Set, Tuple
 from . import checks as C
 from ..commands import in_ns
 from .firewall import Packet
-from .routing import fib_lookup, route_get, select_source
 from .loops import Pass, loop_finding
+from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
 from .suggest import suggest_routes
 from .state import Link, NetnsState, Snapshot, family_of, is_link_local
