@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 os.environ.setdefault("BPFTOOLS_LAB_PREFIX", f"bpftlab-p{uuid.uuid4().hex[:6]}")
 
-from bpftools import lab  # noqa: E402
+from bpftools import lab, namespaces  # noqa: E402
 from bpftools.cli.output import table  # noqa: E402
 from bpftools.diagnose import Binding, parse_target, prover_for, replay, static_walk  # noqa: E402
 from bpftools.diagnose.capture import LiveSource, current_label  # noqa: E402
@@ -64,22 +64,24 @@ def lab_cases(names):
                 lab.fix(topo.name)
                 lab.break_(topo.name, fault.name, family)
                 ns, dst = topo.ping(fault.name, family)
-                yield f"{topo.name}/{fault.name}/ipv{family}", fault.name, ns, dst, topo
+                yield f"{topo.name}/{fault.name}/ipv{family}", fault.name, ns, dst, topo, \
+                    topo.ping_size(fault.name, family)
         lab.fix(topo.name)
         lab.down(topo.name)
 
 
-def live_measure(ns: str, dst: str, topo):
+def live_measure(ns: str, dst: str, topo, size: int):
+    namespaces.discover(max_age=0)   # the lab was just rebuilt: no cached discovery of the old namespaces
     home = current_label()
     binding = Binding(topo.ping_device)
 
     def walk_once():
         snapshot = Snapshot(source=LiveSource())
-        return static_walk(ns, dst, 56, home, snapshot, binding), snapshot
+        return static_walk(ns, dst, size, home, snapshot, binding), snapshot
 
     def prover_of(snapshot):
         address, scope = parse_target(dst)
-        return Prover(snapshot, ns, address, None, binding.device, scope, 56, home)
+        return Prover(snapshot, ns, address, None, binding.device, scope, size, home)
 
     return measure(walk_once, prover_of)
 
@@ -105,7 +107,7 @@ def main() -> int:
             runs = ((name, fault, measure(lambda d=data: (replay(d), None), lambda _, d=data: prover_for(d)))
                     for name, fault, data in recorded_cases())
         else:
-            runs = ((name, fault, live_measure(ns, dst, topo)) for name, fault, ns, dst, topo in
+            runs = ((name, fault, live_measure(ns, dst, topo, size)) for name, fault, ns, dst, topo, size in
                     lab_cases(opts.topology))
         for name, fault, (static, plain, proving, causes) in runs:
             first = causes[0] if causes else {"cause": "reachable", "proven": False}
