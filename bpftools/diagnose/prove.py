@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from ..commands import HOST_LABEL, Command, rendered
+from ..errors import survive
 from .apply_fix import Unmodelled, applied
 from .state import Snapshot
 from .walk import Walker, WalkResult
@@ -54,7 +55,10 @@ class Prover:
             model = applied(self.snapshot, commands, self.home)
         except Unmodelled as exc:
             return Trial(False, unmodelled=str(exc))
-        return judge(self.walk(model), cause)
+        result = Trial(False, still="the walk could not follow the changed model (see --debug)")
+        with survive(log, "re-walking the model with %s", rendered(commands), level=logging.WARNING):
+            result = judge(self.walk(model), cause)   # a model the walk cannot follow proves nothing
+        return result
 
     def __call__(self, causes: List[dict]) -> None:
         """Set each cause's `fix`, `fix_argv`, `proven` and `advice` from its `_candidates`."""

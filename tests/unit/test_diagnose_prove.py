@@ -130,3 +130,14 @@ def test_no_command_template_in_the_sources_has_a_placeholder():
                     and any(ch in node.args[0].value for ch in "<>"):
                 found.append(f"{source.name}:{node.lineno}: {node.args[0].value}")
     assert found == []
+
+
+def test_a_re_walk_that_fails_proves_nothing_and_is_logged(monkeypatch, caplog):
+    data, left = _routed_no_route()
+    prover = prover_for(data)
+    monkeypatch.setattr(type(prover), "walk", lambda self, snapshot: 1 / 0)
+    right = [Command(("ip", "route", "add", "10.72.2.2", "via", "10.72.1.1", "dev", "eth0"), left)]
+    cause = {"cause": "no_route", "netns": left, "ifname": "eth0", "evidence": [], "_candidates": [right]}
+    prover([cause])
+    assert cause["proven"] is False and cause["fix"] == []
+    assert "re-walking the model" in caplog.text
