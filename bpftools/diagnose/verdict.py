@@ -322,7 +322,9 @@ def story(result: dict) -> str:
         lines.append("  fix:")
         lines += [f"    {cmd}" for cmd in first["fix"]]
     elif not first["advice"]:
-        lines.append("  no fix: none that bpftools knows repairs the path on the model")
+        tried = any(e.startswith("not proven: ") for e in first["evidence"])
+        lines.append("  no fix: " + ("no candidate repairs the path on the model (the evidence says where each "
+                                     "leaves it broken)" if tried else "bpftools knows no command that repairs it"))
     lines += _advice_lines(first)
     for other in causes[1:]:
         lines.append(f"also ({other['cause']}, {other['netns']}): {other['detail']}")

@@ -92,6 +92,12 @@ def test_no_candidate_surviving_prints_no_fix_and_says_so():
     prover_for(data)([cause])
     assert (cause["proven"], cause["fix"], cause["advice"]) == (False, [], [])
     assert "the path still breaks" in cause["evidence"][-1]
+    result = {"target": "10.72.2.2", "netns": left, "reachable": False, "sent": 1, "received": 0, "source": None,
+              "path": [], "drops": [], "checks": [],
+              "causes": [dict(cause, detail="d", confidence=0.9, evidence=["check x"] + cause["evidence"])]}
+    text = story(result)
+    assert "no fix: no candidate repairs the path on the model" in text and "  fix:" not in text
+    assert "evidence: not proven: ip netns exec" in text
 
 
 def test_a_fix_the_model_cannot_apply_is_advice_not_a_fix():
