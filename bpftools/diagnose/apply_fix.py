@@ -1,7 +1,8 @@
 """A fix command applied to the model: what the kernel state of a namespace (`NetnsState`)
 becomes once a printed fix's argv has run there. The subset of `ip`, `sysctl`, `iptables`,
 `ip6tables`, `nft` and `tc` that bpftools' fixes use; any other command (or option) raises
-`Unmodelled`, so a fix is never taken as proven on a guess.
+`Unmodelled`, so a fix is never taken as proven on a guess; a command the kernel would refuse on
+that state (File exists, no such route, device or rule) raises `Refused`.
 
 Pure: `applied(snapshot, commands, home)` returns a new `Snapshot` whose changed namespaces are
 deep copies; the original is untouched."""
@@ -22,6 +23,11 @@ SCOPE_LINK = 253
 
 class Unmodelled(Exception):
     """The command (or one of its words) is not something the model can apply."""
+
+
+class Refused(Unmodelled):
+    """The kernel would refuse the command on this state (File exists, no such route or device):
+    run, it fails, so it repairs nothing."""
 
 
 def applied(snapshot: Snapshot, commands: Sequence[Command], home: str) -> Snapshot:
@@ -90,7 +96,7 @@ def _ip(state: NetnsState, words: List[str]) -> None:
 def _link_named(state: NetnsState, name: str):
     link = state.link_by_name(name)
     if link is None:
-        raise Unmodelled(f"no interface {name} in {state.name}")
+        raise Refused(f"no interface {name} in {state.name}")
     return link
 
 
@@ -164,12 +170,12 @@ def _ip_addr(state: NetnsState, words: List[str], family) -> None:
     mine = [a for a in state.addrs if a.address == address and a.ifindex == link.ifindex]
     if verb == "del":
         if not mine:
-            raise Unmodelled(f"{address} is not on {link.ifname}")
+            raise Refused(f"{address} is not on {link.ifname}")
         state.addrs = [a for a in state.addrs if a not in mine]
         state.routes = [r for r in state.routes if not _derived_from(r, mine[0])]
         return
     if mine and verb == "add":
-        raise Unmodelled(f"{address} is already on {link.ifname} (RTNETLINK answers: File exists)")
+        raise Refused(f"{address} is already on {link.ifname} (RTNETLINK answers: File exists)")
     state.addrs = [a for a in state.addrs if a not in mine]
     addr = Addr(link.ifindex, address, length, peer=peer)
     state.addrs.append(addr)
@@ -232,21 +238,21 @@ def _ip_route(state: NetnsState, words: List[str], family) -> None:
     if verb in ("del", "delete"):
         gone = [r for r in state.routes if _same_route(r, net, table, kind if typed else None, gateway, oif)]
         if not gone:
-            raise Unmodelled(f"no route {net} in table {table} to delete")
+            raise Refused(f"no route {net} in table {table} to delete")
         state.routes.remove(gone[0])
         return
     if oif is None and kind == "unicast":
         oif = _gateway_device(state, gateway, "onlink" in options["_flags"]) if gateway else None
         if oif is None:
-            raise Unmodelled(f"ip route {verb} {rest[0]}: no device")
+            raise Refused(f"ip route {verb} {rest[0]}: no device")
     if gateway and "onlink" not in options["_flags"] and not _reachable_gateway(state, gateway, oif):
-        raise Unmodelled(f"gateway {gateway} is not on-link on {state.ifname(oif)} (Nexthop has invalid gateway)")
+        raise Refused(f"gateway {gateway} is not on-link on {state.ifname(oif)} (Nexthop has invalid gateway)")
     route = Route(str(net.network_address), net.prefixlen, table, kind, oif, gateway, options.get("src"), metric,
                   SCOPE_LINK if kind == "unicast" and gateway is None else 0)
     if verb in ("replace", "change"):
         state.routes = [r for r in state.routes if not (_same_route(r, net, table) and r.priority == metric)]
     elif verb == "add" and any(_same_route(r, net, table) and r.priority == metric for r in state.routes):
-        raise Unmodelled(f"route {net} exists (RTNETLINK answers: File exists)")
+        raise Refused(f"route {net} exists (RTNETLINK answers: File exists)")
     state.routes.append(route)
 
 
@@ -291,7 +297,7 @@ def _ip_rule(state: NetnsState, words: List[str], family) -> None:
     priority, fam = int(words[2]), family or 4
     gone = [r for r in state.rules if r.priority == priority and r.family == fam]
     if not gone:
-        raise Unmodelled(f"no IPv{fam} rule {priority}")
+        raise Refused(f"no IPv{fam} rule {priority}")
     state.rules.remove(gone[0])
 
 
@@ -345,7 +351,7 @@ def edit_iptables_save(text: str, words: List[str]) -> str:
     start = next((i for i, line in enumerate(lines) if line.strip() == f"*{table}"), None)
     if start is None:
         if verb == "-D":
-            raise Unmodelled(f"no table {table} to delete from")
+            raise Refused(f"no table {table} to delete from")
         lines += [f"*{table}", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", "COMMIT"]
         start = len(lines) - 5
     end = next(i for i in range(start, len(lines)) if lines[i].strip() == "COMMIT")
@@ -356,13 +362,13 @@ def edit_iptables_save(text: str, words: List[str]) -> str:
         lines[policy[0]] = f":{chain} {rule[0]} [0:0]"
         return "\n".join(lines) + "\n"
     if not any(lines[i].startswith(f":{chain} ") for i in range(start, end)):
-        raise Unmodelled(f"no chain {chain} in table {table}")
+        raise Refused(f"no chain {chain} in table {table}")
     if verb == "-D":
         for i in range(start, end):
             if _rule_words(lines[i]) == ["-A", chain] + rule:
                 del lines[i]
                 return "\n".join(lines) + "\n"
-        raise Unmodelled(f"no rule -A {chain} {' '.join(rule)} to delete")
+        raise Refused(f"no rule -A {chain} {' '.join(rule)} to delete")
     line = shlex.join(["-A", chain] + rule)
     first = next((i for i in range(start, end) if _rule_words(lines[i])[:2] == ["-A", chain]), None)
     if verb == "-I" and first is not None:
@@ -399,7 +405,7 @@ def _nft(state: NetnsState, words: List[str]) -> None:
                     (family, table, chain, handle):
                 del items[i]
                 return
-        raise Unmodelled(f"no nft rule with handle {handle}")
+        raise Refused(f"no nft rule with handle {handle}")
     if words[:2] == ["insert", "rule"] and len(words) == 9 and tuple(words[5:8]) in NFT_MATCHES \
             and words[8] == "accept":
         family, table, chain = words[2], words[3], words[4]

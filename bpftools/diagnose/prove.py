@@ -9,7 +9,8 @@ Candidates are tried in order on top of the fixes proven for the causes before; 
 alone it is tried once more with the fixes of the causes after it (two independent faults: each
 fix is needed, neither is enough). The first proven candidate becomes the cause's `fix`. None
 proven: no fix is printed; a candidate the model cannot apply (a command `apply_fix` does not
-know) is kept as `advice`, printed as such, never as a fix."""
+know) is kept as `advice`, printed as such, never as a fix; one the kernel would refuse (File
+exists, nothing to delete) is neither."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,7 @@ from typing import List, Optional, Sequence
 
 from ..commands import HOST_LABEL, Command, rendered
 from ..errors import survive
-from .apply_fix import Unmodelled, applied
+from .apply_fix import Refused, Unmodelled, applied
 from .state import Snapshot
 from .walk import Walker, WalkResult
 
@@ -53,6 +54,8 @@ class Prover:
     def trial(self, commands: Sequence[Command], cause: dict) -> Trial:
         try:
             model = applied(self.snapshot, commands, self.home)
+        except Refused as exc:   # it would fail when run: no advice, just not a fix
+            return Trial(False, still=f"the kernel would refuse it: {exc}")
         except Unmodelled as exc:
             return Trial(False, unmodelled=str(exc))
         result = Trial(False, still="the walk could not follow the changed model (see --debug)")

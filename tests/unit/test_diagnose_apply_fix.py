@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bpftools.commands import Command
-from bpftools.diagnose.apply_fix import Unmodelled, applied, apply_argv, edit_iptables_save
+from bpftools.diagnose.apply_fix import Refused, Unmodelled, applied, apply_argv, edit_iptables_save
 from bpftools.diagnose.firewall import Packet, firewall_verdict
 from bpftools.diagnose.routing import fib_lookup
 from bpftools.diagnose.state import Addr, Link, NetnsState, Route, Snapshot, default_rules, local_routes
@@ -45,14 +45,14 @@ def test_route_add_resolves_the_gateways_device_and_del_removes_it():
 
 
 def test_route_via_a_gateway_off_every_subnet_needs_onlink():
-    with pytest.raises(Unmodelled, match="not on-link"):
+    with pytest.raises(Refused, match="not on-link"):
         _apply(_state(), "ip route add default via 169.254.1.1 dev eth0")
     state = _apply(_state(), "ip route add default via 169.254.1.1 dev eth0 onlink")
     assert fib_lookup(state, "8.8.8.8").route.gateway == "169.254.1.1"
 
 
 def test_route_add_of_an_existing_route_fails_like_the_kernel():
-    with pytest.raises(Unmodelled, match="File exists"):
+    with pytest.raises(Refused, match="File exists"):
         _apply(_state(), "ip route add 10.0.0.0/24 dev eth0")
     state = _apply(_state(), "ip route replace 10.0.0.0/24 dev eth1")
     assert fib_lookup(state, "10.0.0.9").route.oif == 3

@@ -147,3 +147,12 @@ def test_a_re_walk_that_fails_proves_nothing_and_is_logged(monkeypatch, caplog):
     prover([cause])
     assert cause["proven"] is False and cause["fix"] == []
     assert "re-walking the model" in caplog.text
+
+
+def test_a_fix_the_kernel_would_refuse_is_neither_fix_nor_advice():
+    data, left = _routed_no_route()
+    exists = [Command(("ip", "route", "add", "10.72.1.0/24", "dev", "eth0"), left)]   # the connected route
+    cause = {"cause": "no_route", "netns": left, "ifname": "eth0", "evidence": [], "_candidates": [exists]}
+    prover_for(data)([cause])
+    assert (cause["proven"], cause["fix"], cause["advice"]) == (False, [], [])
+    assert "the kernel would refuse it: " in cause["evidence"][-1] and "File exists" in cause["evidence"][-1]
