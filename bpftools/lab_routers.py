@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List
 
-from .lab import Fault, LabBuilder, LabTopology, six
+from .lab_model import Fault, LabBuilder, LabTopology, six
 
 
 def _sysctl(key: str, value) -> List[str]:
