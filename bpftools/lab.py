@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .commands import Command
 from .errors import BpftoolsError, survive
 from .netlink import named_netns
-from .topology import Topology, kill_netns_processes, run
+from .topology import Topology, kill_netns_processes, run, unique_name
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,41 @@ def _build_veth_pair(b: LabBuilder) -> None:
         b.run("host", *cmd)
 
 
+MACVLAN_SHIM = "shim-lan0"   # macvlan.shim_name of the parent lan0: what diagnose's fix names it
+
+
+def _macvlan_child(b: LabBuilder, role: str, cidr: str, mode: str = "bridge") -> None:
+    """A macvlan child of the host's lan0, moved into the namespace of `role` as eth0 (a
+    container on a Docker macvlan network)."""
+    tmp = unique_name("btm")
+    b.run("host", "ip", "link", "add", tmp, "link", "lan0", "type", "macvlan", "mode", mode)
+    b.run("host", "ip", "link", "set", tmp, "netns", b.topo.ns(role))
+    b.run(role, "ip", "link", "set", tmp, "name", "eth0")
+    b.run(role, "ip", "addr", "add", cidr, "dev", "eth0")
+    b.run(role, "ip", "link", "set", "eth0", "up")
+
+
+def _macvlan_shim() -> List[Step]:
+    """The host reaches its macvlan child through a shim: a bridge-mode sibling with the host's
+    address and a /32 route to the child (what `diagnose` prints for macvlan_parent_isolation)."""
+    return [("host", cmd) for cmd in (
+        ["ip", "link", "add", MACVLAN_SHIM, "link", "lan0", "type", "macvlan", "mode", "bridge"],
+        ["ip", "addr", "add", "10.74.0.1/32", "dev", MACVLAN_SHIM],
+        ["ip", "link", "set", MACVLAN_SHIM, "up"],
+        ["ip", "route", "add", "10.74.0.2/32", "dev", MACVLAN_SHIM])]
+
+
+def _build_macvlan(b: LabBuilder) -> None:
+    host, lan = b.netns("host"), b.netns("lan")
+    b.netns("ctr")
+    b.netns("ctr2")
+    b.veth(host, "lan0", lan, "eth0", "10.74.0.1/24", "10.74.0.3/24")   # the host's LAN and another host on it
+    _macvlan_child(b, "ctr", "10.74.0.2/24")
+    _macvlan_child(b, "ctr2", "10.74.0.4/24")
+    for role, cmd in _macvlan_shim():
+        b.run(role, *cmd)
+
+
 def _sysctl(key: str, value) -> List[str]:
     return ["sysctl", "-qw", f"{key}={value}"]
 
@@ -406,6 +441,19 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                     Fault("link_down", "the far tunnel device is down",
                           [("ns2", ["ip", "link", "set", "tun1", "down"])],
                           [("ns2", ["ip", "link", "set", "tun1", "up"])]),
+                ]}),
+    LabTopology("macvlan", "two containers with macvlan (bridge mode) children of the host's LAN interface lan0, "
+                "another host on that LAN, and the host's shim that lets it reach the first container (as on a "
+                "Docker macvlan network)", _build_macvlan, "ctr", "10.74.0.3", faults={f.name: f for f in [
+                    Fault("macvlan_parent_isolation", "the host has no macvlan shim: it cannot reach its own "
+                          "container, a child of its lan0",
+                          [("host", ["ip", "link", "del", MACVLAN_SHIM])], _macvlan_shim(),
+                          ping_from="host", ping_to="10.74.0.2"),
+                    Fault("macvlan_mode", "the second container's macvlan child is in private mode: the first "
+                          "container cannot reach it",
+                          [("ctr2", ["ip", "link", "set", "dev", "eth0", "type", "macvlan", "mode", "private"])],
+                          [("ctr2", ["ip", "link", "set", "dev", "eth0", "type", "macvlan", "mode", "bridge"])],
+                          ping_to="10.74.0.4"),
                 ]}),
 ]}
 

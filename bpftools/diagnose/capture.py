@@ -27,6 +27,9 @@ ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broa
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "route_localnet")
 BRIDGE_NF_KEYS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
+LOWER_KINDS = ("macvlan", "macvtap", "ipvlan", "ipvtap")
+MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}   # if_link.h MACVLAN_MODE_*
+IPVLAN_MODES = {0: "l2", 1: "l3", 2: "l3s"}
 SYSCTL_CONF6_KEYS = ("forwarding", "force_forwarding", "proxy_ndp", "accept_dad", "disable_ipv6", "mtu")
 
 
@@ -172,10 +175,27 @@ def _link(msg, nsids: Dict[int, str], own_label: str) -> Link:
             link.vni = data.get_attr("IFLA_VXLAN_ID")
             link.tunnel_local = _unset_none(data.get_attr("IFLA_VXLAN_LOCAL"))
             link.tunnel_remote = _unset_none(data.get_attr("IFLA_VXLAN_GROUP"))   # `remote` or `group`
+    if kind in LOWER_KINDS:
+        _lower(link, msg, info, nsids, own_label)
     xdp = msg.get_attr("IFLA_XDP")
     if xdp:
         link.xdp_prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
     return link
+
+
+def _lower(link: Link, msg, info, nsids: Dict[int, str], own_label: str) -> None:
+    """macvlan/macvtap/ipvlan: the parent device (IFLA_LINK, in the namespace IFLA_LINK_NETNSID
+    names once the child was moved) and the mode."""
+    link.lower_ifindex = msg.get_attr("IFLA_LINK")
+    nsid = msg.get_attr("IFLA_LINK_NETNSID")
+    link.lower_netns = own_label if nsid is None else nsids.get(nsid, f"nsid:{nsid}")
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    if data is None:
+        return
+    ipvlan = link.kind.startswith("ipv")
+    mode = data.get_attr("IFLA_IPVLAN_MODE" if ipvlan else "IFLA_MACVLAN_MODE")
+    # pyroute2 names macvlan's modes itself; ipvlan's come as numbers
+    link.mode = mode if isinstance(mode, str) else (IPVLAN_MODES if ipvlan else MACVLAN_MODES).get(mode, "")
 
 
 def _vxlan_fdb(sock, links) -> None:
@@ -247,3 +267,6 @@ class LiveSource:
 
     def __call__(self, label: str) -> NetnsState:
         return capture(label, self.known)
+
+    def labels(self) -> List[str]:
+        return [ns.label for ns in self.known.all()]

@@ -19,7 +19,8 @@ WEAK = 0.3
 
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
-          "docker_isolation", "docker_icc_disabled", "cni_chain_drop", "echo_ignored", "arp_ignore", "unknown")
+          "docker_isolation", "docker_icc_disabled", "cni_chain_drop", "echo_ignored", "arp_ignore",
+          "macvlan_parent_isolation", "macvlan_mode", "unknown")
 
 @dataclass
 class Finding:

@@ -49,6 +49,10 @@ class Link:
     vxlan_fdb: List[str] = field(default_factory=list)   # vxlan: remote VTEPs of its FDB entries
     xdp_prog_id: int = 0
     tc_qdisc: str = ""             # clsact/ingress when tc filters can be attached
+    # macvlan/macvtap/ipvlan: the parent (lower) device, in its namespace (None: unknown), and the mode
+    lower_netns: Optional[str] = None
+    lower_ifindex: Optional[int] = None
+    mode: str = ""                 # macvlan/macvtap: bridge, private, vepa, passthru, source; ipvlan: l2, l3, l3s
 
     @property
     def up(self) -> bool:
@@ -284,6 +288,13 @@ class Snapshot:
 
     def names(self) -> List[str]:
         return list(self._states)
+
+    def everywhere(self) -> List[NetnsState]:
+        """Every namespace there is (the source's `labels()`, when it can list them; else those
+        held): what a macvlan parent needs to find its children in other namespaces."""
+        labels = getattr(self._source, "labels", None)
+        names = list(self._states) + [n for n in (labels() if labels else []) if n not in self._states]
+        return [self._states[n] for n in names if self.has(n)]
 
     def to_dict(self) -> dict:
         return {name: state.to_dict() for name, state in self._states.items()}

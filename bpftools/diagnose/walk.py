@@ -15,6 +15,7 @@ from . import checks as C
 from ..errors import first_line
 from .firewall import Packet
 from .routing import fib_lookup, route_get, select_source
+from .macvlan import is_upper
 from .segment import Station, peer_of, resolve, segment
 from .state import Link, NetnsState, Snapshot, family_of, is_link_local
 
@@ -336,7 +337,7 @@ class Walker:
             self._stop("leave", f"sent through lo (bound to it): delivered back into {state.name} as local; "
                        "not modelled further")
             return None
-        if oif.kind not in ("veth", "bridge"):
+        if oif.kind not in ("veth", "bridge") and not is_upper(oif):
             why = oif.kind or "a physical interface"
             self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop,
                       note=f"the path leaves through {oif.ifname} ({why}); not followed further")
@@ -424,7 +425,9 @@ class Walker:
             oif, sent_mtu = c.port_out, c.port_out.mtu
             frame = min(frame, sent_mtu)
         if station.link.kind != "bridge" or not station.crossings:
-            self._rx_checks(station.state, station.link, frame, sent_mtu, f"veth peer of {oif.ifname}", **kw)
+            role = f"{station.link.kind} child on the wire of {oif.ifname}" if is_upper(station.link) else \
+                f"veth peer of {oif.ifname}"
+            self._rx_checks(station.state, station.link, frame, sent_mtu, role, **kw)
         return all(f.ok for f in self.result.findings[before:] if f.check == "link")
 
     def _rx_checks(self, state: NetnsState, link: Link, frame: int, sent_mtu: int, role: str, **kw) -> None:
