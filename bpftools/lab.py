@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -50,6 +51,7 @@ class Fault:
     program: Optional[Tuple[str, str, str]] = None   # (role, ifname, "xdp"|"tc"): a BPF program that drops ICMP
     size: Optional[int] = None        # ping payload (ping -s) that shows the fault; default 56
     ipv6: Optional["Fault"] = None    # the IPv6 counterpart (same name; its own steps, ping_to, size)
+    printed_fix: bool = True          # False: no command can be derived (diagnose says what to start); `lab fix` repairs
 
     @property
     def families(self) -> Tuple[int, ...]:
@@ -261,6 +263,18 @@ def _build_macvlan(b: LabBuilder) -> None:
         b.run(role, *cmd)
 
 
+def _tun_responder(verb: str) -> List[str]:
+    """Start or stop the lab's tun responder (bpftools/lab_tun.py), the program holding tun0."""
+    return [sys.executable, "-m", "bpftools.lab_tun", verb, "tun0"] + (["10.75.0.2"] if verb == "start" else [])
+
+
+def _build_tun(b: LabBuilder) -> None:
+    b.netns("host")
+    for cmd in (["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"], ["ip", "addr", "add", "10.75.0.1/24", "dev", "tun0"],
+                ["ip", "link", "set", "tun0", "up"], _tun_responder("start")):
+        b.run("host", *cmd)
+
+
 def _sysctl(key: str, value) -> List[str]:
     return ["sysctl", "-qw", f"{key}={value}"]
 
@@ -429,6 +443,13 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                            ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 0))],
                           [("host", _sysctl("net.ipv4.conf.veth0.accept_local", 1)),
                            ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 1))]),
+                ]}),
+    LabTopology("tun", "a persistent tun device tun0 (10.75.0.1/24) held by a small responder program that answers "
+                "for 10.75.0.2 behind it (what a VPN client is)", _build_tun, "host", "10.75.0.2",
+                faults={f.name: f for f in [
+                    Fault("tun_no_program", "the program holding tun0 has ended: tun0 has no carrier and drops "
+                          "what is routed to it", [("host", _tun_responder("stop"))], [("host", _tun_responder("start"))],
+                          printed_fix=False),
                 ]}),
     LabTopology("ipip", "an ipip tunnel between two namespaces across a forwarding hub (the classic netns + ipip setup)",
                 _build_ipip, "ns1", "10.73.100.2", requires="ipip_module", faults={f.name: f for f in [

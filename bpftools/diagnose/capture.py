@@ -13,6 +13,7 @@ from .. import docker_engine, namespaces
 from ..errors import first_line
 from ..facts.namespace import iptables_save, netns_output, nft_ruleset, read_int
 from ..facts.netfilter import IPV4, IPV6
+from ..facts.tun import holders_of, tun_holders
 from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
 from . import docker
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
@@ -99,6 +100,7 @@ def capture(label: str, known: Optional[Known] = None) -> NetnsState:
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
         _vxlan_fdb(sock, state.links)
+        _tun_holders(state.links, netns.inode)
     for key, value in global_bridge_nf.items():
         if f"net.bridge.{key}" not in sysctls and value is not None:
             # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
@@ -177,6 +179,8 @@ def _link(msg, nsids: Dict[int, str], own_label: str) -> Link:
             link.tunnel_remote = _unset_none(data.get_attr("IFLA_VXLAN_GROUP"))   # `remote` or `group`
     if kind in LOWER_KINDS:
         _lower(link, msg, info, nsids, own_label)
+    if kind == "tun":
+        _tun(link, msg, info)
     xdp = msg.get_attr("IFLA_XDP")
     if xdp:
         link.xdp_prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
@@ -196,6 +200,31 @@ def _lower(link: Link, msg, info, nsids: Dict[int, str], own_label: str) -> None
     mode = data.get_attr("IFLA_IPVLAN_MODE" if ipvlan else "IFLA_MACVLAN_MODE")
     # pyroute2 names macvlan's modes itself; ipvlan's come as numbers
     link.mode = mode if isinstance(mode, str) else (IPVLAN_MODES if ipvlan else MACVLAN_MODES).get(mode, "")
+
+
+def _tun(link: Link, msg, info) -> None:
+    """A TUN/TAP device: mode, persist, owner uid, queue length and what its queue dropped."""
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    if data is not None:
+        link.tun_type = {1: "tun", 2: "tap"}.get(data.get_attr("IFLA_TUN_TYPE"), "")
+        link.tun_persist = bool(data.get_attr("IFLA_TUN_PERSIST"))
+        link.tun_owner = data.get_attr("IFLA_TUN_OWNER")
+    link.qlen = msg.get_attr("IFLA_TXQLEN") or 0
+    stats = msg.get_attr("IFLA_STATS64")
+    link.tx_dropped = stats["tx_dropped"] if stats else 0
+
+
+def _tun_holders(links: List[Link], inode: int) -> None:
+    """Who holds each tun/tap device: holders in the device's namespace; one elsewhere with the
+    same device name only when the device has carrier (a device without carrier has none)."""
+    tuns = [l for l in links if l.kind == "tun"]
+    if not tuns:
+        return
+    table = tun_holders()
+    for link in tuns:
+        found = holders_of(link.ifname, inode, table)
+        same = [h for h in found if h.netns_inode == inode]
+        link.tun_holders = [h.describe() for h in (same or (found if link.lower_up else []))]
 
 
 def _vxlan_fdb(sock, links) -> None:

@@ -20,7 +20,7 @@ WEAK = 0.3
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
           "docker_isolation", "docker_icc_disabled", "cni_chain_drop", "echo_ignored", "arp_ignore",
-          "macvlan_parent_isolation", "macvlan_mode", "unknown")
+          "macvlan_parent_isolation", "macvlan_mode", "tun_no_program", "unknown")
 
 @dataclass
 class Finding:
@@ -59,6 +59,23 @@ def check_link(state: NetnsState, link: Link, role: str, **kw) -> Finding:
         return bad(state, "link", "link_down", f"{link.ifname} ({role}) is administratively down",
                    [argv_of("ip link set dev {} up", link.ifname)], link.ifname, **kw)
     return ok(state, "link", f"{link.ifname} ({role}) is up", link.ifname, kw.get("direction", "request"))
+
+
+def check_tun(state: NetnsState, link: Link, **kw) -> Finding:
+    """A TUN/TAP device hands the packets to the program holding it (a VPN client, a VM); with
+    none attached it has no carrier and its queue drops them. Which program should hold it the
+    kernel does not say, so no command can be derived: the detail says what is known."""
+    mode = link.tun_type or "tun"
+    if link.tun_holders and link.lower_up:
+        return ok(state, "tun", f"{link.ifname} ({mode}) is held by {', '.join(link.tun_holders)}", link.ifname,
+                  kw.get("direction", "request"))
+    made = "persistent (made by `ip tuntap add` or a program's TUNSETPERSIST)" if link.tun_persist else "not persistent"
+    owner = f", owner uid {link.tun_owner}" if link.tun_owner is not None else ""
+    role = "a VM that is down: its TAP port has no program" if mode == "tap" else \
+        "the program that serves it (a VPN client) is not running"
+    return bad(state, "tun", "tun_no_program", f"no program holds {link.ifname} ({mode} device, {made}{owner}): "
+               f"NO-CARRIER, so the kernel drops what is sent to it on its queue (qlen {link.qlen}, "
+               f"{link.tx_dropped} dropped so far); {role}: start it again", [], link.ifname, **kw)
 
 
 def check_mtu(state: NetnsState, link: Link, size: int, why: str, fix_mtu: int, **kw) -> Finding:

@@ -53,6 +53,13 @@ class Link:
     lower_netns: Optional[str] = None
     lower_ifindex: Optional[int] = None
     mode: str = ""                 # macvlan/macvtap: bridge, private, vepa, passthru, source; ipvlan: l2, l3, l3s
+    # kind "tun": its mode (tun, tap), persist, the programs holding it ("PID N (comm)"), its queue
+    tun_type: str = ""
+    tun_persist: bool = False
+    tun_holders: List[str] = field(default_factory=list)
+    tun_owner: Optional[int] = None    # the uid allowed to attach (None: anyone with CAP_NET_ADMIN)
+    qlen: int = 0
+    tx_dropped: int = 0
 
     @property
     def up(self) -> bool:

@@ -33,7 +33,7 @@ class Hop:
     netns: str
     iif: Optional[str]
     oif: Optional[str]
-    action: str            # send, forward, bridge, deliver, leave, broken, tunnel
+    action: str            # send, forward, bridge, deliver, leave, broken, tunnel, program (a tun/tap's holder)
     src: str
     dst: str
     nexthop: Optional[str] = None
@@ -55,6 +55,7 @@ class WalkResult:
     arrival_ifindex: Optional[int] = None   # where the echo request entered DST's namespace
     family: int = 4
     broadcast: bool = False                 # DST is a broadcast address of the source's subnet (ping -b)
+    handed_to: Optional[str] = None         # "PID N (comm) through tun0": the program the path ends in
     # what the working part of the path uses: (netns, address) of the ping's ends, and
     # (netns, "dst/len", table) of every route a hop took; no fix may delete these
     used_addresses: Set[Tuple[str, str]] = field(default_factory=set)
@@ -333,6 +334,8 @@ class Walker:
         arp_src = src if state.owns(src) else self._arp_source(state, oif, nexthop)
         if oif.kind in TUNNEL_KINDS:
             return self._through_tunnel(state, oif, src, dst, **kw)
+        if oif.kind == "tun":
+            return self._to_program(state, oif, **kw)
         if oif.ifname == "lo":   # `ping -I lo`: the kernel delivers it locally; which socket sees the reply
             self._stop("leave", f"sent through lo (bound to it): delivered back into {state.name} as local; "
                        "not modelled further")
@@ -438,6 +441,16 @@ class Walker:
             self._add(finding)
         self._add(C.check_mtu(state, link, min(self.size, frame), f"the {role}, whose MTU is {sent_mtu}: veth drops "
                               "what does not fit the receiving end", max(sent_mtu, self.size), **kw))
+
+    def _to_program(self, state: NetnsState, tun: Link, **kw) -> None:
+        """A TUN/TAP device: the packets go to the program holding it; the walk ends there."""
+        if not self._add(C.check_tun(state, tun, **kw)).ok:
+            self._stop("broken", f"no program holds {tun.ifname}: its queue drops the packets")
+            return None
+        self.result.handed_to = f"{tun.tun_holders[0]} through {tun.ifname}"
+        self.result.left_machine = self.result.handed_to
+        self._stop("program", f"handed to {self.result.handed_to} (user space); not followed further")
+        return None
 
     def _through_tunnel(self, state: NetnsState, tun: Link, src, dst, **kw):
         direction = kw["direction"]
