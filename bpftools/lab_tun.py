@@ -19,20 +19,12 @@ import time
 from typing import Optional
 
 from .facts.tun import holders_of
+from .traffic import checksum
 
 TUNSETIFF = 0x400454CA
 IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
 ICMP, ECHO_REQUEST, ECHO_REPLY = 1, 8, 0
 DEADLINE = 10.0   # seconds to wait for the device's carrier, or for a holder to end
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def echo_reply(packet: bytes, address: bytes) -> Optional[bytes]:

@@ -7,7 +7,8 @@ import struct
 from bpftools.diagnose.state import Addr, Link, Snapshot
 from bpftools.diagnose.verdict import build_causes, verdict
 from bpftools.diagnose.walk import Walker
-from bpftools.lab_tun import checksum, echo_reply
+from bpftools.lab_tun import echo_reply
+from bpftools.traffic import checksum
 
 from test_diagnose_checks import ns
 
