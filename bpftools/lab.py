@@ -263,16 +263,28 @@ def _build_macvlan(b: LabBuilder) -> None:
         b.run(role, *cmd)
 
 
-def _tun_responder(verb: str) -> List[str]:
-    """Start or stop the lab's tun responder (bpftools/lab_tun.py), the program holding tun0."""
-    return [sys.executable, "-m", "bpftools.lab_tun", verb, "tun0"] + (["10.75.0.2"] if verb == "start" else [])
+def _responder(verb: str, ifname: str = "tun0", address: str = "10.75.0.2") -> List[str]:
+    """Start or stop the lab's responder (bpftools/lab_tun.py), the program holding a tun/tap device."""
+    return [sys.executable, "-m", "bpftools.lab_tun", verb, ifname] + ([address] if verb == "start" else [])
 
 
 def _build_tun(b: LabBuilder) -> None:
     b.netns("host")
     for cmd in (["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"], ["ip", "addr", "add", "10.75.0.1/24", "dev", "tun0"],
-                ["ip", "link", "set", "tun0", "up"], _tun_responder("start")):
+                ["ip", "link", "set", "tun0", "up"], _responder("start")):
         b.run("host", *cmd)
+
+
+def _vm(verb: str) -> List[str]:
+    return _responder(verb, "tap0", "10.76.0.2")
+
+
+def _build_tap(b: LabBuilder) -> None:
+    host = b.netns("host")
+    b.run("host", "ip", "tuntap", "add", "dev", "tap0", "mode", "tap")
+    b.run("host", "ip", "link", "set", "tap0", "up")
+    b.bridge(host, "br0", ["tap0"], "10.76.0.1/24")
+    b.run("host", *_vm("start"))
 
 
 def _sysctl(key: str, value) -> List[str]:
@@ -448,8 +460,13 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                 "for 10.75.0.2 behind it (what a VPN client is)", _build_tun, "host", "10.75.0.2",
                 faults={f.name: f for f in [
                     Fault("tun_no_program", "the program holding tun0 has ended: tun0 has no carrier and drops "
-                          "what is routed to it", [("host", _tun_responder("stop"))], [("host", _tun_responder("start"))],
+                          "what is routed to it", [("host", _responder("stop"))], [("host", _responder("start"))],
                           printed_fix=False),
+                ]}),
+    LabTopology("tap", "a bridge br0 (10.76.0.1/24) whose port tap0 is a VM's: the lab's responder holds it and "
+                "answers ARP and ping for 10.76.0.2", _build_tap, "host", "10.76.0.2", faults={f.name: f for f in [
+                    Fault("tun_no_program", "the VM is down: nothing holds its TAP port tap0",
+                          [("host", _vm("stop"))], [("host", _vm("start"))], printed_fix=False),
                 ]}),
     LabTopology("ipip", "an ipip tunnel between two namespaces across a forwarding hub (the classic netns + ipip setup)",
                 _build_ipip, "ns1", "10.73.100.2", requires="ipip_module", faults={f.name: f for f in [

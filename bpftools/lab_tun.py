@@ -1,5 +1,6 @@
-"""The lab's TUN responder: a small user-space program on the other end of a tun device (what a
-VPN client is), answering ICMP echo requests for one address behind it.
+"""The lab's TUN/TAP responder: a small user-space program on the other end of a tun device (what
+a VPN client is) or a tap device (what a VM is: it answers ARP too), answering ICMP echo requests
+for one address behind it. The device's mode is read from sysfs (`tun_flags`).
 
     python -m bpftools.lab_tun start DEV ADDRESS   # in the background; returns once DEV has carrier
     python -m bpftools.lab_tun stop DEV            # ends the programs of this namespace holding DEV
@@ -22,7 +23,10 @@ from .facts.tun import holders_of
 from .traffic import checksum
 
 TUNSETIFF = 0x400454CA
-IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
+IFF_TUN, IFF_TAP, IFF_NO_PI = 0x0001, 0x0002, 0x1000
+ETH_ARP, ETH_IPV4 = b"\x08\x06", b"\x08\x00"
+ARP_REQUEST, ARP_REPLY = b"\x00\x01", b"\x00\x02"
+RESPONDER_MAC = bytes.fromhex("020000007502")   # the "VM"'s MAC behind a tap device
 ICMP, ECHO_REQUEST, ECHO_REPLY = 1, 8, 0
 DEADLINE = 10.0   # seconds to wait for the device's carrier, or for a holder to end
 
@@ -44,19 +48,37 @@ def echo_reply(packet: bytes, address: bytes) -> Optional[bytes]:
     return bytes(header) + bytes(icmp)
 
 
-def attach(ifname: str) -> int:
+def frame_reply(frame: bytes, address: bytes, mac: bytes = RESPONDER_MAC) -> Optional[bytes]:
+    """A tap device's frames: the ARP reply for `address`, or the echo reply, from `mac`."""
+    if len(frame) < 14:
+        return None
+    asker, ethertype, body = frame[6:12], frame[12:14], frame[14:]
+    if ethertype == ETH_ARP and len(body) >= 28 and body[6:8] == ARP_REQUEST and body[24:28] == address:
+        return asker + mac + ETH_ARP + body[0:6] + ARP_REPLY + mac + address + body[8:18]   # to the asker
+    reply = echo_reply(body, address) if ethertype == ETH_IPV4 else None
+    return asker + mac + ETH_IPV4 + reply if reply is not None else None
+
+
+def is_tap(ifname: str) -> bool:
+    with open(f"/sys/class/net/{ifname}/tun_flags") as f:
+        return bool(int(f.read(), 16) & IFF_TAP)
+
+
+def attach(ifname: str, tap: bool) -> int:
     """Open /dev/net/tun attached to the (persistent) device `ifname`."""
     fd = os.open("/dev/net/tun", os.O_RDWR)
-    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI))
     return fd
 
 
 def serve(ifname: str, address: str) -> None:
-    fd = attach(ifname)
+    tap = is_tap(ifname)
+    fd = attach(ifname, tap)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     wanted = bytes(int(part) for part in address.split("."))
+    answer = frame_reply if tap else echo_reply
     while True:
-        reply = echo_reply(os.read(fd, 65536), wanted)
+        reply = answer(os.read(fd, 65536), wanted)
         if reply is not None:
             os.write(fd, reply)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..commands import HOST_LABEL, Argv, Command, argv_of, in_ns
-from . import cni, docker
+from . import cni, docker, tuntap
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
 from .routing import SourceCheck, describe_refusal, validate_source, without_refusal
 from .state import Link, NetnsState, family_of, is_link_local
@@ -62,20 +62,13 @@ def check_link(state: NetnsState, link: Link, role: str, **kw) -> Finding:
 
 
 def check_tun(state: NetnsState, link: Link, **kw) -> Finding:
-    """A TUN/TAP device hands the packets to the program holding it (a VPN client, a VM); with
-    none attached it has no carrier and its queue drops them. Which program should hold it the
-    kernel does not say, so no command can be derived: the detail says what is known."""
-    mode = link.tun_type or "tun"
-    if link.tun_holders and link.lower_up:
-        return ok(state, "tun", f"{link.ifname} ({mode}) is held by {', '.join(link.tun_holders)}", link.ifname,
-                  kw.get("direction", "request"))
-    made = "persistent (made by `ip tuntap add` or a program's TUNSETPERSIST)" if link.tun_persist else "not persistent"
-    owner = f", owner uid {link.tun_owner}" if link.tun_owner is not None else ""
-    role = "a VM that is down: its TAP port has no program" if mode == "tap" else \
-        "the program that serves it (a VPN client) is not running"
-    return bad(state, "tun", "tun_no_program", f"no program holds {link.ifname} ({mode} device, {made}{owner}): "
-               f"NO-CARRIER, so the kernel drops what is sent to it on its queue (qlen {link.qlen}, "
-               f"{link.tx_dropped} dropped so far); {role}: start it again", [], link.ifname, **kw)
+    """A TUN/TAP device hands the packets to the program holding it; with none, its queue drops
+    them (no command: which program should hold it cannot be known)."""
+    why = tuntap.unheld_detail(link)
+    if why is None:
+        return ok(state, "tun", f"{link.ifname} ({link.tun_type or 'tun'}) is held by {', '.join(link.tun_holders)}",
+                  link.ifname, kw.get("direction", "request"))
+    return bad(state, "tun", "tun_no_program", why, [], link.ifname, **kw)
 
 
 def check_mtu(state: NetnsState, link: Link, size: int, why: str, fix_mtu: int, **kw) -> Finding:

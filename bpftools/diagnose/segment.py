@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Set, Tuple
 
 from ..commands import Argv, argv_of
 from ..errors import first_line
-from . import macvlan
+from . import macvlan, tuntap
 from .routing import fib_lookup
 from .state import Addr, Link, NetnsState, Snapshot, family_of, is_link_local
 
@@ -50,6 +50,8 @@ class Station:
 class Segment:
     stations: List[Station] = field(default_factory=list)
     unseen: List[str] = field(default_factory=list)   # parts of the segment we cannot look into
+    programs: List[Tuple[NetnsState, Link]] = field(default_factory=list)   # TAP ports a program (a VM) holds
+    idle_taps: List[Tuple[NetnsState, Link]] = field(default_factory=list)  # TAP ports nobody holds
 
     def describe(self, oif: Link) -> str:
         if not self.stations:
@@ -150,6 +152,8 @@ def _bridge(w: _Walk, bstate: NetnsState, bridge: Link, port_in: Optional[Link],
             _wire(w, bstate, port, through)
         elif port.kind == "vxlan" and w.locate is not None:
             _vxlan(w, bstate, port, through)
+        elif tuntap.is_tuntap(port):
+            (w.seg.programs if tuntap.held(port) else w.seg.idle_taps).append((bstate, port))
         else:
             w.seg.unseen.append(f"{port.ifname} in {bstate.name} (a {port.kind or 'physical'} port of "
                                 f"{bridge.ifname})")
@@ -311,6 +315,10 @@ def resolve(snap: Snapshot, state: NetnsState, oif: Link, target: str, sender: O
     if upper is not None and upper.ok:
         return Resolution(upper, seg)
     refused = refused or upper
+    if refused is None and seg.idle_taps and not seg.unseen and not seg.programs:
+        tstate, tap = seg.idle_taps[0]   # the owner may be the VM behind it, which is down
+        refused = Answer(Station(tstate, tap), False, f"nobody on the segment has {target}; the one place it may be "
+                         f"is behind {tap.ifname}: {tuntap.unheld_detail(tap)}", "tun_no_program")
     if refused is None and is_link_local(target):
         # a link that is down has no IPv6 link-local address (the kernel removes it): the owner may be there
         refused = next((b for b in (_blocked_on_the_way(s) for s in seg.stations

@@ -15,6 +15,7 @@ from . import checks as C
 from ..errors import first_line
 from .firewall import Packet
 from .routing import fib_lookup, route_get, select_source
+from . import tuntap
 from .macvlan import is_upper
 from .segment import Station, peer_of, resolve, segment
 from .state import Link, NetnsState, Snapshot, family_of, is_link_local
@@ -377,10 +378,13 @@ class Walker:
             owner = owner or next((s for s in resolution.segment.stations if s.state.owns(nexthop)), None)
             if owner is not None:
                 return owner
+        seg = resolution.segment
+        if resolution.answer is None and not seg.unseen and seg.programs:   # a VM's TAP port: its program
+            self._hand_to_program(seg.programs[0][1])
+            return None
         self._add(C.check_nexthop_owner(state, oif, route, nexthop, resolution, **kw))
         if resolution.station is not None:
             return resolution.station
-        seg = resolution.segment
         if resolution.answer is None and seg.unseen:
             self._stop("leave", f"{nexthop} may be behind {seg.unseen[0]}; not followed further")
             self.result.left_machine = seg.unseen[0]
@@ -447,10 +451,12 @@ class Walker:
         if not self._add(C.check_tun(state, tun, **kw)).ok:
             self._stop("broken", f"no program holds {tun.ifname}: its queue drops the packets")
             return None
-        self.result.handed_to = f"{tun.tun_holders[0]} through {tun.ifname}"
-        self.result.left_machine = self.result.handed_to
-        self._stop("program", f"handed to {self.result.handed_to} (user space); not followed further")
+        self._hand_to_program(tun)
         return None
+
+    def _hand_to_program(self, tun: Link) -> None:
+        self.result.handed_to = self.result.left_machine = tuntap.holder_text(tun)
+        self._stop("program", f"handed to {self.result.handed_to} (user space); not followed further")
 
     def _through_tunnel(self, state: NetnsState, tun: Link, src, dst, **kw):
         direction = kw["direction"]
