@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 AF_BRIDGE = socket.AF_BRIDGE
+NTF_SELF = 0x02   # an FDB entry of the device itself (not learned by a bridge)
 # IPv4 and IPv6 switches that make a namespace ignore echo requests (checks.check_echo)
 ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
                 "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
@@ -99,7 +100,7 @@ def capture(label: str, known: Optional[Known] = None) -> NetnsState:
             qdiscs = {}
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
-        _vxlan_fdb(sock, state.links)
+        _fdb(sock, state.links)
         _tun_holders(state.links, netns.inode)
     for key, value in global_bridge_nf.items():
         if f"net.bridge.{key}" not in sysctls and value is not None:
@@ -227,10 +228,13 @@ def _tun_holders(links: List[Link], inode: int) -> None:
         link.tun_holders = [h.describe() for h in (same or (found if link.lower_up else []))]
 
 
-def _vxlan_fdb(sock, links) -> None:
-    """The remote VTEPs in each VXLAN device's forwarding database (`bridge fdb ... dst IP`)."""
+def _fdb(sock, links) -> None:
+    """From the bridge FDB dump: the remote VTEPs in each VXLAN device's forwarding database
+    (`bridge fdb ... dst IP`), and the unicast addresses a device that is no bridge port lists as
+    its own (`self permanent`: the MACs of its macvlan/macvtap children, wherever they are)."""
     vxlans = {l.ifindex: l for l in links if l.kind == "vxlan"}
-    if not vxlans:
+    parents = {l.ifindex: l for l in links if l.master is None and l.kind in ("veth", "")}
+    if not vxlans and not parents:
         return
     try:
         entries = list(sock.get_neighbours(family=AF_BRIDGE))
@@ -241,6 +245,10 @@ def _vxlan_fdb(sock, links) -> None:
         link, dst = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_DST")
         if link is not None and dst and dst not in link.vxlan_fdb:
             link.vxlan_fdb.append(dst)
+        parent, mac = parents.get(entry["ifindex"]), entry.get_attr("NDA_LLADDR")
+        if parent is not None and mac and entry["flags"] & NTF_SELF and not int(mac[:2], 16) & 1 \
+                and mac.lower() != parent.mac.lower() and mac not in parent.upper_macs:
+            parent.upper_macs.append(mac)
 
 
 def _unset_none(address: Optional[str]) -> Optional[str]:

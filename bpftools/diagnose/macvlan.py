@@ -34,7 +34,11 @@ def lower_of(snap: Snapshot, state: NetnsState, link: Link) -> Optional[Tuple[Ne
 
 
 def uppers_of(snap: Snapshot, state: NetnsState, parent: Link) -> List[Tuple[NetnsState, Link]]:
-    """The children of `parent` in every namespace (they are often moved into containers)."""
+    """The children of `parent` in every namespace (they are often moved into containers). Only a
+    parent whose FDB lists unicast addresses of others (its children's MACs) is looked for in every
+    namespace: the search reads them all."""
+    if not parent.upper_macs and not any(is_upper(l) and l.lower_ifindex == parent.ifindex for l in state.links):
+        return []
     return [(st, link) for st in snap.everywhere() for link in st.links
             if is_upper(link) and link.lower_netns == state.name and link.lower_ifindex == parent.ifindex]
 

@@ -53,6 +53,7 @@ class Link:
     lower_netns: Optional[str] = None
     lower_ifindex: Optional[int] = None
     mode: str = ""                 # macvlan/macvtap: bridge, private, vepa, passthru, source; ipvlan: l2, l3, l3s
+    upper_macs: List[str] = field(default_factory=list)   # a parent: its children's MACs (its own unicast FDB)
     # kind "tun": its mode (tun, tap), persist, the programs holding it ("PID N (comm)"), its queue
     tun_type: str = ""
     tun_persist: bool = False

@@ -23,7 +23,8 @@ def child(ifindex: int, name: str, mode: str = "bridge", lower_netns: str = "hos
 
 def lan(ctr2_mode: str = "bridge", shim: bool = False, kind: str = "macvlan") -> Snapshot:
     """host lan0 10.74.0.1 -- lan 10.74.0.3; ctr 10.74.0.2 and ctr2 10.74.0.4: children of lan0."""
-    host_links, host_addrs, host_routes = [veth(2, "lan0", "lan", 2)], [Addr(2, "10.74.0.1", 24)], []
+    host_links = [veth(2, "lan0", "lan", 2, upper_macs=["02:00:00:00:01:02"])]
+    host_addrs, host_routes = [Addr(2, "10.74.0.1", 24)], []
     if shim:
         host_links.append(child(3, "shim-lan0", lower_netns="host"))
         host_addrs.append(Addr(3, "10.74.0.1", 32))
@@ -96,6 +97,13 @@ def test_a_recording_without_the_new_fields_still_loads():
     data = lan().to_dict()
     for state in data.values():
         for link in state["links"]:
-            for key in ("lower_netns", "lower_ifindex", "mode"):
+            for key in ("lower_netns", "lower_ifindex", "mode", "upper_macs"):
                 link.pop(key)
     assert Snapshot.from_dict(data).ns("ctr").links[1].lower_netns is None
+
+
+def test_a_parent_without_childrens_addresses_is_not_searched_for_them():
+    snap = lan()
+    snap.ns("host").links[1].upper_macs = []
+    _, causes = _causes(snap, "host", "10.74.0.2")
+    assert causes[0]["cause"] == "neighbor_unreachable"
