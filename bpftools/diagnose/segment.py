@@ -362,11 +362,15 @@ def _isolated(pstate: NetnsState, parent: Link, cstate: NetnsState, child: Link,
               target: str, towards_parent: bool) -> Answer:
     """A parent and its child never exchange frames; the fix is a shim on the parent's side."""
     way = f"{child.ifname} in {cstate.name} asks for its parent's address" if towards_parent else \
-        f"{target} is on {child.ifname} in {cstate.name}, a {child.kind} ({child.mode or '?'} mode) child of " \
+        f"{target} is on {child.ifname} in {cstate.name}, {_a(child.kind)} ({child.mode or '?'} mode) child of " \
         f"{parent.ifname}"
     fix = macvlan.shim_fix(pstate, parent, child, child_address)
-    how = (f"; a {child.kind} shim on {parent.ifname} here ({macvlan.shim_name(parent)}, bridge mode) with a /32 "
+    how = (f"; {_a(child.kind)} shim on {parent.ifname} here ({macvlan.shim_name(parent)}, bridge mode) with a /32 "
            "route to the child reaches it as a sibling") if fix else ""
-    return Answer(Station(pstate, parent), False, f"{way}: a {child.kind} child never exchanges frames with its "
+    return Answer(Station(pstate, parent), False, f"{way}: {_a(child.kind)} child never exchanges frames with its "
                   f"parent {parent.ifname} in {pstate.name} (the kernel sends the child's frames to the wire or to "
                   f"siblings, never up the parent's stack){how}", "macvlan_parent_isolation", fix)
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"

@@ -215,3 +215,14 @@ def test_lab_down_all_removes_everything_it_made():
     assert proc.returncode == 0 and "removed 5 namespace(s)" in proc.stdout
     assert namespaces_of() == []
     assert not [f for f in (os.listdir(STATE_DIR) if os.path.isdir(STATE_DIR) else []) if f.startswith(prefix())]
+
+
+def test_lab_fix_puts_the_macvlan_shim_back(lab_down_after):
+    """The host cannot reach its macvlan container without the shim; `lab fix` adds it again."""
+    _lab_up("macvlan", lab_down_after)
+    ns, dst = TOPOLOGIES["macvlan"].ping("macvlan_parent_isolation")
+    assert cli("lab", "break", "macvlan", "macvlan_parent_isolation").returncode == 0
+    assert not _ping_ok(ns, dst)
+    proc = cli("lab", "fix", "macvlan")
+    assert proc.returncode == 0 and "macvlan_parent_isolation" in proc.stdout
+    assert _ping_ok(ns, dst)

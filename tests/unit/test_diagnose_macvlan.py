@@ -107,3 +107,13 @@ def test_a_parent_without_childrens_addresses_is_not_searched_for_them():
     snap.ns("host").links[1].upper_macs = []
     _, causes = _causes(snap, "host", "10.74.0.2")
     assert causes[0]["cause"] == "neighbor_unreachable"
+
+
+@pytest.mark.parametrize("mode", ["l2", "l3", "l3s"])
+def test_an_ipvlan_child_is_isolated_from_its_parent_too(mode):
+    """Recorded state (this kernel has no ipvlan): the isolation is named; no macvlan shim is offered."""
+    snap = lan(kind="ipvlan")
+    snap.ns("ctr").links[1].mode = mode
+    _, causes = _causes(snap, "host", "10.74.0.2")
+    assert causes[0]["cause"] == "macvlan_parent_isolation" and causes[0]["fix"] == []
+    assert "an ipvlan child never exchanges frames with its parent lan0" in causes[0]["detail"]
