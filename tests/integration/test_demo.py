@@ -16,10 +16,11 @@ def test_demo_diagnoses_fixes_and_cleans_up():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     docker = "== docker: container bpftools-demo-" in out  # where a Docker Engine answers
-    assert out.count("  ping works") == 2 + docker, out
+    assert out.count("  ping works") == 3 + docker, out
     assert "it breaks in bpftlab-demo" in out and "-routed-right, eth0: rp_filter" in out
     assert "traced: drop IP_RPFILTER" in out
     assert "-bridge-sw, br0: bridge_netfilter" in out and "traced: drop NETFILTER_DROP" in out
+    assert "-macvlan-host, lan0: macvlan_parent_isolation" in out
     assert "apply the first fix:" in out and "lab networks removed." in out
     if docker:
         assert "it breaks in docker:bpftools-demo-" in out and ", eth0: netfilter_drop" in out
