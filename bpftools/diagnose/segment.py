@@ -351,7 +351,7 @@ def _through_uppers(snap: Snapshot, state: NetnsState, oif: Link, seg: Segment, 
         for cstate, child in macvlan.uppers_of(snap, station.state, station.link):
             if cstate.owns(target) is not None:
                 return answer(Station(cstate, child, station.crossings), target, sender)
-    if oif.kind in ("veth", "") and not macvlan.is_upper(oif):
+    if oif.kind in ("veth", ""):   # a parent asking for its own child
         for cstate, child in macvlan.uppers_of(snap, state, oif):
             if cstate.owns(target) is not None:
                 return _isolated(state, oif, cstate, child, target, target, towards_parent=False)

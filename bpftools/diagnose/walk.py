@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Set, Tuple
 
 from . import checks as C
+from . import tuntap
 from ..errors import first_line
 from .firewall import Packet
-from .routing import fib_lookup, route_get, select_source
-from . import tuntap
 from .macvlan import is_upper
+from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
 from .state import Link, NetnsState, Snapshot, family_of, is_link_local
 
