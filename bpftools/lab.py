@@ -495,6 +495,10 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                 ]}),
 ]}
 
+from .lab_routers import TOPOLOGIES as _ROUTERS  # noqa: E402  (built from the classes above)
+
+TOPOLOGIES.update({t.name: t for t in _ROUTERS})
+
 
 # -- operations ---------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 from ..errors import BpftoolsError
 from .capture import Known, LiveSource, current_label
 from .live import default_tracer, relevant_drops, run_live
+from .prove import Prover
 from .state import Snapshot
 from .verdict import EXIT_ERROR, claimable, exit_status, story, unexplained, verdict
 from .walk import ECHO_TYPES, Walker
@@ -113,6 +114,13 @@ def replay(data: dict):
                        Snapshot.from_dict(data["namespaces"]), Binding(data.get("device"), data.get("source")))
 
 
+def prover_for(data: dict) -> Prover:
+    """The prover of a recording (`recording()`): fixes proven on the namespaces it holds."""
+    address, scope = parse_target(data["target"])
+    return Prover(Snapshot.from_dict(data["namespaces"]), data["netns"], address, data.get("source"),
+                  data.get("device"), scope, data.get("payload", 56), data.get("home", "host"))
+
+
 def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, timeout: float = 2.0,
                   payload: int = 56, tracer=_DEFAULT, record: Optional[str] = None,
                   interface: Optional[str] = None, source: Optional[str] = None) -> dict:
@@ -146,13 +154,14 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=LiveSource())
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)
-    if record:
+    drops = relevant_drops(live.drops, walk.src or first.src, address)
+    prover = Prover(snapshot, src_ns, address, binding.source, binding.device, scope, payload, home)
+    result = verdict(target, src_ns, walk, live.sent, live.received, drops, prover)
+    if record:   # after proving: the namespaces the proofs walked into are recorded too
         import json
 
         with open(record, "w") as f:
             json.dump(recording(snapshot, src_ns, target, home, payload, binding), f, indent=1, sort_keys=True)
-    drops = relevant_drops(live.drops, walk.src or first.src, address)
-    result = verdict(target, src_ns, walk, live.sent, live.received, drops)
     result["device"] = binding.device
     result["family"] = walk.family
     annotate_counts(result["path"], live, snapshot, walk.family)

@@ -27,7 +27,7 @@ NTF_SELF = 0x02   # an FDB entry of the device itself (not learned by a bridge)
 ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
                 "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
-                    "route_localnet")
+                    "proxy_arp_pvlan", "medium_id", "route_localnet")
 BRIDGE_NF_KEYS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
 LOWER_KINDS = ("macvlan", "macvtap", "ipvlan", "ipvtap")
 MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}   # if_link.h MACVLAN_MODE_*
@@ -80,7 +80,7 @@ def capture(label: str, known: Optional[Known] = None) -> NetnsState:
         # commands started here run in the entered namespace (None: "where we are")
         rulesets = {family: iptables_save(None, family) for family in (IPV4, IPV6)}
         nft = nft_ruleset(None)
-        proxies = netns_output(None, "ip", "-6", "neigh", "show", "proxy") or ""
+        proxies = "".join(netns_output(None, "ip", f"-{family}", "neigh", "show", "proxy") or "" for family in (4, 6))
     with sock:
         state = NetnsState(netns.label, inode=netns.inode)
         links = list(sock.get_links())  # dumping links assigns the nsids of veth peers' namespaces
@@ -134,6 +134,7 @@ def _read_sysctls() -> Dict[str, int]:
         name = os.path.basename(conf)
         for key in SYSCTL_CONF_KEYS:
             read(os.path.join(conf, key), f"net.ipv4.conf.{name}.{key}")
+        read(f"/proc/sys/net/ipv4/neigh/{name}/proxy_delay", f"net.ipv4.neigh.{name}.proxy_delay")
     for conf in glob.glob("/proc/sys/net/ipv6/conf/*"):  # absent when the kernel has no IPv6
         name = os.path.basename(conf)
         for key in SYSCTL_CONF6_KEYS:
@@ -142,7 +143,7 @@ def _read_sysctls() -> Dict[str, int]:
 
 
 def _ndp_proxies(text: str, state: NetnsState) -> list:
-    """`ip -6 neigh show proxy` lines (`ADDR dev IFNAME proxy`): rtnetlink dumps them only on request."""
+    """`ip -4|-6 neigh show proxy` lines (`ADDR dev IFNAME proxy`): rtnetlink dumps them only on request."""
     found = []
     for line in text.splitlines():
         words = line.split()

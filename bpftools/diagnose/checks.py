@@ -19,7 +19,7 @@ WEAK = 0.3
 
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
-          "docker_isolation", "docker_icc_disabled", "cni_chain_drop", "echo_ignored", "arp_ignore",
+          "docker_isolation", "docker_icc_disabled", "cni_chain_drop", "echo_ignored", "arp_ignore", "routing_loop",
           "macvlan_parent_isolation", "macvlan_mode", "tun_no_program", "unknown")
 
 @dataclass
@@ -34,6 +34,7 @@ class Finding:
     confidence: float = CERTAIN
     direction: str = "request"
     symptom: bool = False   # what any fault that stops ARP/NDP looks like (a FAILED entry): never an "also"
+    alternatives: List[List[Command]] = field(default_factory=list)   # other fixes, tried when `fix` is not proven
 
     def to_dict(self) -> dict:
         return {"netns": self.netns, "check": self.check, "ok": self.ok, "detail": self.detail}
@@ -130,10 +131,10 @@ def deletes_used(command: Command, finding: Finding, addresses, routes) -> bool:
 def route_fix(suggestion: Optional["RouteSuggestion"], dst: str, replace=None) -> List[Argv]:
     """A host route to dst. `replace`: the wrong route in use; when it is that very host route it is
     replaced, else the new one is added beside it (more specific: nothing else changes path)."""
-    if suggestion is None:
-        return [argv_of("ip route add {} via <gateway> dev <interface>", dst)]
+    if suggestion is None:   # no neighbour has a way to dst: nothing to print (no template to fill in)
+        return []
     target = argv_of("dev {}", suggestion.dev) if not suggestion.gateway else \
-        argv_of("via {} dev {}", suggestion.gateway, suggestion.dev)
+        argv_of("via {} dev {}", suggestion.gateway, suggestion.dev) + (("onlink",) if suggestion.onlink else ())
     host = 32 if family_of(dst) == 4 else 128
     if replace is not None and replace.dst == dst and replace.dst_len == host:
         table = argv_of("table {}", replace.table) if replace.table != 254 else ()
@@ -156,6 +157,7 @@ def check_return_route(state: NetnsState, src: str, iif: Link, back, suggestion:
 class RouteSuggestion:
     dev: str
     gateway: Optional[str]
+    onlink: bool = False   # the gateway is in no subnet of dev: `via GW dev IF onlink`
 
 
 def check_route(state: NetnsState, lookup, dst: str, cause: str, suggestion: Optional[RouteSuggestion],

@@ -213,8 +213,7 @@ def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Ans
         return ndp_answer(station, target)
     st, link = station.state, station.link
     owner = st.owns(target)
-    proxy = owner is None and st.proxy_arp(link.ifname) and st.forwarding(link.ifname) and \
-        _routes_elsewhere(st, target, link)
+    proxy = proxy_arp_reason(st, link, target, sender) if owner is None else None
     if owner is None and not proxy:
         return None
     blocked = _blocked_on_the_way(station)
@@ -223,8 +222,14 @@ def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Ans
     if link.noarp:
         return Answer(station, False, f"{link.ifname} in {st.name} has ARP turned off (NOARP), so nobody answers "
                       f"who-has {target}", fix=[argv_of("ip link set dev {} arp on", link.ifname)])
+    if proxy and not st.forwarding(link.ifname):
+        return Answer(station, False, f"{station.where} would answer ARP for {target} ({proxy}), but it does not "
+                      f"forward (net.ipv4.conf.{link.ifname}.forwarding = 0): the kernel proxies only on a "
+                      "forwarding interface", fix=[argv_of("sysctl -w net.ipv4.conf.{}.forwarding=1", link.ifname)])
     if proxy:
-        return Answer(station, True, f"{station.where} answers ARP for {target} (proxy_arp)", proxy=True)
+        delay = st.sysctl(f"net.ipv4.neigh.{link.ifname}.proxy_delay")
+        later = f"; after up to {delay * 10} ms (proxy_delay)" if delay else ""
+        return Answer(station, True, f"{station.where} answers ARP for {target} ({proxy}{later})", proxy=True)
     ignore = st.arp_ignore(link.ifname)
     reset = [argv_of("sysctl -w net.ipv4.conf.all.arp_ignore=0"),
              argv_of("sysctl -w net.ipv4.conf.{}.arp_ignore=0", link.ifname)]
@@ -291,9 +296,56 @@ def _at(station: Station, state: NetnsState, link: Link) -> Station:
     return Station(state, link, station.crossings)
 
 
-def _routes_elsewhere(state: NetnsState, target: str, link: Link) -> bool:
-    route = fib_lookup(state, target).route
-    return route is not None and route.type == "unicast" and route.oif != link.ifindex
+def _proxy_route(state: NetnsState, target: str, sender: Optional[str], link: Link):
+    """The route the kernel looks up for a proxied target (ip_route_input: from the asker, in on
+    the asking interface); None unless it is a unicast route with a device."""
+    route = fib_lookup(state, target, sender, link.ifname).route
+    return route if route is not None and route.type == "unicast" and route.oif is not None else None
+
+
+def proxy_arp_reason(state: NetnsState, link: Link, target: str, sender: Optional[str]) -> Optional[str]:
+    """Why arp_process would answer for `target`, an address of another host, on `link` (besides
+    forwarding, checked by the caller): proxy_arp with the target routed out of another interface
+    of a different medium (arp_fwd_proxy), proxy_arp_pvlan with it routed back out of the same one
+    (arp_fwd_pvlan), or a proxy entry (`ip neigh add proxy`) with it routed elsewhere; None: it would not."""
+    route = _proxy_route(state, target, sender, link)
+    if route is None:
+        return None
+    if route.oif == link.ifindex:
+        return "proxy_arp_pvlan" if state.proxy_arp_pvlan(link.ifname) and sender != target else None
+    if state.proxy_entry(link.ifindex, target):
+        return "a proxy entry"
+    if not state.proxy_arp(link.ifname):
+        return None
+    medium = state.medium_id(link.ifname)
+    out = state.ifname(route.oif)
+    if medium == -1 or (medium and out is not None and state.medium_id(out) == medium):
+        return None
+    return f"proxy_arp: it routes {target} out of {out}"
+
+
+def proxy_switched_off(station: Station, target: str, sender: Optional[str]) -> Optional[Answer]:
+    """A router on the segment that routes `target` out of another interface but does not answer
+    for it: with proxy_arp on (IPv6: proxy_ndp and a proxy entry) it would. Where a gateway
+    nobody owns is the next hop (routed pods: a link-local gateway answered by the node's veth),
+    that interface is where the fix goes."""
+    st, link = station.state, station.link
+    six = family_of(target) == 6
+    if st.owns(target) is not None or not st.forwarding(link.ifname, 6 if six else 4) or link.noarp:
+        return None
+    route = _proxy_route(st, target, sender, link)
+    if route is None or route.oif == link.ifindex or (not six and st.medium_id(link.ifname) == -1):
+        return None
+    if six:
+        fix = [argv_of("sysctl -w net.ipv6.conf.{}.proxy_ndp=1", link.ifname)] + \
+            ([] if st.proxy_entry(link.ifindex, target) else [argv_of("ip -6 neigh add proxy {} dev {}", target,
+                                                                        link.ifname)])
+        what = "proxy_ndp is off or it has no proxy entry for it"
+    else:
+        fix = [argv_of("sysctl -w net.ipv4.conf.{}.proxy_arp=1", link.ifname)]
+        what = f"proxy_arp is off on {link.ifname}"
+    return Answer(station, False, f"nobody owns {target}; {station.where} routes it out of "
+                  f"{st.ifname(route.oif)} and would answer for it by proxy, but {what}", fix=fix, proxy=True)
 
 
 def resolve(snap: Snapshot, state: NetnsState, oif: Link, target: str, sender: Optional[str],
@@ -315,6 +367,9 @@ def resolve(snap: Snapshot, state: NetnsState, oif: Link, target: str, sender: O
     if upper is not None and upper.ok:
         return Resolution(upper, seg)
     refused = refused or upper
+    if refused is None:   # a router that would answer by proxy, if proxying were on
+        refused = next((p for p in (proxy_switched_off(s, target, sender) for s in seg.stations
+                                    if not (s.state.name == state.name and s.link.ifindex == oif.ifindex)) if p), None)
     if refused is None and seg.idle_taps and not seg.unseen and not seg.programs:
         tstate, tap = seg.idle_taps[0]   # the owner may be the VM behind it, which is down
         refused = Answer(Station(tstate, tap), False, f"nobody on the segment has {target}; the one place it may be "

@@ -148,7 +148,8 @@ class NetnsState:
     sysctls: Dict[str, int] = field(default_factory=dict)
     iptables_save: str = ""        # `iptables-save` output
     ip6tables_save: str = ""       # `ip6tables-save` output
-    ndp_proxies: List[Neighbour] = field(default_factory=list)   # `ip -6 neigh show proxy` (state "proxy")
+    # `ip -4|-6 neigh show proxy` (state "proxy"): IPv6 NDP proxy entries and IPv4 `ip neigh add proxy`
+    ndp_proxies: List[Neighbour] = field(default_factory=list)
     nft_ruleset: dict = field(default_factory=dict)   # `nft -j list ruleset`
     docker_networks: Dict[str, dict] = field(default_factory=dict)   # bridge ifname -> {"name", "id", "icc"}
     inode: int = 0                 # nsfs inode (0: unknown, e.g. hand-written state)
@@ -201,6 +202,17 @@ class NetnsState:
 
     def proxy_arp(self, ifname: str) -> bool:
         return bool(self.conf("all", "proxy_arp") or self.conf(ifname, "proxy_arp"))
+
+    def proxy_arp_pvlan(self, ifname: str) -> bool:
+        return bool(self.conf("all", "proxy_arp_pvlan") or self.conf(ifname, "proxy_arp_pvlan"))
+
+    def medium_id(self, ifname: str) -> int:
+        """IN_DEV_MEDIUM_ID reads the interface's own value: 0 none, -1 never proxy, N a medium."""
+        return self.conf(ifname, "medium_id")
+
+    def proxy_entry(self, ifindex: int, address: str) -> bool:
+        """`ip neigh add proxy ADDR dev IFACE` (either family)."""
+        return any(n.dst == address and n.ifindex == ifindex for n in self.ndp_proxies)
 
     def forwarding(self, ifname: str, family: int = 4) -> bool:
         """IPv4: conf/<iif>/forwarding. IPv6: conf/all/forwarding (per-interface forwarding only

@@ -2,7 +2,7 @@
 evidence and fix commands, the JSON object of `diagnose ping --json`, and the short story."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 from ..drop_causes import DROP_CAUSES, DropCause, drop_cause, event_from_json, reason_name
 from ..commands import HOST_LABEL, Command, in_ns, rendered
@@ -11,7 +11,9 @@ from .walk import WalkResult
 
 # What a drop reason means (cause, what it confirms, fix) is drop_causes.DROP_CAUSES, shared with
 # trace-drops' hints. Drop locations without a telling reason support these causes found by the checks:
-SUPPORTS_AT = {"__dev_forward_skb": ("mtu", "link_down"), "br_dev_queue_push_xmit": ("mtu",)}
+SUPPORTS_AT = {"__dev_forward_skb": ("mtu", "link_down"), "br_dev_queue_push_xmit": ("mtu",),
+               # IP_INHDR where a router forwards: the TTL (hop limit) ran out, as round a routing loop
+               "ip_forward": ("routing_loop",), "ip6_forward": ("routing_loop",)}
 EXIT_REACHABLE, EXIT_CAUSE, EXIT_UNKNOWN, EXIT_ERROR = 0, 1, 2, 3
 
 
@@ -24,16 +26,18 @@ def _check_text(f: Finding) -> str:
 
 
 def _cause(name, netns, ifname, detail, evidence, fix: List[Command], confidence, order, direction=None,
-           symptom=False) -> dict:
+           symptom=False, alternatives: Sequence[List[Command]] = ()) -> dict:
     """A cause as the JSON has it: `fix`, each command as a shell line (commands.render), and
-    `fix_argv`, the same commands as data ({"netns": label or null, "argv": [...]})."""
+    `fix_argv`, the same commands as data ({"netns": label or null, "argv": [...]}); `proven`
+    once prove.Prover applied it to the model. `_candidates`: the fixes to try, the likeliest first."""
     return {"cause": name, "netns": netns, "ifname": ifname, "detail": detail, "evidence": list(evidence),
-            "fix": rendered(fix), "fix_argv": [c.to_json() for c in fix], "confidence": confidence,
-            "direction": direction, "_order": order,
-            "_confirmed": confidence >= CERTAIN, "_symptom": symptom}
+            "fix": rendered(fix), "fix_argv": [c.to_json() for c in fix], "proven": False, "advice": [],
+            "advice_argv": [], "confidence": confidence, "direction": direction, "_order": order,
+            "_confirmed": confidence >= CERTAIN, "_symptom": symptom, "_candidates": [fix, *alternatives]}
 
 
-def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
+def build_causes(findings: List[Finding], drops: List[dict], prove: Optional[Callable[[List[dict]], None]] = None
+                 ) -> List[dict]:
     """Failed checks become causes (one per cause, namespace and interface); drop events add
     evidence to the cause they confirm, or become causes of their own (XDP/TC drops, unexplained
     drops). The first is the most likely; the others ("also") only when independently confirmed:
@@ -48,7 +52,7 @@ def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
             _add_evidence(same, _check_text(f))
             continue
         index[key] = _cause(f.cause, f.netns, f.ifname, f.detail, [_check_text(f)], f.fix, f.confidence, order,
-                            f.direction, f.symptom)
+                            f.direction, f.symptom, f.alternatives)
         causes.append(index[key])
     programs = {(f.netns, f.ifname): f for f in findings if f.ok and f.cause in ("xdp_drop", "tc_drop")}
     for event in drops:
@@ -61,8 +65,11 @@ def build_causes(findings: List[Finding], drops: List[dict]) -> List[dict]:
     # A failed ARP/NDP entry (and NEIGH_FAILED drops) is what the first cause looks like from the
     # sender when that cause stops address resolution: not a second fault.
     causes = causes[:1] + [c for c in causes[1:] if c["_confirmed"] and not c["_symptom"]]
+    if prove is not None:   # before printing, every fix is applied to the model (prove.py)
+        prove(causes)
     for c in causes:
         del c["_order"], c["_confirmed"], c["_symptom"]
+        c.pop("_candidates", None)
         c["confidence"] = round(c["confidence"], 2)
     return causes
 
@@ -132,11 +139,13 @@ def _event_text(event: dict) -> str:
     return f"drop {drop_reason(event)} in {where}{loc}{count}"
 
 
-def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int, drops: List[dict]) -> dict:
+def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int, drops: List[dict],
+            prove: Optional[Callable[[List[dict]], None]] = None) -> dict:
+    """`prove`: checks every fix on the model before it is printed (prove.Prover)."""
     reachable = received > 0
     causes: List[dict] = []
     if not reachable:
-        causes = build_causes(walk.findings, drops)
+        causes = build_causes(walk.findings, drops, prove)
         if not causes:
             evidence = [_event_text(e) for e in drops] or ["every check on the path passed and no drop was traced"]
             if walk.handed_to:
@@ -154,8 +163,7 @@ def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int,
 
 def _unknown(netns: str, detail: str, evidence: List[str]) -> dict:
     return {"cause": "unknown", "netns": netns, "ifname": None, "detail": detail, "evidence": evidence, "fix": [],
-            "fix_argv": [],
-            "confidence": 0.0, "direction": None}
+            "fix_argv": [], "proven": False, "advice": [], "advice_argv": [], "confidence": 0.0, "direction": None}
 
 
 def unexplained(result: dict, netns: str) -> dict:
@@ -263,6 +271,14 @@ def claimable(causes: List[dict], path: List[dict]) -> List[dict]:
     return [c for c in causes if reached(c)]
 
 
+def _advice_lines(cause: dict) -> List[str]:
+    """Commands the model cannot apply: shown as advice, never as a proven fix."""
+    if not cause.get("advice"):
+        return []
+    return ["  advice (not proven: the model cannot apply it; check before running):"] + \
+        [f"    {cmd}" for cmd in cause["advice"]]
+
+
 def story(result: dict) -> str:
     """The human output: the path, where it breaks, why, the fix."""
     lines = []
@@ -307,7 +323,12 @@ def story(result: dict) -> str:
     if first["fix"]:
         lines.append("  fix:")
         lines += [f"    {cmd}" for cmd in first["fix"]]
+    elif not first["advice"]:
+        tried = any(e.startswith("not proven: ") for e in first["evidence"])
+        lines.append("  no fix: " + ("no candidate repairs the path on the model (the evidence says where each "
+                                     "leaves it broken)" if tried else "bpftools knows no command that repairs it"))
+    lines += _advice_lines(first)
     for other in causes[1:]:
         lines.append(f"also ({other['cause']}, {other['netns']}): {other['detail']}")
-        lines += [f"    {cmd}" for cmd in other["fix"]]
+        lines += [f"    {cmd}" for cmd in other["fix"]] + _advice_lines(other)
     return "\n".join(lines)

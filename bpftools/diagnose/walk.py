@@ -7,20 +7,20 @@ leave by their %scope interface)."""
 from __future__ import annotations
 
 import ipaddress
-import logging
 from dataclasses import dataclass, field
 from typing import List, Optional, Set, Tuple
 
 from . import checks as C
 from . import tuntap
-from ..errors import first_line
+from ..commands import in_ns
 from .firewall import Packet
+from .loops import Pass, loop_finding
 from .macvlan import is_upper
 from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
+from .suggest import suggest_routes
 from .state import Link, NetnsState, Snapshot, family_of, is_link_local
 
-log = logging.getLogger(__name__)
 
 ICMP_HEADER = 8
 IP_HEADER = {4: 20, 6: 40}
@@ -89,9 +89,14 @@ class Walker:
         `scope`: a link-local destination's %IFACE."""
         res = self._walk(src_ns, dst, src, device, scope)
         for finding in res.findings:
-            finding.fix = [cmd for cmd in finding.fix if not C.deletes_used(cmd, finding, res.used_addresses,
-                                                                             res.used_routes)]
+            finding.fix = self._keeping_used(finding.fix, finding)
+            finding.alternatives = [self._keeping_used(fix, finding) for fix in finding.alternatives]
         return res
+
+    def _keeping_used(self, fix, finding: C.Finding):
+        """The fix without commands that delete what the working part of the path uses."""
+        res = self.result
+        return [cmd for cmd in fix if not C.deletes_used(cmd, finding, res.used_addresses, res.used_routes)]
 
     def _walk(self, src_ns: str, dst: str, src: Optional[str], device: Optional[str],
               scope: Optional[str] = None) -> WalkResult:
@@ -187,6 +192,7 @@ class Walker:
         icmp = ECHO_TYPES[family][direction]
         self.size = self.payload + ICMP_HEADER + IP_HEADER[family]
         ctstate = "NEW" if direction == "request" else "ESTABLISHED"
+        passes: List[Pass] = []   # the namespaces passed and the route taken in each (routing loops)
         for _ in range(self.max_hops):
             state = self.snap.ns(ns)
             if iif is None:
@@ -200,8 +206,8 @@ class Walker:
                 bypass = self._bound_note(state, bound, dst, lookup)
                 bound = scope = None
                 prefer = self.result.arrival_ifindex if direction == "reply" else None
-                self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
-                                        "no_return_route", self._suggest_route(ns, dst, prefer), **kw))
+                self._route_check(state, lookup, dst, "no_route" if direction == "request" else "no_return_route",
+                                  prefer, **kw)
                 if not lookup.ok:
                     self._hop(direction, ns, None, None, "broken", src, dst, note=f"no route to {dst}")
                     return None
@@ -222,10 +228,15 @@ class Walker:
                     if direction == "request":
                         self.result.arrival_ifindex = iif.ifindex
                     return ns
+                if any(p.netns == ns for p in passes):   # back in a namespace it passed: a routing loop
+                    self._add(loop_finding(passes, ns, dst, self.snap, self._suggest_routes, direction, self.home))
+                    self._hop(direction, ns, iif.ifname, None, "broken", src, dst,
+                              note=f"back in {ns}, which it already passed: a routing loop")
+                    return None
                 self._add(C.check_forwarding(state, iif, family, **kw))
                 self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
-                self._add(C.check_route(state, lookup, dst, "no_route" if direction == "request" else
-                                        "no_return_route", self._suggest_route(ns, dst, iif.ifindex), **kw))
+                self._route_check(state, lookup, dst, "no_route" if direction == "request" else "no_return_route",
+                                  iif.ifindex, **kw)
                 if not lookup.ok:
                     self._hop(direction, ns, iif.ifname, None, "broken", src, dst, note=f"no route to {dst}")
                     return None
@@ -250,9 +261,7 @@ class Walker:
                           note="the route's output device is not known here; not followed further")
                 return None
             self._hop(direction, ns, iif.ifname if iif else None, oif.ifname, action, src, dst, nexthop, note=bypass)
-            if iif is not None and oif.ifindex == iif.ifindex and self._sends_back(state, oif, lookup.route, nexthop,
-                                                                                   came_from, dst, **kw):
-                return None
+            passes.append(Pass(ns, route, oif))
             nxt = self._egress(state, oif, lookup.route, nexthop, src, dst, iif is None, **kw)
             if nxt is None:
                 return None
@@ -289,23 +298,6 @@ class Walker:
     def _locate(self, state: NetnsState, address: str, src: Optional[str]) -> Optional[str]:
         """Where a packet from state to address is delivered (a VXLAN port's remote VTEP)."""
         return None if self.probing else self._look_ahead("request", state.name, src or address, address)
-
-    def _sends_back(self, state: NetnsState, oif: Link, route, nexthop: str, came_from: Optional[str], dst: str,
-                    **kw) -> bool:
-        """A route that sends the packet back out of the interface it came in by, to the namespace
-        it came from (which does not have dst): a routing loop; the route here is the fault."""
-        station = resolve(self.snap, state, oif, nexthop, None, self._locate).station
-        if station is None or station.state.name != came_from or station.state.owns(dst) is not None:
-            return False
-        cause = "no_route" if kw["direction"] == "request" else "no_return_route"
-        suggestion = self._suggest_route(state.name, dst, None)
-        fix = C.route_fix(suggestion, dst, replace=route) if suggestion and suggestion.dev != oif.ifname else []
-        self._add(self._bad(state, "route", cause, f"the route to {dst} ({route.dst}/{route.dst_len}"
-                            + (f" via {route.gateway}" if route.gateway else "") + f" dev {oif.ifname}) sends the "
-                            f"packet back out of {oif.ifname} to {came_from}, where it came from: a routing loop",
-                            fix, oif.ifname, direction=kw["direction"]))
-        self._stop("broken", f"the route to {dst} sends it back to {came_from}")
-        return True
 
     @staticmethod
     def _bound_note(state: NetnsState, bound: Optional[Link], dst: str, lookup) -> str:
@@ -484,28 +476,20 @@ class Walker:
         return None
 
     # -- fixes for missing routes -----------------------------------------------------------------------
-    def _suggest_route(self, ns: str, dst: str, prefer_ifindex: Optional[int]) -> Optional[C.RouteSuggestion]:
-        """A neighbour namespace that owns dst or forwards and has a route to it."""
-        try:
-            state = self.snap.ns(ns)
-        except Exception as exc:  # a namespace we cannot read suggests nothing
-            log.debug("route suggestion: reading %s failed: %s", ns, first_line(exc))
-            return None
-        links = sorted(state.links, key=lambda l: l.ifindex != prefer_ifindex)
-        family = family_of(dst)
-        for link in links:
-            if link.kind not in ("veth", "bridge") or not state.addrs_on(link.ifindex, family):
-                continue
-            for pstate, plink in self._neighbours_of(state, link):
-                if pstate.owns(dst) is not None:
-                    return C.RouteSuggestion(link.ifname, None)
-                gateways = [a for a in pstate.addrs_on(plink.ifindex, family)
-                            if any(ipaddress.ip_address(a.address) in mine.network
-                                   for mine in state.addrs_on(link.ifindex, family))]
-                gateways.sort(key=lambda a: is_link_local(a.address))  # a global gateway reads better
-                if gateways and pstate.forwarding(plink.ifname, family) and fib_lookup(pstate, dst).ok:
-                    return C.RouteSuggestion(link.ifname, gateways[0].address)
-        return None
+    def _suggest_routes(self, ns: str, dst: str, prefer_ifindex: Optional[int] = None) -> List[C.RouteSuggestion]:
+        return suggest_routes(self.snap, ns, dst, prefer_ifindex, self._locate)
 
-    def _neighbours_of(self, state: NetnsState, link: Link):
-        return [(st.state, st.link) for st in segment(self.snap, state, link, self._locate).stations]
+    def _suggest_route(self, ns: str, dst: str, prefer_ifindex: Optional[int]) -> Optional[C.RouteSuggestion]:
+        """The likeliest: a neighbour namespace that owns dst or forwards and has a route to it."""
+        found = self._suggest_routes(ns, dst, prefer_ifindex)
+        return found[0] if found else None
+
+    def _route_check(self, state: NetnsState, lookup, dst: str, cause: str, prefer: Optional[int],
+                     **kw) -> C.Finding:
+        """check_route with the likeliest route as its fix, the other suggestions as alternatives."""
+        suggestions = self._suggest_routes(state.name, dst, prefer)
+        finding = C.check_route(state, lookup, dst, cause, suggestions[0] if suggestions else None, **kw)
+        if not finding.ok and finding.cause == cause:
+            finding.alternatives = [[in_ns(state.name, argv, self.home) for argv in
+                                     C.refusal_fix(state, lookup) + C.route_fix(s, dst)] for s in suggestions[1:]]
+        return self._add(finding)

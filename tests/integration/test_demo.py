@@ -17,11 +17,12 @@ def test_demo_diagnoses_fixes_and_cleans_up():
     out = proc.stdout
     docker = "== docker: container bpftools-demo-" in out  # where a Docker Engine answers
     assert out.count("  ping works") == 3 + docker, out
-    assert "it breaks in bpftlab-demo" in out and "-routed-right, eth0: rp_filter" in out
-    assert "traced: drop IP_RPFILTER" in out
-    assert "-bridge-sw, br0: bridge_netfilter" in out and "traced: drop NETFILTER_DROP" in out
-    assert "-macvlan-host, lan0: macvlan_parent_isolation" in out
-    assert "apply the first fix:" in out and "lab networks removed." in out
+    # one assert a line, each showing the whole output when it fails
+    for expected in ("it breaks in bpftlab-demo", "-routed-right, eth0: rp_filter", "traced: drop IP_RPFILTER",
+                     "-bridge-sw, br0: bridge_netfilter", "traced: drop NETFILTER_DROP",
+                     "-macvlan-host, lan0: macvlan_parent_isolation", "apply the first fix:",
+                     "lab networks removed."):
+        assert expected in out, f"{expected!r} not in the demo's output:\n{out}\n{proc.stderr}"
     if docker:
         assert "it breaks in docker:bpftools-demo-" in out and ", eth0: netfilter_drop" in out
         name = out.split("== docker: container ", 1)[1].split()[0]

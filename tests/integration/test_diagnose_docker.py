@@ -63,6 +63,9 @@ def docker_firewall(docker_engine):
 def first_cause(result: dict) -> dict:
     assert result["reachable"] is False, result
     assert result["causes"], result
+    printed = [c for cause in result["causes"] for c in cause["fix"] + cause["advice"]]
+    assert not [c for c in printed if "<" in c or ">" in c], printed   # no template to fill in
+    assert all(cause["proven"] == bool(cause["fix"]) for cause in result["causes"]), result["causes"]
     return result["causes"][0]
 
 
@@ -157,6 +160,20 @@ def test_two_docker_networks_are_isolated(docker_env, docker_engine, docker_fire
     assert [c.split()[:3] for c in cause["fix"]] == [["iptables", "-I", "DOCKER-USER"]] * 2
     apply_fixes(cause, host_rules)
     assert pings(from_container(a), b.ips[two])
+
+
+def test_a_container_without_a_network_gets_no_template_fix(docker_env):
+    """`--network none`: only lo, no route anywhere, nobody to route through. The cause is named
+    in the container with no fix (never `ip route add … via <gateway> dev <interface>`)."""
+    web = docker_env.run("web")
+    lonely = docker_env.run("lonely", network="none")
+    rc, result = diagnose(web.ip, f"docker:{lonely.name}")
+    cause = first_cause(result)
+    assert rc == 1 and (cause["cause"], cause["netns"]) == ("no_route", f"docker:{lonely.name}"), result["causes"]
+    assert (cause["fix"], cause["proven"]) == ([], False)
+    proc = cli("diagnose", "ping", web.ip, "--netns", f"docker:{lonely.name}", "--count", "1", "--timeout", "1",
+               timeout=120)
+    assert "no fix: " in proc.stdout and "<" not in proc.stdout, proc.stdout
 
 
 def test_a_container_whose_interface_is_down(docker_env):

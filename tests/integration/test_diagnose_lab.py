@@ -54,6 +54,11 @@ def _diagnose(ns: str, dst: str, *ping_args: str, size: int = 56) -> (int, dict)
     return proc.returncode, json.loads(proc.stdout)
 
 
+def assert_no_template(commands) -> None:
+    """A printed fix runs as printed: no `<gateway>`-style placeholder for the user to fill in."""
+    assert not [c for c in commands if "<" in c or ">" in c], commands
+
+
 def _ping_ok(ns: str, dst: str, *ping_args: str, size: int = 56) -> bool:
     for _ in range(5):
         if subprocess.run(["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", "1", "-s", str(size),
@@ -120,12 +125,14 @@ def test_diagnose_names_the_injected_fault_and_every_fix_is_safe(topology, fault
     first = result["causes"][0]
     assert first["cause"] == fault, json.dumps(result["causes"], indent=1)
     if not topo.faults[fault].printed_fix:   # nothing can be derived: no command printed, `lab fix` repairs it
-        assert first["fix"] == [] and first["ifname"], first
+        assert first["fix"] == [] and first["ifname"] and first["proven"] is False, first
         assert cli("lab", "fix", topology).returncode == 0
         assert _ping_ok(ns, dst, *args, size=size)
         return
-    assert first["fix"], first
+    assert first["fix"] and first["proven"] is True, first
+    assert all(cause["proven"] == bool(cause["fix"]) for cause in result["causes"]), result["causes"]
     fixes = [command for cause in result["causes"] for command in cause["fix"]]
+    assert_no_template(fixes + [command for cause in result["causes"] for command in cause["advice"]])
     for command in fixes:
         done = run_printed(command)
         assert done.returncode == 0, f"{command}: {done.stderr}"

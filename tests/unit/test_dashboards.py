@@ -16,7 +16,7 @@ DASHBOARD_FILES = sorted(DASHBOARDS.glob("*.json"))
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__all", "__name__"}
 PROMETHEUS_BUILTIN_METRICS = {"up", *RUNTIME_METRICS}
 # Every form of the netns label (bpftools' --netns selectors): commands in alerts must work for each.
-NETNS_LABELS = ("host", "ns1", "docker:web", "pod:default/web-0", "inode:4026532301")
+NETNS_LABELS = ("host", "ns1", "docker:web", "pod:default/web-0", "inode:4026532301", "it's")
 
 
 def panels(dashboard):
@@ -184,7 +184,10 @@ def test_there_are_alerts_on_a_filling_map_and_on_scrape_errors():
 
 
 def render(template: str, labels: dict) -> str:
-    """The part of Prometheus' templating runbooks use: {{ $labels.NAME }}."""
+    """The part of Prometheus' templating runbooks use: {{ $labels.NAME }}, and the quote doubling
+    inside '…' ({{ reReplaceAll "'" "'\\''" $labels.NAME }}, Go's regexp replace)."""
+    template = re.sub(r"""\{\{\s*reReplaceAll "'" "'\\\\''" \$labels\.(\w+)\s*\}\}""",
+                      lambda m: labels[m.group(1)].replace("'", "'\\''"), template)
     return re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", lambda m: labels[m.group(1)], template)
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from bpftools.commands import Command
-from bpftools.diagnose import replay
+from bpftools.diagnose import prover_for, replay
 from bpftools.diagnose.state import Addr, Link, Route, Snapshot
 from bpftools.diagnose.verdict import build_causes
 from bpftools.diagnose.walk import Walker
@@ -167,15 +167,18 @@ def test_strict_rp_filter_with_a_route_back_that_leads_nowhere_names_the_route()
     assert not any("ip addr del" in cmd for c in causes for cmd in c["fix"])
 
 
-def test_a_route_that_sends_the_packet_back_where_it_came_from_is_a_loop_at_that_hop():
+def test_a_route_that_sends_the_packet_back_where_it_came_from_is_a_routing_loop_fixed_at_that_hop():
     data = _misrouted_router()
     data["namespaces"]["bpftlab-routed-router"]["sysctls"]["net.ipv4.conf.all.rp_filter"] = 0
     walk = replay(data)
     reply = [(_short(h.netns), h.iif, h.oif, h.action) for h in walk.hops if h.direction == "reply"]
-    assert reply == [("right", None, "eth0", "send"), ("router", "r-right", "r-right", "broken")]
-    causes = build_causes(walk.findings, [])
-    assert [(c["cause"], _short(c["netns"])) for c in causes] == [("no_return_route", "router")]
+    assert reply == [("right", None, "eth0", "send"), ("router", "r-right", "r-right", "forward"),
+                     ("right", "eth0", None, "broken")]
+    causes = build_causes(walk.findings, [], prover_for(data))
+    assert [(c["cause"], _short(c["netns"]), c["ifname"]) for c in causes] == [("routing_loop", "router", "r-left")]
+    assert "bpftlab-routed-router: 10.72.1.2/32 via 10.72.2.2 dev r-right" in causes[0]["detail"]
     assert causes[0]["fix"] == ["ip netns exec bpftlab-routed-router ip route replace 10.72.1.2/32 dev r-left"]
+    assert causes[0]["proven"] is True
 
 
 def test_no_fix_deletes_an_address_or_route_the_path_uses():

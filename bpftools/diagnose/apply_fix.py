@@ -1,0 +1,438 @@
+"""A fix command applied to the model: what the kernel state of a namespace (`NetnsState`)
+becomes once a printed fix's argv has run there. The subset of `ip`, `sysctl`, `iptables`,
+`ip6tables`, `nft` and `tc` that bpftools' fixes use; any other command (or option) raises
+`Unmodelled`, so a fix is never taken as proven on a guess; a command the kernel would refuse on
+that state (File exists, no such route, device or rule) raises `Refused`.
+
+Pure: `applied(snapshot, commands, home)` returns a new `Snapshot` whose changed namespaces are
+deep copies; the original is untouched."""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import shlex
+from typing import Callable, Dict, List, Optional, Sequence
+
+from ..commands import Command
+from .state import (RT_TABLE_LOCAL, RT_TABLE_MAIN, Addr, Neighbour, NetnsState, Route, Snapshot, family_of,
+                    local_routes)
+
+ROUTE_TYPES = ("unicast", "local", "broadcast", "blackhole", "unreachable", "prohibit", "throw")
+SCOPE_LINK = 253
+
+
+class Unmodelled(Exception):
+    """The command (or one of its words) is not something the model can apply."""
+
+
+class Refused(Unmodelled):
+    """The kernel would refuse the command on this state (File exists, no such route or device):
+    run, it fails, so it repairs nothing."""
+
+
+def applied(snapshot: Snapshot, commands: Sequence[Command], home: str) -> Snapshot:
+    """The snapshot as it is once `commands` ran, in order (each in its `netns`; None: `home`)."""
+    changed: Dict[str, NetnsState] = {}
+    for command in commands:
+        label = command.netns or home
+        if label not in changed:
+            changed[label] = copy.deepcopy(snapshot.ns(label))
+        apply_argv(changed[label], list(command.argv))
+    return Snapshot(changed, source=snapshot.ns)
+
+
+def apply_argv(state: NetnsState, argv: List[str]) -> None:
+    """Change `state` as running argv there would; Unmodelled when it cannot say."""
+    if not argv:
+        raise Unmodelled("an empty command")
+    handler = _TOOLS.get(argv[0])
+    if handler is None:
+        raise Unmodelled(f"{argv[0]} is not modelled")
+    handler(state, argv[1:])
+
+
+# -- sysctl -----------------------------------------------------------------------------------------
+
+def _sysctl(state: NetnsState, words: List[str]) -> None:
+    settings = [w for w in words if not w.startswith("-")]
+    if not settings or any(w not in ("-w", "-q", "-qw", "-wq") for w in words if w.startswith("-")):
+        raise Unmodelled(f"sysctl {' '.join(words)}")
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not value.lstrip("-").isdigit():
+            raise Unmodelled(f"sysctl {setting}")
+        _set_sysctl(state, key.replace("/", "."), int(value))
+
+
+def _set_sysctl(state: NetnsState, key: str, value: int) -> None:
+    """As the kernel does: `ip_forward` and `conf.all.forwarding` set every interface's forwarding
+    (IPv4 inet_forward_change, IPv6 addrconf_fixup_forwarding) and the default's."""
+    state.sysctls[key] = value
+    family = {"net.ipv4.ip_forward": "ipv4", "net.ipv4.conf.all.forwarding": "ipv4",
+              "net.ipv6.conf.all.forwarding": "ipv6"}.get(key)
+    if family is None:
+        return
+    if family == "ipv4":
+        state.sysctls["net.ipv4.ip_forward"] = value
+    for name in ["all", "default"] + [l.ifname for l in state.links]:
+        state.sysctls[f"net.{family}.conf.{name}.forwarding"] = value
+
+
+# -- ip ---------------------------------------------------------------------------------------------
+
+def _ip(state: NetnsState, words: List[str]) -> None:
+    family = None
+    while words and words[0] in ("-4", "-6"):
+        family = int(words[0][1])
+        words = words[1:]
+    if not words:
+        raise Unmodelled("ip without an object")
+    handler = _IP_OBJECTS.get(words[0])
+    if handler is None:
+        raise Unmodelled(f"ip {words[0]}")
+    handler(state, words[1:], family)
+
+
+def _link_named(state: NetnsState, name: str):
+    link = state.link_by_name(name)
+    if link is None:
+        raise Refused(f"no interface {name} in {state.name}")
+    return link
+
+
+def _ip_link(state: NetnsState, words: List[str], family) -> None:
+    if not words or words[0] != "set":
+        raise Unmodelled(f"ip link {' '.join(words)}")
+    words = words[1:]
+    if words and words[0] == "dev":
+        words = words[1:]
+    if not words:
+        raise Unmodelled("ip link set without a device")
+    link, words = _link_named(state, words[0]), words[1:]
+    while words:
+        word = words.pop(0)
+        if word in ("up", "down"):
+            link.admin_up = word == "up"
+            if link.admin_up:
+                _address_routes_back(state, link)
+        elif word == "mtu" and words and words[0].isdigit():
+            link.mtu = int(words.pop(0))
+        elif word == "arp" and words and words[0] in ("on", "off"):
+            link.noarp = words.pop(0) == "off"
+        elif word in ("xdp", "xdpgeneric", "xdpdrv") and words and words[0] == "off":
+            words.pop(0)
+            link.xdp_prog_id = 0
+        else:
+            raise Unmodelled(f"ip link set {link.ifname} {word}")
+
+
+def _address_routes_back(state: NetnsState, link) -> None:
+    """A link coming up gets the local and prefix routes of its addresses back (the kernel removed
+    them when it went down; routes via gateways on it stay gone, as in the kernel)."""
+    for addr in state.addrs_on(link.ifindex):
+        for route in _address_routes(addr):
+            if not any(_same_route(r, route.network, route.table, route.type, None, route.oif) for r in state.routes):
+                state.routes.append(route)
+
+
+def _address_routes(addr: Addr) -> List[Route]:
+    """The routes the kernel adds with an address: its local route, and its prefix route (IPv4:
+    unless it is a /32 without a peer; IPv6: always, scope universe, metric 256)."""
+    routes = local_routes([addr])
+    net, six = addr.network, addr.family == 6
+    if six or addr.peer or addr.prefixlen < 32:
+        routes.append(Route(str(net.network_address), net.prefixlen, RT_TABLE_MAIN, oif=addr.ifindex,
+                            prefsrc=None if six else addr.address, scope=0 if six else SCOPE_LINK,
+                            priority=256 if six else 0))
+    return routes
+
+
+def _prefix(text: str, family: Optional[int]) -> ipaddress._BaseNetwork:
+    if text == "default":
+        return ipaddress.ip_network("::/0" if family == 6 else "0.0.0.0/0")
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise Unmodelled(f"not a prefix: {text}") from None
+
+
+def _ip_addr(state: NetnsState, words: List[str], family) -> None:
+    if not words or words[0] not in ("add", "del", "replace", "change"):
+        raise Unmodelled(f"ip addr {' '.join(words)}")
+    verb, words = words[0], words[1:]
+    options = _options(words, ("dev", "peer", "scope", "label", "broadcast", "brd", "valid_lft", "preferred_lft"),
+                       ("nodad", "noprefixroute"))
+    address, _, length = options["_"][0].partition("/") if options["_"] else ("", "", "")
+    link = _link_named(state, options.get("dev", ""))
+    fam = family_of(address)
+    length = int(length) if length else (32 if fam == 4 else 128)
+    peer = options.get("peer", "").split("/")[0] or None
+    mine = [a for a in state.addrs if a.address == address and a.ifindex == link.ifindex]
+    if verb == "del":
+        if not mine:
+            raise Refused(f"{address} is not on {link.ifname}")
+        state.addrs = [a for a in state.addrs if a not in mine]
+        state.routes = [r for r in state.routes if not _derived_from(r, mine[0])]
+        return
+    if mine and verb == "add":
+        raise Refused(f"{address} is already on {link.ifname} (RTNETLINK answers: File exists)")
+    state.addrs = [a for a in state.addrs if a not in mine]
+    addr = Addr(link.ifindex, address, length, peer=peer)
+    state.addrs.append(addr)
+    routes = _address_routes(addr)
+    state.routes += routes[:1] if "noprefixroute" in options["_flags"] else routes
+
+
+def _derived_from(route: Route, addr: Addr) -> bool:
+    """The local route of an address, and its prefix route when no other address keeps it."""
+    if route.table == RT_TABLE_LOCAL and route.type == "local" and route.dst == addr.address:
+        return True
+    net = addr.network
+    return (route.table == RT_TABLE_MAIN and route.oif == addr.ifindex and route.gateway is None
+            and route.type == "unicast" and ipaddress.ip_address(route.dst) == net.network_address
+            and route.dst_len == net.prefixlen)
+
+
+def _options(words: List[str], valued: Sequence[str], flags: Sequence[str]) -> dict:
+    """Keyword options of an `ip` command; the words that are neither go under "_"."""
+    found: dict = {"_": [], "_flags": set()}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in valued:
+            if i + 1 >= len(words):
+                raise Unmodelled(f"{word} without a value")
+            found[word] = words[i + 1]
+            i += 2
+            continue
+        if word in flags:
+            found["_flags"].add(word)
+        else:
+            found["_"].append(word)
+        i += 1
+    return found
+
+
+ROUTE_OPTIONS = ("via", "dev", "table", "metric", "priority", "preference", "src", "proto", "scope", "tos", "mtu")
+
+
+def _ip_route(state: NetnsState, words: List[str], family) -> None:
+    if not words or words[0] not in ("add", "replace", "del", "delete", "append", "change"):
+        raise Unmodelled(f"ip route {' '.join(words)}")
+    verb, words = words[0], words[1:]
+    options = _options(words, ROUTE_OPTIONS, ("onlink",))
+    rest = options["_"]
+    typed = bool(rest) and rest[0] in ROUTE_TYPES
+    kind = rest.pop(0) if typed else "unicast"
+    if len(rest) != 1:
+        raise Unmodelled(f"ip route {verb} {' '.join(words)}")
+    gateway = options.get("via")
+    family = family or (family_of(gateway) if gateway else None) or \
+        (family_of(rest[0].split("/")[0]) if rest[0] != "default" else 4)
+    net = _prefix(rest[0], family)
+    table = _table(options.get("table", "main"))
+    metric = int(options.get("metric", options.get("priority", options.get("preference", "0"))))
+    if family == 6 and "metric" not in options and kind == "unicast":
+        metric = 1024
+    oif = _link_named(state, options["dev"]).ifindex if "dev" in options else None
+    if verb in ("del", "delete"):
+        gone = [r for r in state.routes if _same_route(r, net, table, kind if typed else None, gateway, oif)]
+        if not gone:
+            raise Refused(f"no route {net} in table {table} to delete")
+        state.routes.remove(gone[0])
+        return
+    if oif is None and kind == "unicast":
+        oif = _gateway_device(state, gateway, "onlink" in options["_flags"]) if gateway else None
+        if oif is None:
+            raise Refused(f"ip route {verb} {rest[0]}: no device")
+    if gateway and "onlink" not in options["_flags"] and not _reachable_gateway(state, gateway, oif):
+        raise Refused(f"gateway {gateway} is not on-link on {state.ifname(oif)} (Nexthop has invalid gateway)")
+    route = Route(str(net.network_address), net.prefixlen, table, kind, oif, gateway, options.get("src"), metric,
+                  SCOPE_LINK if kind == "unicast" and gateway is None else 0)
+    if verb in ("replace", "change"):
+        state.routes = [r for r in state.routes if not (_same_route(r, net, table) and r.priority == metric)]
+    elif verb == "add" and any(_same_route(r, net, table) and r.priority == metric for r in state.routes):
+        raise Refused(f"route {net} exists (RTNETLINK answers: File exists)")
+    state.routes.append(route)
+
+
+def _same_route(route: Route, net, table: int, kind: Optional[str] = None, gateway: Optional[str] = None,
+                oif: Optional[int] = None) -> bool:
+    return (route.table == table and route.family == net.version and route.dst_len == net.prefixlen
+            and ipaddress.ip_address(route.dst) == net.network_address and (kind is None or route.type == kind)
+            and (gateway is None or route.gateway == gateway) and (oif is None or route.oif == oif))
+
+
+def _table(name: str) -> int:
+    named = {"main": RT_TABLE_MAIN, "local": RT_TABLE_LOCAL, "default": 253}
+    if name in named:
+        return named[name]
+    if not name.isdigit():
+        raise Unmodelled(f"table {name}")
+    return int(name)
+
+
+def _gateway_device(state: NetnsState, gateway: str, onlink: bool) -> Optional[int]:
+    """The device a gateway is reached by: the connected route that covers it."""
+    from .routing import fib_lookup
+
+    route = fib_lookup(state, gateway).route
+    return route.oif if route is not None and route.type == "unicast" and route.gateway is None else None
+
+
+def _reachable_gateway(state: NetnsState, gateway: str, oif: Optional[int]) -> bool:
+    """The kernel takes `via GW dev IF` (without onlink) only when GW is on a link route of IF,
+    or (IPv6) link-local."""
+    if family_of(gateway) == 6 and ipaddress.ip_address(gateway).is_link_local:
+        return True
+    address = ipaddress.ip_address(gateway)
+    return any(r.oif == oif and r.gateway is None and r.type == "unicast" and address in r.network
+               for r in state.routes if r.family == address.version)
+
+
+def _ip_rule(state: NetnsState, words: List[str], family) -> None:
+    if words[:2] not in (["del", "priority"], ["del", "pref"], ["delete", "priority"]) or len(words) != 3 \
+            or not words[2].isdigit():
+        raise Unmodelled(f"ip rule {' '.join(words)}")
+    priority, fam = int(words[2]), family or 4
+    gone = [r for r in state.rules if r.priority == priority and r.family == fam]
+    if not gone:
+        raise Refused(f"no IPv{fam} rule {priority}")
+    state.rules.remove(gone[0])
+
+
+def _ip_neigh(state: NetnsState, words: List[str], family) -> None:
+    if not words:
+        raise Unmodelled("ip neigh")
+    verb, rest = words[0], words[1:]
+    options = _options(rest, ("dev", "lladdr", "nud", "to"), ("proxy",))
+    link = _link_named(state, options.get("dev", ""))
+    if verb in ("del", "delete", "flush"):
+        address = options.get("to") or (options["_"][0] if options["_"] else None)
+        if "proxy" in options["_flags"]:
+            state.ndp_proxies = [n for n in state.ndp_proxies if not (n.ifindex == link.ifindex and n.dst == address)]
+            return
+        state.neighbours = [n for n in state.neighbours if not (n.ifindex == link.ifindex
+                                                                and address in (None, n.dst))]
+        return
+    if verb in ("add", "replace") and options["_"]:
+        address = options["_"][0]
+        if "proxy" in options["_flags"]:
+            state.ndp_proxies.append(Neighbour(link.ifindex, address, "proxy"))
+            return
+        state.neighbours = [n for n in state.neighbours if not (n.ifindex == link.ifindex and n.dst == address)]
+        state.neighbours.append(Neighbour(link.ifindex, address, options.get("nud", "permanent"),
+                                          options.get("lladdr")))
+        return
+    raise Unmodelled(f"ip neigh {' '.join(words)}")
+
+
+# -- firewalls --------------------------------------------------------------------------------------
+
+def _iptables(attribute: str) -> Callable[[NetnsState, List[str]], None]:
+    def apply(state: NetnsState, words: List[str]) -> None:
+        setattr(state, attribute, edit_iptables_save(getattr(state, attribute), words))
+    return apply
+
+
+def edit_iptables_save(text: str, words: List[str]) -> str:
+    """`iptables [-t T] -D|-I|-A CHAIN rule…` and `-P CHAIN POLICY` on iptables-save text."""
+    table = "filter"
+    if len(words) >= 2 and words[0] == "-t":
+        table, words = words[1], words[2:]
+    if len(words) < 2 or words[0] not in ("-D", "-I", "-A", "-P"):
+        raise Unmodelled(f"iptables {' '.join(words)}")
+    verb, chain, rule = words[0], words[1], words[2:]
+    if verb == "-I" and rule and rule[0].isdigit():
+        if rule[0] != "1":
+            raise Unmodelled("iptables -I at a position other than 1")
+        rule = rule[1:]
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == f"*{table}"), None)
+    if start is None:
+        if verb == "-D":
+            raise Refused(f"no table {table} to delete from")
+        lines += [f"*{table}", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", "COMMIT"]
+        start = len(lines) - 5
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "COMMIT")
+    if verb == "-P":
+        policy = [i for i in range(start, end) if lines[i].startswith(f":{chain} ")]
+        if not policy or len(rule) != 1:
+            raise Unmodelled(f"iptables -P {chain}")
+        lines[policy[0]] = f":{chain} {rule[0]} [0:0]"
+        return "\n".join(lines) + "\n"
+    if not any(lines[i].startswith(f":{chain} ") for i in range(start, end)):
+        raise Refused(f"no chain {chain} in table {table}")
+    if verb == "-D":
+        for i in range(start, end):
+            if _rule_words(lines[i]) == ["-A", chain] + rule:
+                del lines[i]
+                return "\n".join(lines) + "\n"
+        raise Refused(f"no rule -A {chain} {' '.join(rule)} to delete")
+    line = shlex.join(["-A", chain] + rule)
+    first = next((i for i in range(start, end) if _rule_words(lines[i])[:2] == ["-A", chain]), None)
+    if verb == "-I" and first is not None:
+        lines.insert(first, line)
+    else:
+        last = [i for i in range(start, end) if _rule_words(lines[i])[:2] == ["-A", chain]]
+        lines.insert(last[-1] + 1 if last else end, line)
+    return "\n".join(lines) + "\n"
+
+
+def _rule_words(line: str) -> List[str]:
+    """A rule line of iptables-save (with `-c`, a `[packets:bytes]` counter first) as words."""
+    words = shlex.split(line) if line.lstrip().startswith(("-A ", "[")) else []
+    return words[1:] if words and words[0].startswith("[") else words
+
+
+NFT_MATCHES = {
+    ("meta", "l4proto", "icmp"): {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "icmp"}},
+    ("meta", "l4proto", "ipv6-icmp"): {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
+                                                 "right": "ipv6-icmp"}},
+    ("ip", "protocol", "icmp"): {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "protocol"}},
+                                           "right": "icmp"}},
+}
+
+
+def _nft(state: NetnsState, words: List[str]) -> None:
+    """`nft delete rule F T C handle H` and `nft insert rule F T C <match> accept`."""
+    items = state.nft_ruleset.setdefault("nftables", [])
+    if words[:2] == ["delete", "rule"] and len(words) == 7 and words[5] == "handle" and words[6].isdigit():
+        family, table, chain, handle = words[2], words[3], words[4], int(words[6])
+        for i, item in enumerate(items):
+            rule = item.get("rule")
+            if rule and (rule.get("family"), rule.get("table"), rule.get("chain"), rule.get("handle")) == \
+                    (family, table, chain, handle):
+                del items[i]
+                return
+        raise Refused(f"no nft rule with handle {handle}")
+    if words[:2] == ["insert", "rule"] and len(words) == 9 and tuple(words[5:8]) in NFT_MATCHES \
+            and words[8] == "accept":
+        family, table, chain = words[2], words[3], words[4]
+        rule = {"family": family, "table": table, "chain": chain, "handle": _free_handle(items),
+                "expr": [NFT_MATCHES[tuple(words[5:8])], {"accept": None}]}
+        first = next((i for i, item in enumerate(items) if item.get("rule") and
+                      (item["rule"]["family"], item["rule"]["table"], item["rule"]["chain"]) == (family, table, chain)),
+                     len(items))
+        items.insert(first, {"rule": rule})
+        return
+    raise Unmodelled(f"nft {' '.join(words)}")
+
+
+def _free_handle(items: List[dict]) -> int:
+    return 1 + max((i["rule"].get("handle", 0) for i in items if "rule" in i), default=0)
+
+
+def _tc(state: NetnsState, words: List[str]) -> None:
+    """`tc filter del dev X ingress|egress`: no filter left that may drop (the qdisc stays, but the
+    model only knows filters can be there)."""
+    if words[:3] != ["filter", "del", "dev"] or len(words) != 5 or words[4] not in ("ingress", "egress"):
+        raise Unmodelled(f"tc {' '.join(words)}")
+    _link_named(state, words[3]).tc_qdisc = ""
+
+
+_IP_OBJECTS = {"link": _ip_link, "l": _ip_link, "addr": _ip_addr, "address": _ip_addr, "a": _ip_addr,
+               "route": _ip_route, "r": _ip_route, "ro": _ip_route, "rule": _ip_rule, "ru": _ip_rule,
+               "neigh": _ip_neigh, "neighbour": _ip_neigh, "neighbor": _ip_neigh, "n": _ip_neigh}
+_TOOLS = {"sysctl": _sysctl, "ip": _ip, "iptables": _iptables("iptables_save"),
+          "ip6tables": _iptables("ip6tables_save"), "nft": _nft, "tc": _tc}
