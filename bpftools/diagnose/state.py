@@ -309,12 +309,20 @@ class Snapshot:
     def names(self) -> List[str]:
         return list(self._states)
 
+    def labels(self) -> List[str]:
+        """Every namespace there is: those held, and those the source can list (`labels()`)."""
+        listing = getattr(self._source, "labels", None)
+        return list(self._states) + [n for n in (listing() if listing else []) if n not in self._states]
+
     def everywhere(self) -> List[NetnsState]:
-        """Every namespace there is (the source's `labels()`, when it can list them; else those
-        held): what a macvlan parent needs to find its children in other namespaces."""
-        labels = getattr(self._source, "labels", None)
-        names = list(self._states) + [n for n in (labels() if labels else []) if n not in self._states]
-        return [self._states[n] for n in names if self.has(n)]
+        """Every namespace there is, read: what a macvlan parent needs to find its children in
+        other namespaces."""
+        return [self.ns(n) for n in self.labels() if self.has(n)]
+
+    def ns_source(self) -> "Snapshot":
+        """This snapshot as the source of another (a changed copy of some namespaces): it hands out
+        the namespaces the copy does not hold, and lists all of them."""
+        return _SnapshotSource(self)
 
     def to_dict(self) -> dict:
         return {name: state.to_dict() for name, state in self._states.items()}
@@ -322,3 +330,14 @@ class Snapshot:
     @classmethod
     def from_dict(cls, data: dict) -> "Snapshot":
         return cls({name: NetnsState.from_dict(s) for name, s in data.items()})
+
+
+class _SnapshotSource:
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+
+    def __call__(self, name: str) -> NetnsState:
+        return self.snapshot.ns(name)
+
+    def labels(self) -> List[str]:
+        return self.snapshot.labels()

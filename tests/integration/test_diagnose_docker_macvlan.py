@@ -90,6 +90,7 @@ def test_the_host_reaches_its_macvlan_container_through_the_printed_shim(lan, do
     assert rc == 1 and result["reachable"] is False, result
     first = result["causes"][0]
     assert (first["cause"], first["netns"], first["ifname"]) == ("macvlan_parent_isolation", "host", lan.parent), first
+    assert first["proven"] is True, first
     shim = f"shim-{lan.parent}"[:15]
     assert first["fix"] == [f"ip link add {shim} link {lan.parent} type macvlan mode bridge",
                             f"ip addr add {lan.address(1)}/32 dev {shim}", f"ip link set {shim} up",

@@ -117,3 +117,30 @@ def test_an_ipvlan_child_is_isolated_from_its_parent_too(mode):
     _, causes = _causes(snap, "host", "10.74.0.2")
     assert causes[0]["cause"] == "macvlan_parent_isolation" and causes[0]["fix"] == []
     assert "an ipvlan child never exchanges frames with its parent lan0" in causes[0]["detail"]
+
+
+def test_the_shim_fix_applied_to_the_model_reaches_the_child():
+    """What the prover does with the printed fix: apply its argv on a copy, walk again."""
+    from bpftools.commands import Command
+    from bpftools.diagnose.apply_fix import Refused, applied
+
+    snap = lan()
+    _, causes = _causes(snap, "host", "10.74.0.2")
+    fixed = applied(snap, [Command(tuple(c["argv"]), c["netns"]) for c in causes[0]["fix_argv"]], "host")
+    walk = Walker(fixed).walk("host", "10.74.0.2")
+    assert walk.request_delivered and walk.reply_delivered and build_causes(walk.findings, []) == []
+    assert fixed.ns("host").link_by_name("shim-lan0").mode == "bridge" and snap.ns("host").link_by_name("shim-lan0") is None
+    with pytest.raises(Refused):   # the shim exists: the kernel says File exists
+        applied(fixed, [Command(("ip", "link", "add", "shim-lan0", "link", "lan0", "type", "macvlan", "mode",
+                                 "bridge"), None)], "host")
+
+
+def test_the_mode_fix_applied_to_the_model():
+    from bpftools.commands import Command
+    from bpftools.diagnose.apply_fix import applied
+
+    snap = lan(ctr2_mode="private")
+    fixed = applied(snap, [Command(("ip", "link", "set", "dev", "eth0", "type", "macvlan", "mode", "bridge"),
+                                   "ctr2")], "host")
+    walk, causes = _causes(fixed, "ctr", "10.74.0.4")
+    assert walk.reply_delivered and causes == []
