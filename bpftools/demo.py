@@ -1,10 +1,11 @@
-"""`bpftools demo`, two classic ping failures, end to end.
+"""`bpftools demo`, three classic ping failures, end to end.
 
 For each, a lab topology is built, broken, diagnosed (the human story `bpftools diagnose
 ping` prints), fixed with the diagnosis' own fix commands, and pinged again:
 1. two namespaces routed through a router, strict rp_filter with an asymmetric return route;
 2. two namespaces on a bridge with br_netfilter on and the FORWARD policy DROP (Docker's story);
-3. where a Docker Engine answers: a container whose own firewall drops pings, diagnosed from
+3. a host that cannot ping its own container on a macvlan network (the child of its LAN interface);
+4. where a Docker Engine answers: a container whose own firewall drops pings, diagnosed from
    the host (the walk enters the container's namespace).
 The labs live in namespaces with their own prefix (never a user's `bpftlab-*` lab) and are
 removed at the end, also on errors or Ctrl-C.
@@ -28,7 +29,8 @@ from .topology import run
 log = logging.getLogger(__name__)
 
 Echo = Callable[[str], None]
-STORIES: List[Tuple[str, str]] = [("routed", "rp_filter"), ("bridge", "bridge_netfilter")]
+STORIES: List[Tuple[str, str]] = [("routed", "rp_filter"), ("bridge", "bridge_netfilter"),
+                                  ("macvlan", "macvlan_parent_isolation")]
 
 
 @contextlib.contextmanager

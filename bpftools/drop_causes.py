@@ -176,9 +176,22 @@ def explain_no_socket(event, facts: dict) -> str:
 
 
 def explain_qdisc(event, facts: dict) -> str:
+    if facts.get("kind") == "tun":
+        return explain_tun_queue(event, facts)
     return (f"the {facts.get('qdisc') or ''} qdisc on {_iface(event)} in {_where(event)} dropped it (queue full "
             f"or policed; txqueuelen {facts.get('txqlen')}): "
             f"check {_cmd(event, 'tc -s qdisc show dev {}', _iface(event))}")
+
+
+def explain_tun_queue(event, facts: dict) -> str:
+    """A drop on a TUN/TAP device's queue: the device's other end is a user-space program."""
+    holders = facts.get("tun_holders") or []
+    if not facts.get("carrier") or not holders:
+        return (f"{_iface(event)} in {_where(event)} is a TUN/TAP device that no program holds (NO-CARRIER): "
+                f"what is sent to it waits on its queue (txqueuelen {facts.get('txqlen')}) and is dropped; start "
+                "the program that serves it (a VPN client; for a TAP, the VM): diagnose cause tun_no_program")
+    return (f"{', '.join(holders)} holds {_iface(event)} in {_where(event)} but does not read fast enough: its "
+            f"queue (txqueuelen {facts.get('txqlen')}) overflowed")
 
 
 def explain_xdp(event, facts: dict) -> str:
@@ -374,7 +387,7 @@ DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [
               explain_otherhost, facts_link),
     DropCause("NO_SOCKET", None, (), "no socket wanted it", explain_no_socket, facts_no_socket),
     DropCause("INVALID_PROTO", None, ("echo_ignored",), "the protocol handler refused it", explain_invalid_proto),
-    DropCause("QDISC_DROP", None, ("link_down",), "the queueing discipline dropped it", explain_qdisc, facts_link),
+    DropCause("QDISC_DROP", None, ("link_down", "tun_no_program"), "the queueing discipline dropped it", explain_qdisc, facts_link),
     DropCause("NO_TX_TARGET", None, ("link_down", "neighbor_unreachable"), "there was no device to send it on",
               explain_no_tx_target),
     DropCause("XDP", "xdp_drop", ("xdp_drop",), "an XDP program dropped it", explain_xdp, facts_link, fix_xdp),

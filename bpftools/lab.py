@@ -13,12 +13,13 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from typing import Dict, List, Optional
 
 from .errors import BpftoolsError, survive
 from .netlink import named_netns
-from .topology import kill_netns_processes, run
+from .topology import kill_netns_processes, run, unique_name
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,65 @@ def _build_veth_pair(b: LabBuilder) -> None:
                 ["ip", "link", "set", "veth0", "up"], ["ip", "link", "set", "veth1", "up"],
                 _sysctl("net.ipv4.conf.all.rp_filter", 0), _sysctl("net.ipv4.conf.veth0.rp_filter", 0)):
         b.run("host", *cmd)
+
+
+MACVLAN_SHIM = "shim-lan0"   # macvlan.shim_name of the parent lan0: what diagnose's fix names it
+
+
+def _macvlan_child(b: LabBuilder, role: str, cidr: str, mode: str = "bridge") -> None:
+    """A macvlan child of the host's lan0, moved into the namespace of `role` as eth0 (a
+    container on a Docker macvlan network)."""
+    tmp = unique_name("btm")
+    b.run("host", "ip", "link", "add", tmp, "link", "lan0", "type", "macvlan", "mode", mode)
+    b.run("host", "ip", "link", "set", tmp, "netns", b.topo.ns(role))
+    b.run(role, "ip", "link", "set", tmp, "name", "eth0")
+    b.run(role, "ip", "addr", "add", cidr, "dev", "eth0")
+    b.run(role, "ip", "link", "set", "eth0", "up")
+
+
+def _macvlan_shim() -> List[Step]:
+    """The host reaches its macvlan child through a shim: a bridge-mode sibling with the host's
+    address and a /32 route to the child (what `diagnose` prints for macvlan_parent_isolation)."""
+    return [("host", cmd) for cmd in (
+        ["ip", "link", "add", MACVLAN_SHIM, "link", "lan0", "type", "macvlan", "mode", "bridge"],
+        ["ip", "addr", "add", "10.74.0.1/32", "dev", MACVLAN_SHIM],
+        ["ip", "link", "set", MACVLAN_SHIM, "up"],
+        ["ip", "route", "add", "10.74.0.2/32", "dev", MACVLAN_SHIM])]
+
+
+def _build_macvlan(b: LabBuilder) -> None:
+    host, lan = b.netns("host"), b.netns("lan")
+    b.netns("ctr")
+    b.netns("ctr2")
+    b.veth(host, "lan0", lan, "eth0", "10.74.0.1/24", "10.74.0.3/24")   # the host's LAN and another host on it
+    _macvlan_child(b, "ctr", "10.74.0.2/24")
+    _macvlan_child(b, "ctr2", "10.74.0.4/24")
+    for role, cmd in _macvlan_shim():
+        b.run(role, *cmd)
+
+
+def _responder(verb: str, ifname: str = "tun0", address: str = "10.75.0.2") -> List[str]:
+    """Start or stop the lab's responder (bpftools/lab_tun.py), the program holding a tun/tap device."""
+    return [sys.executable, "-m", "bpftools.lab_tun", verb, ifname] + ([address] if verb == "start" else [])
+
+
+def _build_tun(b: LabBuilder) -> None:
+    b.netns("host")
+    for cmd in (["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"], ["ip", "addr", "add", "10.75.0.1/24", "dev", "tun0"],
+                ["ip", "link", "set", "tun0", "up"], _responder("start")):
+        b.run("host", *cmd)
+
+
+def _vm(verb: str) -> List[str]:
+    return _responder(verb, "tap0", "10.76.0.2")
+
+
+def _build_tap(b: LabBuilder) -> None:
+    host = b.netns("host")
+    b.run("host", "ip", "tuntap", "add", "dev", "tap0", "mode", "tap")
+    b.run("host", "ip", "link", "set", "tap0", "up")
+    b.bridge(host, "br0", ["tap0"], "10.76.0.1/24")
+    b.run("host", *_vm("start"))
 
 
 def _sysctl(key: str, value) -> List[str]:
@@ -262,6 +322,18 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                           [("host", _sysctl("net.ipv4.conf.veth0.accept_local", 1)),
                            ("host", _sysctl("net.ipv4.conf.veth1.accept_local", 1))]),
                 ]}),
+    LabTopology("tun", "a persistent tun device tun0 (10.75.0.1/24) held by a small responder program that answers "
+                "for 10.75.0.2 behind it (what a VPN client is)", _build_tun, "host", "10.75.0.2",
+                faults={f.name: f for f in [
+                    Fault("tun_no_program", "the program holding tun0 has ended: tun0 has no carrier and drops "
+                          "what is routed to it", [("host", _responder("stop"))], [("host", _responder("start"))],
+                          printed_fix=False),
+                ]}),
+    LabTopology("tap", "a bridge br0 (10.76.0.1/24) whose port tap0 is a VM's: the lab's responder holds it and "
+                "answers ARP and ping for 10.76.0.2", _build_tap, "host", "10.76.0.2", faults={f.name: f for f in [
+                    Fault("tun_no_program", "the VM is down: nothing holds its TAP port tap0",
+                          [("host", _vm("stop"))], [("host", _vm("start"))], printed_fix=False),
+                ]}),
     LabTopology("ipip", "an ipip tunnel between two namespaces across a forwarding hub (the classic netns + ipip setup)",
                 _build_ipip, "ns1", "10.73.100.2", requires="ipip_module", faults={f.name: f for f in [
                     Fault("ip_forward_disabled", "the hub between the tunnel ends does not forward",
@@ -273,6 +345,19 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                     Fault("link_down", "the far tunnel device is down",
                           [("ns2", ["ip", "link", "set", "tun1", "down"])],
                           [("ns2", ["ip", "link", "set", "tun1", "up"])]),
+                ]}),
+    LabTopology("macvlan", "two containers with macvlan (bridge mode) children of the host's LAN interface lan0, "
+                "another host on that LAN, and the host's shim that lets it reach the first container (as on a "
+                "Docker macvlan network)", _build_macvlan, "ctr", "10.74.0.3", faults={f.name: f for f in [
+                    Fault("macvlan_parent_isolation", "the host has no macvlan shim: it cannot reach its own "
+                          "container, a child of its lan0",
+                          [("host", ["ip", "link", "del", MACVLAN_SHIM])], _macvlan_shim(),
+                          ping_from="host", ping_to="10.74.0.2"),
+                    Fault("macvlan_mode", "the second container's macvlan child is in private mode: the first "
+                          "container cannot reach it",
+                          [("ctr2", ["ip", "link", "set", "dev", "eth0", "type", "macvlan", "mode", "private"])],
+                          [("ctr2", ["ip", "link", "set", "dev", "eth0", "type", "macvlan", "mode", "bridge"])],
+                          ping_to="10.74.0.4"),
                 ]}),
 ]}
 

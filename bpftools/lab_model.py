@@ -37,6 +37,7 @@ class Fault:
     program: Optional[Tuple[str, str, str]] = None   # (role, ifname, "xdp"|"tc"): a BPF program that drops ICMP
     size: Optional[int] = None        # ping payload (ping -s) that shows the fault; default 56
     ipv6: Optional["Fault"] = None    # the IPv6 counterpart (same name; its own steps, ping_to, size)
+    printed_fix: bool = True          # False: no command can be derived (diagnose says what to start); `lab fix` repairs
 
     @property
     def families(self) -> Tuple[int, ...]:

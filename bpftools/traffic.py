@@ -55,7 +55,8 @@ def tcp_connect(netns: Optional[str], dst: str, port: int, timeout: float = 0.3)
             return False
 
 
-def _checksum(data: bytes) -> int:
+def checksum(data: bytes) -> int:
+    """The internet checksum (RFC 1071) of IPv4 headers and ICMP messages."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -69,7 +70,7 @@ def ipv4_udp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes =
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, socket.IPPROTO_UDP, 0,
                          socket.inet_aton(src), socket.inet_aton(dst))
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     return header + udp
 
 

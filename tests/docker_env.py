@@ -10,7 +10,8 @@
 Fixtures (imported by tests/integration/conftest.py): `docker_engine` (an SDK client),
 `docker_image` (the image tag) and `docker_env`, a factory: `docker_env.run("web")` runs a
 container (`network=`, `cap_add=` NET_ADMIN by default), `docker_env.network("n", icc=False)`
-creates a bridge network; both are removed after the test.
+creates a bridge network (`driver="macvlan", options={"parent": IFACE}`: a macvlan network on an
+interface the test created); both are removed after the test.
 """
 from __future__ import annotations
 
@@ -191,15 +192,23 @@ class DockerFactory:
     def name(self, suffix: str) -> str:
         return f"{PREFIX}{self.token}-{suffix}"
 
-    def network(self, suffix: str, icc: bool = True, options: Optional[Dict[str, str]] = None) -> str:
-        """A bridge network; icc=False sets com.docker.network.bridge.enable_icc=false."""
+    def network(self, suffix: str, icc: bool = True, options: Optional[Dict[str, str]] = None,
+                driver: str = "bridge", subnet: Optional[str] = None, gateway: Optional[str] = None,
+                ip_range: Optional[str] = None) -> str:
+        """A bridge network; icc=False sets com.docker.network.bridge.enable_icc=false.
+        `driver="macvlan", options={"parent": IFACE}`: a macvlan network on a host interface the
+        test created; `subnet`/`gateway`/`ip_range`: its IPAM pool."""
+        import docker
+
         opts = dict(options or {})
         if not icc:
             opts["com.docker.network.bridge.enable_icc"] = "false"
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+            subnet=subnet, gateway=gateway, iprange=ip_range)]) if subnet else None
         name = self.name(suffix)
         self.networks.append(name)
         CREATED.add(name)
-        self.engine.networks.create(name, driver="bridge", options=opts)
+        self.engine.networks.create(name, driver=driver, options=opts, ipam=ipam)
         return name
 
     def run(self, suffix: str, network: str = "bridge", cap_add: Sequence[str] = ("NET_ADMIN",),

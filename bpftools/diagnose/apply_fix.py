@@ -14,8 +14,11 @@ import shlex
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..commands import Command
-from .state import (RT_TABLE_LOCAL, RT_TABLE_MAIN, Addr, Neighbour, NetnsState, Route, Snapshot, family_of,
+from .macvlan import UPPER_KINDS
+from .state import (RT_TABLE_LOCAL, RT_TABLE_MAIN, Addr, Link, Neighbour, NetnsState, Route, Snapshot, family_of,
                     local_routes)
+
+MACVLAN_MODES = ("private", "vepa", "bridge", "passthru", "source")
 
 ROUTE_TYPES = ("unicast", "local", "broadcast", "blackhole", "unreachable", "prohibit", "throw")
 SCOPE_LINK = 253
@@ -38,7 +41,7 @@ def applied(snapshot: Snapshot, commands: Sequence[Command], home: str) -> Snaps
         if label not in changed:
             changed[label] = copy.deepcopy(snapshot.ns(label))
         apply_argv(changed[label], list(command.argv))
-    return Snapshot(changed, source=snapshot.ns)
+    return Snapshot(changed, source=snapshot.ns_source())
 
 
 def apply_argv(state: NetnsState, argv: List[str]) -> None:
@@ -101,6 +104,8 @@ def _link_named(state: NetnsState, name: str):
 
 
 def _ip_link(state: NetnsState, words: List[str], family) -> None:
+    if words and words[0] == "add":
+        return _ip_link_add(state, words[1:])
     if not words or words[0] != "set":
         raise Unmodelled(f"ip link {' '.join(words)}")
     words = words[1:]
@@ -119,11 +124,29 @@ def _ip_link(state: NetnsState, words: List[str], family) -> None:
             link.mtu = int(words.pop(0))
         elif word == "arp" and words and words[0] in ("on", "off"):
             link.noarp = words.pop(0) == "off"
+        elif word == "type" and link.kind in UPPER_KINDS and words[:1] == [link.kind] and words[1:2] == ["mode"] \
+                and len(words) > 2 and words[2] in MACVLAN_MODES:
+            link.mode = words[2]
+            del words[:3]
         elif word in ("xdp", "xdpgeneric", "xdpdrv") and words and words[0] == "off":
             words.pop(0)
             link.xdp_prog_id = 0
         else:
             raise Unmodelled(f"ip link set {link.ifname} {word}")
+
+
+def _ip_link_add(state: NetnsState, words: List[str]) -> None:
+    """`ip link add NAME link PARENT type macvlan|macvtap mode MODE`: a child of PARENT (down)."""
+    if len(words) != 7 or words[1] != "link" or words[3] != "type" or words[4] not in ("macvlan", "macvtap") \
+            or words[5] != "mode" or words[6] not in MACVLAN_MODES:
+        raise Unmodelled(f"ip link add {' '.join(words)}")
+    name, parent = words[0], _link_named(state, words[2])
+    if state.link_by_name(name) is not None:
+        raise Refused(f"{name} exists in {state.name}")
+    ifindex = max(l.ifindex for l in state.links) + 1
+    state.links.append(Link(ifindex, name, words[4], admin_up=False, mtu=parent.mtu,
+                            mac=f"02:00:00:{ifindex >> 16 & 0xff:02x}:{ifindex >> 8 & 0xff:02x}:{ifindex & 0xff:02x}",
+                            lower_netns=state.name, lower_ifindex=parent.ifindex, mode=words[6]))
 
 
 def _address_routes_back(state: NetnsState, link) -> None:

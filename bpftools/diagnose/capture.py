@@ -13,6 +13,7 @@ from .. import docker_engine, namespaces
 from ..errors import first_line
 from ..facts.namespace import iptables_save, netns_output, nft_ruleset, read_int
 from ..facts.netfilter import IPV4, IPV6
+from ..facts.tun import holders_of, tun_holders
 from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
 from . import docker
 from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
@@ -21,12 +22,16 @@ log = logging.getLogger(__name__)
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 AF_BRIDGE = socket.AF_BRIDGE
+NTF_SELF = 0x02   # an FDB entry of the device itself (not learned by a bridge)
 # IPv4 and IPv6 switches that make a namespace ignore echo requests (checks.check_echo)
 ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
                 "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
 SYSCTL_CONF_KEYS = ("rp_filter", "accept_local", "forwarding", "arp_ignore", "arp_filter", "proxy_arp",
                     "proxy_arp_pvlan", "medium_id", "route_localnet")
 BRIDGE_NF_KEYS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
+LOWER_KINDS = ("macvlan", "macvtap", "ipvlan", "ipvtap")
+MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}   # if_link.h MACVLAN_MODE_*
+IPVLAN_MODES = {0: "l2", 1: "l3", 2: "l3s"}
 SYSCTL_CONF6_KEYS = ("forwarding", "force_forwarding", "proxy_ndp", "accept_dad", "disable_ipv6", "mtu")
 
 
@@ -95,7 +100,8 @@ def capture(label: str, known: Optional[Known] = None) -> NetnsState:
             qdiscs = {}
         for link in state.links:
             link.tc_qdisc = qdiscs.get(link.ifindex, "")
-        _vxlan_fdb(sock, state.links)
+        _fdb(sock, state.links)
+        _tun_holders(state.links, netns.inode)
     for key, value in global_bridge_nf.items():
         if f"net.bridge.{key}" not in sysctls and value is not None:
             # kernels before 5.3 have one global br_netfilter setting, shown only in the initial namespace
@@ -173,16 +179,63 @@ def _link(msg, nsids: Dict[int, str], own_label: str) -> Link:
             link.vni = data.get_attr("IFLA_VXLAN_ID")
             link.tunnel_local = _unset_none(data.get_attr("IFLA_VXLAN_LOCAL"))
             link.tunnel_remote = _unset_none(data.get_attr("IFLA_VXLAN_GROUP"))   # `remote` or `group`
+    if kind in LOWER_KINDS:
+        _lower(link, msg, info, nsids, own_label)
+    if kind == "tun":
+        _tun(link, msg, info)
     xdp = msg.get_attr("IFLA_XDP")
     if xdp:
         link.xdp_prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
     return link
 
 
-def _vxlan_fdb(sock, links) -> None:
-    """The remote VTEPs in each VXLAN device's forwarding database (`bridge fdb ... dst IP`)."""
+def _lower(link: Link, msg, info, nsids: Dict[int, str], own_label: str) -> None:
+    """macvlan/macvtap/ipvlan: the parent device (IFLA_LINK, in the namespace IFLA_LINK_NETNSID
+    names once the child was moved) and the mode."""
+    link.lower_ifindex = msg.get_attr("IFLA_LINK")
+    nsid = msg.get_attr("IFLA_LINK_NETNSID")
+    link.lower_netns = own_label if nsid is None else nsids.get(nsid, f"nsid:{nsid}")
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    if data is None:
+        return
+    ipvlan = link.kind.startswith("ipv")
+    mode = data.get_attr("IFLA_IPVLAN_MODE" if ipvlan else "IFLA_MACVLAN_MODE")
+    # pyroute2 names macvlan's modes itself; ipvlan's come as numbers
+    link.mode = mode if isinstance(mode, str) else (IPVLAN_MODES if ipvlan else MACVLAN_MODES).get(mode, "")
+
+
+def _tun(link: Link, msg, info) -> None:
+    """A TUN/TAP device: mode, persist, owner uid, queue length and what its queue dropped."""
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    if data is not None:
+        link.tun_type = {1: "tun", 2: "tap"}.get(data.get_attr("IFLA_TUN_TYPE"), "")
+        link.tun_persist = bool(data.get_attr("IFLA_TUN_PERSIST"))
+        link.tun_owner = data.get_attr("IFLA_TUN_OWNER")
+    link.qlen = msg.get_attr("IFLA_TXQLEN") or 0
+    stats = msg.get_attr("IFLA_STATS64")
+    link.tx_dropped = stats["tx_dropped"] if stats else 0
+
+
+def _tun_holders(links: List[Link], inode: int) -> None:
+    """Who holds each tun/tap device: holders in the device's namespace; one elsewhere with the
+    same device name only when the device has carrier (a device without carrier has none)."""
+    tuns = [l for l in links if l.kind == "tun"]
+    if not tuns:
+        return
+    table = tun_holders()
+    for link in tuns:
+        found = holders_of(link.ifname, inode, table)
+        same = [h for h in found if h.netns_inode == inode]
+        link.tun_holders = [h.describe() for h in (same or (found if link.lower_up else []))]
+
+
+def _fdb(sock, links) -> None:
+    """From the bridge FDB dump: the remote VTEPs in each VXLAN device's forwarding database
+    (`bridge fdb ... dst IP`), and the unicast addresses a device that is no bridge port lists as
+    its own (`self permanent`: the MACs of its macvlan/macvtap children, wherever they are)."""
     vxlans = {l.ifindex: l for l in links if l.kind == "vxlan"}
-    if not vxlans:
+    parents = {l.ifindex: l for l in links if l.master is None and l.kind in ("veth", "")}
+    if not vxlans and not parents:
         return
     try:
         entries = list(sock.get_neighbours(family=AF_BRIDGE))
@@ -193,6 +246,10 @@ def _vxlan_fdb(sock, links) -> None:
         link, dst = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_DST")
         if link is not None and dst and dst not in link.vxlan_fdb:
             link.vxlan_fdb.append(dst)
+        parent, mac = parents.get(entry["ifindex"]), entry.get_attr("NDA_LLADDR")
+        if parent is not None and mac and entry["flags"] & NTF_SELF and not int(mac[:2], 16) & 1 \
+                and mac.lower() != parent.mac.lower() and mac not in parent.upper_macs:
+            parent.upper_macs.append(mac)
 
 
 def _unset_none(address: Optional[str]) -> Optional[str]:
@@ -248,3 +305,6 @@ class LiveSource:
 
     def __call__(self, label: str) -> NetnsState:
         return capture(label, self.known)
+
+    def labels(self) -> List[str]:
+        return [ns.label for ns in self.known.all()]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..commands import HOST_LABEL, Argv, Command, argv_of, in_ns
-from . import cni, docker
+from . import cni, docker, tuntap
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
 from .routing import SourceCheck, describe_refusal, validate_source, without_refusal
 from .state import Link, NetnsState, family_of, is_link_local
@@ -20,7 +20,7 @@ WEAK = 0.3
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
           "docker_isolation", "docker_icc_disabled", "cni_chain_drop", "echo_ignored", "arp_ignore", "routing_loop",
-          "unknown")
+          "macvlan_parent_isolation", "macvlan_mode", "tun_no_program", "unknown")
 
 @dataclass
 class Finding:
@@ -60,6 +60,16 @@ def check_link(state: NetnsState, link: Link, role: str, **kw) -> Finding:
         return bad(state, "link", "link_down", f"{link.ifname} ({role}) is administratively down",
                    [argv_of("ip link set dev {} up", link.ifname)], link.ifname, **kw)
     return ok(state, "link", f"{link.ifname} ({role}) is up", link.ifname, kw.get("direction", "request"))
+
+
+def check_tun(state: NetnsState, link: Link, **kw) -> Finding:
+    """A TUN/TAP device hands the packets to the program holding it; with none, its queue drops
+    them (no command: which program should hold it cannot be known)."""
+    why = tuntap.unheld_detail(link)
+    if why is None:
+        return ok(state, "tun", f"{link.ifname} ({link.tun_type or 'tun'}) is held by {', '.join(link.tun_holders)}",
+                  link.ifname, kw.get("direction", "request"))
+    return bad(state, "tun", "tun_no_program", why, [], link.ifname, **kw)
 
 
 def check_mtu(state: NetnsState, link: Link, size: int, why: str, fix_mtu: int, **kw) -> Finding:

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Set, Tuple
 
 from ..commands import Argv, argv_of
 from ..errors import first_line
+from . import macvlan, tuntap
 from .routing import fib_lookup
 from .state import Addr, Link, NetnsState, Snapshot, family_of, is_link_local
 
@@ -49,6 +50,8 @@ class Station:
 class Segment:
     stations: List[Station] = field(default_factory=list)
     unseen: List[str] = field(default_factory=list)   # parts of the segment we cannot look into
+    programs: List[Tuple[NetnsState, Link]] = field(default_factory=list)   # TAP ports a program (a VM) holds
+    idle_taps: List[Tuple[NetnsState, Link]] = field(default_factory=list)  # TAP ports nobody holds
 
     def describe(self, oif: Link) -> str:
         if not self.stations:
@@ -84,7 +87,19 @@ def segment(snap: Snapshot, state: NetnsState, oif: Link, locate: Optional[Locat
         walk.bridge(state, oif, None, [])
     elif oif.kind == "veth":
         walk.wire(state, oif, [])
+    elif macvlan.is_upper(oif):
+        _out_of_parent(walk, state, oif)
     return seg
+
+
+def _out_of_parent(w: "_Walk", state: NetnsState, child: Link) -> None:
+    """A macvlan/macvtap/ipvlan child sends on its parent's wire (siblings: `_through_uppers`)."""
+    lower = macvlan.lower_of(w.snap, state, child)
+    if lower is not None and lower[1].kind == "veth":
+        _wire(w, lower[0], lower[1], [])
+    else:
+        where = f"{lower[1].ifname} in {lower[0].name}" if lower else "its parent device"
+        w.seg.unseen.append(f"the wire of {where} (the parent of {child.ifname} in {state.name})")
 
 
 @dataclass
@@ -137,6 +152,8 @@ def _bridge(w: _Walk, bstate: NetnsState, bridge: Link, port_in: Optional[Link],
             _wire(w, bstate, port, through)
         elif port.kind == "vxlan" and w.locate is not None:
             _vxlan(w, bstate, port, through)
+        elif tuntap.is_tuntap(port):
+            (w.seg.programs if tuntap.held(port) else w.seg.idle_taps).append((bstate, port))
         else:
             w.seg.unseen.append(f"{port.ifname} in {bstate.name} (a {port.kind or 'physical'} port of "
                                 f"{bridge.ifname})")
@@ -346,11 +363,69 @@ def resolve(snap: Snapshot, state: NetnsState, oif: Link, target: str, sender: O
         if found.ok:
             return Resolution(found, seg)
         refused = refused or found
+    upper = _through_uppers(snap, state, oif, seg, target, sender)
+    if upper is not None and upper.ok:
+        return Resolution(upper, seg)
+    refused = refused or upper
     if refused is None:   # a router that would answer by proxy, if proxying were on
         refused = next((p for p in (proxy_switched_off(s, target, sender) for s in seg.stations
                                     if not (s.state.name == state.name and s.link.ifindex == oif.ifindex)) if p), None)
+    if refused is None and seg.idle_taps and not seg.unseen and not seg.programs:
+        tstate, tap = seg.idle_taps[0]   # the owner may be the VM behind it, which is down
+        refused = Answer(Station(tstate, tap), False, f"nobody on the segment has {target}; the one place it may be "
+                         f"is behind {tap.ifname}: {tuntap.unheld_detail(tap)}", "tun_no_program")
     if refused is None and is_link_local(target):
         # a link that is down has no IPv6 link-local address (the kernel removes it): the owner may be there
         refused = next((b for b in (_blocked_on_the_way(s) for s in seg.stations
                                     if not (s.state.name == state.name and s.link.ifindex == oif.ifindex)) if b), None)
     return Resolution(refused, seg)
+
+
+# -- macvlan, macvtap, ipvlan ---------------------------------------------------------------------------
+
+def _through_uppers(snap: Snapshot, state: NetnsState, oif: Link, seg: Segment, target: str,
+                    sender: Optional[str]) -> Optional[Answer]:
+    """Who answers for `target` among macvlan/macvtap/ipvlan children: the siblings of a child
+    that asks, the children of a station on the wire (frames for their MAC reach them), and the
+    isolation between a parent and its children (`macvlan_parent_isolation`)."""
+    lower = macvlan.lower_of(snap, state, oif)
+    if lower is not None:
+        pstate, parent = lower
+        for sstate, sibling in macvlan.uppers_of(snap, pstate, parent):
+            if (sstate.name, sibling.ifindex) == (state.name, oif.ifindex) or sstate.owns(target) is None:
+                continue
+            if macvlan.siblings_talk(oif, sibling):
+                return answer(Station(sstate, sibling), target, sender)
+            fixed = (state, oif) if macvlan.mode_fix(oif) else (sstate, sibling)
+            return Answer(Station(*fixed), False, f"{target} is on {sibling.ifname} in {sstate.name}, a sibling of "
+                          f"{oif.ifname} (both children of {parent.ifname} in {pstate.name}): "
+                          f"{macvlan.apart_why(oif, sibling)}", "macvlan_mode", macvlan.mode_fix(fixed[1]))
+        if pstate.owns(target) is not None:
+            return _isolated(pstate, parent, state, oif, sender, target, towards_parent=True)
+    for station in seg.stations:
+        for cstate, child in macvlan.uppers_of(snap, station.state, station.link):
+            if cstate.owns(target) is not None:
+                return answer(Station(cstate, child, station.crossings), target, sender)
+    if oif.kind in ("veth", ""):   # a parent asking for its own child
+        for cstate, child in macvlan.uppers_of(snap, state, oif):
+            if cstate.owns(target) is not None:
+                return _isolated(state, oif, cstate, child, target, target, towards_parent=False)
+    return None
+
+
+def _isolated(pstate: NetnsState, parent: Link, cstate: NetnsState, child: Link, child_address: Optional[str],
+              target: str, towards_parent: bool) -> Answer:
+    """A parent and its child never exchange frames; the fix is a shim on the parent's side."""
+    way = f"{child.ifname} in {cstate.name} asks for its parent's address" if towards_parent else \
+        f"{target} is on {child.ifname} in {cstate.name}, {_a(child.kind)} ({child.mode or '?'} mode) child of " \
+        f"{parent.ifname}"
+    fix = macvlan.shim_fix(pstate, parent, child, child_address)
+    how = (f"; {_a(child.kind)} shim on {parent.ifname} here ({macvlan.shim_name(parent)}, bridge mode) with a /32 "
+           "route to the child reaches it as a sibling") if fix else ""
+    return Answer(Station(pstate, parent), False, f"{way}: {_a(child.kind)} child never exchanges frames with its "
+                  f"parent {parent.ifname} in {pstate.name} (the kernel sends the child's frames to the wire or to "
+                  f"siblings, never up the parent's stack){how}", "macvlan_parent_isolation", fix)
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"

@@ -49,6 +49,18 @@ class Link:
     vxlan_fdb: List[str] = field(default_factory=list)   # vxlan: remote VTEPs of its FDB entries
     xdp_prog_id: int = 0
     tc_qdisc: str = ""             # clsact/ingress when tc filters can be attached
+    # macvlan/macvtap/ipvlan: the parent (lower) device, in its namespace (None: unknown), and the mode
+    lower_netns: Optional[str] = None
+    lower_ifindex: Optional[int] = None
+    mode: str = ""                 # macvlan/macvtap: bridge, private, vepa, passthru, source; ipvlan: l2, l3, l3s
+    upper_macs: List[str] = field(default_factory=list)   # a parent: its children's MACs (its own unicast FDB)
+    # kind "tun": its mode (tun, tap), persist, the programs holding it ("PID N (comm)"), its queue
+    tun_type: str = ""
+    tun_persist: bool = False
+    tun_holders: List[str] = field(default_factory=list)
+    tun_owner: Optional[int] = None    # the uid allowed to attach (None: anyone with CAP_NET_ADMIN)
+    qlen: int = 0
+    tx_dropped: int = 0
 
     @property
     def up(self) -> bool:
@@ -297,9 +309,35 @@ class Snapshot:
     def names(self) -> List[str]:
         return list(self._states)
 
+    def labels(self) -> List[str]:
+        """Every namespace there is: those held, and those the source can list (`labels()`)."""
+        listing = getattr(self._source, "labels", None)
+        return list(self._states) + [n for n in (listing() if listing else []) if n not in self._states]
+
+    def everywhere(self) -> List[NetnsState]:
+        """Every namespace there is, read: what a macvlan parent needs to find its children in
+        other namespaces."""
+        return [self.ns(n) for n in self.labels() if self.has(n)]
+
+    def ns_source(self) -> "Snapshot":
+        """This snapshot as the source of another (a changed copy of some namespaces): it hands out
+        the namespaces the copy does not hold, and lists all of them."""
+        return _SnapshotSource(self)
+
     def to_dict(self) -> dict:
         return {name: state.to_dict() for name, state in self._states.items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Snapshot":
         return cls({name: NetnsState.from_dict(s) for name, s in data.items()})
+
+
+class _SnapshotSource:
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+
+    def __call__(self, name: str) -> NetnsState:
+        return self.snapshot.ns(name)
+
+    def labels(self) -> List[str]:
+        return self.snapshot.labels()

@@ -148,7 +148,9 @@ def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int,
         causes = build_causes(walk.findings, drops, prove)
         if not causes:
             evidence = [_event_text(e) for e in drops] or ["every check on the path passed and no drop was traced"]
-            if walk.left_machine:
+            if walk.handed_to:
+                evidence.append(f"the requests went to {walk.handed_to}; nothing came back from it")
+            elif walk.left_machine:
                 evidence.append(f"the path leaves the machine through {walk.left_machine}: the problem may be "
                                 "beyond it")
             causes = [_unknown(netns, "the ping fails but no check on the path explains it", evidence)]
@@ -286,7 +288,7 @@ def story(result: dict) -> str:
             label = "echo request" if direction == "request" else "echo reply  "
             lines.append(f"{label}: " + " => ".join(_hop_text(h) for h in hops))
     for hop in result["path"]:
-        if hop["action"] in ("send", "deliver") and hop.get("note") and not hop["note"].endswith(" is local"):
+        if hop["action"] in ("send", "deliver", "program") and hop.get("note") and not hop["note"].endswith(" is local"):
             lines.append(f"  {hop['direction']} in {hop['netns']}: {hop['note']}")
     lines.append(f"ping {result['target']}" + (f" -I {result['device']}" if result.get("device") else "")
                  + f" from {result['netns']}"

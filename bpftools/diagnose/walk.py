@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Set, Tuple
 
 from . import checks as C
+from . import tuntap
 from ..commands import in_ns
 from .firewall import Packet
 from .loops import Pass, loop_finding
+from .macvlan import is_upper
 from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
 from .suggest import suggest_routes
@@ -32,7 +34,7 @@ class Hop:
     netns: str
     iif: Optional[str]
     oif: Optional[str]
-    action: str            # send, forward, bridge, deliver, leave, broken, tunnel
+    action: str            # send, forward, bridge, deliver, leave, broken, tunnel, program (a tun/tap's holder)
     src: str
     dst: str
     nexthop: Optional[str] = None
@@ -54,6 +56,7 @@ class WalkResult:
     arrival_ifindex: Optional[int] = None   # where the echo request entered DST's namespace
     family: int = 4
     broadcast: bool = False                 # DST is a broadcast address of the source's subnet (ping -b)
+    handed_to: Optional[str] = None         # "PID N (comm) through tun0": the program the path ends in
     # what the working part of the path uses: (netns, address) of the ping's ends, and
     # (netns, "dst/len", table) of every route a hop took; no fix may delete these
     used_addresses: Set[Tuple[str, str]] = field(default_factory=set)
@@ -324,11 +327,13 @@ class Walker:
         arp_src = src if state.owns(src) else self._arp_source(state, oif, nexthop)
         if oif.kind in TUNNEL_KINDS:
             return self._through_tunnel(state, oif, src, dst, **kw)
+        if oif.kind == "tun":
+            return self._to_program(state, oif, **kw)
         if oif.ifname == "lo":   # `ping -I lo`: the kernel delivers it locally; which socket sees the reply
             self._stop("leave", f"sent through lo (bound to it): delivered back into {state.name} as local; "
                        "not modelled further")
             return None
-        if oif.kind not in ("veth", "bridge"):
+        if oif.kind not in ("veth", "bridge") and not is_upper(oif):
             why = oif.kind or "a physical interface"
             self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop,
                       note=f"the path leaves through {oif.ifname} ({why}); not followed further")
@@ -365,10 +370,13 @@ class Walker:
             owner = owner or next((s for s in resolution.segment.stations if s.state.owns(nexthop)), None)
             if owner is not None:
                 return owner
+        seg = resolution.segment
+        if resolution.answer is None and not seg.unseen and seg.programs:   # a VM's TAP port: its program
+            self._hand_to_program(seg.programs[0][1])
+            return None
         self._add(C.check_nexthop_owner(state, oif, route, nexthop, resolution, **kw))
         if resolution.station is not None:
             return resolution.station
-        seg = resolution.segment
         if resolution.answer is None and seg.unseen:
             self._stop("leave", f"{nexthop} may be behind {seg.unseen[0]}; not followed further")
             self.result.left_machine = seg.unseen[0]
@@ -416,7 +424,9 @@ class Walker:
             oif, sent_mtu = c.port_out, c.port_out.mtu
             frame = min(frame, sent_mtu)
         if station.link.kind != "bridge" or not station.crossings:
-            self._rx_checks(station.state, station.link, frame, sent_mtu, f"veth peer of {oif.ifname}", **kw)
+            role = f"{station.link.kind} child on the wire of {oif.ifname}" if is_upper(station.link) else \
+                f"veth peer of {oif.ifname}"
+            self._rx_checks(station.state, station.link, frame, sent_mtu, role, **kw)
         return all(f.ok for f in self.result.findings[before:] if f.check == "link")
 
     def _rx_checks(self, state: NetnsState, link: Link, frame: int, sent_mtu: int, role: str, **kw) -> None:
@@ -427,6 +437,18 @@ class Walker:
             self._add(finding)
         self._add(C.check_mtu(state, link, min(self.size, frame), f"the {role}, whose MTU is {sent_mtu}: veth drops "
                               "what does not fit the receiving end", max(sent_mtu, self.size), **kw))
+
+    def _to_program(self, state: NetnsState, tun: Link, **kw) -> None:
+        """A TUN/TAP device: the packets go to the program holding it; the walk ends there."""
+        if not self._add(C.check_tun(state, tun, **kw)).ok:
+            self._stop("broken", f"no program holds {tun.ifname}: its queue drops the packets")
+            return None
+        self._hand_to_program(tun)
+        return None
+
+    def _hand_to_program(self, tun: Link) -> None:
+        self.result.handed_to = self.result.left_machine = tuntap.holder_text(tun)
+        self._stop("program", f"handed to {self.result.handed_to} (user space); not followed further")
 
     def _through_tunnel(self, state: NetnsState, tun: Link, src, dst, **kw):
         direction = kw["direction"]

@@ -16,7 +16,8 @@ from ..commands import in_netns_of, run_argv
 from ..netlink import NetnsHandle, in_netns, interface_addresses, ipr, list_interfaces
 from .netfilter import (IPV4, IPV6, IptablesRuleset, NfCounter, likely_culprits, native_nft_counters, netfilter_culprits,
                         nft_counters, parse_iptables_save)
-from .rtnl import neigh_state, route_type
+from .rtnl import IFF_LOWER_UP, neigh_state, route_type
+from .tun import holders_of
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +167,16 @@ class NamespaceInspector:
             with ipr(self.ns) as sock:
                 msg = sock.get_links(ifname=ifname)[0]
                 xdp = msg.get_attr("IFLA_XDP")
+                info = msg.get_attr("IFLA_LINKINFO")
+                kind = (info.get_attr("IFLA_INFO_KIND") if info else "") or ""
+                carrier = bool(msg["flags"] & IFF_LOWER_UP)
                 return {"mac": msg.get_attr("IFLA_ADDRESS"), "mtu": msg.get_attr("IFLA_MTU"),
                         "txqlen": msg.get_attr("IFLA_TXQLEN"), "qdisc": msg.get_attr("IFLA_QDISC"),
-                        "xdp_prog_id": xdp.get_attr("IFLA_XDP_PROG_ID") if xdp else None}
+                        "xdp_prog_id": xdp.get_attr("IFLA_XDP_PROG_ID") if xdp else None,
+                        "kind": kind, "carrier": carrier,
+                        # a tun/tap device without carrier has no holder; with one, its holders by name
+                        "tun_holders": [h.describe() for h in holders_of(ifname, 0)] if kind == "tun" and carrier
+                        else []}
         return self._cached(("link", ifname), read) if ifname else None
 
     def local_addresses(self) -> List[str]:

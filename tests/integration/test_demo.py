@@ -16,10 +16,11 @@ def test_demo_diagnoses_fixes_and_cleans_up():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     docker = "== docker: container bpftools-demo-" in out  # where a Docker Engine answers
-    assert out.count("  ping works") == 2 + docker, out
+    assert out.count("  ping works") == 3 + docker, out
     # one assert a line, each showing the whole output when it fails
     for expected in ("it breaks in bpftlab-demo", "-routed-right, eth0: rp_filter", "traced: drop IP_RPFILTER",
-                     "-bridge-sw, br0: bridge_netfilter", "traced: drop NETFILTER_DROP", "apply the first fix:",
+                     "-bridge-sw, br0: bridge_netfilter", "traced: drop NETFILTER_DROP",
+                     "-macvlan-host, lan0: macvlan_parent_isolation", "apply the first fix:",
                      "lab networks removed."):
         assert expected in out, f"{expected!r} not in the demo's output:\n{out}\n{proc.stderr}"
     if docker:

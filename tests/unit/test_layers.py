@@ -25,7 +25,7 @@ PLACED = {
                    "bpftools.addresses", "bpftools.metrics", "bpftools.topology", "bpftools.kernel",
                    "bpftools.kernel.btf", "bpftools.kernel.mounts", "bpftools.kernel.headers", "bpftools.kernel.kallsyms",
                    "bpftools.kernel.offsets", "bpftools.kernel.privileges", "bpftools.kernel.drop_reasons",
-                   "bpftools.kernel.system", "bpftools.facts", "bpftools.facts.netfilter", "bpftools.facts.rtnl",
+                   "bpftools.kernel.system", "bpftools.facts", "bpftools.facts.netfilter", "bpftools.facts.rtnl", "bpftools.facts.tun",
                    "bpftools.cri_api", "bpftools.cri_api.cri_runtime_v1_pb2", "bpftools.text", "bpftools.build",
                    "bpftools.names", "bpftools.rates", "bpftools.kernel.modules"},
     "registry": {"bpftools.namespaces"},
