@@ -1,17 +1,17 @@
 """`bpftools demo` (the main job) end to end: each lab network is broken, diagnosed with the
 right cause, fixed with the diagnosis' own commands so the ping works, and removed."""
+import re
 import subprocess
 
 from bpftools_proc import cli
 
 
-def lab_namespaces() -> set:
+def lab_namespaces(prefix: str = "bpftlab-demo") -> set:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.startswith("bpftlab-demo")}
+    return {line.split()[0] for line in out.splitlines() if line.startswith(prefix)}
 
 
 def test_demo_diagnoses_fixes_and_cleans_up():
-    before = lab_namespaces()
     proc = cli("demo", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -30,4 +30,6 @@ def test_demo_diagnoses_fixes_and_cleans_up():
             assert subprocess.run(["docker", "inspect", made], capture_output=True).returncode != 0, made
     else:
         assert "(no Docker story: " in out
-    assert lab_namespaces() <= before  # ours are gone (another demo may run concurrently)
+    # ours are gone; another demo may run concurrently, under a prefix of its own
+    ours = re.search(r"bpftlab-demo[0-9a-f]{6}-", out).group(0)
+    assert not lab_namespaces(ours), lab_namespaces(ours)
