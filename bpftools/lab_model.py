@@ -38,6 +38,7 @@ class Fault:
     size: Optional[int] = None        # ping payload (ping -s) that shows the fault; default 56
     ipv6: Optional["Fault"] = None    # the IPv6 counterpart (same name; its own steps, ping_to, size)
     printed_fix: bool = True          # False: no command can be derived (diagnose says what to start); `lab fix` repairs
+    at: Optional[str] = None          # role whose namespace the cause must be located in (None: not asserted)
 
     @property
     def families(self) -> Tuple[int, ...]:
@@ -91,7 +92,7 @@ class LabTopology:
             raise BpftoolsError(f"lab {self.name}: fault {name} has no IPv6 counterpart")
         return Fault(f.name, f.summary, f.ipv6.steps if f.ipv6.steps is not None else f.steps,
                      f.ipv6.undo if f.ipv6.undo is not None else f.undo, f.ipv6.ping_from or f.ping_from,
-                     f.ipv6.ping_to, f.program, f.ipv6.size)
+                     f.ipv6.ping_to, f.program, f.ipv6.size, printed_fix=f.printed_fix, at=f.ipv6.at or f.at)
 
     def ping(self, fault: Optional[str] = None, family: int = 4) -> Tuple[str, str]:
         """(namespace, address) of the ping that shows the fault (or the healthy ping)."""

@@ -20,7 +20,10 @@ WEAK = 0.3
 CAUSES = ("rp_filter", "netfilter_drop", "bridge_netfilter", "ip_forward_disabled", "no_route", "no_return_route",
           "local_source", "bridge_port_address", "neighbor_unreachable", "link_down", "mtu", "xdp_drop", "tc_drop",
           "docker_isolation", "docker_icc_disabled", "cni_chain_drop", "echo_ignored", "arp_ignore", "routing_loop",
-          "macvlan_parent_isolation", "macvlan_mode", "tun_no_program", "unknown")
+          "macvlan_parent_isolation", "macvlan_mode", "tun_no_program",
+          # tunnels (issue 21): the outer packet or the tunnel ends do not meet
+          "tunnel_firewall", "tunnel_id_mismatch", "tunnel_port_mismatch", "tunnel_no_fdb", "tunnel_underlay_route",
+          "tunnel_remote_not_local", "unknown")
 
 @dataclass
 class Finding:

@@ -39,6 +39,11 @@ class Packet:
     ctstate: str = "NEW"           # NEW for the request, ESTABLISHED for the reply
     physdev_in: str = ""           # bridged traffic (br_netfilter)
     physdev_out: str = ""
+    # the layer-4 protocol: icmp (the ping itself; icmp_type says which), or a tunnel's outer
+    # packet: udp (vxlan/geneve, `dport`), gre, ipip (IPPROTO_IPIP, 4), ipv6 (sit, 41)
+    proto: str = "icmp"
+    dport: Optional[int] = None
+    sport: Optional[int] = None
 
     @property
     def family(self) -> int:

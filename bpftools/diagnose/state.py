@@ -43,10 +43,18 @@ class Link:
     master: Optional[int] = None   # ifindex of the bridge this is a port of
     peer_netns: Optional[str] = None   # veth: namespace of the other end (None: unknown)
     peer_ifindex: Optional[int] = None
-    tunnel_local: Optional[str] = None   # ipip/gre/sit endpoints
-    tunnel_remote: Optional[str] = None
-    vni: Optional[int] = None      # vxlan: its VNI (tunnel_local/tunnel_remote: local, remote or group)
-    vxlan_fdb: List[str] = field(default_factory=list)   # vxlan: remote VTEPs of its FDB entries
+    tunnel_local: Optional[str] = None   # tunnels: the local endpoint (vxlan/geneve `local`, ipip/gre/sit `local`)
+    tunnel_remote: Optional[str] = None  # the fixed remote endpoint (vxlan `remote`, geneve `remote`, ip tunnel `remote`)
+    vni: Optional[int] = None      # vxlan/geneve: its VNI
+    vxlan_fdb: List[str] = field(default_factory=list)   # vxlan: remote VTEPs of its FDB entries (the dsts of `fdb`)
+    # tunnels, as the kernel holds them (IFLA_INFO_DATA) and as `ip -d link` shows them
+    tunnel_group: Optional[str] = None   # vxlan: multicast `group`
+    dstport: Optional[int] = None        # vxlan/geneve: UDP destination port (vxlan default 8472 in the kernel, iproute2 asks 4789)
+    tunnel_ikey: Optional[int] = None    # gre/gretap/ip6gre: input key (None: no key)
+    tunnel_okey: Optional[int] = None    # gre/gretap/ip6gre: output key
+    tunnel_dev: Optional[int] = None     # the underlay device the tunnel is bound to (vxlan `dev`, ip tunnel `dev`)
+    learning: bool = True                # vxlan: learns remote MACs from received packets (`nolearning`: False)
+    fdb: List["FdbEntry"] = field(default_factory=list)   # vxlan: its forwarding database (`bridge fdb show dev X`)
     xdp_prog_id: int = 0
     tc_qdisc: str = ""             # clsact/ingress when tc filters can be attached
     # macvlan/macvtap/ipvlan: the parent (lower) device, in its namespace (None: unknown), and the mode
@@ -65,6 +73,18 @@ class Link:
     @property
     def up(self) -> bool:
         return self.admin_up and self.lower_up
+
+
+@dataclass
+class FdbEntry:
+    """One entry of a VXLAN device's forwarding database: frames for `mac` (00:00:00:00:00:00: the
+    default entry, every unknown or broadcast MAC) go to VTEP `dst`, on `port`/`vni` when set
+    (else the device's dstport/VNI). `bridge fdb append 00:00:00:00:00:00 dev vx0 dst 10.0.0.2`."""
+    mac: str
+    dst: Optional[str] = None
+    port: Optional[int] = None
+    vni: Optional[int] = None
+    permanent: bool = True         # static (Flannel's, `bridge fdb add`), else learned
 
 
 @dataclass
@@ -245,7 +265,7 @@ class NetnsState:
     def from_dict(cls, data: dict) -> "NetnsState":
         return cls(
             name=data["name"],
-            links=[Link(**l) for l in data.get("links", [])],
+            links=[_link_from_dict(l) for l in data.get("links", [])],
             addrs=[Addr(**a) for a in data.get("addrs", [])],
             routes=[Route(**r) for r in data.get("routes", [])],
             rules=_with_default_rules([Rule(**r) for r in data.get("rules", [])]),
@@ -258,6 +278,12 @@ class NetnsState:
             docker_networks=dict(data.get("docker_networks", {})),
             inode=data.get("inode", 0),
         )
+
+
+def _link_from_dict(data: dict) -> Link:
+    link = Link(**data)
+    link.fdb = [FdbEntry(**e) if isinstance(e, dict) else e for e in link.fdb]
+    return link
 
 
 def default_rules(family: int = 4) -> List[Rule]:

@@ -16,6 +16,7 @@ from ..commands import in_ns
 from .firewall import Packet
 from .loops import Pass, loop_finding
 from .macvlan import is_upper
+from .records import Hop, Outer
 from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
 from .suggest import suggest_routes
@@ -26,22 +27,6 @@ ICMP_HEADER = 8
 IP_HEADER = {4: 20, 6: 40}
 ECHO_TYPES = {4: {"request": 8, "reply": 0}, 6: {"request": 128, "reply": 129}}
 TUNNEL_KINDS = ("ipip", "gre", "sit")
-
-
-@dataclass
-class Hop:
-    direction: str
-    netns: str
-    iif: Optional[str]
-    oif: Optional[str]
-    action: str            # send, forward, bridge, deliver, leave, broken, tunnel, program (a tun/tap's holder)
-    src: str
-    dst: str
-    nexthop: Optional[str] = None
-    note: str = ""
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
 
 
 @dataclass

@@ -124,6 +124,9 @@ def test_diagnose_names_the_injected_fault_and_every_fix_is_safe(topology, fault
     assert rc == 1, result
     first = result["causes"][0]
     assert first["cause"] == fault, json.dumps(result["causes"], indent=1)
+    located = topo.fault(fault, family).at
+    if located:   # located on the right node (overlays: which end of the tunnel)
+        assert first["netns"] == topo.ns(located), json.dumps(result["causes"], indent=1)
     if not topo.faults[fault].printed_fix:   # nothing can be derived: no command printed, `lab fix` repairs it
         assert first["fix"] == [] and first["ifname"] and first["proven"] is False, first
         assert cli("lab", "fix", topology).returncode == 0
