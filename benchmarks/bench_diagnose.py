@@ -61,8 +61,8 @@ def user_ping(ns: str, dst: str, args) -> float:
     return time.monotonic() - start
 
 
-def verdict_of(result: dict) -> str:
-    return "reachable" if result["reachable"] else result["causes"][0]["cause"]
+def verdict_of(result) -> str:
+    return "reachable" if result.reachable else result.causes[0].cause
 
 
 def timed_diagnose(ns: str, dst: str, interface):
