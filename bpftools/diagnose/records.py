@@ -144,6 +144,7 @@ class Cause:
     proven: bool = False
     confidence: float = 0.0
     direction: Optional[str] = None
+    missing: str = ""   # without a fix: what a command would need that bpftools cannot know (the story says it)
     ranking: Ranking = field(default_factory=lambda: Ranking(0), repr=False, compare=False)
 
     def add_evidence(self, text: str) -> None:

@@ -28,9 +28,10 @@ def _check_text(f: Finding) -> str:
 
 
 def _cause(name, netns, ifname, detail, evidence, fix: List[Command], confidence, order, direction=None,
-           symptom=False, alternatives: Sequence[List[Command]] = ()) -> Cause:
+           symptom=False, alternatives: Sequence[List[Command]] = (), missing: str = "") -> Cause:
     """A cause whose fix is, until prove.Prover proves one, the first of its candidates."""
     return Cause(name, netns, ifname, detail, list(evidence), list(fix), confidence=confidence, direction=direction,
+                 missing=missing,
                  ranking=Ranking(order, confidence >= CERTAIN, symptom, [list(fix), *map(list, alternatives)]))
 
 
@@ -49,7 +50,7 @@ def build_causes(findings: List[Finding], drops: List[Drop], prove: Optional[Pro
             same.add_evidence(_check_text(f))
             continue
         index[key] = _cause(f.cause, f.netns, f.ifname, f.detail, [_check_text(f)], f.fix, f.confidence, order,
-                            f.direction, f.symptom, f.alternatives)
+                            f.direction, f.symptom, f.alternatives, f.missing)
         causes.append(index[key])
     programs = {(f.netns, f.ifname): f for f in findings if f.ok and f.cause in ("xdp_drop", "tc_drop")}
     for drop in drops:
@@ -268,10 +269,11 @@ def _advice_lines(cause: Cause) -> List[str]:
 
 
 def _no_fix(cause: Cause) -> str:
-    """Why no fix is printed: every candidate failed on the model, or there was none to try."""
+    """Why no fix is printed: every candidate failed on the model, or there was none to try (and
+    then, where the check knows, what a command would need)."""
     if any(e.startswith("not proven: ") for e in cause.evidence):
         return "no candidate repairs the path on the model (the evidence says where each leaves it broken)"
-    return "bpftools knows no command that repairs it"
+    return cause.missing or "bpftools knows no command that repairs it"
 
 
 def story(result: Result) -> str:
