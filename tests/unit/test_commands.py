@@ -211,7 +211,8 @@ def test_diagnose_prints_a_fix_for_a_hostile_interface_that_gives_back_its_argv(
     assert control_free(out)
     assert rendered(causes[0].fix)[0].encode("utf-8") in out   # the fix is printed as rendered: still pasteable
     emitted = subprocess.run([sys.executable, "-c", "import json, sys; from bpftools.cli.output import emit_json; "
-                              "emit_json(json.loads(sys.stdin.read()))"], input=json.dumps(causes[0].to_json()).encode(),
+                              "emit_json(json.loads(sys.stdin.read()))"],
+                             input=json.dumps(causes[0].to_json()).encode(),
                              capture_output=True, check=True).stdout
     assert json.loads(emitted)["ifname"] == ifname   # JSON keeps the exact name
 

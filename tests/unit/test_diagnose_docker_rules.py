@@ -217,8 +217,8 @@ def test_the_walk_crosses_the_host_into_containers_and_names_dockers_rule():
                         ("request", "docker:b", "deliver")]
     first = build_causes(walk.findings, [])[0]
     assert (first.cause, first.netns, first.ifname) == ("docker_icc_disabled", "host", ICC_OFF)
-    assert rendered(first.fix) == [f"iptables -I DOCKER-USER -i {ICC_OFF} -o {ICC_OFF} -s 172.19.0.2/32 -d 172.19.0.3/32 "
-                            "-j ACCEPT"]
+    assert rendered(first.fix) == [f"iptables -I DOCKER-USER -i {ICC_OFF} -o {ICC_OFF} -s 172.19.0.2/32 "
+                                   "-d 172.19.0.3/32 -j ACCEPT"]
     across = Walker(docker_snapshot()).walk("docker:a", "172.18.0.2")
     assert build_causes(across.findings, [])[0].cause == "docker_isolation"
     assert [h.netns for h in across.hops if h.action == "deliver"][0] == "docker:c"
