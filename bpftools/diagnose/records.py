@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..commands import Command, rendered
+from ..drop_causes import reason_name
+from ..drop_events import DropEvent
 
 Inodes = Dict[str, int]   # namespace label -> nsfs inode: `netns_inode` beside every `netns` in the JSON
 
@@ -102,11 +104,8 @@ class Drop:
         known.setdefault("reason", "")
         return cls(**known, more={k: v for k, v in data.items() if k not in cls.FIELDS})
 
-    def event(self):
+    def event(self) -> DropEvent:
         """The drop as drop_causes' table functions take it (drop_events.DropEvent)."""
-        from ..drop_causes import reason_name
-        from ..drop_events import DropEvent
-
         netns = self.netns or "host"
         return DropEvent(ts=0.0, netns=netns, netns_inode=self.netns_inode or 0,
                          netns_name=None if netns == "host" else netns, ifname=self.ifname,
