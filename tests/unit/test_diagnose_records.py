@@ -18,13 +18,13 @@ from bpftools.diagnose.state import Snapshot
 from bpftools.diagnose.verdict import exit_status, story, verdict
 
 FIXTURES = Path(__file__).parent / "fixtures" / "diagnose"
-RECORDED = sorted(FIXTURES.glob("*.json")) + sorted(FIXTURES.glob("ipv6/*.json"))
+RECORDED = sorted(FIXTURES.rglob("*.json"))   # every recording: each topology, ipv6/, the overlays
 DOCS = Path(__file__).parents[2] / "docs" / "diagnose.md"
 PLACEHOLDER = re.compile(r"<[^<>\s]*>")   # <gateway>, <dev>, <…>
 
 
 def _id(path: Path) -> str:
-    return f"{path.parent.name}-{path.stem}" if path.parent.name == "ipv6" else path.stem
+    return "-".join(path.relative_to(FIXTURES).with_suffix("").parts)
 
 
 def _load(path: Path) -> dict:
