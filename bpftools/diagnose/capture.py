@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import ipaddress
 import logging
 import os
 import socket
@@ -16,13 +17,16 @@ from ..facts.netfilter import IPV4, IPV6
 from ..facts.tun import holders_of, tun_holders
 from ..facts.rtnl import IFF_LOWER_UP, IFF_NOARP, IFF_UP, neigh_state, route_type, rule_action
 from . import docker
-from .state import Addr, Link, NetnsState, Neighbour, Route, Rule
+from .state import Addr, FdbEntry, Link, NetnsState, Neighbour, Route, Rule
 
 log = logging.getLogger(__name__)
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 AF_BRIDGE = socket.AF_BRIDGE
 NTF_SELF = 0x02   # an FDB entry of the device itself (not learned by a bridge)
+NTF_MASTER = 0x04   # an entry of the bridge the device is a port of
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80   # `bridge fdb add` (static) and `... permanent`
+GRE_KEY, GRE_KEY_SWAPPED = 0x2000, 0x0020   # the GRE_KEY flag, as decoded big- or little-endian
 # IPv4 and IPv6 switches that make a namespace ignore echo requests (checks.check_echo)
 ECHO_SYSCTLS = ("net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
                 "net.ipv6.icmp.echo_ignore_all", "net.ipv6.icmp.echo_ignore_multicast")
@@ -167,18 +171,10 @@ def _link(msg, nsids: Dict[int, str], own_label: str) -> Link:
         link.peer_ifindex = msg.get_attr("IFLA_LINK")
         nsid = msg.get_attr("IFLA_LINK_NETNSID")
         link.peer_netns = own_label if nsid is None else nsids.get(nsid, f"nsid:{nsid}")
-    if kind in ("ipip", "gre", "sit") and info is not None:
+    if kind in TUNNEL_DATA and info is not None:
         data = info.get_attr("IFLA_INFO_DATA")
         if data is not None:
-            prefix = "IFLA_GRE_" if kind == "gre" else "IFLA_IPIP_"  # pyroute2's names for ipip/sit data
-            link.tunnel_local = _unset_none(data.get_attr(prefix + "LOCAL"))
-            link.tunnel_remote = _unset_none(data.get_attr(prefix + "REMOTE"))
-    if kind == "vxlan" and info is not None:
-        data = info.get_attr("IFLA_INFO_DATA")
-        if data is not None:
-            link.vni = data.get_attr("IFLA_VXLAN_ID")
-            link.tunnel_local = _unset_none(data.get_attr("IFLA_VXLAN_LOCAL"))
-            link.tunnel_remote = _unset_none(data.get_attr("IFLA_VXLAN_GROUP"))   # `remote` or `group`
+            TUNNEL_DATA[kind](link, data)
     if kind in LOWER_KINDS:
         _lower(link, msg, info, nsids, own_label)
     if kind == "tun":
@@ -230,9 +226,10 @@ def _tun_holders(links: List[Link], inode: int) -> None:
 
 
 def _fdb(sock, links) -> None:
-    """From the bridge FDB dump: the remote VTEPs in each VXLAN device's forwarding database
-    (`bridge fdb ... dst IP`), and the unicast addresses a device that is no bridge port lists as
-    its own (`self permanent`: the MACs of its macvlan/macvtap children, wherever they are)."""
+    """From the bridge FDB dump: each VXLAN device's own forwarding database (`bridge fdb show dev
+    vx0`: MAC, dst, port, VNI, incl. the all-zeros default entries), and the unicast addresses a
+    device that is no bridge port lists as its own (`self permanent`: the MACs of its
+    macvlan/macvtap children, wherever they are)."""
     vxlans = {l.ifindex: l for l in links if l.kind == "vxlan"}
     parents = {l.ifindex: l for l in links if l.master is None and l.kind in ("veth", "")}
     if not vxlans and not parents:
@@ -243,17 +240,87 @@ def _fdb(sock, links) -> None:
         log.debug("bridge FDB: %s", first_line(exc))
         return
     for entry in entries:
-        link, dst = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_DST")
-        if link is not None and dst and dst not in link.vxlan_fdb:
-            link.vxlan_fdb.append(dst)
-        parent, mac = parents.get(entry["ifindex"]), entry.get_attr("NDA_LLADDR")
+        link, mac = vxlans.get(entry["ifindex"]), entry.get_attr("NDA_LLADDR")
+        if link is not None and mac and entry.get_attr("NDA_DST") and not entry["flags"] & NTF_MASTER:
+            _vxlan_fdb_entry(link, entry, mac)
+        parent = parents.get(entry["ifindex"])
         if parent is not None and mac and entry["flags"] & NTF_SELF and not int(mac[:2], 16) & 1 \
                 and mac.lower() != parent.mac.lower() and mac not in parent.upper_macs:
             parent.upper_macs.append(mac)
 
 
+def _vxlan_fdb_entry(link: Link, entry, mac: str) -> None:
+    dst = entry.get_attr("NDA_DST")
+    link.fdb.append(FdbEntry(mac.lower(), dst, entry.get_attr("NDA_PORT") or None, entry.get_attr("NDA_VNI"),
+                             bool(entry["state"] & (NUD_PERMANENT | NUD_NOARP))))
+    if dst and dst not in link.vxlan_fdb:
+        link.vxlan_fdb.append(dst)
+
+
+# -- tunnels: IFLA_INFO_DATA as the kernel reports it (ip -d link show) ---------------------------------
+
+def _address(data, *names: str) -> Optional[str]:
+    """The first of these attributes that holds a set address."""
+    for name in names:
+        value = _unset_none(data.get_attr(name))
+        if value:
+            return value
+    return None
+
+
+def _vxlan(link: Link, data) -> None:
+    """IFLA_VXLAN_GROUP(6) holds `remote` (unicast) or `group` (multicast): the kernel keeps both in
+    one field and tells them apart by the address."""
+    link.vni = data.get_attr("IFLA_VXLAN_ID")
+    link.tunnel_local = _address(data, "IFLA_VXLAN_LOCAL", "IFLA_VXLAN_LOCAL6")
+    far = _address(data, "IFLA_VXLAN_GROUP", "IFLA_VXLAN_GROUP6")
+    if far and ipaddress.ip_address(far).is_multicast:
+        link.tunnel_group = far
+    else:
+        link.tunnel_remote = far
+    link.dstport = data.get_attr("IFLA_VXLAN_PORT")
+    link.tunnel_dev = data.get_attr("IFLA_VXLAN_LINK") or None
+    learning = data.get_attr("IFLA_VXLAN_LEARNING")
+    link.learning = True if learning is None else bool(learning)
+
+
+def _geneve(link: Link, data) -> None:
+    link.vni = data.get_attr("IFLA_GENEVE_ID")
+    link.tunnel_remote = _address(data, "IFLA_GENEVE_REMOTE", "IFLA_GENEVE_REMOTE6")
+    link.dstport = data.get_attr("IFLA_GENEVE_PORT")
+
+
+def _iptun(prefix: str):
+    """ipip (IFLA_IPTUN_*, pyroute2: IFLA_IPIP_*), sit (IFLA_SIT_*), ip6tnl (IFLA_IP6TNL_*)."""
+    def read(link: Link, data) -> None:
+        link.tunnel_local = _address(data, prefix + "LOCAL")
+        link.tunnel_remote = _address(data, prefix + "REMOTE")
+        link.tunnel_dev = data.get_attr(prefix + "LINK") or None
+    return read
+
+
+def _gre(prefix: str):
+    """gre/gretap (IFLA_GRE_*), ip6gre/ip6gretap (pyroute2: IFLA_IP6GRE_*): a key only with the
+    GRE_KEY flag (pyroute2 decodes the big-endian flags of gre, not those of ip6gre)."""
+    def read(link: Link, data) -> None:
+        link.tunnel_local = _address(data, prefix + "LOCAL")
+        link.tunnel_remote = _address(data, prefix + "REMOTE")
+        link.tunnel_dev = data.get_attr(prefix + "LINK") or None
+        for side in ("I", "O"):
+            flags = data.get_attr(f"{prefix}{side}FLAGS") or 0
+            flags = flags.get("value", 0) if isinstance(flags, dict) else flags
+            if flags & GRE_KEY or flags & GRE_KEY_SWAPPED:
+                setattr(link, f"tunnel_{side.lower()}key", data.get_attr(f"{prefix}{side}KEY") or 0)
+    return read
+
+
+TUNNEL_DATA = {"vxlan": _vxlan, "geneve": _geneve, "ipip": _iptun("IFLA_IPIP_"), "sit": _iptun("IFLA_SIT_"),
+               "ip6tnl": _iptun("IFLA_IP6TNL_"), "gre": _gre("IFLA_GRE_"), "gretap": _gre("IFLA_GRE_"),
+               "ip6gre": _gre("IFLA_IP6GRE_"), "ip6gretap": _gre("IFLA_IP6GRE_")}
+
+
 def _unset_none(address: Optional[str]) -> Optional[str]:
-    return None if address in (None, "0.0.0.0") else address
+    return None if address in (None, "0.0.0.0", "::") else address
 
 
 def _addr(msg) -> Addr:
