@@ -89,8 +89,8 @@ def add_tunnel(state: NetnsState, name: str, kind: str, words: List[str], mac: O
                 tunnel_dev=lower.ifindex if lower else None, learning="nolearning" not in opts)
     ceiling = underlay_ceiling(state, link) if kind == "vxlan" else None   # the kernel bounds VXLAN by its `dev`
     link.mtu = min(mtu or ceiling or 1500, ceiling or 65535)
-    if remote or group:
-        set_fdb(link, link.fdb + [FdbEntry(ZERO_MAC, remote or group)])
+    if kind == "vxlan" and (remote or group):     # geneve has no FDB: it sends everything to its remote
+        set_fdb(link, [FdbEntry(ZERO_MAC, remote or group)])
     state.links.append(link)
     return link
 
