@@ -1,8 +1,9 @@
-"""tunnel_fixes' commands run on the kernel: a VXLAN device made again by `recreate()` in a test
-namespace is the device it was (`ip -d link`, `bridge fdb`, addresses, routes, neighbours, its
-sysctls) but for the changed VNI or port, and the FDB the kernel holds after `move_remote()` /
-`fdb_fix()` is the one apply_fix predicts. Flannel's flannel.1 (a /32 address, onlink routes,
-permanent neighbours, static FDB entries) and an L2 overlay's bridge port."""
+"""Tunnel fixes run on the kernel. A VXLAN device made again by `recreate()` in a test namespace is
+the device it was (`ip -d link`, `bridge fdb`, addresses, routes, neighbours, its sysctls) but for
+the changed VNI or port, and the FDB the kernel holds after `move_remote()` / `fdb_fix()` is the
+one apply_fix predicts (Flannel's flannel.1: a /32 address, onlink routes, permanent neighbours,
+static FDB entries; an L2 overlay's bridge port). And the fix firewall_verdict carries for a
+VXLAN packet the receiving node's firewall drops lets a ping through the tunnel again."""
 from __future__ import annotations
 
 import json
@@ -12,9 +13,11 @@ import pytest
 
 from bpftools.diagnose.apply_fix import apply_argv
 from bpftools.diagnose.capture import capture
+from bpftools.diagnose.firewall import Packet, firewall_verdict
 from bpftools.diagnose.state import FdbEntry, Link, NetnsState
 from bpftools.diagnose.tunnel_fixes import ZERO_MAC, fdb_fix, move_remote, recreate
 from bpftools.topology import run
+from waiting import wait_until
 
 pytestmark = pytest.mark.feature("vxlan_module")
 
@@ -146,3 +149,50 @@ def test_move_remote_and_fdb_fix_leave_the_fdb_the_model_predicts(topo):
         live = capture(node).link_by_name("vx0")
         read_tunnel(node, live)
         assert fdb_set(live) == fdb_set(vx0) and live.tunnel_remote == vx0.tunnel_remote
+
+
+UNDERLAY = {4: ("10.60.0.1", "10.60.0.2", 24), 6: ("fd00:60::1", "fd00:60::2", 64)}
+RULESETS = {  # what the receiving node runs to drop the tunnel (its inner ICMP stays accepted)
+    "iptables rule": (4, ["iptables -A INPUT -p udp -m udp --dport 4789 -j DROP"]),
+    "iptables policy": (4, ["iptables -A INPUT -p icmp -j ACCEPT", "iptables -P INPUT DROP"]),
+    "nft policy": (4, ["nft add table inet fw",
+                       "nft add chain inet fw input { type filter hook input priority 0 ; policy drop ; }",
+                       "nft add rule inet fw input meta l4proto icmp accept"]),
+    "ip6tables policy": (6, ["ip6tables -P INPUT DROP"]),   # neighbour discovery dropped too
+}
+
+
+def pings(ns: str, address: str) -> bool:
+    return run("ping", "-c", "1", "-W", "1", address, netns=ns, check=False).returncode == 0
+
+
+@pytest.mark.parametrize("case", sorted(RULESETS))
+def test_the_fix_for_a_dropped_vxlan_packet_lets_the_ping_through(topo, case):
+    family, fault = RULESETS[case]
+    a, b = topo.netns("a"), topo.netns("b")
+    addr_a, addr_b, length = UNDERLAY[family]
+    topo.veth(a, "ua", b, "ub")
+    for ns, mine, peer, inner, dev in ((a, addr_a, addr_b, "10.61.0.1/24", "ua"), (b, addr_b, addr_a, "10.61.0.2/24",
+                                                                                  "ub")):
+        for line in [f"ip addr add {mine}/{length} dev {dev} nodad" if family == 6 else
+                     f"ip addr add {mine}/{length} dev {dev}",
+                     f"ip link add vx0 type vxlan id 42 dstport 4789 local {mine} remote {peer} dev {dev}",
+                     f"ip addr add {inner} dev vx0", "ip link set vx0 up"]:
+            sh(ns, line)
+    wait_until(lambda: pings(a, "10.61.0.2"), "a ping through the healthy tunnel")
+    for line in fault:
+        run(*_words(line), netns=b)
+    assert not pings(a, "10.61.0.2")
+    save = run("ip6tables-save" if family == 6 else "iptables-save", netns=b).stdout
+    ruleset = json.loads(run("nft", "-j", "list", "ruleset", netns=b).stdout or "{}")
+    verdict = firewall_verdict(save, ruleset, Packet("input", addr_a, addr_b, 0, iif="ub", proto="udp", dport=4789))
+    assert verdict.dropped and len(verdict.fix) == (2 if family == 6 else 1)   # IPv6: neighbour discovery too
+    for argv in verdict.fix:
+        run(*argv, netns=b)
+    wait_until(lambda: pings(a, "10.61.0.2"), f"a ping through the tunnel after {verdict.fix}", timeout=10)
+
+
+def _words(line: str) -> List[str]:
+    """A command line as argv; an nft chain's `{ … }` stays one word."""
+    head, brace, rest = line.partition("{")
+    return head.split() + ([brace + rest] if brace else [])
