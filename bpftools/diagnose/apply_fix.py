@@ -215,8 +215,8 @@ def delete_link(state: NetnsState, link: Link) -> None:
         raise Refused("lo cannot be deleted (Operation not supported)")
     gone = [link]
     if link.kind == "veth" and link.peer_ifindex is not None:
-        if link.peer_netns not in (None, state.name):
-            raise Unmodelled(f"deleting {link.ifname} also deletes its peer in {link.peer_netns}")
+        if link.peer_netns != state.name:
+            raise Unmodelled(f"deleting {link.ifname} also deletes its peer in {link.peer_netns or 'a namespace not known'}")
         gone += [l for l in state.links if l.ifindex == link.peer_ifindex]
     gone += [l for l in state.links if (l.kind == "vxlan" and l.tunnel_dev == link.ifindex)
              or (l.kind in UPPER_KINDS and l.lower_netns == state.name and l.lower_ifindex == link.ifindex)]
