@@ -184,6 +184,14 @@ def tunnel_text(outer: str, encap: Encap, inner: Optional[Flow]) -> str:
     return f"{outer} {encap.text()} [{inner.text() if inner else 'unknown'}]"
 
 
+def tunnel_json_text(event: dict) -> str:
+    """tunnel_text of a tunnel packet's drop in its --json form (as diagnose keeps drops)."""
+    outer = flow_text(*(event.get(k) for k in ("family", "proto", "src", "dst", "sport", "dport", "icmp_type",
+                                                "icmp_code")))
+    inner = event.get("inner")
+    return tunnel_text(outer, Encap(**event["encap"]), Flow(**inner) if inner else None)
+
+
 class Names:
     """Numbers -> names for output, cached: netns inode -> label/`ip netns` name,
     (netns, ifindex) -> ifname, location -> kernel symbol, reason code -> name."""
@@ -305,7 +313,7 @@ class DropEvent:
     hint: Optional[str] = None
     stack: Optional[List[str]] = None  # with --stack
     encap: Optional[Encap] = None  # a tunnel packet: how it carries `inner`
-    inner: Optional[Flow] = None
+    inner: Optional[Flow] = None  # None also when the tunnel's payload was not parsed (beyond the window)
     packet: bytes = b""  # with --pcap: bytes from the network header (not in --json)
 
     def as_json(self) -> dict:
@@ -372,7 +380,7 @@ def decode_event(raw: RawDrop, names: Names, clock_offset_ns: int) -> DropEvent:
         sport=raw.sport if has_ports else None, dport=raw.dport if has_ports else None,
         icmp_type=raw.icmp_type if has_icmp else None, icmp_code=raw.icmp_code if has_icmp else None,
         len=raw.len, stack=names.stack(raw.stack) if raw.stack is not None else None, packet=raw.packet,
-        encap=encap, inner=decode_flow(*raw.inner) if encap and raw.inner else None)
+        encap=encap, inner=decode_flow(*raw.inner) if encap and raw.inner and raw.inner[0] else None)
 
 
 @dataclass(frozen=True)

@@ -275,19 +275,12 @@ NEIGHBOUR_DISCOVERY = (135, 136)   # neighbour solicitation and advertisement: t
 
 
 def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
-    """The drops of this ping (ICMP/ICMPv6 between the two ends, and ARP/NDP), merged per place and reason."""
+    """The drops of this ping (ICMP/ICMPv6 between the two ends, and ARP/NDP), merged per place and
+    reason; a tunnel packet counts when the flow inside it is the ping's (it keeps `encap`, `inner`)."""
     merged: Dict[tuple, dict] = {}
-    ends = {a, b}
-    ipv6 = ":" in b
     for event in events:
-        # Address resolution of this ping's family only: an IPv4 ping's path also carries the
-        # namespaces' own IPv6 chatter (router solicitations), which says nothing about the ping.
-        if ipv6:
-            arp = event.get("proto") == "icmpv6" and event.get("icmp_type") in NEIGHBOUR_DISCOVERY
-        else:
-            arp = event.get("family") == "arp"
-        ours = event.get("proto") in ("icmp", "icmpv6") and event.get("src") in ends and event.get("dst") in ends
-        if not (arp or ours):
+        inner = event.get("inner") if event.get("encap") else None
+        if not (_ping_flow(event, a, b) or (inner and _ping_flow(inner, a, b))):
             continue
         key = (event.get("netns"), event.get("ifname"), event.get("reason"), event.get("src"), event.get("dst"))
         if key in merged:
@@ -297,7 +290,20 @@ def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
                        "location": event.get("location"), "family": event.get("family"),
                        "proto": event.get("proto"), "src": event.get("src"), "dst": event.get("dst"),
                        "icmp_type": event.get("icmp_type"), "netns_inode": event.get("netns_inode"), "count": 1}
+        if inner:
+            merged[key].update(sport=event.get("sport"), dport=event.get("dport"), encap=event["encap"], inner=inner)
     return list(merged.values())
+
+
+def _ping_flow(flow: dict, a: Optional[str], b: str) -> bool:
+    """A flow (a drop event, or the flow inside a tunnel packet) of this ping: its echo, or address
+    resolution of the ping's family only (an IPv4 ping's path also carries the namespaces' own IPv6
+    chatter, router solicitations, which says nothing about the ping)."""
+    if ":" in b:
+        arp = flow.get("proto") == "icmpv6" and flow.get("icmp_type") in NEIGHBOUR_DISCOVERY
+    else:
+        arp = flow.get("family") == "arp"
+    return arp or (flow.get("proto") in ("icmp", "icmpv6") and flow.get("src") in {a, b} and flow.get("dst") in {a, b})
 
 
 def run_live(src_ns: str, target: str, count: int, timeout: float, payload: int, namespaces: List[str],
