@@ -35,6 +35,7 @@ FLOW_FORMAT, ENCAP_FORMAT = "HBBHHBBBB16s16s", "BBHI"
 EVENT_LAYOUT = struct.Struct(f"<QQIIII{FLOW_FORMAT}16sHH{ENCAP_FORMAT}{FLOW_FORMAT}4x")
 HAS_PORTS, HAS_ICMP = 1, 2
 ENCAP_NONE = 0
+ETHERTYPE_ARP = 0x0806
 UDP_ENCAPS = ("vxlan", "geneve")
 KEYED_ENCAPS = ("gre", "gretap")
 
@@ -135,6 +136,15 @@ def decode_flow(ethertype: int, family: int, proto: int, sport: int, dport: int,
     return Flow(family_name(family, ethertype), protocol_name(family, proto), format_address(family, saddr),
                 format_address(family, daddr), sport if has_ports else None, dport if has_ports else None,
                 icmp_type if has_icmp else None, icmp_code if has_icmp else None)
+
+
+def decode_inner(encap: Optional["Encap"], fields: Tuple) -> Optional[Flow]:
+    """The inner struct tunnel_flow of a tunnel packet -> Flow; None when it is none, or its
+    headers could not be read (beyond the parser's window, cut short)."""
+    if encap is None or not fields:
+        return None
+    ethertype, family = fields[0], fields[1]
+    return decode_flow(*fields) if family in (4, 6) or ethertype == ETHERTYPE_ARP else None
 
 
 @dataclass(frozen=True)
@@ -380,7 +390,7 @@ def decode_event(raw: RawDrop, names: Names, clock_offset_ns: int) -> DropEvent:
         sport=raw.sport if has_ports else None, dport=raw.dport if has_ports else None,
         icmp_type=raw.icmp_type if has_icmp else None, icmp_code=raw.icmp_code if has_icmp else None,
         len=raw.len, stack=names.stack(raw.stack) if raw.stack is not None else None, packet=raw.packet,
-        encap=encap, inner=decode_flow(*raw.inner) if encap and raw.inner and raw.inner[0] else None)
+        encap=encap, inner=decode_inner(encap, raw.inner))
 
 
 @dataclass(frozen=True)

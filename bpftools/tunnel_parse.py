@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Tuple
 
 from .bpfsys import prog_test_run
-from .drop_events import ENCAP_FORMAT, FLOW_FIELDS, FLOW_FORMAT, Encap, Flow, decode_encap, decode_flow
+from .drop_events import ENCAP_FORMAT, FLOW_FIELDS, FLOW_FORMAT, Encap, Flow, decode_encap, decode_flow, decode_inner
 from .encap_types import tunnel_port_defines
 from .program import BpfProgram
 
@@ -31,7 +31,7 @@ def decode_parsed(data: bytes) -> Parsed:
     fields = PARSED_LAYOUT.unpack_from(data)
     outer, encap, inner = fields[:FLOW_WIDTH], fields[FLOW_WIDTH:FLOW_WIDTH + 4], fields[FLOW_WIDTH + 4:]
     found = decode_encap(*encap)
-    return Parsed(decode_flow(*outer), found, decode_flow(*inner) if found else None)
+    return Parsed(decode_flow(*outer), found, decode_inner(found, inner))
 
 
 class TunnelParser(contextlib.AbstractContextManager):
