@@ -2,7 +2,8 @@
  * tunnel packets of every kind, and benchmarks/bench_tunnel_parse.py times it on plain and
  * encapsulated ones. A tc program: the test run hands it an Ethernet frame; the window is
  * copied from the network header, as trace-drops and diagnose copy it from an skb.
- * Configuration: TUNNEL_VXLAN_PORT0..3 / TUNNEL_GENEVE_PORT0..1 (tunnel.h). */
+ * Configuration: TUNNEL_VXLAN_PORT0..3 / TUNNEL_GENEVE_PORT0..1 (tunnel.h); COPY_ONLY: copy the
+ * window and stop (the benchmark's baseline: what the parsing itself adds). */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/pkt_cls.h>
@@ -33,6 +34,8 @@ int bpftools_tunnel_parse(struct __sk_buff *skb)
         len = 0;
     w->len = len;
     __builtin_memset(out, 0, sizeof(*out));
+#ifndef COPY_ONLY
     tunnel_parse(w, bpf_ntohs(skb->protocol), &out->outer, &out->encap, &out->inner);
+#endif
     return TC_ACT_OK;
 }

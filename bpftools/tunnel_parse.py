@@ -35,10 +35,11 @@ def decode_parsed(data: bytes) -> Parsed:
 
 
 class TunnelParser(contextlib.AbstractContextManager):
-    """`with TunnelParser() as p: p.parse(frame)`: the parser's view of an Ethernet frame."""
+    """`with TunnelParser() as p: p.parse(frame)`: the parser's view of an Ethernet frame.
+    `copy_only`: the program copies the window and parses nothing (a benchmark's baseline)."""
 
-    def __init__(self, udp_ports: Iterable[Tuple[str, int]] = ()):
-        self.defines: Dict[str, object] = dict(tunnel_port_defines(udp_ports))
+    def __init__(self, udp_ports: Iterable[Tuple[str, int]] = (), copy_only: bool = False):
+        self.defines: Dict[str, object] = dict(tunnel_port_defines(udp_ports), COPY_ONLY=copy_only)
         self._stack = contextlib.ExitStack()
         self.program: Optional[BpfProgram] = None
         self.fd = -1
