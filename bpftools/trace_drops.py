@@ -93,6 +93,7 @@ class DropFilter:
                  f"port {self.port}" if self.port is not None else "",
                  f"sport {self.sport}" if self.sport is not None else "",
                  f"dport {self.dport}" if self.dport is not None else "",
+                 " ".join(f"udp-port {kind}={port}" for kind, port in self.tunnel_ports),
                  self._reasons("reason", self.reasons, names), self._reasons("not", self.exclude_reasons, names)]
         return " ".join([where] + [e for e in extra if e])
 

@@ -26,11 +26,13 @@ class Overlay:
     underlay_b: str = "10.61.0.2"
     inner_a: str = "10.62.0.1"
     inner_b: str = "10.62.0.2"
+    port: int = 4789
 
 
 @pytest.fixture
-def overlay(topo) -> Overlay:
-    net = Overlay(topo.netns("ova"), topo.netns("ovb"))
+def overlay(topo, request) -> Overlay:
+    """The overlay on VXLAN port 4789, or on the port given by indirect parametrisation."""
+    net = Overlay(topo.netns("ova"), topo.netns("ovb"), port=getattr(request, "param", 4789))
     for ns in (net.ns_a, net.ns_b):  # no IPv6 chatter (router solicitations) through the tunnel
         topo.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", 1)
         topo.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", 1)
@@ -38,7 +40,7 @@ def overlay(topo) -> Overlay:
     for ns, dev, local, remote, inner in ((net.ns_a, "ul-a", net.underlay_a, net.underlay_b, net.inner_a),
                                           (net.ns_b, "ul-b", net.underlay_b, net.underlay_a, net.inner_b)):
         run("ip", "link", "add", "vx0", "type", "vxlan", "id", str(VNI), "local", local, "remote", remote,
-            "dstport", "4789", "dev", dev, netns=ns)
+            "dstport", str(net.port), "dev", dev, netns=ns)
         run("ip", "addr", "add", f"{inner}/24", "dev", "vx0", netns=ns)
         run("ip", "link", "set", "vx0", "up", netns=ns)
     # the far end's MAC known in advance: the echo requests themselves are encapsulated, not ARP
@@ -48,7 +50,7 @@ def overlay(topo) -> Overlay:
 
 
 def drop_underlay_vxlan(net: Overlay) -> None:
-    run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP", netns=net.ns_b)
+    run("iptables", "-A", "INPUT", "-p", "udp", "--dport", str(net.port), "-j", "DROP", netns=net.ns_b)
 
 
 def ping(net: Overlay, count: int = 3) -> None:
@@ -110,6 +112,21 @@ def test_dropped_vxlan_packet_shows_the_ping_inside(overlay, tmp_path):
 
 
 @pytest.mark.feature("vxlan_module")
+@pytest.mark.parametrize("overlay", [4790], indirect=True)
+def test_a_vxlan_port_is_opened_once_configured(overlay):
+    net = overlay
+    drop_underlay_vxlan(net)
+    with traced_json(net, "--udp-port", "vxlan=4790") as told, traced_json(net, "--dport", "4790") as untold:
+        ping(net)
+        told.wait_for(lambda lines: [e for e in tunnel_drops(lines) if echo_inside(e, net)],
+                      "a dropped VXLAN packet on port 4790 carrying the echo request")
+        untold.wait_for(lambda lines: [e for e in lines if e["type"] == "drop"], "a drop to port 4790")
+        assert told.stop() == 0 and untold.stop() == 0, told.stderr + untold.stderr
+    assert tunnel_drops(told.json_lines())[0]["encap"] == {"kind": "vxlan", "vni": VNI, "key": None, "dport": 4790}
+    assert not tunnel_drops(untold.json_lines())  # not a tunnel port it knows: an ordinary UDP packet
+
+
+@pytest.mark.feature("vxlan_module")
 def test_diagnose_evidence_ties_the_outer_drop_and_the_underlay_hops_to_the_ping(overlay):
     from bpftools.diagnose.live import TraceDropsSession, relevant_drops, run_live
     from bpftools.diagnose.verdict import _event_text
@@ -135,7 +152,9 @@ def test_diagnose_evidence_ties_the_outer_drop_and_the_underlay_hops_to_the_ping
 
 
 @pytest.mark.feature("vxlan_module")
+@pytest.mark.parametrize("overlay", [4789, 4790], indirect=True)
 def test_per_hop_counter_counts_requests_and_replies_on_the_underlay(overlay):
+    """On the default port, and on another one the path's VXLAN device uses (diagnose passes it)."""
     from bpftools.diagnose.live import HopCounter
     from bpftools.netlink import resolve_interface
     from waiting import settled
@@ -143,7 +162,7 @@ def test_per_hop_counter_counts_requests_and_replies_on_the_underlay(overlay):
     net = overlay
     ul_a = resolve_interface("ul-a", net.ns_a).ifindex
     ul_b = resolve_interface("ul-b", net.ns_b).ifindex
-    with HopCounter([net.ns_a, net.ns_b], net.inner_a, net.inner_b) as counter:
+    with HopCounter([net.ns_a, net.ns_b], net.inner_a, net.inner_b, tunnel_ports=[("vxlan", net.port)]) as counter:
         ping(net, count=3)
         counts = settled(counter.counts, "the per-hop counts", at_least=lambda c: c.get((net.ns_a, ul_a, "rx", 0)))
     assert counts[(net.ns_a, ul_a, "tx", 8)] == counts[(net.ns_b, ul_b, "rx", 8)] == 3, counts
