@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..drop_events import tunnel_json_text
 from ..drop_causes import DROP_CAUSES, DropCause, drop_cause, event_from_json, reason_name
 from ..commands import HOST_LABEL, Command, in_ns, rendered
 from .checks import CERTAIN, LIKELY, Finding
@@ -136,7 +137,7 @@ def _event_text(event: dict) -> str:
     where = event.get("netns", "?") + (f" {event['ifname']}" if event.get("ifname") else "")
     count = f" x{event['count']}" if event.get("count", 1) != 1 else ""
     loc = f" at {event['location']}" if event.get("location") else ""
-    return f"drop {drop_reason(event)} in {where}{loc}{count}"
+    return f"drop {drop_reason(event)} in {where}{loc}{count}" + (f": {tunnel_json_text(event)}" if event.get("encap") else "")
 
 
 def verdict(target: str, netns: str, walk: WalkResult, sent: int, received: int, drops: List[dict],
