@@ -6,7 +6,8 @@
  *
  * Everything user space does not want is filtered here, before any copy to user space:
  * reason set (wanted or excluded), (netns inode, ifindex) pairs or netns set, protocol,
- * source/destination CIDR, ports. sk_buff / net_device / net / sock / dst_entry are read only through the BTF
+ * source/destination CIDR, ports (each set of packet filters matched against the packet's own
+ * flow or, for a tunnel packet, the flow inside it: tunnel.h). sk_buff / net_device / net / sock / dst_entry are read only through the BTF
  * offsets (OFF_*) in bpftools_kernel.h. Configuration arrives as -D defines and maps:
  *
  *   HAVE_DROP_REASON          the tracepoint carries `reason` (5.17+)
@@ -22,6 +23,7 @@
  *   STACK_DEPTH=N             kernel stack (N return addresses) after each event
  *   SNAPLEN=N                 up to N bytes of an IP packet from its network header after that
  *   SUMMARY_ONLY              count only, no per-drop events
+ *   TUNNEL_VXLAN_PORT0..3 / TUNNEL_GENEVE_PORT0..1  UDP ports of tunnels besides the defaults
  *   TP_OFF_SKBADDR/TP_OFF_LOCATION/TP_OFF_REASON   offsets in the perf tracepoint record
  *   IGNORE_LOC<n>_START/_END  kernel text ranges whose frees are not packet drops
  */
@@ -29,19 +31,15 @@
 #include <uapi/linux/if_ether.h>
 #include "ipproto.h"   /* not <uapi/linux/in.h>: see ipproto.h */
 #include "bpftools_kernel.h"
+#include "tunnel.h"
 
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 256
 #endif
 #define MAX_COUNT_KEYS 16384
 #define IFNAMSIZ_ 16
-#define MAX_V6_EXT 4
-#define IPPROTO_ICMPV6_ 58
-#define IPV6_HOPOPTS_ 0
-#define IPV6_ROUTING_ 43
-#define IPV6_DSTOPTS_ 60
 #define SKB_DST_PTRMASK ~1UL   /* low bit of _skb_refdst: SKB_DST_NOREF */
-#define MAC_HEADER_UNSET 0xffff
+#define WINDOW_SLOT_DROPS 0    /* this program's tunnel_windows slot (diagnose's counters use others) */
 #ifndef STACK_DEPTH
 #define STACK_DEPTH 0
 #endif
@@ -64,7 +62,7 @@ struct count_key {
     u32 reason;
 };
 
-/* Mirrored by EVENT_LAYOUT in bpftools/trace_drops.py. */
+/* Mirrored by EVENT_LAYOUT in bpftools/drop_events.py. */
 struct drop_event {
     u64 ts_ns;
     u64 location;
@@ -72,20 +70,13 @@ struct drop_event {
     u32 ifindex;
     u32 reason;
     u32 len;
-    u16 ethertype;      /* host order; 0 if unknown */
-    u8 family;          /* 4, 6, or 0 (not IP) */
-    u8 proto;           /* IP protocol */
-    u16 sport;          /* host order */
-    u16 dport;
-    u8 icmp_type;
-    u8 icmp_code;
-    u8 has_ports;       /* 1 ports valid, 2 icmp type/code valid */
-    u8 dev_known;       /* ifname came from the skb's device */
-    u8 saddr[16];
-    u8 daddr[16];
+    struct tunnel_flow flow;    /* the packet as dropped (a tunnel packet's outer flow); flow.user: ifname
+                                 * came from the skb's device */
     char ifname[IFNAMSIZ_];
     u16 stack_bytes;    /* bytes of `stack` filled */
     u16 caplen;         /* bytes of `packet` filled */
+    struct tunnel_encap encap;  /* kind ENCAP_NONE: not a tunnel packet */
+    struct tunnel_flow inner;   /* the flow inside a tunnel packet */
 };
 
 /* What the ring buffer carries: the event, then the optional stack and packet bytes
@@ -191,122 +182,21 @@ static __always_inline int wanted_place(const struct where *w)
     return 1;
 }
 
-/* Where an skb's packet is: its buffer, the end of the linear data and the network header
- * (both offsets from head), and skb->protocol (network order). */
-struct l3_span {
-    const unsigned char *head;
-    u32 tail;
-    u16 nh;
-    u16 protocol;
-};
-
-/* The four are within 24 bytes of each other on 6.x (protocol..head): one read, as in
- * dev_place, into u64 words so every load from the copy is naturally aligned; other layouts
- * take one read per field. */
-#define SKB_SPAN_START (OFF_SKB_PROTOCOL & ~7)
-#define SKB_SPAN_END (OFF_SKB_HEAD + 8)
-#if OFF_SKB_HEAD % 8 == 0 && OFF_SKB_PROTOCOL % 2 == 0 && OFF_SKB_NETWORK_HEADER % 2 == 0 && \
-    SIZE_SKB_TAIL == 4 && OFF_SKB_TAIL % 4 == 0 && \
-    OFF_SKB_NETWORK_HEADER >= SKB_SPAN_START && OFF_SKB_TAIL >= SKB_SPAN_START && \
-    OFF_SKB_PROTOCOL + 2 <= OFF_SKB_HEAD && OFF_SKB_NETWORK_HEADER + 2 <= OFF_SKB_HEAD && \
-    OFF_SKB_TAIL + 4 <= OFF_SKB_HEAD && SKB_SPAN_END - SKB_SPAN_START <= 64
-static __always_inline void l3_place(const void *skb, struct l3_span *s)
-{
-    u64 span[(SKB_SPAN_END - SKB_SPAN_START) / 8];
-    bpf_probe_read_kernel(span, sizeof(span), (const char *)skb + SKB_SPAN_START); /* zeroed on failure */
-    s->head = (const unsigned char *)span[(OFF_SKB_HEAD - SKB_SPAN_START) / 8];
-    s->tail = ((u32 *)span)[(OFF_SKB_TAIL - SKB_SPAN_START) / 4];
-    s->nh = ((u16 *)span)[(OFF_SKB_NETWORK_HEADER - SKB_SPAN_START) / 2];
-    s->protocol = ((u16 *)span)[(OFF_SKB_PROTOCOL - SKB_SPAN_START) / 2];
-}
-#else
-static __always_inline void l3_place(const void *skb, struct l3_span *s)
-{
-    s->head = kread_ptr(skb, OFF_SKB_HEAD);
-#if SIZE_SKB_TAIL == 8 /* 32-bit kernels: a pointer */
-    const unsigned char *tail = kread_ptr(skb, OFF_SKB_TAIL);
-    s->tail = tail ? tail - s->head : 0;
-#else
-    s->tail = kread_u32(skb, OFF_SKB_TAIL);
-#endif
-    s->nh = kread_u16(skb, OFF_SKB_NETWORK_HEADER);
-    s->protocol = kread_u16(skb, OFF_SKB_PROTOCOL);
-}
-#endif
-
-/* Packet parsing from skb->head + network_header (not the MAC header, so devices without
- * an Ethernet header work). Fills family/addresses/proto/ports/ICMP; returns the network
- * header of an IP packet, NULL otherwise. One read of 44 bytes covers the IPv4 header and
- * its ports (no options) or the IPv6 header and its ports (no extension headers). */
+/* The packet from skb->head + network_header (not the MAC header, so devices without an
+ * Ethernet header work): its flow into e->flow and, for a tunnel packet, e->encap and e->inner
+ * (tunnel.h). Returns the network header of an IP packet, NULL otherwise. */
 static __always_inline const unsigned char *parse_packet(const struct l3_span *s, struct drop_event *e)
 {
-    u16 ethertype = bpf_ntohs(s->protocol);
     if (!s->head || s->nh == MAC_HEADER_UNSET)
         return NULL;
     const unsigned char *l3 = s->head + s->nh;
-    u8 hdr[44] = {};
-    bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
-    u8 version = hdr[0] >> 4;
-    if (!ethertype) /* locally generated packets before the protocol is set: look at the version */
-        ethertype = version == 4 ? ETH_P_IP : version == 6 ? ETH_P_IPV6 : 0;
-    e->ethertype = ethertype;
-
-    const unsigned char *l4 = NULL; /* set when the transport header is beyond `hdr` */
-    u8 proto;
-    u8 l4h[4] = {};
-    if (ethertype == ETH_P_IP) {
-        if (version != 4)
-            return NULL;
-        e->family = 4;
-        proto = hdr[9];
-        __builtin_memcpy(e->saddr, hdr + 12, 4);
-        __builtin_memcpy(e->daddr, hdr + 16, 4);
-        u16 frag = ((u16)hdr[6] << 8 | hdr[7]) & 0x1fff;
-        e->proto = proto;
-        if (frag)
-            return l3; /* not the first fragment: no transport header */
-        u8 ihl = hdr[0] & 0x0f;
-        if (ihl == 5)
-            __builtin_memcpy(l4h, hdr + 20, 4);
-        else
-            l4 = l3 + ihl * 4;
-    } else if (ethertype == ETH_P_IPV6) {
-        if (version != 6)
-            return NULL;
-        e->family = 6;
-        proto = hdr[6];
-        __builtin_memcpy(e->saddr, hdr + 8, 16);
-        __builtin_memcpy(e->daddr, hdr + 24, 16);
-        __builtin_memcpy(l4h, hdr + 40, 4);
-        const unsigned char *next = l3 + 40;
-#pragma unroll
-        for (int i = 0; i < MAX_V6_EXT; i++) {
-            if (proto != IPV6_HOPOPTS_ && proto != IPV6_ROUTING_ && proto != IPV6_DSTOPTS_)
-                break;
-            u8 ext[2] = {};
-            bpf_probe_read_kernel(ext, sizeof(ext), next);
-            proto = ext[0];
-            next += (ext[1] + 1) * 8;
-            l4 = next;
-        }
-        e->proto = proto;
-    } else {
+    u32 slot = WINDOW_SLOT_DROPS;
+    struct tunnel_window *w = tunnel_windows.lookup(&slot);
+    if (!w)
         return NULL;
-    }
-    int ports = proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
-    int icmp = proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6_;
-    if (l4 && (ports || icmp))
-        bpf_probe_read_kernel(l4h, sizeof(l4h), l4);
-    if (ports) {
-        e->sport = (u16)l4h[0] << 8 | l4h[1];
-        e->dport = (u16)l4h[2] << 8 | l4h[3];
-        e->has_ports = 1;
-    } else if (icmp) {
-        e->icmp_type = l4h[0];
-        e->icmp_code = l4h[1];
-        e->has_ports = 2;
-    }
-    return l3;
+    tunnel_window_read(w, l3, s->tail > s->nh ? s->tail - s->nh : 0);
+    tunnel_parse(w, bpf_ntohs(s->protocol), &e->flow, &e->encap, &e->inner);
+    return e->flow.family ? l3 : NULL;
 }
 
 #if defined(FILTER_SRC_FAMILY) || defined(FILTER_DST_FAMILY)
@@ -319,7 +209,7 @@ static __always_inline int addr_in(const u8 *addr, u32 w0, u32 w1, u32 w2, u32 w
 }
 #endif
 
-static __always_inline int wanted_packet(const struct drop_event *e)
+static __always_inline int wanted_flow(const struct tunnel_flow *e)
 {
 #ifdef FILTER_PROTO
     if (!e->family || e->proto != FILTER_PROTO)
@@ -338,7 +228,7 @@ static __always_inline int wanted_packet(const struct drop_event *e)
         return 0;
 #endif
 #if defined(FILTER_PORT) || defined(FILTER_SPORT) || defined(FILTER_DPORT)
-    if (e->has_ports != 1)
+    if (e->has_ports != FLOW_PORTS)
         return 0; /* no transport ports (ICMP, a later fragment, not IP) */
 #endif
 #ifdef FILTER_PORT
@@ -354,6 +244,13 @@ static __always_inline int wanted_packet(const struct drop_event *e)
         return 0;
 #endif
     return 1;
+}
+
+/* --proto/--src/--dst/--port... all hold for the packet's own flow, or all for the flow inside
+ * a tunnel packet. */
+static __always_inline int wanted_packet(const struct drop_event *e)
+{
+    return wanted_flow(&e->flow) || (e->encap.kind != ENCAP_NONE && wanted_flow(&e->inner));
 }
 
 static __always_inline void note_lost(void)
@@ -462,7 +359,7 @@ static __always_inline int handle_drop(void *ctx, const void *skb, u64 location,
     e->len = kread_u32(skb, OFF_SKB_LEN);
     if (w.dev) {
         bpf_probe_read_kernel_str(e->ifname, sizeof(e->ifname), (const char *)w.dev + OFF_DEV_NAME);
-        e->dev_known = 1;
+        e->flow.user = 1;
     }
 #if STACK_DEPTH
     long stack_bytes = bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);

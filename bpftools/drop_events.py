@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .encap_types import ENCAP_TYPES
 from .errors import survive
 from .kernel.drop_reasons import TracepointFormat
 from .addresses import format_address
@@ -26,10 +27,17 @@ PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
 ETHERTYPE_NAMES = {0x0806: "arp", 0x8035: "rarp", 0x88CC: "lldp", 0x8100: "vlan", 0x88A8: "qinq",
                    0x8847: "mpls", 0x8863: "pppoe-discovery", 0x8864: "pppoe", 0x88E5: "macsec"}
 
-# Mirrors struct drop_event in bpf/trace_drops.bpf.c; struct drop_record appends
-# STACK_DEPTH u64 return addresses, then SNAPLEN packet bytes.
-EVENT_LAYOUT = struct.Struct("<QQIIIIHBBHHBBBB16s16s16sHH")
+# struct tunnel_flow and struct tunnel_encap of bpf/include/tunnel.h.
+FLOW_FORMAT, ENCAP_FORMAT = "HBBHHBBBB16s16s", "BBHI"
+# Mirrors struct drop_event in bpf/trace_drops.bpf.c (its flow, the device name, sizes, then the
+# tunnel and the inner flow; padded to 8 bytes); struct drop_record appends STACK_DEPTH u64
+# return addresses, then SNAPLEN packet bytes.
+EVENT_LAYOUT = struct.Struct(f"<QQIIII{FLOW_FORMAT}16sHH{ENCAP_FORMAT}{FLOW_FORMAT}4x")
 HAS_PORTS, HAS_ICMP = 1, 2
+ENCAP_NONE = 0
+ETHERTYPE_ARP = 0x0806
+UDP_ENCAPS = ("vxlan", "geneve")
+KEYED_ENCAPS = ("gre", "gretap")
 
 
 @dataclass(frozen=True)
@@ -55,13 +63,20 @@ class RawDrop:
     ifname: bytes
     stack_bytes: int = 0
     caplen: int = 0
+    encap: int = ENCAP_NONE   # struct tunnel_encap: kind, has_id, dport, id
+    encap_has_id: int = 0
+    encap_dport: int = 0
+    encap_id: int = 0
+    inner: Tuple = ()  # struct tunnel_flow of the packet inside a tunnel packet, as unpacked
     stack: Optional[Tuple[int, ...]] = None  # kernel return addresses, innermost first (None: not asked)
     packet: bytes = b""  # from the network header, at most SNAPLEN bytes
 
 
 def decode_raw(data: bytes, stack_depth: int = 0) -> RawDrop:
     """One ring buffer record: the event, then `stack_depth` stack slots, then packet bytes."""
-    raw = RawDrop(*EVENT_LAYOUT.unpack_from(data))
+    fields = EVENT_LAYOUT.unpack_from(data)
+    inner_at = len(fields) - len(FLOW_FIELDS)
+    raw = RawDrop(*fields[:inner_at], inner=fields[inner_at:])
     extra = {}
     if stack_depth:
         frames = min(raw.stack_bytes // 8, stack_depth)
@@ -87,6 +102,104 @@ def protocol_name(family: int, proto: int) -> Optional[str]:
     if family not in (4, 6):
         return None
     return PROTOCOL_NAMES.get(proto, str(proto))
+
+
+FLOW_FIELDS = ("ethertype", "family", "proto", "sport", "dport", "icmp_type", "icmp_code", "has_ports", "user",
+               "saddr", "daddr")
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One flow as the kernel program parsed it, with names: the packet inside a tunnel packet."""
+    family: Optional[str]
+    proto: Optional[str]
+    src: Optional[str]
+    dst: Optional[str]
+    sport: Optional[int] = None
+    dport: Optional[int] = None
+    icmp_type: Optional[int] = None
+    icmp_code: Optional[int] = None
+
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def text(self) -> str:
+        return flow_text(self.family, self.proto, self.src, self.dst, self.sport, self.dport, self.icmp_type,
+                         self.icmp_code)
+
+
+def decode_flow(ethertype: int, family: int, proto: int, sport: int, dport: int, icmp_type: int, icmp_code: int,
+                has_ports: int, _user: int, saddr: bytes, daddr: bytes) -> Flow:
+    """A struct tunnel_flow (fields in order) -> Flow."""
+    has_icmp = has_ports == HAS_ICMP
+    has_ports = has_ports == HAS_PORTS
+    return Flow(family_name(family, ethertype), protocol_name(family, proto), format_address(family, saddr),
+                format_address(family, daddr), sport if has_ports else None, dport if has_ports else None,
+                icmp_type if has_icmp else None, icmp_code if has_icmp else None)
+
+
+def decode_inner(encap: Optional["Encap"], fields: Tuple) -> Optional[Flow]:
+    """The inner struct tunnel_flow of a tunnel packet -> Flow; None when it is none, or its
+    headers could not be read (beyond the parser's window, cut short)."""
+    if encap is None or not fields:
+        return None
+    ethertype, family = fields[0], fields[1]
+    return decode_flow(*fields) if family in (4, 6) or ethertype == ETHERTYPE_ARP else None
+
+
+@dataclass(frozen=True)
+class Encap:
+    """How a tunnel packet carries its inner flow: the tunnel type, its VNI (VXLAN, GENEVE) or
+    GRE key when the header has one, and the UDP destination port of UDP tunnels."""
+    kind: str
+    vni: Optional[int] = None
+    key: Optional[int] = None
+    dport: Optional[int] = None
+
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def text(self) -> str:
+        """`vxlan vni 42`, `gre key 7`, `ipip`."""
+        ident = f" vni {self.vni}" if self.vni is not None else f" key {self.key}" if self.key is not None else ""
+        return self.kind + ident
+
+
+def decode_encap(kind: int, has_id: int, dport: int, ident: int) -> Optional[Encap]:
+    """A struct tunnel_encap -> Encap; None when the packet is no tunnel packet."""
+    if kind == ENCAP_NONE or kind >= len(ENCAP_TYPES):
+        return None
+    name = ENCAP_TYPES[kind]
+    return Encap(name, ident if has_id and name in UDP_ENCAPS else None,
+                 ident if has_id and name in KEYED_ENCAPS else None, dport if name in UDP_ENCAPS else None)
+
+
+def flow_text(family: Optional[str], proto: Optional[str], src: Optional[str], dst: Optional[str],
+              sport: Optional[int], dport: Optional[int], icmp_type: Optional[int], icmp_code: Optional[int]) -> str:
+    """`udp 10.0.0.1:5353 > 10.0.0.2:53`, `icmp 10.0.0.1 > 10.0.0.2 echo-request`, `arp`."""
+    if src is None:
+        return family or "unknown"
+    sep = "." if family == "ipv6" else ":"
+    if sport is not None:
+        return f"{proto} {src}{sep}{sport} > {dst}{sep}{dport}"
+    text = f"{proto} {src} > {dst}"
+    if icmp_type is not None:
+        text += f" {icmp_name(family, icmp_type, icmp_code)}"
+    return text
+
+
+def tunnel_text(outer: str, encap: Encap, inner: Optional[Flow]) -> str:
+    """Both flows of a tunnel packet: `udp 10.0.0.1:4242 > 10.0.0.2:4789 vxlan vni 42 [icmp 10.1.0.1 >
+    10.1.0.2 echo-request]`."""
+    return f"{outer} {encap.text()} [{inner.text() if inner else 'unknown'}]"
+
+
+def tunnel_json_text(event: dict) -> str:
+    """tunnel_text of a tunnel packet's drop in its --json form (as diagnose keeps drops)."""
+    outer = flow_text(*(event.get(k) for k in ("family", "proto", "src", "dst", "sport", "dport", "icmp_type",
+                                                "icmp_code")))
+    inner = event.get("inner")
+    return tunnel_text(outer, Encap(**event["encap"]), Flow(**inner) if inner else None)
 
 
 class Names:
@@ -209,6 +322,8 @@ class DropEvent:
     len: int
     hint: Optional[str] = None
     stack: Optional[List[str]] = None  # with --stack
+    encap: Optional[Encap] = None  # a tunnel packet: how it carries `inner`
+    inner: Optional[Flow] = None  # None also when the tunnel's payload was not parsed (beyond the window)
     packet: bytes = b""  # with --pcap: bytes from the network header (not in --json)
 
     def as_json(self) -> dict:
@@ -217,19 +332,16 @@ class DropEvent:
                 "ifindex": self.ifindex, "reason": self.reason, "reason_code": self.reason_code,
                 "location": self.location, "family": self.family, "proto": self.proto, "src": self.src,
                 "dst": self.dst, "sport": self.sport, "dport": self.dport, "icmp_type": self.icmp_type,
-                "icmp_code": self.icmp_code, "len": self.len, "hint": self.hint, "stack": self.stack}
+                "icmp_code": self.icmp_code, "len": self.len, "hint": self.hint, "stack": self.stack,
+                "encap": self.encap.as_json() if self.encap else None,
+                "inner": self.inner.as_json() if self.inner else None}
 
     def flow(self) -> str:
-        """`udp 10.0.0.1:5353 > 10.0.0.2:53`, `icmp 10.0.0.1 > 10.0.0.2 echo-request`, `arp`."""
-        if self.src is None:
-            return self.family or "unknown"
-        sep = "." if self.family == "ipv6" else ":"
-        if self.sport is not None:
-            return f"{self.proto} {self.src}{sep}{self.sport} > {self.dst}{sep}{self.dport}"
-        text = f"{self.proto} {self.src} > {self.dst}"
-        if self.icmp_type is not None:
-            text += f" {icmp_name(self.family, self.icmp_type, self.icmp_code)}"
-        return text
+        """The packet's flow (flow_text); a tunnel packet's is followed by the tunnel and, in
+        brackets, the flow inside it."""
+        own = flow_text(self.family, self.proto, self.src, self.dst, self.sport, self.dport, self.icmp_type,
+                        self.icmp_code)
+        return tunnel_text(own, self.encap, self.inner) if self.encap else own
 
     def text(self) -> str:
         """The human output for one drop: the line, the hint and the stack under it."""
@@ -263,6 +375,7 @@ def wall_clock_offset_ns() -> int:
 
 def decode_event(raw: RawDrop, names: Names, clock_offset_ns: int) -> DropEvent:
     ifname = raw.ifname.split(b"\0", 1)[0].decode(errors="replace") if raw.dev_known else None
+    encap = decode_encap(raw.encap, raw.encap_has_id, raw.encap_dport, raw.encap_id)
     if ifname:
         names.remember_ifname(raw.netns, raw.ifindex, ifname)
     else:
@@ -276,7 +389,8 @@ def decode_event(raw: RawDrop, names: Names, clock_offset_ns: int) -> DropEvent:
         src=format_address(raw.family, raw.saddr), dst=format_address(raw.family, raw.daddr),
         sport=raw.sport if has_ports else None, dport=raw.dport if has_ports else None,
         icmp_type=raw.icmp_type if has_icmp else None, icmp_code=raw.icmp_code if has_icmp else None,
-        len=raw.len, stack=names.stack(raw.stack) if raw.stack is not None else None, packet=raw.packet)
+        len=raw.len, stack=names.stack(raw.stack) if raw.stack is not None else None, packet=raw.packet,
+        encap=encap, inner=decode_inner(encap, raw.inner))
 
 
 @dataclass(frozen=True)

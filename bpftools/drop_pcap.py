@@ -4,8 +4,8 @@ Each packet is written from its network header (LINKTYPE_RAW: IPv4 or IPv6, told
 the version nibble), so drops on devices without an Ethernet header and locally generated
 packets before L2 are captured alike. Non-IP drops (ARP, ...) cannot be told apart in that
 link type and are not written; they are counted. Every packet carries one comment naming the
-drop (reason, namespace, interface, kernel location) and, with --stack, a second one with the
-stack. Each packet is flushed as it is written. The file has one pcapng interface: libpcap (tcpdump) refuses files whose LINKTYPE_RAW
+drop (reason, namespace, interface, kernel location), a tunnel packet a second one naming the
+tunnel and the flow inside it, and, with --stack, one more with the stack. Each packet is flushed as it is written. The file has one pcapng interface: libpcap (tcpdump) refuses files whose LINKTYPE_RAW
 interfaces are more than one, so the namespace and interface are in the comment.
 
 Written with scapy's PcapNgWriter (maintained, writes per-packet opt_comment and if_name);
@@ -30,6 +30,10 @@ def drop_comments(event: DropEvent) -> List[str]:
     iface = shown(event.ifname or f"if{event.ifindex}")
     comments = [f"bpftools drop: reason {event.reason} ({event.reason_code}), netns {shown(event.netns)}, "
                 f"interface {iface} (ifindex {event.ifindex}), location {event.location or '?'}"]
+    if event.encap:  # Wireshark decodes the inner packet too, but only on the tunnel's standard port
+        comments.append(f"bpftools tunnel: {event.encap.text()}"
+                        + (f" udp port {event.encap.dport}" if event.encap.dport else "")
+                        + f", inner {event.inner.text() if event.inner else 'unknown'}")
     if event.stack:
         comments.append("stack: " + " < ".join(event.stack))
     return comments

@@ -13,13 +13,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .addresses import format_address
 from .attach import TcAttachment, XdpAttachment
+from .encap_types import ENCAP_TYPES
 from .errors import BpftoolsError
 from .netlink import Interface, netns_label
 from .program import BpfProgram
 from .rates import Rate, RateMeter
 
-# Mirror of enum encap_type in bpf/include/encap.h, by value (tests/unit/test_encap_stats_decode.py checks it).
-ENCAP_TYPES = ("none", "ipip", "sit", "ip6ip6", "ip4in6", "gre", "gretap", "vxlan", "geneve", "fou", "gue")
 DIRECTIONS = ("ingress", "egress")  # enum encap_direction
 MAX_IFACES = 8  # ENCAP_MAX_IFACES
 UDP_PORT_TYPE_BITS, UDP_PORTS_PER_WORD = 4, 16  # the udp_ports map packs a type per port into u64 words

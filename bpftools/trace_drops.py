@@ -24,6 +24,7 @@ from .addresses import parse_cidr
 from .attach import TracepointAttachment
 from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, decode_event, decode_raw, protocol_name,
                           summarize, wall_clock_offset_ns)
+from .encap_types import tunnel_port_defines
 from .errors import BpftoolsError, survive
 from .kernel.drop_reasons import TracepointFormat, kfree_skb_format
 from .kernel.kallsyms import read_kallsyms
@@ -77,6 +78,7 @@ class DropFilter:
     port: Optional[int] = None  # source or destination
     sport: Optional[int] = None
     dport: Optional[int] = None
+    tunnel_ports: List[Tuple[str, int]] = field(default_factory=list)  # (vxlan|geneve, UDP port) besides the defaults
 
     def describe(self, names: Optional[Names] = None) -> str:
         if self.ifaces:
@@ -91,6 +93,7 @@ class DropFilter:
                  f"port {self.port}" if self.port is not None else "",
                  f"sport {self.sport}" if self.sport is not None else "",
                  f"dport {self.dport}" if self.dport is not None else "",
+                 " ".join(f"udp-port {kind}={port}" for kind, port in self.tunnel_ports),
                  self._reasons("reason", self.reasons, names), self._reasons("not", self.exclude_reasons, names)]
         return " ".join([where] + [e for e in extra if e])
 
@@ -158,6 +161,7 @@ def program_defines(flt: DropFilter, fmt: TracepointFormat, summary: bool,
         "STACK_DEPTH": capture.stack_depth,
         "SNAPLEN": capture.snaplen,
     }
+    defines.update(tunnel_port_defines(flt.tunnel_ports))
     for name, value in (("PROTO", flt.proto), ("PORT", flt.port), ("SPORT", flt.sport), ("DPORT", flt.dport)):
         if value is not None:
             defines[f"FILTER_{name}"] = value
@@ -188,7 +192,7 @@ def build_filter(ifnames: Sequence[str], netns: NetnsHandle, all_netns: bool, sr
                  dst: Optional[str] = None, proto: Optional[str] = None, reasons: Sequence[str] = (),
                  fmt: Optional[TracepointFormat] = None, *, exclude_reasons: Sequence[str] = (),
                  port: Optional[int] = None, sport: Optional[int] = None,
-                 dport: Optional[int] = None) -> DropFilter:
+                 dport: Optional[int] = None, tunnel_ports: Sequence[Tuple[str, int]] = ()) -> DropFilter:
     """Options -> DropFilter; unknown interface/namespace/reason is a one-line BpftoolsError."""
     if netns and all_netns:
         raise BpftoolsError("--netns and --all-netns exclude each other")
@@ -210,6 +214,8 @@ def build_filter(ifnames: Sequence[str], netns: NetnsHandle, all_netns: bool, sr
     flt.dst = parse_cidr(dst, "--dst") if dst else None
     flt.proto = parse_protocol(proto) if proto else None
     flt.port, flt.sport, flt.dport = port, sport, dport
+    flt.tunnel_ports = list(tunnel_ports)
+    tunnel_port_defines(flt.tunnel_ports)  # too many, or a type the parser does not open: said now
     if (port, sport, dport) != (None, None, None) and flt.proto is not None and flt.proto not in PORT_PROTOCOLS:
         raise BpftoolsError(f"--proto {proto} has no ports: --port/--sport/--dport need tcp, udp, sctp or udplite")
     if reasons or exclude_reasons:

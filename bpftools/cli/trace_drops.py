@@ -26,6 +26,8 @@ SNAPLEN_DEFAULT, SNAPLEN_MAX = 256, 1024
               help="Only TCP/UDP/SCTP packets from or to this port.")
 @click.option("--sport", type=click.IntRange(0, 65535), metavar="PORT", help="Only packets from this port.")
 @click.option("--dport", type=click.IntRange(0, 65535), metavar="PORT", help="Only packets to this port.")
+@click.option("--udp-port", "udp_ports", multiple=True, metavar="TYPE=PORT",
+              help="Also open UDP packets to PORT as tunnel TYPE (vxlan or geneve; 4789, 8472 and 6081 are known).")
 @click.option("--reason", "reasons", multiple=True, metavar="NAME",
               help="Only this kernel drop reason (repeatable), e.g. NETFILTER_DROP.")
 @click.option("--exclude-reason", "exclude_reasons", multiple=True, metavar="NAME",
@@ -42,7 +44,7 @@ SNAPLEN_DEFAULT, SNAPLEN_MAX = 256, 1024
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N drops.")
 def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, src: Optional[str],
                 dst: Optional[str], proto: Optional[str], port: Optional[int], sport: Optional[int],
-                dport: Optional[int], reasons: Tuple[str, ...], exclude_reasons: Tuple[str, ...], as_json: bool,
+                dport: Optional[int], udp_ports: Tuple[str, ...], reasons: Tuple[str, ...], exclude_reasons: Tuple[str, ...], as_json: bool,
                 summary: bool, no_hints: bool, stack: bool, pcap_path: Optional[str], snaplen: Optional[int],
                 duration: Optional[float], count: Optional[int]) -> None:
     """Show each packet the kernel drops: reason, namespace/interface, flow, kernel location, hint.
@@ -53,6 +55,7 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
     from ..kernel.kallsyms import hidden_note
     from ..kernel.privileges import require_privileges
     from ..drop_events import Names, bcc_ksym, summary_json
+    from ..encap_stats import parse_udp_port
     from ..netlink import select_netns
     from ..trace_drops import STACK_DEPTH, DropCapture, DropTracer, build_filter, run_trace
 
@@ -66,7 +69,8 @@ def trace_drops(ifaces: Tuple[str, ...], netns: Optional[str], all_netns: bool, 
     fmt = kfree_skb_format()
     where = netns if all_netns else select_netns(netns)  # (both given: build_filter says they exclude)
     flt = build_filter(ifaces, where, all_netns, src, dst, proto, reasons, fmt, exclude_reasons=exclude_reasons,
-                       port=port, sport=sport, dport=dport)
+                       port=port, sport=sport, dport=dport,
+                       tunnel_ports=[parse_udp_port(spec) for spec in udp_ports])
     capture = DropCapture(stack_depth=STACK_DEPTH if stack else 0, snaplen=(snaplen or SNAPLEN_DEFAULT) if pcap_path else 0)
     symbols_note = hidden_note()
     if symbols_note:  # never degrade silently: locations and stacks would be bare addresses

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import BpftoolsError
 from .capture import Known, LiveSource, current_label
-from .live import LiveResult, default_tracer, relevant_drops, run_live
+from .live import LiveResult, default_tracer, relevant_drops, run_live, tunnel_ports_of
 from .prove import Prover
 from .records import Cause, Drop, Hop, HopCounts, Result
 from .state import Snapshot
@@ -153,7 +153,8 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
         live = run_live(src_ns, target, count, timeout, payload, namespaces,
                         default_tracer() if tracer is _DEFAULT else tracer, src=first.src,
                         ping_args=binding.ping_args() + (["-b"] if first.broadcast else []),
-                        local=first.left_machine is None, dst=address)
+                        local=first.left_machine is None, dst=address,
+                        tunnel_ports=tunnel_ports_of(before.ns(ns) for ns in namespaces if before.has(ns)))
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=LiveSource())
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)

@@ -7,6 +7,7 @@ returning a context manager whose `events()` gives drop events as dicts with at 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import signal
@@ -14,10 +15,12 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Optional, Sequence
+from typing import Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..encap_types import PARSER_EXTRA_PORTS, PARSER_UDP_PORTS, tunnel_port_defines
 from ..errors import BpftoolsError, first_line
 from .capture import Known, entered
+from .state import NetnsState
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +161,15 @@ class TraceDropsSession:
     """Adapter from trace-drops (`trace_drops.DropTracer`) to the `DropTracer` seam: traces
     kfree_skb in the given namespaces; `events()` returns the drops seen so far as JSON dicts."""
 
-    def __init__(self, namespaces: List[str], program=None):
+    def __init__(self, namespaces: List[str], program=None, tunnel_ports: Sequence[Tuple[str, int]] = ()):
         from ..kernel.drop_reasons import kfree_skb_format
         from ..trace_drops import DropFilter, DropTracer
 
         known = Known()
         self.fmt = kfree_skb_format()
         self.labels = {known.inode(ns): ns for ns in namespaces}  # events are named as the path names them
-        self.tracer = DropTracer(DropFilter(netns_inodes=set(self.labels)), fmt=self.fmt, program=program)
+        self.tracer = DropTracer(DropFilter(netns_inodes=set(self.labels), tunnel_ports=list(tunnel_ports)),
+                                 fmt=self.fmt, program=program)
         self.names = None
         self.clock = 0
 
@@ -209,15 +213,17 @@ class HopCounter:
     direction) with bpf/diagnose.bpf.c on the netif_receive_skb / net_dev_start_xmit raw tracepoints.
     `program`: one already compiled with `defines()` (LIVE_SOURCES), else it compiles diagnose.bpf.c."""
 
-    def __init__(self, namespaces: List[str], a: str, b: str, program=None):
+    def __init__(self, namespaces: List[str], a: str, b: str, program=None,
+                 tunnel_ports: Sequence[Tuple[str, int]] = ()):
         self.namespaces = namespaces
         self.a, self.b = a, b
+        self.tunnel_ports = list(tunnel_ports)   # (vxlan|geneve, UDP port) besides the parser's defaults
         self._stack = contextlib.ExitStack()
         self.program = program
         self.inodes: Dict[int, str] = {}
 
     def defines(self) -> Dict[str, str]:
-        defines = {"FILTER_FAMILY": "6" if ":" in self.b else "4"}
+        defines = {"FILTER_FAMILY": "6" if ":" in self.b else "4", **tunnel_port_defines(self.tunnel_ports)}
         for name, address in (("A", self.a), ("B", self.b)):
             for i, word in enumerate(filter_words(address)):
                 defines[f"FILTER_{name}{i}"] = word
@@ -275,19 +281,12 @@ NEIGHBOUR_DISCOVERY = (135, 136)   # neighbour solicitation and advertisement: t
 
 
 def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
-    """The drops of this ping (ICMP/ICMPv6 between the two ends, and ARP/NDP), merged per place and reason."""
+    """The drops of this ping (ICMP/ICMPv6 between the two ends, and ARP/NDP), merged per place and
+    reason; a tunnel packet counts when the flow inside it is the ping's (it keeps `encap`, `inner`)."""
     merged: Dict[tuple, dict] = {}
-    ends = {a, b}
-    ipv6 = ":" in b
     for event in events:
-        # Address resolution of this ping's family only: an IPv4 ping's path also carries the
-        # namespaces' own IPv6 chatter (router solicitations), which says nothing about the ping.
-        if ipv6:
-            arp = event.get("proto") == "icmpv6" and event.get("icmp_type") in NEIGHBOUR_DISCOVERY
-        else:
-            arp = event.get("family") == "arp"
-        ours = event.get("proto") in ("icmp", "icmpv6") and event.get("src") in ends and event.get("dst") in ends
-        if not (arp or ours):
+        inner = event.get("inner") if event.get("encap") else None
+        if not (_ping_flow(event, a, b) or (inner and _ping_flow(inner, a, b))):
             continue
         key = (event.get("netns"), event.get("ifname"), event.get("reason"), event.get("src"), event.get("dst"))
         if key in merged:
@@ -297,22 +296,41 @@ def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
                        "location": event.get("location"), "family": event.get("family"),
                        "proto": event.get("proto"), "src": event.get("src"), "dst": event.get("dst"),
                        "icmp_type": event.get("icmp_type"), "netns_inode": event.get("netns_inode"), "count": 1}
+        if inner:
+            merged[key].update(sport=event.get("sport"), dport=event.get("dport"), encap=event["encap"], inner=inner)
     return list(merged.values())
+
+
+def _ping_flow(flow: dict, a: Optional[str], b: str) -> bool:
+    """A flow (a drop event, or the flow inside a tunnel packet) of this ping: its echo, or address
+    resolution of the ping's family only (an IPv4 ping's path also carries the namespaces' own IPv6
+    chatter, router solicitations, which says nothing about the ping)."""
+    if ":" in b:
+        arp = flow.get("proto") == "icmpv6" and flow.get("icmp_type") in NEIGHBOUR_DISCOVERY
+    else:
+        arp = flow.get("family") == "arp"
+    return arp or (flow.get("proto") in ("icmp", "icmpv6") and flow.get("src") in {a, b} and flow.get("dst") in {a, b})
 
 
 def run_live(src_ns: str, target: str, count: int, timeout: float, payload: int, namespaces: List[str],
              tracer: Optional[DropTracer] = None, src: Optional[str] = None,
-             ping_args: Sequence[str] = (), local: bool = True, dst: Optional[str] = None) -> LiveResult:
+             ping_args: Sequence[str] = (), local: bool = True, dst: Optional[str] = None,
+             tunnel_ports: Sequence[Tuple[str, int]] = ()) -> LiveResult:
     """Ping `target` (as ping takes it: `fe80::1%eth0`) while counting per hop and tracing drops;
     counting and tracing are evidence, not requirements: when they cannot start, `notes` says why
     and the pings still run. `local`: the whole path is on this machine, so settled counts may end
-    the pings early (Evidence). `dst`: the target's address (default: `target`)."""
+    the pings early (Evidence). `dst`: the target's address (default: `target`). `tunnel_ports`: UDP
+    tunnels on the path the BPF parser must open besides its default ports (tunnel_ports_of)."""
     result = LiveResult()
     dst = dst or target
     with contextlib.ExitStack() as stack:
-        shared = _one_compile(stack, namespaces, src, dst) if tracer is TraceDropsSession else None
+        if tracer is TraceDropsSession:
+            shared = _one_compile(stack, namespaces, src, dst, tunnel_ports)
+            tracer = functools.partial(TraceDropsSession, tunnel_ports=tunnel_ports)
+        else:
+            shared = None
         counter = _optional(stack, result, "per-hop ICMP counting",
-                            lambda: HopCounter(namespaces, src, dst, shared) if src else None)
+                            lambda: HopCounter(namespaces, src, dst, shared, tunnel_ports) if src else None)
         tracing = _optional(stack, result, "drop tracing",
                             lambda: (tracer(namespaces, shared) if shared else tracer(namespaces)) if tracer else None)
         before = read_counters(namespaces)
@@ -333,7 +351,8 @@ def run_live(src_ns: str, target: str, count: int, timeout: float, payload: int,
 LIVE_SOURCES = ("trace_drops.bpf.c", "diagnose.bpf.c")   # compiled as one module
 
 
-def _one_compile(stack: contextlib.ExitStack, namespaces: List[str], src: Optional[str], dst: str):
+def _one_compile(stack: contextlib.ExitStack, namespaces: List[str], src: Optional[str], dst: str,
+                 tunnel_ports: Sequence[Tuple[str, int]] = ()):
     """Drop tracing and per-hop counting from one bcc compile (a compile is most of the time a
     verdict takes); None when that fails: each then compiles its own source."""
     if not src:
@@ -341,11 +360,29 @@ def _one_compile(stack: contextlib.ExitStack, namespaces: List[str], src: Option
     from ..program import BpfProgram
 
     try:
-        defines = {**TraceDropsSession(namespaces).tracer.defines(), **HopCounter(namespaces, src, dst).defines()}
+        defines = {**TraceDropsSession(namespaces, tunnel_ports=tunnel_ports).tracer.defines(),
+                   **HopCounter(namespaces, src, dst, tunnel_ports=tunnel_ports).defines()}
         return stack.enter_context(BpfProgram(LIVE_SOURCES, defines))
     except Exception as exc:
         log.debug("one compile for the live evidence failed, compiling each: %s", exc)
         return None
+
+
+def tunnel_ports_of(states: Iterable[NetnsState]) -> List[Tuple[str, int]]:
+    """(vxlan|geneve, dstport) of the UDP tunnel devices in these namespaces that the BPF parser
+    does not know by default, as many of each type as it takes (the rest are logged, not opened)."""
+    found: List[Tuple[str, int]] = []
+    for state in states:
+        for link in state.links:
+            pair = (link.kind, link.dstport)
+            if link.kind in PARSER_EXTRA_PORTS and link.dstport and PARSER_UDP_PORTS.get(link.dstport) != link.kind \
+                    and pair not in found:
+                if sum(kind == link.kind for kind, _ in found) < PARSER_EXTRA_PORTS[link.kind]:
+                    found.append(pair)
+                else:
+                    log.debug("%s port %s on %s/%s: the parser takes no more; its packets are not opened",
+                              link.kind, link.dstport, state.name, link.ifname)
+    return found
 
 
 def _optional(stack: contextlib.ExitStack, result: LiveResult, what: str, factory):

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 from ..errors import first_line
+from ..names import conf_sysctl  # noqa: F401  (the fixes' sysctl names, beside the model's `conf()`)
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,14 @@ def raw_event(**kw) -> bytes:
     fields = dict(ts_ns=1_000_000_000, location=0xffffffff81000010, netns=NS_INODE, ifindex=3, reason=12,
                   len=36, ethertype=0x0800, family=4, proto=17, sport=40000, dport=53, icmp_type=0, icmp_code=0,
                   has_ports=1, dev_known=1, saddr=socket.inet_aton("10.11.0.1"), daddr=socket.inet_aton("10.11.0.2"),
-                  ifname=b"vb", stack_bytes=0, caplen=0)
+                  ifname=b"vb", stack_bytes=0, caplen=0, encap=0, encap_has_id=0, encap_dport=0, encap_id=0,
+                  **{f"inner_{name}": value for name, value in NO_FLOW.items()})
     fields.update(kw)
     return EVENT_LAYOUT.pack(*fields.values())
+
+
+NO_FLOW = dict(ethertype=0, family=0, proto=0, sport=0, dport=0, icmp_type=0, icmp_code=0, has_ports=0, user=0,
+               saddr=b"", daddr=b"")
 
 
 @pytest.fixture
@@ -45,11 +50,16 @@ def names(monkeypatch):
 def test_layout_matches_the_c_struct():
     text = BPF_SOURCE.read_text()
     body = text[text.index("struct drop_event {"):text.index("};", text.index("struct drop_event {"))]
-    assert EVENT_LAYOUT.size == 96  # 8+8 + 4*4 + 2+1+1+2+2+1+1+1+1 + 16+16+16 + 2+2: no padding
-    for field in ("ts_ns", "location", "netns", "ifindex", "reason", "len", "ethertype", "family", "proto",
-                  "sport", "dport", "icmp_type", "icmp_code", "has_ports", "dev_known", "saddr", "daddr", "ifname",
-                  "stack_bytes", "caplen"):
+    # 8+8 + 4*4 + flow (2+1+1+2+2+1+1+1+1 + 16+16) + 16 + 2+2 + encap (1+1+2+4) + inner flow (44) + 4 padding
+    assert EVENT_LAYOUT.size == 152
+    for field in ("ts_ns", "location", "netns", "ifindex", "reason", "len", "tunnel_flow flow", "ifname",
+                  "stack_bytes", "caplen", "tunnel_encap encap", "tunnel_flow inner"):
         assert f" {field}" in body, field
+    header = (BPF_SOURCE.parent / "include" / "tunnel.h").read_text()
+    flow = header[header.index("struct tunnel_flow {"):header.index("};", header.index("struct tunnel_flow {"))]
+    for field in ("ethertype", "family", "proto", "sport", "dport", "icmp_type", "icmp_code", "has_ports", "user",
+                  "saddr", "daddr"):
+        assert f" {field}" in flow, field
 
 
 def test_decode_udp_event(names):
@@ -58,7 +68,7 @@ def test_decode_udp_event(names):
         "type": "drop", "ts": 1_700_000_001.0, "netns": "bt-b-1", "netns_inode": NS_INODE, "ifname": "vb", "ifindex": 3,
         "reason": "NETFILTER_DROP", "reason_code": 12, "location": "nf_hook_slow+0x10", "family": "ipv4",
         "proto": "udp", "src": "10.11.0.1", "dst": "10.11.0.2", "sport": 40000, "dport": 53,
-        "icmp_type": None, "icmp_code": None, "len": 36, "hint": None, "stack": None}
+        "icmp_type": None, "icmp_code": None, "len": 36, "hint": None, "stack": None, "encap": None, "inner": None}
     assert event.flow() == "udp 10.11.0.1:40000 > 10.11.0.2:53"
     assert " bt-b-1/vb NETFILTER_DROP udp 10.11.0.1:40000 > 10.11.0.2:53 len 36 at nf_hook_slow+0x10" in event.line()
 
@@ -180,3 +190,35 @@ def test_not_drop_ranges_from_kallsyms():
     assert symbol_ranges(hidden, NOT_DROPS) == []
     defines = program_defines(DropFilter(all_netns=True), FMT_618, False, [(10, 20)])
     assert (defines["IGNORE_LOC0_START"], defines["IGNORE_LOC0_END"]) == ("10ULL", "20ULL")
+
+
+VXLAN_ICMP = dict(dport=4789, len=134, encap=7, encap_has_id=1, encap_dport=4789, encap_id=42,
+                  inner_ethertype=0x0800, inner_family=4, inner_proto=1, inner_icmp_type=8, inner_has_ports=2,
+                  inner_saddr=socket.inet_aton("10.20.0.1"), inner_daddr=socket.inet_aton("10.20.0.2"))
+
+
+def test_tunnel_packet_shows_the_flow_inside(names):
+    event = decode_event(decode_raw(raw_event(**VXLAN_ICMP)), names, 0)
+    got = event.as_json()
+    assert got["encap"] == {"kind": "vxlan", "vni": 42, "key": None, "dport": 4789}
+    assert got["inner"] == {"family": "ipv4", "proto": "icmp", "src": "10.20.0.1", "dst": "10.20.0.2", "sport": None,
+                            "dport": None, "icmp_type": 8, "icmp_code": 0}
+    assert (got["proto"], got["dst"], got["dport"]) == ("udp", "10.11.0.2", 4789)  # the outer flow stays where it was
+    assert event.flow() == ("udp 10.11.0.1:40000 > 10.11.0.2:4789 vxlan vni 42 "
+                            "[icmp 10.20.0.1 > 10.20.0.2 echo-request]")
+
+
+@pytest.mark.parametrize("kw, encap, text", [
+    (dict(proto=47, has_ports=0, encap=5, encap_has_id=1, encap_id=7, inner_ethertype=0x86DD, inner_family=6,
+          inner_proto=58, inner_has_ports=2, inner_icmp_type=129, inner_saddr=socket.inet_pton(socket.AF_INET6, "fd00::1"),
+          inner_daddr=socket.inet_pton(socket.AF_INET6, "fd00::2")),
+     {"kind": "gre", "vni": None, "key": 7, "dport": None}, "gre key 7 [icmpv6 fd00::1 > fd00::2 echo-reply]"),
+    (dict(proto=4, has_ports=0, encap=1, inner_ethertype=0x0806),
+     {"kind": "ipip", "vni": None, "key": None, "dport": None}, "ipip [arp]"),
+    (dict(encap=8, encap_has_id=1, encap_dport=6081, encap_id=5, dport=6081),
+     {"kind": "geneve", "vni": 5, "key": None, "dport": 6081}, "geneve vni 5 [unknown]"),
+])
+def test_tunnel_kinds_decode(names, kw, encap, text):
+    event = decode_event(decode_raw(raw_event(**kw)), names, 0)
+    assert event.as_json()["encap"] == encap
+    assert event.flow().endswith(text), event.flow()

@@ -129,7 +129,7 @@ def test_help_shows_the_new_options():
 def raw_record(stack=(), packet=b"", stack_depth=0) -> bytes:
     head = EVENT_LAYOUT.pack(1_000_000_000, 0xffffffff81000010, 4026532999, 3, NO_SOCKET, 36, 0x0800, 4, 17,
                              40000, 53, 0, 0, 1, 1, socket.inet_aton("10.11.0.1"), socket.inet_aton("10.11.0.2"),
-                             b"vb", 8 * len(stack), len(packet))
+                             b"vb", 8 * len(stack), len(packet), *[0] * 13, b"", b"")
     slots = list(stack) + [0xdead] * (stack_depth - len(stack))  # unused slots hold whatever was there
     return head + struct.pack(f"<{stack_depth}Q", *slots) + packet + b"\xaa" * 7
 
