@@ -1,0 +1,532 @@
+"""Tunnels as the kernel runs them: the outer packet a tunnel device makes of a frame or packet
+(VXLAN: the FDB entry for the destination MAC, else the all-zeros default entries, else `remote`;
+a multicast `group` cannot be followed; GENEVE: remote, VNI, port; ipip/sit/ip6tnl and
+gre/gretap/ip6gre: local, remote, keys), the device on the far side that receives it, and why
+none does (the tunnel causes of checks.CAUSES).
+
+`Tunnels` crosses one tunnel for the walker: the `tunnel` hop with its `Outer`, the outer packet
+walked through the underlay with the walker's own machinery (routes, neighbours, firewalls,
+rp_filter, MTU), the `decap` hop, and the device the inner path continues from."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Tuple
+
+from ..commands import Argv, Command, argv_of, in_ns, rendered
+from . import checks as C
+from .records import Outer
+from .routing import fib_lookup, route_get, select_source
+from .state import FdbEntry, Link, NetnsState, Snapshot, family_of
+
+L2_KINDS = ("vxlan", "geneve", "gretap", "ip6gretap")
+L3_KINDS = ("ipip", "sit", "ip6tnl", "gre", "ip6gre")
+TUNNEL_KINDS = L2_KINDS + L3_KINDS
+DEFAULT_PORT = {"vxlan": 8472, "geneve": 6081}   # the kernel's defaults (iproute2 asks for vxlan's)
+ZERO_MAC = "00:00:00:00:00:00"
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+ETHERNET = 14
+# the outer headers a tunnel adds besides the outer IP header: UDP + VXLAN/GENEVE + inner Ethernet,
+# GRE (+ 4 with a key) (+ inner Ethernet for gretap), nothing more for ipip/sit/ip6tnl
+ENCAP_HEADER = {"vxlan": 8 + 8 + ETHERNET, "geneve": 8 + 8 + ETHERNET, "gretap": 4 + ETHERNET,
+                "ip6gretap": 4 + ETHERNET, "gre": 4, "ip6gre": 4, "ipip": 0, "sit": 0, "ip6tnl": 0}
+OUTER_IP = {4: 20, 6: 40}
+# which kinds one device can receive from another: ip6tnl and ipip/sit share IP-in-IP
+SAME_KIND = {"ipip": ("ipip", "sit"), "sit": ("sit", "ipip"), "ip6tnl": ("ip6tnl",)}
+NAMES = {"vxlan": "VXLAN", "geneve": "GENEVE", "gretap": "GRE (gretap)", "ip6gretap": "GRE (ip6gretap)",
+         "gre": "GRE", "ip6gre": "GRE (ip6gre)", "ipip": "IP-in-IP", "sit": "IPv6-in-IPv4 (sit)",
+         "ip6tnl": "IP-in-IPv6 (ip6tnl)"}
+
+
+def is_tunnel(link: Optional[Link]) -> bool:
+    return link is not None and link.kind in TUNNEL_KINDS
+
+
+def port_of(link: Link) -> Optional[int]:
+    return link.dstport or DEFAULT_PORT.get(link.kind)
+
+
+def overhead(link: Link, underlay_family: int) -> int:
+    """Bytes the tunnel adds to the inner packet (its IP header on): outer IP + encapsulation."""
+    key = 4 if link.kind in ("gre", "gretap", "ip6gre", "ip6gretap") and link.tunnel_okey is not None else 0
+    return OUTER_IP[underlay_family] + ENCAP_HEADER.get(link.kind, 0) + key
+
+
+def proto_of(kind: str, inner_family: int) -> str:
+    """The outer packet's protocol, as firewall.Packet names it."""
+    if kind in ("vxlan", "geneve"):
+        return "udp"
+    if kind in ("gre", "gretap", "ip6gre", "ip6gretap"):
+        return "gre"
+    return "ipv6" if inner_family == 6 else "ipip"
+
+
+def underlay_family(link: Link) -> int:
+    """The family of the outer packets: the endpoints' (a vxlan with none set speaks IPv4)."""
+    if link.kind in ("ip6tnl", "ip6gre", "ip6gretap"):
+        return 6
+    if link.kind == "sit":
+        return 4
+    for address in (link.tunnel_local, link.tunnel_remote, link.tunnel_group):
+        if address:
+            return family_of(address)
+    return 4
+
+
+def describe(outer: Outer) -> str:
+    """'VXLAN (UDP port 4789, VNI 42) 192.168.81.1 -> 192.168.81.2'."""
+    what = [f"UDP port {outer.dport}"] if outer.dport is not None else []
+    what += [f"VNI {outer.vni}"] if outer.vni is not None else []
+    what += [f"key {outer.key}"] if outer.key is not None else []
+    inside = f" ({', '.join(what)})" if what else ""
+    return f"{NAMES.get(outer.kind, outer.kind)}{inside} {outer.src or '?'} -> {outer.dst}"
+
+
+# -- where a device sends a frame --------------------------------------------------------------------
+
+@dataclass
+class Target:
+    """One outer destination of a frame, and which entry sends it there."""
+    dst: str
+    dport: Optional[int]
+    vni: Optional[int]
+    key: Optional[int]
+    entry: Optional[FdbEntry] = None   # the FDB entry (None: the device's fixed remote)
+
+    def how(self, link: Link) -> str:
+        if self.entry is None:
+            return f"remote {self.dst} of {link.ifname}"
+        which = "default entry" if self.entry.mac == ZERO_MAC else f"entry for {self.entry.mac}"
+        return f"FDB {which} of {link.ifname} (dst {self.dst})"
+
+
+@dataclass
+class Targets:
+    found: List[Target] = field(default_factory=list)
+    group: Optional[str] = None        # a multicast group the frame is sent to (members cannot be known)
+
+
+def fdb_of(link: Link) -> List[FdbEntry]:
+    """The device's FDB; recordings made before FDB entries were captured list only the remote
+    VTEPs (`vxlan_fdb`), which are default entries as far as anyone can tell."""
+    entries = list(link.fdb) if link.fdb else [FdbEntry(ZERO_MAC, d) for d in link.vxlan_fdb]
+    if link.kind == "vxlan" and link.tunnel_remote and not any(e.mac == ZERO_MAC and e.dst == link.tunnel_remote
+                                                               for e in entries):
+        entries.append(FdbEntry(ZERO_MAC, link.tunnel_remote))   # `remote` is a default entry in the kernel
+    return entries
+
+
+def targets(link: Link, mac: Optional[str] = None) -> Targets:
+    """Where the device sends a frame for `mac` (None or a group MAC: a broadcast such as ARP's),
+    as vxlan_xmit does: that MAC's FDB entries, else the default entries (flooded to each)."""
+    if link.kind != "vxlan":
+        if not link.tunnel_remote:
+            return Targets()
+        vni = link.vni if link.kind == "geneve" else None
+        return Targets([Target(link.tunnel_remote, port_of(link), vni, link.tunnel_okey)])
+    entries = fdb_of(link)
+    exact = [e for e in entries if mac and e.mac == mac.lower() and not _group_mac(mac)]
+    chosen = exact or [e for e in entries if e.mac == ZERO_MAC]
+    out = Targets()
+    for e in chosen:
+        if e.dst is None:
+            continue
+        if ipaddress.ip_address(e.dst).is_multicast:
+            out.group = e.dst
+            continue
+        out.found.append(Target(e.dst, e.port or port_of(link), link.vni if e.vni is None else e.vni, None,
+                                None if (e.mac == ZERO_MAC and e.dst == link.tunnel_remote) else e))
+    if link.tunnel_group and not out.found:
+        out.group = out.group or link.tunnel_group
+    return out
+
+
+def _group_mac(mac: str) -> bool:
+    return bool(int(mac.split(":")[0], 16) & 1)
+
+
+def outer_of(link: Link, target: Target, src: Optional[str], inner_family: int) -> Outer:
+    return Outer(link.kind, src, target.dst, proto_of(link.kind, inner_family), target.dport, target.vni,
+                 target.key)
+
+
+# -- who receives it -----------------------------------------------------------------------------------
+
+def _compatible(kind: str, other: str) -> bool:
+    return other in SAME_KIND.get(kind, (kind,))
+
+
+def _rx_family(link: Link) -> int:
+    return underlay_family(link)
+
+
+@dataclass
+class Miss:
+    """Why a device of the right kind does not take the outer packet."""
+    link: Link
+    cause: str
+    detail: str
+
+
+def mismatch(rdev: Link, outer: Outer, sender: Link) -> Optional[Miss]:
+    """None when `rdev` receives `outer` (same kind, VNI/key, port, local address equal or unset)."""
+    name = NAMES.get(outer.kind, outer.kind)
+    if outer.kind in ("vxlan", "geneve"):
+        if outer.vni != rdev.vni:
+            return Miss(rdev, "tunnel_id_mismatch", f"the {name} packets carry VNI {outer.vni}, but {rdev.ifname} "
+                        f"has VNI {rdev.vni}: the kernel finds no device for VNI {outer.vni} and drops them")
+        if outer.dport != port_of(rdev):
+            return Miss(rdev, "tunnel_port_mismatch", f"the {name} packets go to UDP port {outer.dport}, but "
+                        f"{rdev.ifname} listens on port {port_of(rdev)}: nothing takes port {outer.dport}, so "
+                        "they are dropped (ICMP port unreachable)")
+        if family_of(outer.dst) != _rx_family(rdev):
+            return Miss(rdev, "tunnel_remote_not_local", f"{rdev.ifname} listens on IPv{_rx_family(rdev)}, but the "
+                        f"{name} packets come over IPv{family_of(outer.dst)}")
+    if outer.kind in ("gre", "gretap", "ip6gre", "ip6gretap") and outer.key != rdev.tunnel_ikey:
+        def key(k):
+            return "no key" if k is None else f"key {k}"
+        return Miss(rdev, "tunnel_id_mismatch", f"the GRE packets carry {key(outer.key)}, but {rdev.ifname} expects "
+                    f"{key(rdev.tunnel_ikey)}: the kernel finds no tunnel for them and drops them")
+    if rdev.tunnel_local and rdev.tunnel_local != outer.dst:
+        return Miss(rdev, "tunnel_remote_not_local", f"the {name} packets go to {outer.dst}, but {rdev.ifname} "
+                    f"listens on its local address {rdev.tunnel_local} only")
+    if outer.kind not in ("vxlan",) and rdev.tunnel_remote and outer.src and rdev.tunnel_remote != outer.src:
+        return Miss(rdev, "tunnel_remote_not_local", f"{rdev.ifname} takes packets from {rdev.tunnel_remote} only, "
+                    f"but these come from {outer.src}")
+    return None
+
+
+def receiver(state: NetnsState, outer: Outer, sender: Link) -> Tuple[Optional[Link], Optional[Miss]]:
+    """The device that receives the outer packet here, else the closest one and why it does not."""
+    misses = []
+    for link in state.links:
+        if link is sender or not _compatible(outer.kind, link.kind):
+            continue
+        miss = mismatch(link, outer, sender)
+        if miss is None:
+            return link, None
+        misses.append(miss)
+    order = ("tunnel_remote_not_local", "tunnel_port_mismatch", "tunnel_id_mismatch")
+    misses.sort(key=lambda m: -order.index(m.cause))   # the one closest to matching: only its ID differs
+    return (misses[0].link, misses[0]) if misses else (None, None)
+
+
+def owner_of(snap: Snapshot, address: str, hint: Optional[str] = None) -> Optional[NetnsState]:
+    """The namespace that has `address`: `hint` (where routing delivers it), those held, then every
+    namespace there is (read only when needed)."""
+    names = ([hint] if hint else []) + snap.names()
+    for name in names:
+        if snap.has(name) and snap.ns(name).owns(address):
+            return snap.ns(name)
+    return next((s for s in snap.everywhere() if s.owns(address)), None)
+
+
+def matching_devices(snap: Snapshot, sender_state: NetnsState, sender: Link, mac: Optional[str] = None
+                     ) -> List[Tuple[NetnsState, Link]]:
+    """Devices elsewhere that could be the other end: same kind and VNI (the device whose MAC is
+    `mac` first: Flannel's neighbour entry names it)."""
+    found = []
+    for state in snap.everywhere():
+        for link in state.links:
+            if (state.name, link.ifindex) == (sender_state.name, sender.ifindex) or \
+                    not _compatible(sender.kind, link.kind):
+                continue
+            if sender.kind in ("vxlan", "geneve") and link.vni != sender.vni:
+                continue
+            found.append((state, link))
+    if mac:
+        found.sort(key=lambda f: f[1].mac.lower() != mac.lower())
+    return found
+
+
+def endpoint_address(snap: Snapshot, sender_state: NetnsState, sender: Link, rstate: NetnsState,
+                     rdev: Link) -> Optional[str]:
+    """The address of rdev's node that the sender's packets should go to: its local address, else
+    one of its node's addresses the sender has a route to (on the sender's own subnet first)."""
+    if rdev.tunnel_local:
+        return rdev.tunnel_local
+    family = underlay_family(sender)
+    candidates = []
+    for addr in rstate.addrs_of(family):
+        ip = ipaddress.ip_address(addr.address)
+        if ip.is_loopback or ip.is_link_local or rstate.link(addr.ifindex) is None or \
+                is_tunnel(rstate.link(addr.ifindex)) or rstate.link(addr.ifindex).master is not None:
+            continue
+        lookup = fib_lookup(sender_state, addr.address)
+        if lookup.ok and lookup.route.type == "unicast":
+            near = any(ip in a.network for a in sender_state.addrs_of(family))
+            candidates.append((not near, addr.address))
+    return sorted(candidates)[0][1] if candidates else None
+
+
+def far_end(snap: Snapshot, state: NetnsState, link: Link, target: Target, hint: Optional[str] = None
+            ) -> Optional[Tuple[NetnsState, Link]]:
+    """The device the outer packet is meant for: the one on the node that has the target address
+    (matching, else the closest); else, when no node with such a device has it, the likeliest
+    other end anywhere (so the inner path can still be judged past a broken tunnel)."""
+    owner = owner_of(snap, target.dst, hint)
+    if owner is not None and owner.name != state.name:
+        outer = Outer(link.kind, link.tunnel_local, target.dst, proto_of(link.kind, 4), target.dport, target.vni,
+                      target.key)
+        rdev, _ = receiver(owner, outer, link)
+        if rdev is not None:
+            return owner, rdev
+    others = matching_devices(snap, state, link)
+    return others[0] if len(others) == 1 else None
+
+
+# -- fixes ---------------------------------------------------------------------------------------------
+
+def _link_args(link: Link, state: NetnsState, vni: Optional[int], dstport: Optional[int]) -> Argv:
+    """`ip link add` words that re-make `link` (vni/dstport changed when given)."""
+    vni = link.vni if vni is None else vni
+    words = ["ip", "link", "add", link.ifname]
+    if link.kind in ("vxlan", "geneve"):
+        words += ["type", link.kind, "id", str(vni)]
+        far = link.tunnel_remote or link.tunnel_group
+        if far:
+            words += ["group" if link.tunnel_group else "remote", far]
+        if link.tunnel_local and link.kind == "vxlan":
+            words += ["local", link.tunnel_local]
+        if link.tunnel_dev and state.link(link.tunnel_dev) and link.kind == "vxlan":
+            words += ["dev", state.ifname(link.tunnel_dev)]
+        words += ["dstport", str(dstport or port_of(link))]
+        if link.kind == "vxlan" and not link.learning:
+            words += ["nolearning"]
+    return tuple(words)
+
+
+def recreate(state: NetnsState, link: Link, vni: Optional[int] = None, dstport: Optional[int] = None
+             ) -> List[Argv]:
+    """The kernel cannot change a VXLAN/GENEVE device's VNI or port: delete it and add it again with
+    everything else kept (MTU, MAC, bridge, FDB entries, addresses, up)."""
+    fix: List[Argv] = [argv_of("ip link del dev {}", link.ifname), _link_args(link, state, vni, dstport)]
+    if link.mac:
+        fix.append(argv_of("ip link set dev {} address {}", link.ifname, link.mac))
+    fix.append(argv_of("ip link set dev {} mtu {}", link.ifname, link.mtu))
+    if link.master is not None and state.link(link.master):
+        fix.append(argv_of("ip link set dev {} master {}", link.ifname, state.ifname(link.master)))
+    for e in link.fdb:
+        if e.dst and not (e.mac == ZERO_MAC and e.dst in (link.tunnel_remote, link.tunnel_group)):
+            fix.append(fdb_append(link, e.mac, e.dst, e.port, e.vni))
+    for a in state.addrs_on(link.ifindex):
+        if not ipaddress.ip_address(a.address).is_link_local:
+            fix.append(argv_of("ip addr add {}/{} dev {}", a.address, a.prefixlen, link.ifname))
+    if link.admin_up:
+        fix.append(argv_of("ip link set dev {} up", link.ifname))
+    return fix
+
+
+def fdb_append(link: Link, mac: str, dst: str, port: Optional[int] = None, vni: Optional[int] = None) -> Argv:
+    words = argv_of("bridge fdb append {} dev {} dst {}", mac, link.ifname, dst)
+    return words + (argv_of("port {}", port) if port else ()) + (argv_of("vni {}", vni) if vni is not None else ())
+
+
+def repoint(link: Link, target: Target, new: str) -> List[Argv]:
+    """Send what went to target.dst to `new` instead: the FDB entry, or the device's remote."""
+    if target.entry is not None:
+        return [argv_of("bridge fdb del {} dev {} dst {}", target.entry.mac, link.ifname, target.dst),
+                fdb_append(link, target.entry.mac, new, target.entry.port, target.entry.vni)]
+    return [argv_of("ip link set dev {} type {} remote {}", link.ifname, link.kind, new)]
+
+
+# -- the verdict's words for a path that leaves through a tunnel ----------------------------------------
+
+def far_side_command(inner_src: str, inner_dst: str) -> Command:
+    """What to run on the far node to see its side of the same ping."""
+    return Command(argv_of("bpftools trace-drops --all-netns --src {} --dst {}", inner_src, inner_dst))
+
+
+def leaving_lines(path: List[dict]) -> List[str]:
+    """For every hop where an outer packet leaves what bpftools can follow: the packet, the
+    interface and next hop, whether it was seen leaving (the per-hop count), and what to run on
+    the far node (the inner ping's ends are those of the direction's first hop)."""
+    lines = []
+    for hop in path:
+        outer = hop.get("outer")
+        if hop.get("action") != "leave" or not outer:
+            continue
+        first = next(h for h in path if h["direction"] == hop["direction"])
+        counts = hop.get("packets") or {}
+        out = counts.get("out")
+        seen = f"{out} {counts.get('unit') or 'packets'} counted leaving" if out is not None else \
+            "not counted leaving (no per-hop counts)"
+        lines.append(f"  the {hop['direction']} leaves encapsulated: {describe(Outer(**outer))} through "
+                     f"{hop['oif'] or '?'} in {hop['netns']}" + (f" to {hop['nexthop']}" if hop.get("nexthop") else "")
+                     + f" ({seen})")
+        lines.append("  on the far node, run: " + rendered([far_side_command(first["src"], first["dst"])])[0])
+    return lines
+
+
+def leaving_note(outer: Outer, oif: Link, nexthop: Optional[str], inner_src: str, inner_dst: str) -> str:
+    why = oif.kind or "a physical interface"
+    return (f"the outer packet {describe(outer)} leaves through {oif.ifname} ({why})"
+            + (f" to {nexthop}" if nexthop else "") + f"; on the far node, run: "
+            + rendered([far_side_command(inner_src, inner_dst)])[0])
+
+
+# -- crossing a tunnel, for the walker ------------------------------------------------------------------
+
+class Tunnels:
+    """The walker's tunnel crossings. `walker` gives the machinery: `_hop`, `_add`, `_outer_walk`
+    (the outer packet through the underlay), `snap`, `result`, `home`, `_locate`."""
+
+    def __init__(self, walker) -> None:
+        self.w = walker
+
+    def enter(self, state: NetnsState, dev: Link, mac: Optional[str], arp: bool,
+              expected: Optional[Tuple[NetnsState, Link]], src: str, dst: str, size: int,
+              **kw) -> Optional[Tuple[NetnsState, Link]]:
+        """The ping (inner src -> dst, `size` bytes of IP packet) enters `dev` in `state`, for the
+        frame's destination `mac` (L2 tunnels; `arp`: its address must be resolved through the
+        tunnel first): the device on the far side it comes out of, or None (the walk stops)."""
+        w, direction = self.w, kw["direction"]
+        if not dev.admin_up:
+            w._stop("broken", f"{dev.ifname} is down")
+            return None
+        sent = targets(dev, mac)
+        flood = targets(dev, None) if arp else sent
+        for found in (flood, sent):   # the ARP/NDP broadcast goes first
+            if not found.found:
+                return self._nowhere(state, dev, found, None if found is flood else mac, src, dst, **kw)
+        target = self._pick(sent.found, expected, state)
+        bound = state.link(dev.tunnel_dev) if dev.tunnel_dev else None
+        lookup = route_get(state, target.dst, dev.tunnel_local, bound.ifindex if bound else None)
+        osrc = dev.tunnel_local or (select_source(state, lookup.route, target.dst)
+                                    if lookup.route is not None and lookup.route.type == "unicast" else None)
+        outer = outer_of(dev, target, osrc, family_of(dst))
+        w._hop(direction, state.name, None, dev.ifname, "tunnel", osrc or "", target.dst,
+               note=f"encapsulated: {describe(outer)}, by the {target.how(dev)}", outer=outer)
+        before = len(w.result.findings)
+        end = w._outer_walk(state.name, outer, bound, size + overhead(dev, family_of(target.dst)))
+        rstate = w.snap.ns(end) if end is not None else None
+        misplaced = self._misplaced(state, dev, target, mac, rstate, **kw)
+        if misplaced is not None:
+            del w.result.findings[before:]   # the underlay did what it was told: the endpoint is wrong
+            w._add(misplaced)
+            w._stop("broken", misplaced.detail)
+            return None
+        if rstate is None:
+            return None
+        rdev, miss = receiver(rstate, outer, dev)
+        if rdev is None or miss is not None:
+            finding = self._missed(state, dev, rstate, outer, miss, **kw)
+            w._add(finding)
+            w._stop("broken", finding.detail)
+            return None
+        w.result.used_addresses |= {(rstate.name, outer.dst)} | ({(state.name, osrc)} if osrc else set())
+        hop = w.result.hops[-1]
+        hop.note = f"{outer.dst} is local: {rdev.ifname} decapsulates it"
+        w._add(C.check_link(rstate, rdev, f"{NAMES.get(rdev.kind, rdev.kind)} tunnel end", **kw))
+        return rstate, rdev
+
+    def _pick(self, found: List[Target], expected: Optional[Tuple[NetnsState, Link]], state: NetnsState) -> Target:
+        """Of the targets a frame is flooded to, the one towards the station the walk goes to."""
+        if expected is not None and len(found) > 1:
+            for target in found:
+                end = far_end(self.w.snap, state, expected[1], target)
+                if end is not None and end[0].name == expected[0].name:
+                    return target
+            owner = next((t for t in found if expected[0].owns(t.dst)), None)
+            if owner is not None:
+                return owner
+        return found[0]
+
+    def _nowhere(self, state: NetnsState, dev: Link, found: Targets, mac: Optional[str], src: str, dst: str,
+                 **kw) -> None:
+        """No target: a multicast group (not followed), or nowhere at all (tunnel_no_fdb)."""
+        w, direction = self.w, kw["direction"]
+        if found.group:
+            outer = Outer(dev.kind, dev.tunnel_local, found.group, proto_of(dev.kind, family_of(dst)), port_of(dev),
+                          dev.vni)
+            w._hop(direction, state.name, None, dev.ifname, "leave", src, dst, outer=outer,
+                   note=f"{dev.ifname} sends it to the multicast group {found.group}: its members cannot be known "
+                        "here; not followed")
+            w.result.left_machine = f"{dev.ifname} in {state.name} (multicast group {found.group})"
+            return None
+        finding = self.no_fdb(state, dev, mac, **kw)
+        w._add(finding)
+        w._hop(direction, state.name, None, dev.ifname, "broken", src, dst, note=finding.detail)
+        return None
+
+    def no_fdb(self, state: NetnsState, dev: Link, mac: Optional[str], **kw) -> C.Finding:
+        what = f"FDB entry for {mac}" if mac else "default (00:00:00:00:00:00) FDB entry for broadcasts"
+        detail = (f"{dev.ifname} ({NAMES.get(dev.kind, dev.kind)}, VNI {dev.vni}) has no remote and no {what} "
+                  f"({'the ARP/NDP request' if not mac else 'the frame'} has nowhere to go, so the kernel drops it)")
+        fix: List[Argv] = []
+        other = matching_devices(self.w.snap, state, dev, mac)
+        if other:
+            rstate, rdev = other[0]
+            address = endpoint_address(self.w.snap, state, dev, rstate, rdev)
+            detail += f"; the other end is {rdev.ifname} in {rstate.name}" + (f" ({address})" if address else "")
+            if address:
+                fix = [fdb_append(dev, mac or ZERO_MAC, address)]
+        return C.bad(state, "tunnel", "tunnel_no_fdb", detail, fix, dev.ifname, **kw)
+
+    def _misplaced(self, state: NetnsState, dev: Link, target: Target, mac: Optional[str],
+                   rstate: Optional[NetnsState], **kw) -> Optional[C.Finding]:
+        """The endpoint is not where the other end is: nobody has it, or its node has no such device,
+        while another node does (tunnel_remote_not_local, fixed on the sending side)."""
+        if rstate is not None and any(_compatible(dev.kind, l.kind) and l is not dev for l in rstate.links):
+            return None
+        if rstate is None and self.w.result.hops[-1].action == "leave":
+            return None   # it left the machine: the far side may well be there
+        other = [o for o in matching_devices(self.w.snap, state, dev, mac)
+                 if rstate is None or o[0].name != rstate.name]
+        if not other:
+            return None
+        ostate, odev = other[0]
+        address = endpoint_address(self.w.snap, state, dev, ostate, odev)
+        where = f"{target.dst} is an address of {rstate.name}, which has no {dev.kind} device" if rstate else \
+            f"no namespace has the address {target.dst}"
+        detail = (f"{dev.ifname} sends the {NAMES.get(dev.kind, dev.kind)} packets to {target.dst} (the "
+                  f"{target.how(dev)}), but {where}; the other end, {odev.ifname}" +
+                  (f" (VNI {odev.vni})" if odev.vni is not None else "") + f", is in {ostate.name}" +
+                  (f" at {address}" if address else ""))
+        fix = repoint(dev, target, address) if address else []
+        return C.bad(state, "tunnel", "tunnel_remote_not_local", detail, fix, dev.ifname, **kw)
+
+    def _missed(self, state: NetnsState, dev: Link, rstate: NetnsState, outer: Outer, miss: Optional[Miss],
+                **kw) -> C.Finding:
+        """The outer packet arrives, and no device there takes it: located where it is dropped."""
+        if miss is None:
+            return C.bad(rstate, "tunnel", "unknown", f"no {dev.kind} device in {rstate.name} takes "
+                         f"{describe(outer)}", [], dev.ifname, **kw)
+        fix: List[Argv] = []
+        alternatives: List[List[Command]] = []
+        if miss.cause == "tunnel_id_mismatch" and outer.kind in ("vxlan", "geneve"):
+            fix = recreate(rstate, miss.link, vni=outer.vni)
+            alternatives = [[in_ns(state.name, a, self.w.home) for a in recreate(state, dev, vni=miss.link.vni)]]
+        elif miss.cause == "tunnel_port_mismatch":
+            fix = recreate(rstate, miss.link, dstport=outer.dport)
+            alternatives = [[in_ns(state.name, a, self.w.home) for a in recreate(state, dev, dstport=port_of(miss.link))]]
+        elif miss.cause == "tunnel_remote_not_local" and miss.link.tunnel_local:
+            return C.bad(state, "tunnel", miss.cause, f"{miss.detail} (the {describe(outer)})",
+                         repoint(dev, Target(outer.dst, outer.dport, outer.vni, outer.key,
+                                             _entry_for(dev, outer.dst)), miss.link.tunnel_local),
+                         dev.ifname, **kw)
+        finding = C.bad(rstate, "tunnel", miss.cause, f"{describe(outer)} arrives in {rstate.name}: {miss.detail}",
+                        fix, miss.link.ifname, **kw)
+        finding.alternatives = alternatives
+        return finding
+
+
+def _entry_for(link: Link, dst: str) -> Optional[FdbEntry]:
+    if link.tunnel_remote == dst:
+        return None
+    return next((e for e in fdb_of(link) if e.dst == dst), None)
+
+
+def mtu_finding(state: NetnsState, dev: Link, size: int, sender_state: NetnsState, sender: Link,
+                **kw) -> C.Finding:
+    """The inner packet does not fit the tunnel device: the fix lowers the inner side (the
+    interface that sent it, as CNI plugins size pod interfaces), never raises the tunnel device
+    above what its underlay carries."""
+    if size <= dev.mtu:
+        return C.ok(state, "mtu", f"{size}-byte packets fit the MTU of {dev.ifname} ({dev.mtu})", dev.ifname,
+                    kw.get("direction", "request"))
+    detail = (f"{size}-byte packets do not fit the {dev.mtu}-byte MTU of {dev.ifname} ({NAMES.get(dev.kind, dev.kind)}"
+              f" adds {overhead(dev, underlay_family(dev))} bytes of headers on the underlay); {sender.ifname} in "
+              f"{sender_state.name} sends up to {sender.mtu} bytes: its MTU must not exceed {dev.mtu}")
+    fix = [in_ns(sender_state.name, argv_of("ip link set dev {} mtu {}", sender.ifname, dev.mtu), kw.get("home"))]
+    return C.Finding(state.name, "mtu", False, detail, "mtu", dev.ifname, fix, C.CERTAIN, kw.get("direction", "request"))
