@@ -361,9 +361,10 @@ TOPOLOGIES: Dict[str, LabTopology] = {t.name: t for t in [
                 ]}),
 ]}
 
-from .lab_routers import TOPOLOGIES as _ROUTERS  # noqa: E402  (built from the classes above)
+from .lab_overlays import TOPOLOGIES as _OVERLAYS  # noqa: E402  (built from the classes above)
+from .lab_routers import TOPOLOGIES as _ROUTERS  # noqa: E402
 
-TOPOLOGIES.update({t.name: t for t in _ROUTERS})
+TOPOLOGIES.update({t.name: t for t in _ROUTERS + _OVERLAYS})
 
 
 # -- operations ---------------------------------------------------------------------------------
