@@ -14,6 +14,8 @@ import shlex
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..commands import Command
+from ..facts.netfilter import nft_objects
+from .firewall import nft_match_exprs
 from .macvlan import UPPER_KINDS
 from .state import (RT_TABLE_LOCAL, RT_TABLE_MAIN, Addr, Link, Neighbour, NetnsState, Route, Snapshot, family_of,
                     local_routes)
@@ -408,17 +410,9 @@ def _rule_words(line: str) -> List[str]:
     return words[1:] if words and words[0].startswith("[") else words
 
 
-NFT_MATCHES = {
-    ("meta", "l4proto", "icmp"): {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "icmp"}},
-    ("meta", "l4proto", "ipv6-icmp"): {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
-                                                 "right": "ipv6-icmp"}},
-    ("ip", "protocol", "icmp"): {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "protocol"}},
-                                           "right": "icmp"}},
-}
-
-
 def _nft(state: NetnsState, words: List[str]) -> None:
-    """`nft delete rule F T C handle H` and `nft insert rule F T C <match> accept`."""
+    """`nft delete rule F T C handle H` and `nft insert rule F T C <match> accept` (the matches
+    firewall.nft_match_exprs reads)."""
     items = state.nft_ruleset.setdefault("nftables", [])
     if words[:2] == ["delete", "rule"] and len(words) == 7 and words[5] == "handle" and words[6].isdigit():
         family, table, chain, handle = words[2], words[3], words[4], int(words[6])
@@ -429,11 +423,14 @@ def _nft(state: NetnsState, words: List[str]) -> None:
                 del items[i]
                 return
         raise Refused(f"no nft rule with handle {handle}")
-    if words[:2] == ["insert", "rule"] and len(words) == 9 and tuple(words[5:8]) in NFT_MATCHES \
-            and words[8] == "accept":
+    matches = nft_match_exprs(words[5:-1]) if words[:2] == ["insert", "rule"] and words[-1:] == ["accept"] else None
+    if matches is not None:
         family, table, chain = words[2], words[3], words[4]
+        if not any(c.get("family") == family and c.get("table") == table and c.get("name") == chain
+                   for c in nft_objects(state.nft_ruleset, "chain")):
+            raise Refused(f"no nft chain {family} {table} {chain}")
         rule = {"family": family, "table": table, "chain": chain, "handle": _free_handle(items),
-                "expr": [NFT_MATCHES[tuple(words[5:8])], {"accept": None}]}
+                "expr": matches + [{"accept": None}]}
         first = next((i for i, item in enumerate(items) if item.get("rule") and
                       (item["rule"]["family"], item["rule"]["table"], item["rule"]["chain"]) == (family, table, chain)),
                      len(items))
