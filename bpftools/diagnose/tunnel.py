@@ -228,8 +228,8 @@ def matching_devices(snap: Snapshot, sender_state: NetnsState, sender: Link, mac
     found = []
     for state in snap.everywhere():
         for link in state.links:
-            if (state.name, link.ifindex) == (sender_state.name, sender.ifindex) or \
-                    not _compatible(sender.kind, link.kind):
+            if state.name == sender_state.name or not _compatible(sender.kind, link.kind) or \
+                    underlay_family(link) != underlay_family(sender):
                 continue
             if sender.kind in ("vxlan", "geneve") and link.vni != sender.vni:
                 continue
@@ -390,7 +390,9 @@ class Tunnels:
             if not found.found:
                 return self._nowhere(state, dev, found, None if found is flood else mac, src, dst, **kw)
         target = self._pick(sent.found, expected, state)
-        bound = state.link(dev.tunnel_dev) if dev.tunnel_dev else None
+        # `dev` binds the remote's packets to it (the kernel then assumes an unrouted remote is on-link);
+        # FDB entries added without `via` carry no device, so theirs are routed freely
+        bound = state.link(dev.tunnel_dev) if dev.tunnel_dev and target.entry is None else None
         lookup = route_get(state, target.dst, dev.tunnel_local, bound.ifindex if bound else None)
         osrc = dev.tunnel_local or (select_source(state, lookup.route, target.dst)
                                     if lookup.route is not None and lookup.route.type == "unicast" else None)
@@ -467,10 +469,11 @@ class Tunnels:
                    rstate: Optional[NetnsState], **kw) -> Optional[C.Finding]:
         """The endpoint is not where the other end is: nobody has it, or its node has no such device,
         while another node does (tunnel_remote_not_local, fixed on the sending side)."""
-        if rstate is not None and any(_compatible(dev.kind, l.kind) and l is not dev for l in rstate.links):
-            return None
         if rstate is None and self.w.result.hops[-1].action == "leave":
             return None   # it left the machine: the far side may well be there
+        rstate = rstate or owner_of(self.w.snap, target.dst)   # the underlay did not get there: who has it
+        if rstate is not None and any(_compatible(dev.kind, l.kind) and l is not dev for l in rstate.links):
+            return None
         other = [o for o in matching_devices(self.w.snap, state, dev, mac)
                  if rstate is None or o[0].name != rstate.name]
         if not other:
@@ -517,6 +520,11 @@ def _entry_for(link: Link, dst: str) -> Optional[FdbEntry]:
     return next((e for e in fdb_of(link) if e.dst == dst), None)
 
 
+def inner_mtu_fix(sender: Link, mtu: int) -> Argv:
+    """The inner side lowered to what the tunnel carries."""
+    return argv_of("ip link set dev {} mtu {}", sender.ifname, mtu)
+
+
 def mtu_finding(state: NetnsState, dev: Link, size: int, sender_state: NetnsState, sender: Link,
                 **kw) -> C.Finding:
     """The inner packet does not fit the tunnel device: the fix lowers the inner side (the
@@ -528,5 +536,5 @@ def mtu_finding(state: NetnsState, dev: Link, size: int, sender_state: NetnsStat
     detail = (f"{size}-byte packets do not fit the {dev.mtu}-byte MTU of {dev.ifname} ({NAMES.get(dev.kind, dev.kind)}"
               f" adds {overhead(dev, underlay_family(dev))} bytes of headers on the underlay); {sender.ifname} in "
               f"{sender_state.name} sends up to {sender.mtu} bytes: its MTU must not exceed {dev.mtu}")
-    fix = [in_ns(sender_state.name, argv_of("ip link set dev {} mtu {}", sender.ifname, dev.mtu), kw.get("home"))]
+    fix = [in_ns(sender_state.name, inner_mtu_fix(sender, dev.mtu), kw.get("home"))]
     return C.Finding(state.name, "mtu", False, detail, "mtu", dev.ifname, fix, C.CERTAIN, kw.get("direction", "request"))

@@ -21,7 +21,7 @@ from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
 from .suggest import suggest_routes
 from .state import Link, NetnsState, Snapshot, family_of, is_link_local
-from .tunnel import L2_KINDS, L3_KINDS, Tunnels, describe, is_tunnel, leaving_note, mtu_finding
+from .tunnel import L2_KINDS, L3_KINDS, Tunnels, describe, inner_mtu_fix, is_tunnel, leaving_note, mtu_finding
 
 
 ICMP_HEADER = 8
@@ -89,10 +89,33 @@ class Walker:
         """The ping's path; `src` and `device` are ping's -I ADDR and -I IFACE (SO_BINDTODEVICE);
         `scope`: a link-local destination's %IFACE."""
         res = self._walk(src_ns, dst, src, device, scope)
+        for direction in ("request", "reply"):
+            self._inner_mtu(direction)
         for finding in res.findings:
             finding.fix = self._keeping_used(finding.fix, finding)
             finding.alternatives = [self._keeping_used(fix, finding) for fix in finding.alternatives]
         return res
+
+    def _inner_mtu(self, direction: str) -> None:
+        """Where a tunnel is too small for what the ping's sender sends, every MTU that fails in that
+        direction has one fix: the sender's MTU lowered to the smallest of them (what a CNI plugin
+        gives a pod), not each link raised (a tunnel device cannot carry more than its underlay)."""
+        failed = [f for f in self.result.findings if f.check == "mtu" and not f.ok and f.direction == direction]
+        links = [self.snap.ns(f.netns).link_by_name(f.ifname) for f in failed]
+        first = next((h for h in self.result.hops if h.direction == direction and h.oif), None)
+        if first is None or not any(is_tunnel(link) for link in links):
+            return
+        sstate = self.snap.ns(first.netns)
+        sender = sstate.link_by_name(first.oif)
+        limit = min(link.mtu for link in links if link)
+        fix = [in_ns(sstate.name, inner_mtu_fix(sender, limit), self.home)]
+        tunnels = ", ".join(f"{link.ifname} ({link.mtu})" for link in links if is_tunnel(link))
+        for i, finding in enumerate(failed):
+            if not is_tunnel(links[i]):
+                finding.detail += (f"; the tunnel on the way, {tunnels}, carries no more either: {sender.ifname} in "
+                                   f"{sstate.name} must send at most {limit} bytes")
+            finding.fix, finding.alternatives = fix, []
+            finding.symptom = i > 0   # the same packets, dropped further on: not a fault of its own
 
     def _keeping_used(self, fix, finding: C.Finding):
         """The fix without commands that delete what the working part of the path uses."""
@@ -220,6 +243,8 @@ class Walker:
                 oif = state.link(lookup.route.oif)
                 self._add(self._firewall(state, Packet("output", src, dst, icmp, "", oif.ifname if oif else "",
                                                        ctstate), **kw))
+                if oif is not None and self.outer is None:   # the sender fragments what its link cannot take
+                    self.size = min(self.size, oif.mtu)
                 action = "send"
             else:
                 bypass = ""
@@ -476,6 +501,7 @@ class Walker:
                 if landed is None:
                     return False
                 oif, sent_mtu = landed[1], landed[1].mtu
+                frame = min(frame, c.port_out.mtu)
                 continue
             peer = peer_of(self.snap, c.state, c.port_out)
             self._add(C.check_mtu(c.state, c.port_out, frame, f"bridge port of {c.bridge.ifname}",
