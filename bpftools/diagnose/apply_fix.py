@@ -1,6 +1,7 @@
 """A fix command applied to the model: what the kernel state of a namespace (`NetnsState`)
 becomes once a printed fix's argv has run there. The subset of `ip`, `sysctl`, `iptables`,
-`ip6tables`, `nft` and `tc` that bpftools' fixes use; any other command (or option) raises
+`ip6tables`, `nft`, `tc` and `bridge fdb` that bpftools' fixes use (tunnel devices and their FDB:
+apply_tunnel.py); any other command (or option) raises
 `Unmodelled`, so a fix is never taken as proven on a guess; a command the kernel would refuse on
 that state (File exists, no such route, device or rule) raises `Refused`.
 
@@ -15,24 +16,18 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ..commands import Command
 from ..facts.netfilter import nft_objects
+from .apply_errors import Refused, Unmodelled
+from .apply_tunnel import add_tunnel, bridge, change_vxlan
 from .firewall import nft_match_exprs
 from .macvlan import UPPER_KINDS
 from .state import (RT_TABLE_LOCAL, RT_TABLE_MAIN, Addr, Link, Neighbour, NetnsState, Route, Snapshot, family_of,
                     local_routes)
+from .tunnel_fixes import underlay_ceiling
 
 MACVLAN_MODES = ("private", "vepa", "bridge", "passthru", "source")
 
 ROUTE_TYPES = ("unicast", "local", "broadcast", "blackhole", "unreachable", "prohibit", "throw")
 SCOPE_LINK = 253
-
-
-class Unmodelled(Exception):
-    """The command (or one of its words) is not something the model can apply."""
-
-
-class Refused(Unmodelled):
-    """The kernel would refuse the command on this state (File exists, no such route or device):
-    run, it fails, so it repairs nothing."""
 
 
 def applied(snapshot: Snapshot, commands: Sequence[Command], home: str) -> Snapshot:
@@ -66,7 +61,19 @@ def _sysctl(state: NetnsState, words: List[str]) -> None:
         key, sep, value = setting.partition("=")
         if not sep or not value.lstrip("-").isdigit():
             raise Unmodelled(f"sysctl {setting}")
-        _set_sysctl(state, key.replace("/", "."), int(value))
+        _set_sysctl(state, _sysctl_key(state, key), int(value))
+
+
+def _sysctl_key(state: NetnsState, key: str) -> str:
+    """The model's key (`net.ipv4.conf.IFNAME.KEY`, IFNAME as is) for what sysctl(8) writes: it
+    reads `a.b.c` with `/` standing for a dot inside a name (`net.ipv4.conf.flannel/1.rp_filter`),
+    or `a/b/c` as a path. `net.ipv4.conf.flannel.1.rp_filter` is no file: refused."""
+    first = next((ch for ch in key if ch in "./"), ".")
+    parts = key.split("/") if first == "/" else [p.replace("/", ".") for p in key.split(".")]
+    if parts[:1] == ["net"] and parts[2:3] == ["conf"] and len(parts) > 3:
+        if len(parts) != 5 or (parts[3] not in ("all", "default") and state.link_by_name(parts[3]) is None):
+            raise Refused(f"sysctl: cannot stat /proc/sys/{'/'.join(parts)}: No such file or directory")
+    return ".".join(parts)
 
 
 def _set_sysctl(state: NetnsState, key: str, value: int) -> None:
@@ -108,6 +115,11 @@ def _link_named(state: NetnsState, name: str):
 def _ip_link(state: NetnsState, words: List[str], family) -> None:
     if words and words[0] == "add":
         return _ip_link_add(state, words[1:])
+    if words and words[0] in ("del", "delete"):
+        names = [w for w in words[1:] if w != "dev"]
+        if len(names) != 1:
+            raise Unmodelled(f"ip link {' '.join(words)}")
+        return delete_link(state, _link_named(state, names[0]))
     if not words or words[0] != "set":
         raise Unmodelled(f"ip link {' '.join(words)}")
     words = words[1:]
@@ -116,6 +128,8 @@ def _ip_link(state: NetnsState, words: List[str], family) -> None:
     if not words:
         raise Unmodelled("ip link set without a device")
     link, words = _link_named(state, words[0]), words[1:]
+    if words[:2] == ["type", "vxlan"]:
+        return change_vxlan(link, words[2:])
     while words:
         word = words.pop(0)
         if word in ("up", "down"):
@@ -123,9 +137,21 @@ def _ip_link(state: NetnsState, words: List[str], family) -> None:
             if link.admin_up:
                 _address_routes_back(state, link)
         elif word == "mtu" and words and words[0].isdigit():
-            link.mtu = int(words.pop(0))
+            mtu, ceiling = int(words.pop(0)), underlay_ceiling(state, link) if link.kind == "vxlan" else None
+            if ceiling is not None and mtu > ceiling:
+                raise Refused(f"{link.ifname} cannot take MTU {mtu}: its underlay carries {ceiling} (Invalid argument)")
+            link.mtu = mtu
         elif word == "arp" and words and words[0] in ("on", "off"):
             link.noarp = words.pop(0) == "off"
+        elif word == "address" and words and _is_mac(words[0]):
+            link.mac = words.pop(0).lower()
+        elif word == "master" and words:
+            bridge = _link_named(state, words.pop(0))
+            if bridge.kind != "bridge":
+                raise Unmodelled(f"{bridge.ifname} ({bridge.kind or 'a plain device'}) as a master")
+            link.master = bridge.ifindex
+        elif word == "nomaster":
+            link.master = None
         elif word == "type" and link.kind in UPPER_KINDS and words[:1] == [link.kind] and words[1:2] == ["mode"] \
                 and len(words) > 2 and words[2] in MACVLAN_MODES:
             link.mode = words[2]
@@ -137,18 +163,74 @@ def _ip_link(state: NetnsState, words: List[str], family) -> None:
             raise Unmodelled(f"ip link set {link.ifname} {word}")
 
 
+def _is_mac(text: str) -> bool:
+    parts = text.split(":")
+    return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts)
+
+
 def _ip_link_add(state: NetnsState, words: List[str]) -> None:
-    """`ip link add NAME link PARENT type macvlan|macvtap mode MODE`: a child of PARENT (down)."""
-    if len(words) != 7 or words[1] != "link" or words[3] != "type" or words[4] not in ("macvlan", "macvtap") \
-            or words[5] != "mode" or words[6] not in MACVLAN_MODES:
+    """`ip link add NAME [address MAC] [mtu N] [link PARENT] type KIND …`: a macvlan/macvtap child
+    of PARENT (`mode MODE`), or a VXLAN/GENEVE device (apply_tunnel.add_tunnel); new links are down."""
+    if "type" not in words or not words or words[0] in ("type", "link", "address", "mtu"):
         raise Unmodelled(f"ip link add {' '.join(words)}")
-    name, parent = words[0], _link_named(state, words[2])
+    name, at = words[0], words.index("type")
+    head = _options(words[1:at], ("address", "mtu", "link"), ())
+    kind, rest = (words[at + 1], words[at + 2:]) if at + 1 < len(words) else ("", [])
+    if head["_"] or ("address" in head and not _is_mac(head["address"])) or not head.get("mtu", "0").isdigit():
+        raise Unmodelled(f"ip link add {' '.join(words)}")
     if state.link_by_name(name) is not None:
-        raise Refused(f"{name} exists in {state.name}")
+        raise Refused(f"{name} exists in {state.name} (File exists)")
+    mtu = int(head["mtu"]) if "mtu" in head else None
+    if kind in ("vxlan", "geneve") and "link" not in head:
+        add_tunnel(state, name, kind, rest, head.get("address"), mtu)
+        _conf_from_default(state, name)
+        return
+    if kind not in ("macvlan", "macvtap") or "link" not in head or len(rest) != 2 or rest[0] != "mode" \
+            or rest[1] not in MACVLAN_MODES:
+        raise Unmodelled(f"ip link add {' '.join(words)}")
+    parent = _link_named(state, head["link"])
     ifindex = max(l.ifindex for l in state.links) + 1
-    state.links.append(Link(ifindex, name, words[4], admin_up=False, mtu=parent.mtu,
-                            mac=f"02:00:00:{ifindex >> 16 & 0xff:02x}:{ifindex >> 8 & 0xff:02x}:{ifindex & 0xff:02x}",
-                            lower_netns=state.name, lower_ifindex=parent.ifindex, mode=words[6]))
+    state.links.append(Link(ifindex, name, kind, admin_up=False, mtu=mtu or parent.mtu,
+                            mac=head.get("address") or
+                            f"02:00:00:{ifindex >> 16 & 0xff:02x}:{ifindex >> 8 & 0xff:02x}:{ifindex & 0xff:02x}",
+                            lower_netns=state.name, lower_ifindex=parent.ifindex, mode=rest[1]))
+    _conf_from_default(state, name)
+
+
+def _conf_from_default(state: NetnsState, name: str) -> None:
+    """A new device's conf/NAME/* settings start as conf/default/* (the kernel copies them)."""
+    for family in ("ipv4", "ipv6"):
+        default = f"net.{family}.conf.default."
+        for key, value in list(state.sysctls.items()):
+            if key.startswith(default):
+                state.sysctls[f"net.{family}.conf.{name}.{key[len(default):]}"] = value
+
+
+def delete_link(state: NetnsState, link: Link) -> None:
+    """`ip link del NAME`, as the kernel unregisters a device: its addresses, the routes through it,
+    its neighbour and proxy entries go; its bridge ports leave the bridge; a veth takes its peer
+    along (one in another namespace is not modelled), and the VXLAN devices bound to it (`dev`) and
+    its macvlan/ipvlan children go with it."""
+    if link.kind in ("", "loopback") and link.ifname == "lo":
+        raise Refused("lo cannot be deleted (Operation not supported)")
+    gone = [link]
+    if link.kind == "veth" and link.peer_ifindex is not None:
+        if link.peer_netns not in (None, state.name):
+            raise Unmodelled(f"deleting {link.ifname} also deletes its peer in {link.peer_netns}")
+        gone += [l for l in state.links if l.ifindex == link.peer_ifindex]
+    gone += [l for l in state.links if (l.kind == "vxlan" and l.tunnel_dev == link.ifindex)
+             or (l.kind in UPPER_KINDS and l.lower_netns == state.name and l.lower_ifindex == link.ifindex)]
+    indexes = {l.ifindex for l in gone}
+    state.links = [l for l in state.links if l.ifindex not in indexes]
+    state.addrs = [a for a in state.addrs if a.ifindex not in indexes]
+    state.routes = [r for r in state.routes if r.oif not in indexes]
+    state.neighbours = [n for n in state.neighbours if n.ifindex not in indexes]
+    state.ndp_proxies = [n for n in state.ndp_proxies if n.ifindex not in indexes]
+    for other in state.links:
+        if other.master in indexes:
+            other.master = None
+    names = tuple(f"net.{family}.conf.{l.ifname}." for l in gone for family in ("ipv4", "ipv6"))
+    state.sysctls = {k: v for k, v in state.sysctls.items() if not k.startswith(names)}
 
 
 def _address_routes_back(state: NetnsState, link) -> None:
@@ -337,14 +419,18 @@ def _ip_neigh(state: NetnsState, words: List[str], family) -> None:
         if "proxy" in options["_flags"]:
             state.ndp_proxies = [n for n in state.ndp_proxies if not (n.ifindex == link.ifindex and n.dst == address)]
             return
-        state.neighbours = [n for n in state.neighbours if not (n.ifindex == link.ifindex
-                                                                and address in (None, n.dst))]
+        kept = [n for n in state.neighbours if not (n.ifindex == link.ifindex and address in (None, n.dst))]
+        if verb != "flush" and len(kept) == len(state.neighbours):
+            raise Refused(f"no neighbour {address} on {link.ifname} (No such file or directory)")
+        state.neighbours = kept
         return
     if verb in ("add", "replace") and options["_"]:
         address = options["_"][0]
         if "proxy" in options["_flags"]:
             state.ndp_proxies.append(Neighbour(link.ifindex, address, "proxy"))
             return
+        if verb == "add" and state.neighbour(link.ifindex, address) is not None:
+            raise Refused(f"a neighbour entry for {address} exists on {link.ifname} (File exists)")
         state.neighbours = [n for n in state.neighbours if not (n.ifindex == link.ifindex and n.dst == address)]
         state.neighbours.append(Neighbour(link.ifindex, address, options.get("nud", "permanent"),
                                           options.get("lladdr")))
@@ -454,5 +540,5 @@ def _tc(state: NetnsState, words: List[str]) -> None:
 _IP_OBJECTS = {"link": _ip_link, "l": _ip_link, "addr": _ip_addr, "address": _ip_addr, "a": _ip_addr,
                "route": _ip_route, "r": _ip_route, "ro": _ip_route, "rule": _ip_rule, "ru": _ip_rule,
                "neigh": _ip_neigh, "neighbour": _ip_neigh, "neighbor": _ip_neigh, "n": _ip_neigh}
-_TOOLS = {"sysctl": _sysctl, "ip": _ip, "iptables": _iptables("iptables_save"),
+_TOOLS = {"sysctl": _sysctl, "ip": _ip, "bridge": bridge, "iptables": _iptables("iptables_save"),
           "ip6tables": _iptables("ip6tables_save"), "nft": _nft, "tc": _tc}

@@ -26,6 +26,12 @@ def family_of(address: str) -> int:
     return 6 if ":" in address else 4
 
 
+def conf_sysctl(ifname: str, key: str, family: int = 4) -> str:
+    """The sysctl(8) name of an interface setting: a dot in the interface's name is written `/`
+    (`net.ipv4.conf.flannel/1.rp_filter`); `net.ipv4.conf.flannel.1.rp_filter` names no file."""
+    return f"net.ipv{family}.conf.{ifname.replace('.', '/')}.{key}"
+
+
 def is_link_local(address: str) -> bool:
     return family_of(address) == 6 and ipaddress.ip_address(address.split("%")[0]).is_link_local
 
