@@ -1,4 +1,4 @@
-"""`bpftools demo`: two failing pings, diagnosed and fixed on throwaway lab namespaces."""
+"""`bpftools demo`: failing pings, diagnosed and fixed on throwaway lab namespaces."""
 from __future__ import annotations
 
 import sys
@@ -10,9 +10,10 @@ from .output import say
 
 @click.command()
 def demo() -> None:
-    """Why does this ping fail? Build two lab networks, break each in a way users
-    often hit (strict rp_filter with an asymmetric route; Docker's FORWARD DROP on bridged traffic),
-    diagnose it, apply the diagnosis' fix, ping again, and remove everything."""
+    """Why does this ping fail? Build lab networks, break each in a way users often hit (strict
+    rp_filter with an asymmetric route; Docker's FORWARD DROP on bridged traffic; a host and its
+    macvlan container; a firewall dropping a VXLAN overlay's tunnel port), diagnose it, apply the
+    diagnosis' fix, ping again, and remove everything."""
     from ..attach import terminate_gracefully
     from ..demo import run_demo
     from ..kernel.privileges import require_privileges
