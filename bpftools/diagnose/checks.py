@@ -10,7 +10,7 @@ from ..commands import HOST_LABEL, Argv, Command, argv_of, in_ns
 from . import cni, docker, tuntap
 from .firewall import Packet, bridge_family_verdict, firewall_verdict
 from .routing import SourceCheck, describe_refusal, validate_source, without_refusal
-from .state import Link, NetnsState, family_of, is_link_local
+from .state import Link, NetnsState, conf_sysctl, family_of, is_link_local
 
 # How sure a failed check makes us that it is why the ping fails.
 CERTAIN = 0.9      # the configuration alone breaks the ping
@@ -221,7 +221,7 @@ def check_source(state: NetnsState, src: str, dst: str, iif: Link, what: str,
         dev = state.ifname(owner.ifindex) if owner else "?"
         detail += (f"; this namespace sent it itself: it left by {dev} and came back in on {iif.ifname}, its veth "
                    f"peer, so its source is one of our own addresses; accept_local = 1 on {iif.ifname} accepts it")
-        fix = [argv_of("sysctl -w net.ipv4.conf.{}.accept_local=1", iif.ifname)] + rp_filter_loosening(state, iif)
+        fix = [argv_of("sysctl -w {}=1", conf_sysctl(iif.ifname, "accept_local"))] + rp_filter_loosening(state, iif)
         return bad(state, check, "local_source", detail, fix, iif.ifname, **kw)
     if result.problem == "local_source":
         owner = state.owns(src)
@@ -242,7 +242,7 @@ def rp_filter_loosening(state: NetnsState, iif: Link) -> List[Argv]:
     if state.rp_filter(iif.ifname) != 1:
         return []
     fix = [argv_of("sysctl -w net.ipv4.conf.all.rp_filter=2")] if state.conf("all", "rp_filter") == 1 else []
-    return fix + [argv_of("sysctl -w net.ipv4.conf.{}.rp_filter=2", iif.ifname)]
+    return fix + [argv_of("sysctl -w {}=2", conf_sysctl(iif.ifname, "rp_filter"))]
 
 
 def check_stray_source(state: NetnsState, src_ns: str, src: str, **kw) -> Finding:

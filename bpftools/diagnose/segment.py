@@ -17,7 +17,7 @@ from ..commands import Argv, argv_of
 from ..errors import first_line
 from . import macvlan, tunnel, tuntap
 from .routing import fib_lookup
-from .state import Addr, Link, NetnsState, Snapshot, family_of, is_link_local
+from .state import Addr, Link, NetnsState, Snapshot, conf_sysctl, family_of, is_link_local
 
 log = logging.getLogger(__name__)
 
@@ -238,14 +238,14 @@ def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Ans
     if proxy and not st.forwarding(link.ifname):
         return Answer(station, False, f"{station.where} would answer ARP for {target} ({proxy}), but it does not "
                       f"forward (net.ipv4.conf.{link.ifname}.forwarding = 0): the kernel proxies only on a "
-                      "forwarding interface", fix=[argv_of("sysctl -w net.ipv4.conf.{}.forwarding=1", link.ifname)])
+                      "forwarding interface", fix=[argv_of("sysctl -w {}=1", conf_sysctl(link.ifname, "forwarding"))])
     if proxy:
         delay = st.sysctl(f"net.ipv4.neigh.{link.ifname}.proxy_delay")
         later = f"; after up to {delay * 10} ms (proxy_delay)" if delay else ""
         return Answer(station, True, f"{station.where} answers ARP for {target} ({proxy}{later})", proxy=True)
     ignore = st.arp_ignore(link.ifname)
     reset = [argv_of("sysctl -w net.ipv4.conf.all.arp_ignore=0"),
-             argv_of("sysctl -w net.ipv4.conf.{}.arp_ignore=0", link.ifname)]
+             argv_of("sysctl -w {}=0", conf_sysctl(link.ifname, "arp_ignore"))]
     if ignore >= ARP_IGNORE_NEVER:
         return Answer(station, False, f"arp_ignore = {ignore} on {link.ifname} in {st.name}: it answers no ARP "
                       "request", "arp_ignore", reset)
@@ -262,7 +262,7 @@ def answer(station: Station, target: str, sender: Optional[str]) -> Optional[Ans
             return Answer(station, False, f"arp_filter = 1 in {st.name}: the route back to {sender} leaves by "
                           f"{st.ifname(back.route.oif)}, not {link.ifname} where the ARP request arrives",
                           "arp_ignore", [argv_of("sysctl -w net.ipv4.conf.all.arp_filter=0"),
-                                         argv_of("sysctl -w net.ipv4.conf.{}.arp_filter=0", link.ifname)])
+                                         argv_of("sysctl -w {}=0", conf_sysctl(link.ifname, "arp_filter"))])
     return Answer(station, True, f"{target} answers ARP on {station.where}")
 
 
@@ -350,12 +350,12 @@ def proxy_switched_off(station: Station, target: str, sender: Optional[str]) -> 
     if route is None or route.oif == link.ifindex or (not six and st.medium_id(link.ifname) == -1):
         return None
     if six:
-        fix = [argv_of("sysctl -w net.ipv6.conf.{}.proxy_ndp=1", link.ifname)] + \
+        fix = [argv_of("sysctl -w {}=1", conf_sysctl(link.ifname, "proxy_ndp", 6))] + \
             ([] if st.proxy_entry(link.ifindex, target) else [argv_of("ip -6 neigh add proxy {} dev {}", target,
                                                                         link.ifname)])
         what = "proxy_ndp is off or it has no proxy entry for it"
     else:
-        fix = [argv_of("sysctl -w net.ipv4.conf.{}.proxy_arp=1", link.ifname)]
+        fix = [argv_of("sysctl -w {}=1", conf_sysctl(link.ifname, "proxy_arp"))]
         what = f"proxy_arp is off on {link.ifname}"
     return Answer(station, False, f"nobody owns {target}; {station.where} routes it out of "
                   f"{st.ifname(route.oif)} and would answer for it by proxy, but {what}", fix=fix, proxy=True)

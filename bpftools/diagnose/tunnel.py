@@ -18,6 +18,7 @@ from . import checks as C
 from .records import Outer
 from .routing import fib_lookup, route_get, select_source
 from .state import FdbEntry, Link, NetnsState, Snapshot, family_of
+from .tunnel_fixes import fdb_fix, move_remote, recreate, tunnel_overhead as overhead, underlay_family
 
 L2_KINDS = ("vxlan", "geneve", "gretap", "ip6gretap")
 L3_KINDS = ("ipip", "sit", "ip6tnl", "gre", "ip6gre")
@@ -25,12 +26,6 @@ TUNNEL_KINDS = L2_KINDS + L3_KINDS
 DEFAULT_PORT = {"vxlan": 8472, "geneve": 6081}   # the kernel's defaults (iproute2 asks for vxlan's)
 ZERO_MAC = "00:00:00:00:00:00"
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
-ETHERNET = 14
-# the outer headers a tunnel adds besides the outer IP header: UDP + VXLAN/GENEVE + inner Ethernet,
-# GRE (+ 4 with a key) (+ inner Ethernet for gretap), nothing more for ipip/sit/ip6tnl
-ENCAP_HEADER = {"vxlan": 8 + 8 + ETHERNET, "geneve": 8 + 8 + ETHERNET, "gretap": 4 + ETHERNET,
-                "ip6gretap": 4 + ETHERNET, "gre": 4, "ip6gre": 4, "ipip": 0, "sit": 0, "ip6tnl": 0}
-OUTER_IP = {4: 20, 6: 40}
 # which kinds one device can receive from another: ip6tnl and ipip/sit share IP-in-IP
 SAME_KIND = {"ipip": ("ipip", "sit"), "sit": ("sit", "ipip"), "ip6tnl": ("ip6tnl",)}
 NAMES = {"vxlan": "VXLAN", "geneve": "GENEVE", "gretap": "GRE (gretap)", "ip6gretap": "GRE (ip6gretap)",
@@ -46,12 +41,6 @@ def port_of(link: Link) -> Optional[int]:
     return link.dstport or DEFAULT_PORT.get(link.kind)
 
 
-def overhead(link: Link, underlay_family: int) -> int:
-    """Bytes the tunnel adds to the inner packet (its IP header on): outer IP + encapsulation."""
-    key = 4 if link.kind in ("gre", "gretap", "ip6gre", "ip6gretap") and link.tunnel_okey is not None else 0
-    return OUTER_IP[underlay_family] + ENCAP_HEADER.get(link.kind, 0) + key
-
-
 def proto_of(kind: str, inner_family: int) -> str:
     """The outer packet's protocol, as firewall.Packet names it."""
     if kind in ("vxlan", "geneve"):
@@ -59,18 +48,6 @@ def proto_of(kind: str, inner_family: int) -> str:
     if kind in ("gre", "gretap", "ip6gre", "ip6gretap"):
         return "gre"
     return "ipv6" if inner_family == 6 else "ipip"
-
-
-def underlay_family(link: Link) -> int:
-    """The family of the outer packets: the endpoints' (a vxlan with none set speaks IPv4)."""
-    if link.kind in ("ip6tnl", "ip6gre", "ip6gretap"):
-        return 6
-    if link.kind == "sit":
-        return 4
-    for address in (link.tunnel_local, link.tunnel_remote, link.tunnel_group):
-        if address:
-            return family_of(address)
-    return 4
 
 
 def describe(outer: Outer) -> str:
@@ -275,61 +252,6 @@ def far_end(snap: Snapshot, state: NetnsState, link: Link, target: Target, hint:
     return others[0] if len(others) == 1 else None
 
 
-# -- fixes ---------------------------------------------------------------------------------------------
-
-def _link_args(link: Link, state: NetnsState, vni: Optional[int], dstport: Optional[int]) -> Argv:
-    """`ip link add` words that re-make `link` (vni/dstport changed when given)."""
-    vni = link.vni if vni is None else vni
-    words = ["ip", "link", "add", link.ifname]
-    if link.kind in ("vxlan", "geneve"):
-        words += ["type", link.kind, "id", str(vni)]
-        far = link.tunnel_remote or link.tunnel_group
-        if far:
-            words += ["group" if link.tunnel_group else "remote", far]
-        if link.tunnel_local and link.kind == "vxlan":
-            words += ["local", link.tunnel_local]
-        if link.tunnel_dev and state.link(link.tunnel_dev) and link.kind == "vxlan":
-            words += ["dev", state.ifname(link.tunnel_dev)]
-        words += ["dstport", str(dstport or port_of(link))]
-        if link.kind == "vxlan" and not link.learning:
-            words += ["nolearning"]
-    return tuple(words)
-
-
-def recreate(state: NetnsState, link: Link, vni: Optional[int] = None, dstport: Optional[int] = None
-             ) -> List[Argv]:
-    """The kernel cannot change a VXLAN/GENEVE device's VNI or port: delete it and add it again with
-    everything else kept (MTU, MAC, bridge, FDB entries, addresses, up)."""
-    fix: List[Argv] = [argv_of("ip link del dev {}", link.ifname), _link_args(link, state, vni, dstport)]
-    if link.mac:
-        fix.append(argv_of("ip link set dev {} address {}", link.ifname, link.mac))
-    fix.append(argv_of("ip link set dev {} mtu {}", link.ifname, link.mtu))
-    if link.master is not None and state.link(link.master):
-        fix.append(argv_of("ip link set dev {} master {}", link.ifname, state.ifname(link.master)))
-    for e in link.fdb:
-        if e.dst and not (e.mac == ZERO_MAC and e.dst in (link.tunnel_remote, link.tunnel_group)):
-            fix.append(fdb_append(link, e.mac, e.dst, e.port, e.vni))
-    for a in state.addrs_on(link.ifindex):
-        if not ipaddress.ip_address(a.address).is_link_local:
-            fix.append(argv_of("ip addr add {}/{} dev {}", a.address, a.prefixlen, link.ifname))
-    if link.admin_up:
-        fix.append(argv_of("ip link set dev {} up", link.ifname))
-    return fix
-
-
-def fdb_append(link: Link, mac: str, dst: str, port: Optional[int] = None, vni: Optional[int] = None) -> Argv:
-    words = argv_of("bridge fdb append {} dev {} dst {}", mac, link.ifname, dst)
-    return words + (argv_of("port {}", port) if port else ()) + (argv_of("vni {}", vni) if vni is not None else ())
-
-
-def repoint(link: Link, target: Target, new: str) -> List[Argv]:
-    """Send what went to target.dst to `new` instead: the FDB entry, or the device's remote."""
-    if target.entry is not None:
-        return [argv_of("bridge fdb del {} dev {} dst {}", target.entry.mac, link.ifname, target.dst),
-                fdb_append(link, target.entry.mac, new, target.entry.port, target.entry.vni)]
-    return [argv_of("ip link set dev {} type {} remote {}", link.ifname, link.kind, new)]
-
-
 # -- the verdict's words for a path that leaves through a tunnel ----------------------------------------
 
 def far_side_command(inner_src: str, inner_dst: str) -> Command:
@@ -462,7 +384,7 @@ class Tunnels:
             address = endpoint_address(self.w.snap, state, dev, rstate, rdev)
             detail += f"; the other end is {rdev.ifname} in {rstate.name}" + (f" ({address})" if address else "")
             if address:
-                fix = [fdb_append(dev, mac or ZERO_MAC, address)]
+                fix = fdb_fix(dev, mac or ZERO_MAC, address)
         return C.bad(state, "tunnel", "tunnel_no_fdb", detail, fix, dev.ifname, **kw)
 
     def _misplaced(self, state: NetnsState, dev: Link, target: Target, mac: Optional[str],
@@ -486,7 +408,7 @@ class Tunnels:
                   f"{target.how(dev)}), but {where}; the other end, {odev.ifname}" +
                   (f" (VNI {odev.vni})" if odev.vni is not None else "") + f", is in {ostate.name}" +
                   (f" at {address}" if address else ""))
-        fix = repoint(dev, target, address) if address else []
+        fix = move_remote(state, dev, target.dst, address) if address else []
         return C.bad(state, "tunnel", "tunnel_remote_not_local", detail, fix, dev.ifname, **kw)
 
     def _missed(self, state: NetnsState, dev: Link, rstate: NetnsState, outer: Outer, miss: Optional[Miss],
@@ -505,19 +427,11 @@ class Tunnels:
             alternatives = [[in_ns(state.name, a, self.w.home) for a in recreate(state, dev, dstport=port_of(miss.link))]]
         elif miss.cause == "tunnel_remote_not_local" and miss.link.tunnel_local:
             return C.bad(state, "tunnel", miss.cause, f"{miss.detail} (the {describe(outer)})",
-                         repoint(dev, Target(outer.dst, outer.dport, outer.vni, outer.key,
-                                             _entry_for(dev, outer.dst)), miss.link.tunnel_local),
-                         dev.ifname, **kw)
+                         move_remote(state, dev, outer.dst, miss.link.tunnel_local), dev.ifname, **kw)
         finding = C.bad(rstate, "tunnel", miss.cause, f"{describe(outer)} arrives in {rstate.name}: {miss.detail}",
                         fix, miss.link.ifname, **kw)
         finding.alternatives = alternatives
         return finding
-
-
-def _entry_for(link: Link, dst: str) -> Optional[FdbEntry]:
-    if link.tunnel_remote == dst:
-        return None
-    return next((e for e in fdb_of(link) if e.dst == dst), None)
 
 
 def inner_mtu_fix(sender: Link, mtu: int) -> Argv:

@@ -380,7 +380,9 @@ class Walker:
         if not self._cross(state, oif, station, src, dst, nexthop, **kw):
             return None
         self._add(C.check_neighbour(state, oif, nexthop, receiver, rstate, **kw))
-        if arp_src and not oif.noarp and family_of(nexthop) == 4:  # NDP has no source validation
+        entry = state.neighbour(oif.ifindex, nexthop)
+        asks = not oif.noarp and not (entry is not None and entry.state in ("permanent", "noarp"))
+        if arp_src and asks and family_of(nexthop) == 4:  # NDP has no source validation
             self._add(self._check_source(rstate, arp_src, nexthop, receiver, "ARP request", rstate.name == state.name,
                                          **kw))
         return rstate.name, receiver
