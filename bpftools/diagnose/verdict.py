@@ -7,6 +7,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from ..drop_causes import DROP_CAUSES, DropCause, drop_cause, event_from_json, reason_name
 from ..commands import HOST_LABEL, Command, in_ns, rendered
 from .checks import CERTAIN, LIKELY, Finding
+from .tunnel import leaving_lines
 from .walk import WalkResult
 
 # What a drop reason means (cause, what it confirms, fix) is drop_causes.DROP_CAUSES, shared with
@@ -206,7 +207,8 @@ def where_it_stops(path: List[dict]) -> Optional[str]:
     """From the per-hop counts: where the ping's packets stop (None when they do not, or unknown)."""
     for direction, what in (("request", "echo requests"), ("reply", "echo replies")):
         previous = None
-        for hop in (h for h in path if h["direction"] == direction):
+        # the underlay hops of a tunnel carry the ping inside outer packets, which echo counts do not see
+        for hop in (h for h in path if h["direction"] == direction and not _outer(h)):
             counts = hop.get("packets") or {}
             if counts.get("unit") != "echo":
                 return None
@@ -241,6 +243,8 @@ def counted_cutoff(path: List[dict]) -> Dict[str, int]:
             cutoff[direction] = -1
             continue
         for i, hop in enumerate(hops):
+            if _outer(hop):
+                continue
             inn, out = hop["packets"].get("in"), hop["packets"].get("out")
             if i > 0 and inn == 0:
                 cutoff[direction] = i
@@ -249,6 +253,11 @@ def counted_cutoff(path: List[dict]) -> Dict[str, int]:
                 cutoff[direction] = i + 1
                 break
     return cutoff
+
+
+def _outer(hop: dict) -> bool:
+    """An underlay hop of a tunnel (the tunnel hop itself carries the ping as it was)."""
+    return bool(hop.get("outer")) and hop["action"] != "tunnel"
 
 
 def _request_arrived(path: List[dict]) -> bool:
@@ -266,7 +275,8 @@ def claimable(causes: List[dict], path: List[dict]) -> List[dict]:
             return True
         hops = [h for h in path if h["direction"] == direction]
         at = [i for i, h in enumerate(hops) if h["netns"] == cause["netns"]]
-        return not at or at[0] <= cutoff[direction]
+        # a tunnel's far node: the ARP/NDP that crosses the tunnel first reaches it, counted or not
+        return not at or at[0] <= cutoff[direction] or _outer(hops[at[0]])
 
     return [c for c in causes if reached(c)]
 
@@ -305,6 +315,7 @@ def story(result: dict) -> str:
         lines.append(f"  counted: {stops}")
     for drop in result.get("drops", []):
         lines.append(f"  traced: {_event_text(drop)}")
+    lines += leaving_lines(result["path"])
     causes = result["causes"]
     first = causes[0]
     if first["cause"] == "unknown":
