@@ -52,6 +52,9 @@ class Segment:
     unseen: List[str] = field(default_factory=list)   # parts of the segment we cannot look into
     programs: List[Tuple[NetnsState, Link]] = field(default_factory=list)   # TAP ports a program (a VM) holds
     idle_taps: List[Tuple[NetnsState, Link]] = field(default_factory=list)  # TAP ports nobody holds
+    # tunnel devices whose far end is not here (it leaves the machine, a multicast group): the walk
+    # follows the outer packet out through them
+    exits: List["Station"] = field(default_factory=list)
 
     def describe(self, oif: Link) -> str:
         if not self.stations:
@@ -178,11 +181,13 @@ def _tunnel_port(w: _Walk, state: NetnsState, dev: Link, crossings: List[Crossin
         end = tunnel.far_end(w.snap, state, dev, target, hint)
         if end is None:
             w.seg.unseen.append(f"the {tunnel.NAMES.get(dev.kind, dev.kind)} endpoint {target.dst} of {where}")
+            w.seg.exits.append(Station(state, dev, crossings))
         elif end not in ends:
             ends.append(end)
     group = tunnel.targets(dev).group
     if group:
         w.seg.unseen.append(f"the multicast group {group} of {where}")
+        w.seg.exits.append(Station(state, dev, crossings))
     if not dsts and not group:
         others = tunnel.matching_devices(w.snap, state, dev)
         if len(others) == 1:

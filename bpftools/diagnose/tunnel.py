@@ -307,10 +307,9 @@ class Tunnels:
             w._stop("broken", f"{dev.ifname} is down")
             return None
         sent = targets(dev, mac)
-        flood = targets(dev, None) if arp else sent
-        for found in (flood, sent):   # the ARP/NDP broadcast goes first
+        for found, to in ([(targets(dev, None), None)] if arp else []) + [(sent, mac)]:   # ARP/NDP goes first
             if not found.found:
-                return self._nowhere(state, dev, found, None if found is flood else mac, src, dst, **kw)
+                return self._nowhere(state, dev, found, to, src, dst, **kw)
         target = self._pick(sent.found, expected, state)
         # `dev` binds the remote's packets to it (the kernel then assumes an unrouted remote is on-link);
         # FDB entries added without `via` carry no device, so theirs are routed freely

@@ -454,6 +454,9 @@ class Walker:
         self._add(C.check_nexthop_owner(state, oif, route, nexthop, resolution, **kw))
         if resolution.station is not None:
             return resolution.station
+        if resolution.answer is None and seg.exits:   # behind a tunnel: its outer packet leaves the machine
+            self._cross(state, oif, seg.exits[0], src, dst, nexthop, **kw)
+            return None
         if resolution.answer is None and seg.unseen:
             self._stop("leave", f"{nexthop} may be behind {seg.unseen[0]}; not followed further")
             self.result.left_machine = seg.unseen[0]
@@ -521,8 +524,9 @@ class Walker:
         """The frame's destination MAC (a neighbour entry's, else the station's), and whether it
         must be resolved first (ARP/NDP broadcast)."""
         entry = state.neighbour(oif.ifindex, nexthop)
+        static = entry is not None and entry.state in ("permanent", "noarp")   # never asked again (Flannel's)
         if entry is not None and entry.lladdr and entry.state not in ("failed", "incomplete"):
-            return entry.lladdr.lower(), False
+            return entry.lladdr.lower(), not static and not oif.noarp
         return (station.link.mac or "").lower() or None, not oif.noarp
 
     def _rx_checks(self, state: NetnsState, link: Link, frame: int, sent_mtu: int, role: str, **kw) -> None:
