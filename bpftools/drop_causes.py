@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .commands import Argv, Command, argv_of, in_netns_of, in_ns, render
 from .facts.namespace import forwarding_sysctl
 from .facts.netfilter import nft_policy_guess
+from .names import conf_sysctl
 from .namespaces import find_inode, own_inode
 
 
@@ -264,7 +265,7 @@ def no_fix(event, facts: dict) -> List[Argv]:
 def fix_rpfilter(event, facts: dict) -> List[Argv]:
     """Loose mode (2) keeps the reverse-path check but accepts asymmetric routes."""
     return [argv_of("sysctl -w net.ipv4.conf.all.rp_filter=2"),
-            argv_of("sysctl -w net.ipv4.conf.{}.rp_filter=2", _iface(event))]
+            argv_of("sysctl -w {}=2", conf_sysctl(_iface(event), "rp_filter"))]
 
 
 def fix_inaddrerrors(event, facts: dict) -> List[Argv]:

@@ -64,3 +64,10 @@ def check_netns_selector(selector: str) -> str:
     if problem:
         raise BpftoolsError(f"--netns {shown(selector)}: {problem}")
     return selector
+
+
+def conf_sysctl(ifname: str, key: str, family: int = 4) -> str:
+    """The sysctl(8) name of an interface's setting: sysctl reads dots as separators and `/` as a
+    dot, so a dot in the interface's name is written `/` (`net.ipv4.conf.flannel/1.rp_filter`);
+    `net.ipv4.conf.flannel.1.rp_filter` names no file."""
+    return f"net.ipv{family}.conf.{ifname.replace('.', '/')}.{key}"

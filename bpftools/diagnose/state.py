@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 from ..errors import first_line
+from ..names import conf_sysctl  # noqa: F401  (the fixes' sysctl names, beside the model's `conf()`)
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,6 @@ RT_TABLE_DEFAULT = 253
 def family_of(address: str) -> int:
     """4 or 6 (a `%scope` suffix is allowed)."""
     return 6 if ":" in address else 4
-
-
-def conf_sysctl(ifname: str, key: str, family: int = 4) -> str:
-    """The sysctl(8) name of an interface setting: a dot in the interface's name is written `/`
-    (`net.ipv4.conf.flannel/1.rp_filter`); `net.ipv4.conf.flannel.1.rp_filter` names no file."""
-    return f"net.ipv{family}.conf.{ifname.replace('.', '/')}.{key}"
 
 
 def is_link_local(address: str) -> bool:

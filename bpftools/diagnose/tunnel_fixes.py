@@ -201,7 +201,8 @@ def recreate(state: NetnsState, link: Link, vni: Optional[int] = None, dstport: 
         fix.append(argv_of("ip addr add {}/{}", addr.address, addr.prefixlen) + peer + argv_of("dev {}", name))
     fix += _fdb_argv(link, remote)
     for neighbour in state.neighbours:
-        if neighbour.ifindex == link.ifindex and neighbour.state in NEIGHBOUR_STATES and neighbour.lladdr:
+        if neighbour.ifindex == link.ifindex and neighbour.state in NEIGHBOUR_STATES and neighbour.lladdr \
+                and not ipaddress.ip_address(neighbour.dst).is_multicast:   # the kernel's own (ff02::2 noarp)
             fix.append(argv_of("ip neigh add {} lladdr {} dev {} nud {}", neighbour.dst, neighbour.lladdr, name,
                                neighbour.state))
     fix += [_route_argv(state, link, r) for r in state.routes if r.oif == link.ifindex and not _kernel_made(state, r)]

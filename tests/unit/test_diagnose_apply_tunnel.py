@@ -193,3 +193,15 @@ def test_sysctl_names_an_interface_with_a_dot_as_sysctl_does():
     assert state.rp_filter("flannel.1") == 0
     with pytest.raises(Refused):
         run(state, "sysctl -w net.ipv4.conf.eth9.rp_filter=0")
+
+
+def test_the_rp_filter_fix_on_flannel_1_names_it_as_sysctl_does():
+    """The decapsulated packet arrives on flannel.1: the rp_filter fix must write that device's setting."""
+    from bpftools.diagnose.checks import rp_filter_loosening
+
+    state = run(node(), "ip link add flannel.1 type vxlan id 1 dstport 8472 dev u0",
+                "sysctl -w net.ipv4.conf.flannel/1.rp_filter=1")
+    fix = rp_filter_loosening(state, vx(state, "flannel.1"))
+    assert fix[-1] == ("sysctl", "-w", "net.ipv4.conf.flannel/1.rp_filter=2")
+    run(state, *(" ".join(argv) for argv in fix))
+    assert state.rp_filter("flannel.1") == 2

@@ -32,7 +32,8 @@ def flannel_node() -> NetnsState:
                                     Route("10.244.2.0", 24, oif=3, gateway="10.244.2.0")]
     neighbours = [Neighbour(3, "10.244.1.0", "permanent", PEER1_MAC), Neighbour(3, "10.244.2.0", "permanent",
                                                                                  PEER2_MAC),
-                  Neighbour(2, "192.168.1.2", "reachable", "02:00:00:00:01:02")]
+                  Neighbour(2, "192.168.1.2", "reachable", "02:00:00:00:01:02"),
+                  Neighbour(3, "ff02::16", "noarp", "33:33:00:00:00:16")]    # the kernel's own: not made again
     sysctls = {"net.ipv4.conf.default.rp_filter": 2, "net.ipv4.conf.flannel.1.rp_filter": 0,
                "net.ipv4.conf.eth0.rp_filter": 2}
     return NetnsState("node", [Link(1, "lo"), eth0, flannel], addrs, routes, default_rules(4) + default_rules(6),
@@ -69,7 +70,7 @@ def as_built(state: NetnsState, name: str) -> tuple:
                    vxlan_fdb=sorted(link.vxlan_fdb))
     return (kept, sorted((a.address, a.prefixlen) for a in state.addrs_on(index)),
             sorted((r.dst, r.dst_len, r.gateway, r.table, r.type) for r in state.routes if r.oif == index),
-            sorted((n.dst, n.lladdr, n.state) for n in state.neighbours if n.ifindex == index),
+            sorted((n.dst, n.lladdr, n.state) for n in state.neighbours if n.ifindex == index and ":" not in n.dst),
             {k: v for k, v in state.sysctls.items() if f".{name}." in k})
 
 
