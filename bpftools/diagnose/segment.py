@@ -77,8 +77,8 @@ def peer_of(snap: Snapshot, state: NetnsState, link: Link) -> Optional[Tuple[Net
 
 
 # Where an address is local, reached from a namespace by routing (the walker's look-ahead):
-# (namespace, address, source) -> namespace name, or None. VXLAN ports need it to find the remote VTEP.
-Locate = Callable[[NetnsState, str, Optional[str]], Optional[str]]
+# (namespace, address, source) -> namespace name, or None. Tunnel ports need it to find the far end.
+Locate = tunnel.Locate
 
 
 def segment(snap: Snapshot, state: NetnsState, oif: Link, locate: Optional[Locate] = None) -> Segment:
@@ -177,8 +177,7 @@ def _tunnel_port(w: _Walk, state: NetnsState, dev: Link, crossings: List[Crossin
         if target.dst in dsts:
             continue
         dsts.append(target.dst)
-        hint = w.locate(state, target.dst, dev.tunnel_local) if w.locate else None
-        end = tunnel.far_end(w.snap, state, dev, target, hint)
+        end = tunnel.far_end(w.snap, state, dev, target, w.locate)
         if end is None:
             w.seg.unseen.append(f"the {tunnel.NAMES.get(dev.kind, dev.kind)} endpoint {target.dst} of {where}")
             w.seg.exits.append(Station(state, dev, crossings))
@@ -189,7 +188,7 @@ def _tunnel_port(w: _Walk, state: NetnsState, dev: Link, crossings: List[Crossin
         w.seg.unseen.append(f"the multicast group {group} of {where}")
         w.seg.exits.append(Station(state, dev, crossings))
     if not dsts and not group:
-        others = tunnel.matching_devices(w.snap, state, dev)
+        others = tunnel.matching_devices(w.snap, state, dev, locate=w.locate)
         if len(others) == 1:
             ends.append(others[0])
         else:

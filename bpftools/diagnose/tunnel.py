@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from ..commands import Argv, Command, argv_of, in_ns, rendered
 from . import checks as C
@@ -188,29 +188,55 @@ def receiver(state: NetnsState, outer: Outer, sender: Link) -> Tuple[Optional[Li
     return (misses[0].link, misses[0]) if misses else (None, None)
 
 
-def owner_of(snap: Snapshot, address: str, hint: Optional[str] = None) -> Optional[NetnsState]:
-    """The namespace that has `address`: `hint` (where routing delivers it), those held, then every
-    namespace there is (read only when needed)."""
-    names = ([hint] if hint else []) + snap.names()
-    for name in names:
+# Where routing delivers an address from a namespace (the walker's look-ahead): (namespace, address,
+# source) -> the namespace's name, or None (segment.Locate).
+Locate = Callable[[NetnsState, str, Optional[str]], Optional[str]]
+
+
+def _nearby(snap: Snapshot, state: NetnsState) -> List[str]:
+    """Namespaces one veth away, directly or through a bridge's ports: where an underlay without
+    a route to the endpoint still reaches (never namespaces that merely share addresses, such as
+    another copy of the same lab)."""
+    names = []
+    for link in state.links:
+        if link.kind == "veth" and link.peer_netns and not link.peer_netns.startswith("nsid:") \
+                and link.peer_netns != state.name and link.peer_netns not in names:
+            names.append(link.peer_netns)
+    return names
+
+
+def owner_of(snap: Snapshot, address: str, state: NetnsState, hint: Optional[str] = None) -> Optional[NetnsState]:
+    """The namespace that has `address`, as seen from `state`: where routing delivers it (`hint`),
+    else a namespace next to it, else one the walk has read."""
+    for name in ([hint] if hint else []) + _nearby(snap, state) + snap.names():
         if snap.has(name) and snap.ns(name).owns(address):
             return snap.ns(name)
-    return next((s for s in snap.everywhere() if s.owns(address)), None)
+    return None
 
 
-def matching_devices(snap: Snapshot, sender_state: NetnsState, sender: Link, mac: Optional[str] = None
-                     ) -> List[Tuple[NetnsState, Link]]:
-    """Devices elsewhere that could be the other end: same kind and VNI (the device whose MAC is
-    `mac` first: Flannel's neighbour entry names it)."""
-    found = []
-    for state in snap.everywhere():
-        for link in state.links:
-            if state.name == sender_state.name or not _compatible(sender.kind, link.kind) or \
-                    underlay_family(link) != underlay_family(sender):
-                continue
-            if sender.kind in ("vxlan", "geneve") and link.vni != sender.vni:
-                continue
-            found.append((state, link))
+def matching_devices(snap: Snapshot, sender_state: NetnsState, sender: Link, mac: Optional[str] = None,
+                     locate: Optional[Locate] = None) -> List[Tuple[NetnsState, Link]]:
+    """Devices on other nodes that could be the other end: same kind, VNI and underlay family, on a
+    node the sender's underlay reaches (routing delivers the address it would send to there);
+    the device whose MAC is `mac` first (Flannel's neighbour entry names it)."""
+    if locate is None:
+        return []
+
+    def found_in(states) -> List[Tuple[NetnsState, Link]]:
+        found = []
+        for state in states:
+            for link in state.links:
+                if state.name == sender_state.name or not _compatible(sender.kind, link.kind) or \
+                        underlay_family(link) != underlay_family(sender) or \
+                        (sender.kind in ("vxlan", "geneve") and link.vni != sender.vni):
+                    continue
+                address = endpoint_address(snap, sender_state, sender, state, link)
+                if address and locate(sender_state, address, sender.tunnel_local) == state.name:
+                    found.append((state, link))
+        return found
+
+    near = [snap.ns(n) for n in _nearby(snap, sender_state) + snap.names() if snap.has(n)]
+    found = found_in({s.name: s for s in near}.values()) or found_in(snap.everywhere())
     if mac:
         found.sort(key=lambda f: f[1].mac.lower() != mac.lower())
     return found
@@ -236,19 +262,20 @@ def endpoint_address(snap: Snapshot, sender_state: NetnsState, sender: Link, rst
     return sorted(candidates)[0][1] if candidates else None
 
 
-def far_end(snap: Snapshot, state: NetnsState, link: Link, target: Target, hint: Optional[str] = None
+def far_end(snap: Snapshot, state: NetnsState, link: Link, target: Target, locate: Optional[Locate] = None
             ) -> Optional[Tuple[NetnsState, Link]]:
     """The device the outer packet is meant for: the one on the node that has the target address
-    (matching, else the closest); else, when no node with such a device has it, the likeliest
-    other end anywhere (so the inner path can still be judged past a broken tunnel)."""
-    owner = owner_of(snap, target.dst, hint)
+    (matching, else the closest); else, when no node with such a device has it, the one other end
+    the underlay reaches (so the inner path can still be judged past a broken tunnel)."""
+    hint = locate(state, target.dst, link.tunnel_local) if locate else None
+    owner = owner_of(snap, target.dst, state, hint)
     if owner is not None and owner.name != state.name:
         outer = Outer(link.kind, link.tunnel_local, target.dst, proto_of(link.kind, 4), target.dport, target.vni,
                       target.key)
         rdev, _ = receiver(owner, outer, link)
         if rdev is not None:
             return owner, rdev
-    others = matching_devices(snap, state, link)
+    others = matching_devices(snap, state, link, locate=locate)
     return others[0] if len(others) == 1 else None
 
 
@@ -310,7 +337,7 @@ class Tunnels:
         for found, to in ([(targets(dev, None), None)] if arp else []) + [(sent, mac)]:   # ARP/NDP goes first
             if not found.found:
                 return self._nowhere(state, dev, found, to, src, dst, **kw)
-        target = self._pick(sent.found, expected, state)
+        target = self._pick(sent.found, expected, state, dev)
         # `dev` binds the remote's packets to it (the kernel then assumes an unrouted remote is on-link);
         # FDB entries added without `via` carry no device, so theirs are routed freely
         bound = state.link(dev.tunnel_dev) if dev.tunnel_dev and target.entry is None else None
@@ -343,16 +370,17 @@ class Tunnels:
         w._add(C.check_link(rstate, rdev, f"{NAMES.get(rdev.kind, rdev.kind)} tunnel end", **kw))
         return rstate, rdev
 
-    def _pick(self, found: List[Target], expected: Optional[Tuple[NetnsState, Link]], state: NetnsState) -> Target:
+    def _pick(self, found: List[Target], expected: Optional[Tuple[NetnsState, Link]], state: NetnsState,
+              dev: Link) -> Target:
         """Of the targets a frame is flooded to, the one towards the station the walk goes to."""
-        if expected is not None and len(found) > 1:
-            for target in found:
-                end = far_end(self.w.snap, state, expected[1], target)
-                if end is not None and end[0].name == expected[0].name:
-                    return target
+        if expected is not None and len(found) > 1:   # flooded to each: the copy that gets there counts
             owner = next((t for t in found if expected[0].owns(t.dst)), None)
             if owner is not None:
                 return owner
+            for target in found:
+                end = far_end(self.w.snap, state, dev, target, self.w._locate)
+                if end is not None and end[0].name == expected[0].name:
+                    return target
         return found[0]
 
     def _nowhere(self, state: NetnsState, dev: Link, found: Targets, mac: Optional[str], src: str, dst: str,
@@ -377,7 +405,7 @@ class Tunnels:
         detail = (f"{dev.ifname} ({NAMES.get(dev.kind, dev.kind)}, VNI {dev.vni}) has no remote and no {what} "
                   f"({'the ARP/NDP request' if not mac else 'the frame'} has nowhere to go, so the kernel drops it)")
         fix: List[Argv] = []
-        other = matching_devices(self.w.snap, state, dev, mac)
+        other = matching_devices(self.w.snap, state, dev, mac, self.w._locate)
         if other:
             rstate, rdev = other[0]
             address = endpoint_address(self.w.snap, state, dev, rstate, rdev)
@@ -392,10 +420,10 @@ class Tunnels:
         while another node does (tunnel_remote_not_local, fixed on the sending side)."""
         if rstate is None and self.w.result.hops[-1].action == "leave":
             return None   # it left the machine: the far side may well be there
-        rstate = rstate or owner_of(self.w.snap, target.dst)   # the underlay did not get there: who has it
+        rstate = rstate or owner_of(self.w.snap, target.dst, state)   # the underlay did not get there: who has it
         if rstate is not None and any(_compatible(dev.kind, l.kind) and l is not dev for l in rstate.links):
             return None
-        other = [o for o in matching_devices(self.w.snap, state, dev, mac)
+        other = [o for o in matching_devices(self.w.snap, state, dev, mac, self.w._locate)
                  if rstate is None or o[0].name != rstate.name]
         if not other:
             return None
@@ -407,7 +435,9 @@ class Tunnels:
                   f"{target.how(dev)}), but {where}; the other end, {odev.ifname}" +
                   (f" (VNI {odev.vni})" if odev.vni is not None else "") + f", is in {ostate.name}" +
                   (f" at {address}" if address else ""))
-        fix = move_remote(state, dev, target.dst, address) if address else []
+        fix = _repoint(state, dev, target, address) if address else []
+        if fix and dev.kind == "vxlan":
+            detail += f" (the entry for {target.dst} can go once nothing else uses it)"
         return C.bad(state, "tunnel", "tunnel_remote_not_local", detail, fix, dev.ifname, **kw)
 
     def _missed(self, state: NetnsState, dev: Link, rstate: NetnsState, outer: Outer, miss: Optional[Miss],
@@ -425,12 +455,28 @@ class Tunnels:
             fix = recreate(rstate, miss.link, dstport=outer.dport)
             alternatives = [[in_ns(state.name, a, self.w.home) for a in recreate(state, dev, dstport=port_of(miss.link))]]
         elif miss.cause == "tunnel_remote_not_local" and miss.link.tunnel_local:
+            target = Target(outer.dst, outer.dport, outer.vni, outer.key, _entry_for(dev, outer.dst))
             return C.bad(state, "tunnel", miss.cause, f"{miss.detail} (the {describe(outer)})",
-                         move_remote(state, dev, outer.dst, miss.link.tunnel_local), dev.ifname, **kw)
+                         _repoint(state, dev, target, miss.link.tunnel_local), dev.ifname, **kw)
         finding = C.bad(rstate, "tunnel", miss.cause, f"{describe(outer)} arrives in {rstate.name}: {miss.detail}",
                         fix, miss.link.ifname, **kw)
         finding.alternatives = alternatives
         return finding
+
+
+def _entry_for(link: Link, dst: str) -> Optional[FdbEntry]:
+    return None if link.tunnel_remote == dst else next((e for e in fdb_of(link) if e.dst == dst), None)
+
+
+def _repoint(state: NetnsState, dev: Link, target: Target, address: str) -> List[Argv]:
+    """Send what went to target.dst to `address` too: VXLAN gets one more FDB entry (flooded to
+    both, so the fix harms nothing where the old endpoint was right); GENEVE is made again with
+    the new remote; an IP tunnel's remote is changed."""
+    if dev.kind == "vxlan":
+        return fdb_fix(dev, target.entry.mac if target.entry else ZERO_MAC, address, target.dport, target.vni)
+    if dev.kind == "geneve":
+        return move_remote(state, dev, target.dst, address)
+    return [argv_of("ip link set dev {} type {} remote {}", dev.ifname, dev.kind, address)]
 
 
 def inner_mtu_fix(sender: Link, mtu: int) -> Argv:
