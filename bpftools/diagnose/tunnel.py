@@ -453,7 +453,8 @@ class Tunnels:
             alternatives = [[in_ns(state.name, a, self.w.home) for a in recreate(state, dev, vni=miss.link.vni)]]
         elif miss.cause == "tunnel_port_mismatch":
             fix = recreate(rstate, miss.link, dstport=outer.dport)
-            alternatives = [[in_ns(state.name, a, self.w.home) for a in recreate(state, dev, dstport=port_of(miss.link))]]
+            other_end = recreate(state, dev, dstport=port_of(miss.link))
+            alternatives = [[in_ns(state.name, a, self.w.home) for a in other_end]]
         elif miss.cause == "tunnel_remote_not_local" and miss.link.tunnel_local:
             target = Target(outer.dst, outer.dport, outer.vni, outer.key, _entry_for(dev, outer.dst))
             return C.bad(state, "tunnel", miss.cause, f"{miss.detail} (the {describe(outer)})",
@@ -496,4 +497,5 @@ def mtu_finding(state: NetnsState, dev: Link, size: int, sender_state: NetnsStat
               f" adds {overhead(dev, underlay_family(dev))} bytes of headers on the underlay); {sender.ifname} in "
               f"{sender_state.name} sends up to {sender.mtu} bytes: its MTU must not exceed {dev.mtu}")
     fix = [in_ns(sender_state.name, inner_mtu_fix(sender, dev.mtu), kw.get("home"))]
-    return C.Finding(state.name, "mtu", False, detail, "mtu", dev.ifname, fix, C.CERTAIN, kw.get("direction", "request"))
+    return C.Finding(state.name, "mtu", False, detail, "mtu", dev.ifname, fix, C.CERTAIN,
+                     kw.get("direction", "request"))

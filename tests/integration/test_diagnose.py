@@ -107,7 +107,11 @@ def test_vxlan_segment_is_followed_to_the_remote_vtep_and_an_unused_address_stop
     result = json.loads(proc.stdout)
     assert proc.returncode == 0 and result["causes"] == [], proc.stdout
     request = [(h["netns"], h["iif"], h["oif"]) for h in result["path"] if h["direction"] == "request"]
-    assert request == [(a, None, "eth0"), (sw1, "pa", "vx0"), (sw2, "vx0", "pb"), (b, "eth0", None)]
+    assert request == [(a, None, "eth0"), (sw1, "pa", "vx0"), (sw1, None, "vx0"), (sw1, None, "u0"), (sw2, "u1", None),
+                       (sw2, "vx0", "pb"), (b, "eth0", None)]
+    tunnel = next(h for h in result["path"] if h["action"] == "tunnel")
+    assert tunnel["outer"] == {"kind": "vxlan", "src": "10.31.0.1", "dst": "10.31.0.2", "proto": "udp", "dport": 4789,
+                               "vni": 42, "key": None}
     proc = _diagnose(a, "10.32.0.77", "--json")
     result = json.loads(proc.stdout)
     assert proc.returncode == 1

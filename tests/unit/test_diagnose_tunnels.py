@@ -146,7 +146,8 @@ def _nodes(kind, far_kind=None, underlay=("10.9.0.1", "10.9.0.2"), prefix=24, **
     n1_tun.__dict__.pop("far", None)
     links1 = [veth(2, "pa", "a", 2, master=4), n1_tun, Link(4, "br0", "bridge", mtu=1400), veth(5, "u0", "n2", 5)]
     links2 = [veth(2, "pb", "b", 2, master=4), n2_tun, Link(4, "br0", "bridge", mtu=1400), veth(5, "u1", "n1", 5)]
-    wire = [] if prefix < 32 else [Route(dst=str(Addr(5, local, prefix).network.network_address), dst_len=prefix, oif=5)]
+    net = Addr(5, local, prefix).network
+    wire = [] if prefix < 32 else [Route(dst=str(net.network_address), dst_len=prefix, oif=5)]
     n1 = ns("n1", links1, [Addr(5, local, prefix)], wire)
     n2 = ns("n2", links2, [Addr(5, remote, prefix)], wire)
     a = ns("a", [veth(2, "eth0", "n1", 2, mtu=1400)], [Addr(2, "10.5.0.1", 24)])
@@ -227,7 +228,8 @@ def test_vxlan_fdb_entry_port_and_vni_override_the_devices():
 def _l3(kind, inner=("10.6.0.2", "10.6.0.1"), **tunnel):
     """n1 (tun0 inner .2, route to n2's .1 into tun0) ==kind over u0/u1== n2 (tun0 inner .1)."""
     def tun(mine, theirs, **kw):
-        return Link(3, "tun0", kind, noarp=True, mtu=1400, tunnel_local=mine, tunnel_remote=theirs, **dict(tunnel, **kw))
+        return Link(3, "tun0", kind, noarp=True, mtu=1400, tunnel_local=mine, tunnel_remote=theirs,
+                    **dict(tunnel, **kw))
 
     n1 = ns("n1", [tun("10.9.0.1", "10.9.0.2"), veth(5, "u0", "n2", 5)], [Addr(5, "10.9.0.1", 24),
                                                                           Addr(3, inner[0], 32, peer=inner[1])],
