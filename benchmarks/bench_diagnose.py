@@ -61,15 +61,24 @@ def user_ping(ns: str, dst: str, args) -> float:
     return time.monotonic() - start
 
 
+def conclude(wrong, heading: str, ok: str) -> int:
+    """The exit status: 1 with the verdicts that are not the lab's listed under `heading`."""
+    if wrong:
+        print(heading + "\n  " + "\n  ".join(wrong))
+        return 1
+    print(ok)
+    return 0
+
+
 def verdict_of(result: dict) -> str:
     return "reachable" if result["reachable"] else result["causes"][0]["cause"]
 
 
-def timed_diagnose(ns: str, dst: str, interface):
+def timed_diagnose(ns: str, dst: str, interface, payload: int = 56):
     """(seconds to verdict, of which compiling, verdict)."""
     COMPILING[0] = 0.0
     start = time.monotonic()
-    result = diagnose_ping(dst, netns=ns, interface=interface)
+    result = diagnose_ping(dst, netns=ns, interface=interface, payload=payload)
     return time.monotonic() - start, COMPILING[0], verdict_of(result)
 
 
@@ -88,9 +97,10 @@ def patient_pings():
         live.Evidence.__call__ = conclusive
 
 
-def cases(names):
-    """(topology, [None (healthy)] + faults) for every lab that builds on this kernel."""
-    for topo in lab.TOPOLOGIES.values():
+def cases(names, topologies=None):
+    """(topology, [None (healthy)] + faults) for every lab (of `topologies`: all) that builds on
+    this kernel, each brought up."""
+    for topo in topologies or lab.TOPOLOGIES.values():
         if names and topo.name not in names:
             continue
         try:
@@ -144,11 +154,7 @@ def main() -> int:
           f"worst {max(fast):.2f} s; ping -c 3 -W 2: median {statistics.median(pings):.2f} s, worst {max(pings):.2f} s; "
           f"ratio diagnose/ping: median {statistics.median(ratios):.2f}, worst {max(ratios):.2f}; "
           f"without the bcc compile: median {statistics.median(f - c for f, c in zip(fast, compiles)):.2f} s")
-    if wrong:
-        print("verdicts differ:\n  " + "\n  ".join(wrong))
-        return 1
-    print("every verdict is the lab's, fast and patient alike")
-    return 0
+    return conclude(wrong, "verdicts differ:", "every verdict is the lab's, fast and patient alike")
 
 
 if __name__ == "__main__":

@@ -150,7 +150,8 @@ OVERLAY_L2 = LabTopology(
     ping_to6="fd00:81::2", requires="vxlan_module", faults={f.name: f for f in _l2_faults()})
 
 OVERLAY_GENEVE = LabTopology(
-    "overlay-geneve", f"overlay-l2 over GENEVE: each node's br0 holds a GENEVE device geneve0 (VNI {L2_VNI}, port 6081, "
+    "overlay-geneve", f"overlay-l2 over GENEVE: each node's br0 holds a GENEVE device geneve0 (VNI {L2_VNI}, "
+    "port 6081, "
     "remote the other node) and a pod", _l2_builder("geneve"), "pod1", "10.81.0.2", ping_to6="fd00:81::2",
     requires="geneve_module", faults={f.name: f for f in [
         Fault("tunnel_firewall", "node2's INPUT drops UDP port 6081: the GENEVE packets from node1 never reach it",
@@ -281,7 +282,8 @@ def _flannel_faults() -> List[Fault]:
 
 
 OVERLAY_FLANNEL = LabTopology(
-    "overlay-flannel", f"two nodes joined by an underlay link ({FL_NET}.1 and .2), each with a pod subnet (10.244.0.0/24 "
+    "overlay-flannel", f"two nodes joined by an underlay link ({FL_NET}.1 and .2), each with a pod subnet "
+    "(10.244.0.0/24 "
     "and 10.244.1.0/24; IPv6 fd00:244:0::/64 and fd00:244:1::/64) on a bridge cni0, routed to the other node through "
     f"flannel.1 (VXLAN {FL_VNI}, port {FL_PORT}; IPv6: flannel-v6.1 over the IPv6 underlay) with the static "
     "neighbour and FDB entries flanneld programs", _build_flannel, "pod1", _fl("node2")["pod"],
