@@ -207,8 +207,9 @@ def _nearby(snap: Snapshot, state: NetnsState) -> List[str]:
 
 def owner_of(snap: Snapshot, address: str, state: NetnsState, hint: Optional[str] = None) -> Optional[NetnsState]:
     """The namespace that has `address`, as seen from `state`: where routing delivers it (`hint`),
-    else a namespace next to it, else one the walk has read."""
-    for name in ([hint] if hint else []) + _nearby(snap, state) + snap.names():
+    else a namespace next to it (not any namespace read so far: another copy of the same lab has
+    the same addresses)."""
+    for name in ([hint] if hint else []) + _nearby(snap, state):
         if snap.has(name) and snap.ns(name).owns(address):
             return snap.ns(name)
     return None
