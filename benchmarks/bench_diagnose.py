@@ -70,8 +70,8 @@ def conclude(wrong, heading: str, ok: str) -> int:
     return 0
 
 
-def verdict_of(result: dict) -> str:
-    return "reachable" if result["reachable"] else result["causes"][0]["cause"]
+def verdict_of(result) -> str:
+    return "reachable" if result.reachable else result.causes[0].cause
 
 
 def timed_diagnose(ns: str, dst: str, interface, payload: int = 56):

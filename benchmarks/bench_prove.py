@@ -110,13 +110,13 @@ def main() -> int:
             runs = ((name, fault, live_measure(ns, dst, topo, size)) for name, fault, ns, dst, topo, size in
                     lab_cases(opts.topology))
         for name, fault, (static, plain, proving, causes) in runs:
-            first = causes[0] if causes else {"cause": "reachable", "proven": False}
-            if first["cause"] != fault or not first["proven"]:
-                wrong.append(f"{name}: {first['cause']}, proven {first['proven']}")
+            cause, proven = (causes[0].cause, causes[0].proven) if causes else ("reachable", False)
+            if cause != fault or not proven:
+                wrong.append(f"{name}: {cause}, proven {proven}")
             extra = proving - plain
             added.append(extra)
             ratios.append((static + proving) / (static + plain))
-            rows.append([name, first["cause"], str(first["proven"]).lower(), f"{static * 1000:.1f}",
+            rows.append([name, cause, str(proven).lower(), f"{static * 1000:.1f}",
                          f"{extra * 1000:.1f}", f"{ratios[-1]:.2f}"])
             print(" ".join(rows[-1]), file=sys.stderr, flush=True)
     finally:

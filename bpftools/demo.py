@@ -63,11 +63,11 @@ def diagnose_and_fix(dst: str, ns: Optional[str], echo: Echo) -> bool:
     echo("$ " + Command(("bpftools", "diagnose", "ping", dst) + (("--netns", ns) if ns else ())).render())
     result = diagnose_ping(dst, ns, count=3, timeout=1.0)
     echo("\n".join("  " + line for line in story(result).splitlines()))
-    if not result["causes"] or not result["causes"][0]["fix"]:
+    if result.first is None or not result.first.fix:
         echo("  (no fix to apply)")
         return False
     echo("apply the first fix:")
-    for command in map(Command.from_json, result["causes"][0]["fix_argv"]):
+    for command in result.first.fix:
         echo(f"$ {command.render()}")
         done = subprocess.run(run_argv(command), capture_output=True, text=True)
         if done.returncode != 0:

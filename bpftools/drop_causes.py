@@ -414,16 +414,3 @@ def reason_name(reason: str) -> str:
 def drop_cause(reason: str) -> Optional[DropCause]:
     return DROP_CAUSES.get(reason_name(reason))
 
-
-def event_from_json(data: dict):
-    """A drop as trace-drops' --json (and diagnose) carry it -> the DropEvent the table's functions take."""
-    from .drop_events import DropEvent
-
-    netns = data.get("netns") or "host"
-    return DropEvent(ts=data.get("ts", 0.0), netns=netns, netns_inode=data.get("netns_inode", 0),
-                     netns_name=data.get("netns_name", None if netns == "host" else netns),
-                     ifname=data.get("ifname"), ifindex=data.get("ifindex") or 0, reason=reason_name(data.get("reason")),
-                     reason_code=data.get("reason_code") or 0, location=data.get("location"),
-                     family=data.get("family"), proto=data.get("proto"), src=data.get("src"), dst=data.get("dst"),
-                     sport=data.get("sport"), dport=data.get("dport"), icmp_type=data.get("icmp_type"),
-                     icmp_code=data.get("icmp_code"), len=data.get("len") or 0)

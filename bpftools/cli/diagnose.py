@@ -57,7 +57,7 @@ def ping(dst: str, netns: Optional[str], count: int, timeout: float, payload: in
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
     if as_json:
-        emit_json(result)
+        emit_json(result.to_json())
     else:
         say(story(result))
     sys.exit(exit_status(result))

@@ -5,18 +5,19 @@ tracing and per-hop counters (live.py) -> verdict (verdict.py)."""
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import BpftoolsError
 from .capture import Known, LiveSource, current_label
-from .live import default_tracer, relevant_drops, run_live
+from .live import LiveResult, default_tracer, relevant_drops, run_live
 from .prove import Prover
+from .records import Cause, Drop, Hop, HopCounts, Result
 from .state import Snapshot
-from .verdict import EXIT_ERROR, claimable, exit_status, story, unexplained, verdict
-from .walk import ECHO_TYPES, Walker
+from .verdict import EXIT_ERROR, Prove, claimable, exit_status, story, unexplained, verdict
+from .walk import ECHO_TYPES, Walker, WalkResult
 
-__all__ = ["diagnose_ping", "exit_status", "story", "UsageProblem"]
+__all__ = ["diagnose_ping", "exit_status", "story", "Result", "Cause", "UsageProblem"]
 
 _DEFAULT = object()
 
@@ -123,7 +124,9 @@ def prover_for(data: dict) -> Prover:
 
 def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, timeout: float = 2.0,
                   payload: int = 56, tracer=_DEFAULT, record: Optional[str] = None,
-                  interface: Optional[str] = None, source: Optional[str] = None) -> dict:
+                  interface: Optional[str] = None, source: Optional[str] = None) -> Result:
+    """Why a ping from `netns` to `target` fails (or that it works): story(result) tells it,
+    result.to_json() is `diagnose ping --json`."""
     address, scope = parse_target(target)
     family = ipaddress.ip_address(address).version
     if count < 1 or count > 100:
@@ -154,30 +157,31 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=LiveSource())
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)
-    drops = relevant_drops(live.drops, walk.src or first.src, address)
+    drops = [Drop.from_json(d) for d in relevant_drops(live.drops, walk.src or first.src, address)]
     prover = Prover(snapshot, src_ns, address, binding.source, binding.device, scope, payload, home)
-    result = verdict(target, src_ns, walk, live.sent, live.received, drops, prover)
+    result = conclude(target, src_ns, walk, live, drops, snapshot, prover, binding.device)
     if record:   # after proving: the namespaces the proofs walked into are recorded too
         import json
 
         with open(record, "w") as f:
             json.dump(recording(snapshot, src_ns, target, home, payload, binding), f, indent=1, sort_keys=True)
-    result["device"] = binding.device
-    result["family"] = walk.family
-    annotate_counts(result["path"], live, snapshot, walk.family)
-    if result["causes"]:
-        result["causes"] = claimable(result["causes"], result["path"]) or [unexplained(result, src_ns)]
-    annotate_inodes(result, snapshot)
-    result["notes"] = live.notes
     return result
 
 
-def annotate_inodes(result: dict, snapshot: Snapshot) -> None:
-    """Beside every namespace label in the JSON, `netns_inode`: the namespace's nsfs inode."""
-    inodes = {label: snapshot.ns(label).inode for label in snapshot.names()}
-    for item in [result] + result["path"] + result["causes"] + result["drops"] + result["checks"]:
-        if item.get("netns") in inodes and item.get("netns_inode") is None:
-            item["netns_inode"] = inodes[item["netns"]]
+def conclude(target: str, src_ns: str, walk: WalkResult, live: LiveResult, drops: List[Drop], snapshot: Snapshot,
+             prove: Optional[Prove] = None, device: Optional[str] = None) -> Result:
+    """The Result of the live pings over the walked path: the verdict, each hop with its counts,
+    the causes at hops the counted packets never reached set aside, the namespaces' inodes."""
+    result = verdict(target, src_ns, walk, live.sent, live.received, drops, prove)
+    path = [replace(hop, packets=hop_counts(hop, live, snapshot, walk.family)) for hop in result.path]
+    causes = result.causes and (claimable(result.causes, path) or [unexplained(path, src_ns)])
+    return replace(result, path=path, causes=causes, device=device, notes=list(live.notes),
+                   inodes=inodes_of(snapshot))
+
+
+def inodes_of(snapshot: Snapshot) -> Dict[str, int]:
+    """Every captured namespace's nsfs inode: the JSON's `netns_inode` beside its label."""
+    return {label: snapshot.ns(label).inode for label in snapshot.names()}
 
 
 def cannot_leave(walk, src_ns: str) -> Optional[str]:
@@ -189,22 +193,19 @@ def cannot_leave(walk, src_ns: str) -> Optional[str]:
     return None
 
 
-def annotate_counts(path, live, snapshot: Snapshot, family: int = 4) -> None:
-    """Each hop gets `packets`: {"in", "out"}: the ping's echo packets seen entering and leaving
-    (per-hop ICMP counting), else every frame the interfaces counted (interface statistics)."""
-    for hop in path:
-        if live.hop_counts is not None:
-            icmp = ECHO_TYPES[family][hop["direction"]]
-            links = {l.ifname: l.ifindex for l in snapshot.ns(hop["netns"]).links}
+def hop_counts(hop: Hop, live: LiveResult, snapshot: Snapshot, family: int = 4) -> HopCounts:
+    """The ping's echo packets seen entering and leaving the hop (per-hop ICMP counting), else
+    every frame its interfaces counted (interface statistics)."""
+    if live.hop_counts is None:
+        counters = live.counters.get(hop.netns, {})
+        return HopCounts(counters.get(hop.iif, {}).get("rx") if hop.iif else None,
+                         counters.get(hop.oif, {}).get("tx") if hop.oif else None, "frames")
+    icmp = ECHO_TYPES[family][hop.direction]
+    links = {link.ifname: link.ifindex for link in snapshot.ns(hop.netns).links}
 
-            def seen(ifname, way):
-                if not ifname or ifname not in links:
-                    return None
-                return live.hop_counts.get((hop["netns"], links[ifname], way, icmp), 0)
+    def seen(ifname: Optional[str], way: str) -> Optional[int]:
+        if not ifname or ifname not in links:
+            return None
+        return live.hop_counts.get((hop.netns, links[ifname], way, icmp), 0)
 
-            hop["packets"] = {"in": seen(hop["iif"], "rx"), "out": seen(hop["oif"], "tx"), "unit": "echo"}
-        else:
-            counters = live.counters.get(hop["netns"], {})
-            hop["packets"] = {"in": counters.get(hop["iif"], {}).get("rx") if hop["iif"] else None,
-                              "out": counters.get(hop["oif"], {}).get("tx") if hop["oif"] else None,
-                              "unit": "frames"}
+    return HopCounts(seen(hop.iif, "rx"), seen(hop.oif, "tx"), "echo")

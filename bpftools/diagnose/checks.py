@@ -38,6 +38,7 @@ class Finding:
     direction: str = "request"
     symptom: bool = False   # what any fault that stops ARP/NDP looks like (a FAILED entry): never an "also"
     alternatives: List[List[Command]] = field(default_factory=list)   # other fixes, tried when `fix` is not proven
+    missing: str = ""       # without a fix: what a command would need that bpftools cannot know (said, not guessed)
 
     def to_dict(self) -> dict:
         return {"netns": self.netns, "check": self.check, "ok": self.ok, "detail": self.detail}
@@ -181,9 +182,20 @@ def check_route(state: NetnsState, lookup, dst: str, cause: str, suggestion: Opt
     if down:
         return bad(state, "route", "link_down", f"{detail}: {down[0]}, which has the subnet, is down",
                    [argv_of("ip link set dev {} up", down[0])], down[0], **kw)
-    return bad(state, "route", cause, detail, refusal_fix(state, lookup) + _route_fix_after(state, lookup, suggestion,
-                                                                                               dst),
-               suggestion.dev if suggestion else None, **kw)
+    fix = refusal_fix(state, lookup) + _route_fix_after(state, lookup, suggestion, dst)
+    finding = bad(state, "route", cause, detail, fix, suggestion.dev if suggestion else None, **kw)
+    if not fix:
+        finding.missing = _no_route_known(state, dst)
+    return finding
+
+
+def _no_route_known(state: NetnsState, dst: str) -> str:
+    """Why no route can be suggested: nothing to send through, or nobody known to forward it."""
+    if not any(l.ifname != "lo" and state.addrs_on(l.ifindex) for l in state.links):
+        return (f"{state.name} has no network interface with an address but lo: it must be connected to a network "
+                "first (a Docker container: `docker network connect`), then routed")
+    return (f"no namespace on {state.name}'s links owns or forwards {dst}: the gateway to route it through is "
+            "not known here")
 
 
 def refusal_fix(state: NetnsState, lookup) -> List[Argv]:

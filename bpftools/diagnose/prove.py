@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence
 from ..commands import HOST_LABEL, Command, rendered
 from ..errors import survive
 from .apply_fix import Refused, Unmodelled, applied
+from .records import Cause
 from .state import Snapshot
 from .walk import Walker, WalkResult
 
@@ -51,7 +52,7 @@ class Prover:
         return Walker(snapshot, self.payload, home=self.home).walk(self.src_ns, self.dst, self.source, self.device,
                                                                   self.scope)
 
-    def trial(self, commands: Sequence[Command], cause: dict) -> Trial:
+    def trial(self, commands: Sequence[Command], cause: Cause) -> Trial:
         try:
             model = applied(self.snapshot, commands, self.home)
         except Refused as exc:   # it would fail when run: no advice, just not a fix
@@ -63,9 +64,9 @@ class Prover:
             result = judge(self.walk(model), cause)   # a model the walk cannot follow proves nothing
         return result
 
-    def __call__(self, causes: List[dict]) -> None:
-        """Set each cause's `fix`, `fix_argv`, `proven` and `advice` from its `_candidates`."""
-        chosen = [(c.get("_candidates") or [[]])[0] for c in causes]
+    def __call__(self, causes: List[Cause]) -> None:
+        """Set each cause's `fix`, `proven` and `advice` from its candidates (`ranking.candidates`)."""
+        chosen = [(c.ranking.candidates or [[]])[0] for c in causes]
         done: List[Command] = []
         for i, cause in enumerate(causes):
             later = [cmd for fix in chosen[i + 1:] for cmd in fix]
@@ -76,8 +77,8 @@ class Prover:
             else:
                 chosen[i] = []
 
-    def prove_one(self, cause: dict, done: List[Command], later: List[Command]) -> Optional[List[Command]]:
-        candidates = [c for c in cause.pop("_candidates", []) if c]
+    def prove_one(self, cause: Cause, done: List[Command], later: List[Command]) -> Optional[List[Command]]:
+        candidates = [c for c in cause.ranking.candidates if c]
         advice: List[Command] = []
         failures: List[str] = []
         for candidate in candidates:
@@ -86,10 +87,10 @@ class Prover:
                 joint = self.trial(done + candidate + later, cause)   # with the other faults' fixes
                 trial = joint if joint.repaired else trial
             if trial.repaired:
-                set_fix(cause, candidate, True)
-                cause["evidence"] += [f"not proven: {text}" for text in failures]
+                cause.set_fix(candidate, True)
+                cause.evidence += [f"not proven: {text}" for text in failures]
                 return candidate
-            log.debug("%s in %s: candidate %s not proven: %s", cause["cause"], cause["netns"],
+            log.debug("%s in %s: candidate %s not proven: %s", cause.cause, cause.netns,
                       rendered(candidate), trial.unmodelled or trial.still)
             if trial.unmodelled:
                 advice = advice or candidate
@@ -98,17 +99,12 @@ class Prover:
             else:
                 failures.append(f"{' ; '.join(rendered(candidate))}: on the model the path still breaks "
                                 f"({trial.still})")
-        set_fix(cause, [], False, advice)
-        cause["evidence"] += [f"not proven: {text}" for text in failures]
+        cause.set_fix([], False, advice)
+        cause.evidence += [f"not proven: {text}" for text in failures]
         return None
 
 
-def set_fix(cause: dict, fix: List[Command], proven: bool, advice: Sequence[Command] = ()) -> None:
-    cause.update({"fix": rendered(fix), "fix_argv": [c.to_json() for c in fix], "proven": proven,
-                  "advice": rendered(advice), "advice_argv": [c.to_json() for c in advice]})
-
-
-def judge(walk: WalkResult, cause: dict) -> Trial:
+def judge(walk: WalkResult, cause: Cause) -> Trial:
     """Does the re-walk show the path repaired, and the cause's condition gone?"""
     if not walk.request_delivered or not walk.reply_delivered:
         stop = next((h for h in reversed(walk.hops) if h.action in ("broken", "leave")), None)
@@ -117,8 +113,7 @@ def judge(walk: WalkResult, cause: dict) -> Trial:
     blocking = [f for f in walk.findings if not f.ok and f.cause and not f.symptom]
     if blocking:
         return Trial(False, still=f"{blocking[0].cause} in {blocking[0].netns}: {blocking[0].detail}")
-    same = [f for f in walk.findings if (f.cause, f.netns, f.ifname) == (cause["cause"], cause["netns"],
-                                                                          cause["ifname"])
+    same = [f for f in walk.findings if (f.cause, f.netns, f.ifname) == (cause.cause, cause.netns, cause.ifname)
             and (not f.ok or f.check in PROGRAM_CHECKS)]
     if same:
         return Trial(False, still=f"{same[0].detail}")

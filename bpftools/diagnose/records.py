@@ -1,9 +1,22 @@
-"""The typed records of a diagnosis: the hops of the path (and the outer packet of a tunnel hop).
-JSON is made from them here, in one place."""
+"""The typed records of a diagnosis: the hops of the path (and the outer packet of a tunnel hop),
+the per-hop packet counts, the drops traced, the causes and the whole result. The JSON of
+`diagnose ping --json` is made from them here, in one place (`to_json`), and nowhere else."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Optional
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ..commands import Command, rendered
+from ..drop_causes import reason_name
+from ..drop_events import DropEvent
+
+Inodes = Dict[str, int]   # namespace label -> nsfs inode: `netns_inode` beside every `netns` in the JSON
+
+
+def _with_inode(data: dict, inodes: Optional[Inodes]) -> dict:
+    if inodes and data.get("netns") in inodes and data.get("netns_inode") is None:
+        data["netns_inode"] = inodes[data["netns"]]
+    return data
 
 
 @dataclass
@@ -25,6 +38,19 @@ class Outer:
 
 
 @dataclass
+class HopCounts:
+    """The ping's packets counted entering (`rx`, the JSON's `in`) and leaving (`tx`, `out`) a hop,
+    in `unit`: `echo`, its own echo packets (per-hop BPF counting), or `frames`, every frame the
+    interfaces counted. None: the hop has no such interface (the path's ends)."""
+    rx: Optional[int]
+    tx: Optional[int]
+    unit: str
+
+    def to_json(self) -> dict:
+        return {"in": self.rx, "out": self.tx, "unit": self.unit}
+
+
+@dataclass
 class Hop:
     direction: str
     netns: str
@@ -38,8 +64,133 @@ class Hop:
     nexthop: Optional[str] = None
     note: str = ""
     outer: Optional[Outer] = None
+    packets: Optional[HopCounts] = None   # set once the live pings were counted (diagnose_ping)
 
-    def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k != "outer"}
-        data["outer"] = asdict(self.outer) if self.outer is not None else None
+    def to_json(self, inodes: Optional[Inodes] = None) -> dict:
+        data = {"direction": self.direction, "netns": self.netns, "iif": self.iif, "oif": self.oif,
+                "action": self.action, "src": self.src, "dst": self.dst, "nexthop": self.nexthop, "note": self.note,
+                "outer": asdict(self.outer) if self.outer is not None else None}
+        if self.packets is not None:
+            data["packets"] = self.packets.to_json()
+        return _with_inode(data, inodes)
+
+    to_dict = to_json
+
+
+@dataclass
+class Drop:
+    """A drop of the ping's packets traced during the live pings, merged per place and reason
+    (live.relevant_drops). `more`: what the tracer adds beyond these fields, kept in the JSON."""
+    netns: Optional[str]
+    ifname: Optional[str]
+    reason: str
+    location: Optional[str] = None
+    family: Optional[str] = None
+    proto: Optional[str] = None
+    src: Optional[str] = None
+    dst: Optional[str] = None
+    icmp_type: Optional[int] = None
+    netns_inode: Optional[int] = None
+    count: int = 1
+    more: Dict[str, Any] = field(default_factory=dict)
+
+    FIELDS = ("netns", "ifname", "reason", "location", "family", "proto", "src", "dst", "icmp_type", "netns_inode",
+              "count")
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Drop":
+        """A drop as live.relevant_drops merges the tracer's events (the `drops` of the JSON)."""
+        known = {k: data[k] for k in cls.FIELDS if k in data}
+        known.setdefault("reason", "")
+        return cls(**known, more={k: v for k, v in data.items() if k not in cls.FIELDS})
+
+    def event(self) -> DropEvent:
+        """The drop as drop_causes' table functions take it (drop_events.DropEvent)."""
+        netns = self.netns or "host"
+        return DropEvent(ts=0.0, netns=netns, netns_inode=self.netns_inode or 0,
+                         netns_name=None if netns == "host" else netns, ifname=self.ifname,
+                         ifindex=self.more.get("ifindex") or 0,
+                         reason=reason_name(self.reason), reason_code=0, location=self.location, family=self.family,
+                         proto=self.proto, src=self.src, dst=self.dst, sport=self.more.get("sport"),
+                         dport=self.more.get("dport"), icmp_type=self.icmp_type, icmp_code=None, len=0)
+
+    def to_json(self, inodes: Optional[Inodes] = None) -> dict:
+        data = {k: getattr(self, k) for k in self.FIELDS}
+        data.update(self.more)
+        return _with_inode(data, inodes)
+
+
+@dataclass
+class Ranking:
+    """What ranks a cause and what proving tries on it; internal, never in the JSON."""
+    order: int                 # the order its check ran in (drops: after every check)
+    confirmed: bool = False    # independently confirmed (certain config, or a traced drop): may be an "also"
+    symptom: bool = False      # what another fault looks like from the sender (a FAILED neighbour entry)
+    candidates: List[List[Command]] = field(default_factory=list)   # fixes to prove, the likeliest first
+
+
+@dataclass
+class Cause:
+    """Where the ping breaks and why, with the evidence and the fix (proven on the model) or advice.
+    `fix` and `advice` are Commands: the JSON renders each as a shell line and as argv."""
+    cause: str
+    netns: Optional[str]
+    ifname: Optional[str]
+    detail: str
+    evidence: List[str] = field(default_factory=list)
+    fix: List[Command] = field(default_factory=list)
+    advice: List[Command] = field(default_factory=list)
+    proven: bool = False
+    confidence: float = 0.0
+    direction: Optional[str] = None
+    missing: str = ""   # without a fix: what a command would need that bpftools cannot know (the story says it)
+    ranking: Ranking = field(default_factory=lambda: Ranking(0), repr=False, compare=False)
+
+    def add_evidence(self, text: str) -> None:
+        if text not in self.evidence:
+            self.evidence.append(text)
+
+    def set_fix(self, fix: List[Command], proven: bool, advice: List[Command] = ()) -> None:
+        self.fix, self.proven, self.advice = list(fix), proven, list(advice)
+
+    def to_json(self, inodes: Optional[Inodes] = None) -> dict:
+        return _with_inode({
+            "cause": self.cause, "netns": self.netns, "ifname": self.ifname, "detail": self.detail,
+            "evidence": list(self.evidence), "fix": rendered(self.fix), "fix_argv": [c.to_json() for c in self.fix],
+            "proven": self.proven, "advice": rendered(self.advice),
+            "advice_argv": [c.to_json() for c in self.advice], "confidence": self.confidence,
+            "direction": self.direction}, inodes)
+
+
+@dataclass
+class Result:
+    """What `diagnose ping` found: `story()` (verdict.py) tells it, `to_json()` is its --json."""
+    target: str
+    netns: str
+    reachable: bool
+    sent: int
+    received: int
+    source: Optional[str]
+    path: List[Hop]
+    causes: List[Cause]
+    drops: List[Drop]
+    checks: list                       # checks.Finding (not imported here: checks may build on these records)
+    device: Optional[str] = None       # ping -I IFACE
+    family: int = 4
+    notes: List[str] = field(default_factory=list)   # what the live part could not do
+    inodes: Inodes = field(default_factory=dict)
+
+    @property
+    def first(self) -> Optional[Cause]:
+        return self.causes[0] if self.causes else None
+
+    def to_json(self) -> dict:
+        inodes = self.inodes
+        data = {"target": self.target, "netns": self.netns, "reachable": self.reachable, "sent": self.sent,
+                "received": self.received, "source": self.source, "path": [h.to_json(inodes) for h in self.path],
+                "causes": [c.to_json(inodes) for c in self.causes], "drops": [d.to_json(inodes) for d in self.drops],
+                "checks": [_with_inode(f.to_dict(), inodes) for f in self.checks], "device": self.device,
+                "family": self.family}
+        _with_inode(data, inodes)
+        data["notes"] = list(self.notes)
         return data

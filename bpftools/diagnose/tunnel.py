@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ..commands import Argv, Command, argv_of, in_ns, rendered
 from . import checks as C
-from .records import Outer
+from .records import Hop, Outer
 from .routing import fib_lookup, route_get, select_source
 from .state import FdbEntry, Link, NetnsState, Snapshot, family_of
 from .tunnel_fixes import fdb_fix, move_remote, recreate, tunnel_overhead as overhead, underlay_family
@@ -287,24 +287,21 @@ def far_side_command(inner_src: str, inner_dst: str) -> Command:
     return Command(argv_of("bpftools trace-drops --all-netns --src {} --dst {}", inner_src, inner_dst))
 
 
-def leaving_lines(path: List[dict]) -> List[str]:
+def leaving_lines(path: List[Hop]) -> List[str]:
     """For every hop where an outer packet leaves what bpftools can follow: the packet, the
     interface and next hop, whether it was seen leaving (the per-hop count), and what to run on
     the far node (the inner ping's ends are those of the direction's first hop)."""
     lines = []
     for hop in path:
-        outer = hop.get("outer")
-        if hop.get("action") != "leave" or not outer:
+        if hop.action != "leave" or hop.outer is None:
             continue
-        first = next(h for h in path if h["direction"] == hop["direction"])
-        counts = hop.get("packets") or {}
-        out = counts.get("out")
-        seen = f"{out} {counts.get('unit') or 'packets'} counted leaving" if out is not None else \
+        first = next(h for h in path if h.direction == hop.direction)
+        counted = hop.packets is not None and hop.packets.tx is not None
+        seen = f"{hop.packets.tx} {hop.packets.unit} counted leaving" if counted else \
             "not counted leaving (no per-hop counts)"
-        lines.append(f"  the {hop['direction']} leaves encapsulated: {describe(Outer(**outer))} through "
-                     f"{hop['oif'] or '?'} in {hop['netns']}" + (f" to {hop['nexthop']}" if hop.get("nexthop") else "")
-                     + f" ({seen})")
-        lines.append("  on the far node, run: " + rendered([far_side_command(first["src"], first["dst"])])[0])
+        lines.append(f"  the {hop.direction} leaves encapsulated: {describe(hop.outer)} through {hop.oif or '?'} in "
+                     f"{hop.netns}" + (f" to {hop.nexthop}" if hop.nexthop else "") + f" ({seen})")
+        lines.append("  on the far node, run: " + rendered([far_side_command(first.src, first.dst)])[0])
     return lines
 
 

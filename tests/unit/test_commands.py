@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hostile_names import (as_bytes, bash_words, dns_labels, docker_names, ifnames, netns_names)
-from bpftools.commands import Command, argv_of, in_ns, in_netns_of, quote_word, render, run_argv
+from bpftools.commands import Command, argv_of, in_ns, in_netns_of, quote_word, render, rendered, run_argv
 from bpftools.names import check_netns_selector, ifname_problem
 from bpftools.text import shown, terminal_safe
 
@@ -201,17 +201,18 @@ def test_diagnose_prints_a_fix_for_a_hostile_interface_that_gives_back_its_argv(
     recording = _renamed(recording, "bpftlab-veth-ns1", ns)
     walk = replay(copy.deepcopy(recording))
     causes = build_causes(walk.findings, [])
-    assert causes[0]["cause"] == "link_down"
-    assert causes[0]["fix_argv"] == [{"netns": ns, "argv": ["ip", "link", "set", "dev", ifname, "up"]}]
-    assert bash_words(causes[0]["fix"][0])[0] == expect(["ip", "netns", "exec", ns], argv_of(LINK_UP, ifname))
+    assert causes[0].cause == "link_down"
+    assert causes[0].to_json()["fix_argv"] == [{"netns": ns, "argv": ["ip", "link", "set", "dev", ifname, "up"]}]
+    assert bash_words(rendered(causes[0].fix)[0])[0] == expect(["ip", "netns", "exec", ns], argv_of(LINK_UP, ifname))
 
     result = verdict("10.70.0.2", "bpftlab-veth-host", walk, 3, 0, [])
 
     out = _human_output(story(result))
     assert control_free(out)
-    assert causes[0]["fix"][0].encode("utf-8") in out   # the fix is printed as rendered: still pasteable
+    assert rendered(causes[0].fix)[0].encode("utf-8") in out   # the fix is printed as rendered: still pasteable
     emitted = subprocess.run([sys.executable, "-c", "import json, sys; from bpftools.cli.output import emit_json; "
-                              "emit_json(json.loads(sys.stdin.read()))"], input=json.dumps(causes[0]).encode(),
+                              "emit_json(json.loads(sys.stdin.read()))"],
+                             input=json.dumps(causes[0].to_json()).encode(),
                              capture_output=True, check=True).stdout
     assert json.loads(emitted)["ifname"] == ifname   # JSON keeps the exact name
 

@@ -4,6 +4,7 @@ the per-hop checks, the walker across veth/bridge/tunnel, and the verdict."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -11,6 +12,7 @@ from bpftools.commands import Command, join, rendered
 from bpftools.diagnose import checks as C
 from bpftools.diagnose.firewall import Packet, firewall_verdict, parse_iptables_save
 from bpftools.diagnose.live import relevant_drops
+from bpftools.diagnose.records import Cause, Drop, Hop, HopCounts
 from bpftools.diagnose.routing import fib_lookup, route_get, validate_source
 from bpftools.diagnose.segment import resolve
 from bpftools.diagnose.state import (Addr, Link, NetnsState, Neighbour, Route, Rule, Snapshot, default_rules,
@@ -303,7 +305,7 @@ def test_walker_follows_an_ipip_tunnel_through_the_underlay():
 def test_walker_blames_the_underlay_hub_that_does_not_forward():
     walk = Walker(tunnel_snapshot(hub_forwarding=0)).walk("ns1", "10.73.100.2")
     causes = build_causes(walk.findings, [])
-    assert (causes[0]["cause"], causes[0]["netns"]) == ("ip_forward_disabled", "hub")
+    assert (causes[0].cause, causes[0].netns) == ("ip_forward_disabled", "hub")
 
 
 def test_a_path_that_leaves_the_machine_says_so():
@@ -312,9 +314,9 @@ def test_a_path_that_leaves_the_machine_says_so():
     walk = Walker(Snapshot({"host": host})).walk("host", "198.51.100.7")
     assert walk.left_machine == "eth0 in host" and not walk.request_delivered
     result = verdict("198.51.100.7", "host", walk, 3, 0, [])
-    assert [c["cause"] for c in result["causes"]] == ["unknown"]
+    assert [c.cause for c in result.causes] == ["unknown"]
     assert exit_status(result) == 2
-    assert "leaves the machine" in " ".join(result["causes"][0]["evidence"])
+    assert "leaves the machine" in " ".join(result.causes[0].evidence)
 
 
 def test_unknown_peer_namespace_ends_the_walk_cleanly():
@@ -339,8 +341,8 @@ def test_reachable_means_no_causes_even_with_failed_checks():
     walk = Walker(Snapshot({"h": ns("h", [], [])}))
     walk.result.findings = [_finding("mtu")]
     result = verdict("10.0.0.1", "h", walk.result, 3, 3, [])
-    assert result["reachable"] and result["causes"] == [] and exit_status(result) == 0
-    assert result["checks"] == [{"netns": "r", "check": "c", "ok": False, "detail": "mtu detail"}]
+    assert result.reachable and result.causes == [] and exit_status(result) == 0
+    assert result.to_json()["checks"] == [{"netns": "r", "check": "c", "ok": False, "detail": "mtu detail"}]
 
 
 def test_causes_rank_by_confidence_then_path_order_and_merge_same_fix():
@@ -348,30 +350,30 @@ def test_causes_rank_by_confidence_then_path_order_and_merge_same_fix():
                 _finding("netfilter_drop", fix=("c",)), _finding("netfilter_drop", fix=("c",))]
     causes = build_causes(findings, [])
     # a symptom (LIKELY) is listed after the first cause only when a traced drop confirms it
-    assert [c["cause"] for c in causes] == ["rp_filter", "netfilter_drop"]
-    assert len(causes[1]["evidence"]) == 1   # the same check twice is one piece of evidence
-    drop = {"netns": "r", "ifname": "eth0", "reason": "NEIGH_FAILED", "count": 1}
-    assert [c["cause"] for c in build_causes(findings, [drop])] == ["rp_filter", "netfilter_drop",
+    assert [c.cause for c in causes] == ["rp_filter", "netfilter_drop"]
+    assert len(causes[1].evidence) == 1   # the same check twice is one piece of evidence
+    drop = Drop("r", "eth0", "NEIGH_FAILED")
+    assert [c.cause for c in build_causes(findings, [drop])] == ["rp_filter", "netfilter_drop",
                                                                      "neighbor_unreachable"]
-    assert [c["cause"] for c in build_causes(findings[:1], [])] == ["neighbor_unreachable"]   # first: always
+    assert [c.cause for c in build_causes(findings[:1], [])] == ["neighbor_unreachable"]   # first: always
 
 
 def test_causes_beyond_where_the_packets_were_counted_to_stop_are_not_claimed():
-    path = [dict(_hop("request", "l", None, "eth0", "send", None, 3)),
-            dict(_hop("request", "r", "a", "b", "forward", 3, 0)),
-            dict(_hop("request", "x", "eth0", None, "deliver", 0, None)),
-            dict(_hop("reply", "x", None, "eth0", "send", None, 0)),
-            dict(_hop("reply", "l", "eth0", None, "deliver", 0, None))]
-    causes = [{"cause": c, "netns": n, "direction": d} for c, n, d in (
+    path = [_hop("request", "l", None, "eth0", "send", None, 3),
+            _hop("request", "r", "a", "b", "forward", 3, 0),
+            _hop("request", "x", "eth0", None, "deliver", 0, None),
+            _hop("reply", "x", None, "eth0", "send", None, 0),
+            _hop("reply", "l", "eth0", None, "deliver", 0, None)]
+    causes = [Cause(c, n, None, "", direction=d) for c, n, d in (
         ("netfilter_drop", "r", "request"), ("mtu", "x", "request"), ("no_return_route", "x", "reply"),
         ("xdp_drop", "q", None))]
     # r is where they stop; x (the next hop) is still a suspect; nothing on the reply path is
     assert counted_cutoff(path) == {"request": 2, "reply": -1}
-    assert [c["cause"] for c in claimable(causes, path)] == ["netfilter_drop", "mtu", "xdp_drop"]
-    path[1]["packets"] = {"in": 3, "out": 3, "unit": "echo"}
-    path[2]["packets"] = {"in": 0, "out": None, "unit": "echo"}
+    assert [c.cause for c in claimable(causes, path)] == ["netfilter_drop", "mtu", "xdp_drop"]
+    path[1].packets = HopCounts(3, 3, "echo")
+    path[2].packets = HopCounts(0, None, "echo")
     assert counted_cutoff(path)["request"] == 2
-    frames = [dict(h, packets={"in": 0, "out": 0, "unit": "frames"}) for h in path]
+    frames = [replace(h, packets=HopCounts(0, 0, "frames")) for h in path]
     assert claimable(causes, frames) == causes   # no echo counts: nothing is ruled out
 
 
@@ -386,15 +388,13 @@ def test_story_shows_each_piece_of_evidence_once():
 
 
 def test_drop_events_confirm_checks_or_become_causes():
-    drops = [{"netns": "r", "ifname": "eth0", "reason": "NETFILTER_DROP", "count": 2},
-             {"netns": "q", "ifname": "veth1", "reason": "XDP", "count": 3},
-             {"netns": "q", "ifname": "veth2", "reason": "TC_INGRESS", "count": 1},
-             {"netns": "q", "ifname": "veth2", "reason": "NOT_SPECIFIED", "count": 1}]
+    drops = [Drop("r", "eth0", "NETFILTER_DROP", count=2), Drop("q", "veth1", "XDP", count=3),
+             Drop("q", "veth2", "TC_INGRESS"), Drop("q", "veth2", "NOT_SPECIFIED")]
     causes = build_causes([_finding("netfilter_drop")], drops)
-    assert [c["cause"] for c in causes] == ["netfilter_drop", "xdp_drop", "tc_drop"]
-    assert causes[0]["confidence"] > C.CERTAIN and "drop NETFILTER_DROP in r eth0 x2" in causes[0]["evidence"]
-    assert causes[1]["fix"] == ["ip netns exec q ip link set dev veth1 xdp off"]
-    assert causes[2]["fix"] == ["ip netns exec q tc filter del dev veth2 ingress"]
+    assert [c.cause for c in causes] == ["netfilter_drop", "xdp_drop", "tc_drop"]
+    assert causes[0].confidence > C.CERTAIN and "drop NETFILTER_DROP in r eth0 x2" in causes[0].evidence
+    assert rendered(causes[1].fix) == ["ip netns exec q ip link set dev veth1 xdp off"]
+    assert rendered(causes[2].fix) == ["ip netns exec q tc filter del dev veth2 ingress"]
 
 
 def test_relevant_drops_keep_this_ping_and_arp_merged():
@@ -412,7 +412,7 @@ def test_story_tells_path_break_why_and_fix():
     assert "echo request: ns1" in text and "it breaks in hub" in text
     assert "ip netns exec hub sysctl -w net.ipv4.ip_forward=1" in text
     assert exit_status(result) == 1
-    json.dumps(result)  # the --json object is serialisable
+    json.dumps(result.to_json())  # the --json object is serialisable
 
 
 def _pair(gateway="10.1.0.2", **peer_sysctls):
@@ -436,7 +436,7 @@ def test_a_gateway_nobody_has_gets_the_route_pointed_at_the_peer():
     assert finding.cause == "neighbor_unreachable" and finding.confidence == C.CERTAIN
     assert rendered(finding.fix) == ["ip netns exec a ip route replace 10.9.0.0/16 via 10.1.0.2 dev eth0"]
     walk = Walker(Snapshot({"a": a, "b": b})).walk("a", "10.9.0.1")
-    assert build_causes(walk.findings, [])[0]["cause"] == "neighbor_unreachable"
+    assert build_causes(walk.findings, [])[0].cause == "neighbor_unreachable"
     assert [h.netns for h in walk.hops] == ["a"] and walk.hops[-1].action == "broken"
 
 
@@ -467,8 +467,7 @@ def test_mtu_of_the_receiving_veth_end_counts_fragments_not_the_whole_ping():
 
 
 def _hop(direction, netns, iif, oif, action, inn, out):
-    return {"direction": direction, "netns": netns, "iif": iif, "oif": oif, "action": action,
-            "packets": {"in": inn, "out": out, "unit": "echo"}}
+    return Hop(direction, netns, iif, oif, action, "", "", packets=HopCounts(inn, out, "echo"))
 
 
 def test_per_hop_counts_say_where_the_packets_stop():
@@ -482,7 +481,7 @@ def test_per_hop_counts_say_where_the_packets_stop():
     fine = [_hop("request", "l", None, "eth0", "send", None, 3), _hop("request", "x", "eth0", None, "deliver", 3, None),
             _hop("reply", "x", None, "eth0", "send", None, 3), _hop("reply", "l", "eth0", None, "deliver", 3, None)]
     assert where_it_stops(fine) is None
-    frames = [dict(h, packets={"in": 1, "out": 0, "unit": "frames"}) for h in fine]
+    frames = [replace(h, packets=HopCounts(1, 0, "frames")) for h in fine]
     assert where_it_stops(frames) is None
 
 
@@ -552,8 +551,7 @@ def test_a_failed_arp_entry_is_never_a_second_cause():
     failed = C.Finding("h", "neighbour", False, "ARP for 192.168.4.2 on veth0 is FAILED", "neighbor_unreachable",
                        "veth0", [Command(("ip", "neigh", "flush", "dev", "veth0", "to", "192.168.4.2"))], C.LIKELY,
                        symptom=True)
-    drops = [{"netns": "h", "ifname": "veth0", "reason": "NEIGH_FAILED", "location": "neigh_invalidate+0x7e",
-              "family": "arp", "count": 3}]
-    assert [c["cause"] for c in build_causes([first, failed], drops)] == ["local_source"]
-    assert [c["cause"] for c in build_causes([first], drops)] == ["local_source"]
-    assert [c["cause"] for c in build_causes([failed], drops)] == ["neighbor_unreachable"]
+    drops = [Drop("h", "veth0", "NEIGH_FAILED", "neigh_invalidate+0x7e", "arp", count=3)]
+    assert [c.cause for c in build_causes([first, failed], drops)] == ["local_source"]
+    assert [c.cause for c in build_causes([first], drops)] == ["local_source"]
+    assert [c.cause for c in build_causes([failed], drops)] == ["neighbor_unreachable"]

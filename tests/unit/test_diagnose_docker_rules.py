@@ -178,16 +178,21 @@ def test_bridge_networks_name_each_bridge_and_its_icc_option():
 
 
 def test_json_keeps_the_inode_beside_every_label():
-    from bpftools.diagnose import annotate_inodes
+    from bpftools.diagnose import inodes_of
+    from bpftools.diagnose.checks import Finding
+    from bpftools.diagnose.records import Cause, Drop, Hop, Result
     from bpftools.diagnose.state import Snapshot
 
     snap = Snapshot({"host": NetnsState("host", inode=4026531833), "docker:web": NetnsState("docker:web", inode=7)})
-    result = {"netns": "docker:web", "path": [{"netns": "host"}, {"netns": "docker:web"}],
-              "causes": [{"netns": "docker:web"}], "drops": [{"netns": "host", "netns_inode": 4026531833}],
-              "checks": [{"netns": "elsewhere"}]}
-    annotate_inodes(result, snap)
-    assert result["netns_inode"] == 7 and [h["netns_inode"] for h in result["path"]] == [4026531833, 7]
-    assert result["causes"][0]["netns_inode"] == 7 and "netns_inode" not in result["checks"][0]
+    path = [Hop("request", "host", None, "eth0", "send", "a", "b"), Hop("request", "docker:web", "eth0", None,
+                                                                        "deliver", "a", "b")]
+    result = Result("b", "docker:web", False, 1, 0, None, path, [Cause("x", "docker:web", None, "d")],
+                    [Drop("host", None, "X", netns_inode=4026531833), Drop("gone", None, "X")],
+                    [Finding("elsewhere", "c", False, "d")], inodes=inodes_of(snap))
+    data = result.to_json()
+    assert data["netns_inode"] == 7 and [h["netns_inode"] for h in data["path"]] == [4026531833, 7]
+    assert data["causes"][0]["netns_inode"] == 7 and "netns_inode" not in data["checks"][0]
+    assert [d["netns_inode"] for d in data["drops"]] == [4026531833, None]
 
 
 def docker_snapshot(ipt: str = DOCKER_IPT) -> Snapshot:
@@ -211,9 +216,9 @@ def test_the_walk_crosses_the_host_into_containers_and_names_dockers_rule():
     assert hops[:3] == [("request", "docker:a", "send"), ("request", "host", "bridge"),
                         ("request", "docker:b", "deliver")]
     first = build_causes(walk.findings, [])[0]
-    assert (first["cause"], first["netns"], first["ifname"]) == ("docker_icc_disabled", "host", ICC_OFF)
-    assert first["fix"] == [f"iptables -I DOCKER-USER -i {ICC_OFF} -o {ICC_OFF} -s 172.19.0.2/32 -d 172.19.0.3/32 "
-                            "-j ACCEPT"]
+    assert (first.cause, first.netns, first.ifname) == ("docker_icc_disabled", "host", ICC_OFF)
+    assert rendered(first.fix) == [f"iptables -I DOCKER-USER -i {ICC_OFF} -o {ICC_OFF} -s 172.19.0.2/32 "
+                                   "-d 172.19.0.3/32 -j ACCEPT"]
     across = Walker(docker_snapshot()).walk("docker:a", "172.18.0.2")
-    assert build_causes(across.findings, [])[0]["cause"] == "docker_isolation"
+    assert build_causes(across.findings, [])[0].cause == "docker_isolation"
     assert [h.netns for h in across.hops if h.action == "deliver"][0] == "docker:c"

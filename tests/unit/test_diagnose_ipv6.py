@@ -140,8 +140,8 @@ def routed(**router_sysctls) -> Snapshot:
 def test_ipv6_forwarding_is_conf_all_not_the_interface():
     walk = Walker(routed(**{"net.ipv6.conf.r-left.forwarding": 1})).walk("left", "fd00:2::2")
     cause = first_cause(walk)
-    assert cause["cause"] == "ip_forward_disabled" and cause["netns"] == "router"
-    assert cause["fix"] == ["ip netns exec router sysctl -w net.ipv6.conf.all.forwarding=1"]
+    assert cause.cause == "ip_forward_disabled" and cause.netns == "router"
+    assert rendered(cause.fix) == ["ip netns exec router sysctl -w net.ipv6.conf.all.forwarding=1"]
     healthy = Walker(routed(**{"net.ipv6.conf.all.forwarding": 1})).walk("left", "fd00:2::2")
     assert healthy.request_delivered and healthy.reply_delivered and first_cause(healthy) is None
 
@@ -153,13 +153,13 @@ def test_routers_never_fragment_ipv6_either_way():
     mtu = [f for f in walk.findings if f.cause == "mtu" and not f.ok]
     assert (mtu[0].direction, mtu[0].netns, mtu[0].ifname) == ("request", "router", "r-right")
     assert "1348-byte" in mtu[0].detail and "packet-too-big" in mtu[0].detail
-    assert first_cause(walk)["fix"] == ["ip netns exec router ip link set dev r-right mtu 1500"]
+    assert rendered(first_cause(walk).fix) == ["ip netns exec router ip link set dev r-right mtu 1500"]
 
 
 def test_stray_copy_of_the_source_keeps_the_reply():
     snap = pair(b_addrs=[Addr(2, "fd00:1::2", 64), Addr(1, "fd00:1::1", 128)])
     cause = first_cause(Walker(snap).walk("a", "fd00:1::2"))
-    assert cause["cause"] == "local_source" and cause["fix"] == ["ip netns exec b ip addr del fd00:1::1/128 dev lo"]
+    assert cause.cause == "local_source" and rendered(cause.fix) == ["ip netns exec b ip addr del fd00:1::1/128 dev lo"]
 
 
 # -- live evidence -------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bpftools.commands import rendered
 from bpftools.diagnose.state import Addr, Link, Route, Snapshot
 from bpftools.diagnose.verdict import build_causes
 from bpftools.diagnose.walk import Walker
@@ -45,9 +46,9 @@ def _causes(snap: Snapshot, src: str, dst: str):
 def test_the_host_cannot_reach_its_child_and_the_shim_is_the_fix():
     walk, causes = _causes(lan(), "host", "10.74.0.2")
     assert not walk.request_delivered
-    assert [(c["cause"], c["netns"], c["ifname"]) for c in causes][0] == ("macvlan_parent_isolation", "host", "lan0")
-    assert causes[0]["fix"] == SHIM_FIX
-    assert "never exchanges frames with its parent lan0" in causes[0]["detail"]
+    assert [(c.cause, c.netns, c.ifname) for c in causes][0] == ("macvlan_parent_isolation", "host", "lan0")
+    assert rendered(causes[0].fix) == SHIM_FIX
+    assert "never exchanges frames with its parent lan0" in causes[0].detail
 
 
 def test_with_the_shim_the_host_reaches_its_child_and_back():
@@ -66,9 +67,9 @@ def test_a_child_reaches_another_host_on_its_parents_wire():
 def test_a_child_cannot_reach_its_parents_address():
     walk, causes = _causes(lan(), "ctr", "10.74.0.1")
     assert not walk.request_delivered
-    assert (causes[0]["cause"], causes[0]["netns"], causes[0]["ifname"]) == ("macvlan_parent_isolation", "host",
+    assert (causes[0].cause, causes[0].netns, causes[0].ifname) == ("macvlan_parent_isolation", "host",
                                                                              "lan0")
-    assert causes[0]["fix"] == SHIM_FIX   # the route to the asking child
+    assert rendered(causes[0].fix) == SHIM_FIX   # the route to the asking child
 
 
 def test_bridge_mode_siblings_talk():
@@ -81,16 +82,16 @@ def test_bridge_mode_siblings_talk():
 def test_siblings_the_mode_keeps_apart(mode, why):
     walk, causes = _causes(lan(ctr2_mode=mode), "ctr", "10.74.0.4")
     assert not walk.request_delivered
-    assert (causes[0]["cause"], causes[0]["netns"]) == ("macvlan_mode", "ctr2")
-    assert why in causes[0]["detail"]
-    assert causes[0]["fix"] == ["ip netns exec ctr2 ip link set dev eth0 type macvlan mode bridge"]
+    assert (causes[0].cause, causes[0].netns) == ("macvlan_mode", "ctr2")
+    assert why in causes[0].detail
+    assert rendered(causes[0].fix) == ["ip netns exec ctr2 ip link set dev eth0 type macvlan mode bridge"]
 
 
 def test_no_shim_fix_for_a_child_a_shim_cannot_reach():
     snap = lan()
     snap.ns("ctr").links[1].mode = "private"
     _, causes = _causes(snap, "host", "10.74.0.2")
-    assert causes[0]["cause"] == "macvlan_parent_isolation" and causes[0]["fix"] == []
+    assert causes[0].cause == "macvlan_parent_isolation" and rendered(causes[0].fix) == []
 
 
 def test_a_recording_without_the_new_fields_still_loads():
@@ -106,7 +107,7 @@ def test_a_parent_without_childrens_addresses_is_not_searched_for_them():
     snap = lan()
     snap.ns("host").links[1].upper_macs = []
     _, causes = _causes(snap, "host", "10.74.0.2")
-    assert causes[0]["cause"] == "neighbor_unreachable"
+    assert causes[0].cause == "neighbor_unreachable"
 
 
 @pytest.mark.parametrize("mode", ["l2", "l3", "l3s"])
@@ -115,8 +116,8 @@ def test_an_ipvlan_child_is_isolated_from_its_parent_too(mode):
     snap = lan(kind="ipvlan")
     snap.ns("ctr").links[1].mode = mode
     _, causes = _causes(snap, "host", "10.74.0.2")
-    assert causes[0]["cause"] == "macvlan_parent_isolation" and causes[0]["fix"] == []
-    assert "an ipvlan child never exchanges frames with its parent lan0" in causes[0]["detail"]
+    assert causes[0].cause == "macvlan_parent_isolation" and rendered(causes[0].fix) == []
+    assert "an ipvlan child never exchanges frames with its parent lan0" in causes[0].detail
 
 
 def test_the_shim_fix_applied_to_the_model_reaches_the_child():
@@ -126,7 +127,7 @@ def test_the_shim_fix_applied_to_the_model_reaches_the_child():
 
     snap = lan()
     _, causes = _causes(snap, "host", "10.74.0.2")
-    fixed = applied(snap, [Command(tuple(c["argv"]), c["netns"]) for c in causes[0]["fix_argv"]], "host")
+    fixed = applied(snap, causes[0].fix, "host")
     walk = Walker(fixed).walk("host", "10.74.0.2")
     assert walk.request_delivered and walk.reply_delivered and build_causes(walk.findings, []) == []
     assert fixed.ns("host").link_by_name("shim-lan0").mode == "bridge" and snap.ns("host").link_by_name("shim-lan0") is None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bpftools.commands import Command
+from bpftools.commands import Command, rendered
 from bpftools.diagnose import prover_for, replay
 from bpftools.diagnose.state import Addr, Link, Route, Snapshot
 from bpftools.diagnose.verdict import build_causes
@@ -33,11 +33,11 @@ def test_unused_address_of_the_clients_own_subnet_stops_at_the_client():
     assert [(_short(h.netns), h.oif, h.action) for h in walk.hops] == [("left", "eth0", "broken")]
     assert "too many hops" not in " ".join(h.note for h in walk.hops)
     causes = build_causes(walk.findings, [])
-    assert [(c["cause"], _short(c["netns"]), c["ifname"]) for c in causes] == [("neighbor_unreachable", "left",
+    assert [(c.cause, _short(c.netns), c.ifname) for c in causes] == [("neighbor_unreachable", "left",
                                                                                   "eth0")]
     assert "nobody on the segment of eth0: r-left in bpftlab-routed-router has the address 10.72.1.77" \
-        in causes[0]["detail"]
-    assert causes[0]["fix"] == []   # nothing to fix but the address itself
+        in causes[0].detail
+    assert rendered(causes[0].fix) == []   # nothing to fix but the address itself
 
 
 def test_unused_address_behind_the_router_stops_at_the_router():
@@ -45,7 +45,7 @@ def test_unused_address_behind_the_router_stops_at_the_router():
     assert [(_short(h.netns), h.iif, h.oif, h.action) for h in walk.hops] == [
         ("left", None, "eth0", "send"), ("router", "r-left", "r-right", "broken")]
     causes = build_causes(walk.findings, [])
-    assert [(c["cause"], _short(c["netns"]), c["ifname"]) for c in causes] == [("neighbor_unreachable", "router",
+    assert [(c.cause, _short(c.netns), c.ifname) for c in causes] == [("neighbor_unreachable", "router",
                                                                                   "r-right")]
     assert not [f for f in walk.findings if _short(f.netns) == "right"]   # never handed to right
 
@@ -54,8 +54,8 @@ def test_unused_address_on_a_bridge_names_every_station_asked():
     walk = _walk_recording("bridge-healthy.json", "10.71.0.77")
     assert [(_short(h.netns), h.action) for h in walk.hops] == [("a", "broken")]
     first = build_causes(walk.findings, [])[0]
-    assert first["cause"] == "neighbor_unreachable" and _short(first["netns"]) == "a"
-    assert "br0 in bpftlab-bridge-sw" in first["detail"] and "eth0 in bpftlab-bridge-b" in first["detail"]
+    assert first.cause == "neighbor_unreachable" and _short(first.netns) == "a"
+    assert "br0 in bpftlab-bridge-sw" in first.detail and "eth0 in bpftlab-bridge-b" in first.detail
 
 
 def _nested(**b_sysctls):
@@ -86,9 +86,9 @@ def test_the_owner_that_would_not_answer_is_named_with_its_setting():
     walk = Walker(snap).walk("a", "10.6.0.1")
     assert not walk.request_delivered and [h.action for h in walk.hops] == ["broken"]
     first = build_causes(walk.findings, [])[0]
-    assert (first["cause"], first["netns"], first["ifname"]) == ("arp_ignore", "b", "eth0")
-    assert "arp_ignore = 1" in first["detail"]
-    assert first["fix"] == ["ip netns exec b sysctl -w net.ipv4.conf.all.arp_ignore=0",
+    assert (first.cause, first.netns, first.ifname) == ("arp_ignore", "b", "eth0")
+    assert "arp_ignore = 1" in first.detail
+    assert rendered(first.fix) == ["ip netns exec b sysctl -w net.ipv4.conf.all.arp_ignore=0",
                             "ip netns exec b sysctl -w net.ipv4.conf.eth0.arp_ignore=0"]
 
 
@@ -98,8 +98,8 @@ def test_a_port_that_is_down_stops_the_walk_at_the_bridge_with_link_down():
     walk = Walker(snap).walk("a", "10.5.0.2")
     assert not walk.request_delivered
     first = build_causes(walk.findings, [])[0]
-    assert (first["cause"], first["netns"], first["ifname"]) == ("link_down", "sw2", "pb")
-    assert first["fix"] == ["ip netns exec sw2 ip link set dev pb up"]
+    assert (first.cause, first.netns, first.ifname) == ("link_down", "sw2", "pb")
+    assert rendered(first.fix) == ["ip netns exec sw2 ip link set dev pb up"]
 
 
 # -- the seeds' veth pair with both ends in one namespace (ping -I veth0 192.168.4.2) ----------------------
@@ -123,9 +123,9 @@ def test_ping_bound_to_veth0_leaves_by_veth0_and_is_a_martian_on_veth1():
     assert "SO_BINDTODEVICE" in walk.hops[0].note and "skips its local route" in walk.hops[0].note
     assert "table local routes the reply over lo" in walk.hops[2].note
     causes = build_causes(walk.findings, [])
-    assert [(c["cause"], c["ifname"]) for c in causes] == [("local_source", "veth1")]
-    assert causes[0]["fix"] == ["ip netns exec h sysctl -w net.ipv4.conf.veth1.accept_local=1"]
-    assert "came back in on veth1" in causes[0]["detail"]
+    assert [(c.cause, c.ifname) for c in causes] == [("local_source", "veth1")]
+    assert rendered(causes[0].fix) == ["ip netns exec h sysctl -w net.ipv4.conf.veth1.accept_local=1"]
+    assert "came back in on veth1" in causes[0].detail
 
 
 def test_accept_local_makes_the_bound_ping_healthy_unless_rp_filter_is_strict():
@@ -133,8 +133,8 @@ def test_accept_local_makes_the_bound_ping_healthy_unless_rp_filter_is_strict():
     assert walk.request_delivered and walk.reply_delivered and [f for f in walk.findings if not f.ok] == []
     strict = _veth_pair(**{"net.ipv4.conf.veth1.accept_local": 1, "net.ipv4.conf.all.rp_filter": 1})
     causes = build_causes(Walker(strict).walk("h", "192.168.4.2", device="veth0").findings, [])
-    assert causes[0]["cause"] == "rp_filter"
-    assert causes[0]["fix"] == ["ip netns exec h sysctl -w net.ipv4.conf.all.rp_filter=2",
+    assert causes[0].cause == "rp_filter"
+    assert rendered(causes[0].fix) == ["ip netns exec h sysctl -w net.ipv4.conf.all.rp_filter=2",
                                 "ip netns exec h sysctl -w net.ipv4.conf.veth1.rp_filter=2"]
 
 
@@ -160,11 +160,11 @@ def test_strict_rp_filter_with_a_route_back_that_leads_nowhere_names_the_route()
     walk = replay(_misrouted_router())
     causes = build_causes(walk.findings, [])
     first = causes[0]
-    assert (first["cause"], _short(first["netns"]), first["ifname"]) == ("no_return_route", "router", "r-left")
-    assert first["fix"] == ["ip netns exec bpftlab-routed-router ip route replace 10.72.1.2/32 dev r-left"]
+    assert (first.cause, _short(first.netns), first.ifname) == ("no_return_route", "router", "r-left")
+    assert rendered(first.fix) == ["ip netns exec bpftlab-routed-router ip route replace 10.72.1.2/32 dev r-left"]
     # nothing on the server: no local_source with a fix deleting its own address, no ip_forward_disabled
-    assert [c for c in causes if _short(c["netns"]) == "right"] == []
-    assert not any("ip addr del" in cmd for c in causes for cmd in c["fix"])
+    assert [c for c in causes if _short(c.netns) == "right"] == []
+    assert not any("ip addr del" in cmd for c in causes for cmd in rendered(c.fix))
 
 
 def test_a_route_that_sends_the_packet_back_where_it_came_from_is_a_routing_loop_fixed_at_that_hop():
@@ -175,10 +175,10 @@ def test_a_route_that_sends_the_packet_back_where_it_came_from_is_a_routing_loop
     assert reply == [("right", None, "eth0", "send"), ("router", "r-right", "r-right", "forward"),
                      ("right", "eth0", None, "broken")]
     causes = build_causes(walk.findings, [], prover_for(data))
-    assert [(c["cause"], _short(c["netns"]), c["ifname"]) for c in causes] == [("routing_loop", "router", "r-left")]
-    assert "bpftlab-routed-router: 10.72.1.2/32 via 10.72.2.2 dev r-right" in causes[0]["detail"]
-    assert causes[0]["fix"] == ["ip netns exec bpftlab-routed-router ip route replace 10.72.1.2/32 dev r-left"]
-    assert causes[0]["proven"] is True
+    assert [(c.cause, _short(c.netns), c.ifname) for c in causes] == [("routing_loop", "router", "r-left")]
+    assert "bpftlab-routed-router: 10.72.1.2/32 via 10.72.2.2 dev r-right" in causes[0].detail
+    assert rendered(causes[0].fix) == ["ip netns exec bpftlab-routed-router ip route replace 10.72.1.2/32 dev r-left"]
+    assert causes[0].proven is True
 
 
 def test_no_fix_deletes_an_address_or_route_the_path_uses():

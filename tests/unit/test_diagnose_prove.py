@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bpftools.commands import Command
+from bpftools.commands import Command, rendered
 from bpftools.diagnose import prover_for, replay
 from bpftools.diagnose.apply_fix import Unmodelled, applied
+from bpftools.diagnose.records import Cause, Ranking, Result
 from bpftools.diagnose.state import Snapshot
 from bpftools.diagnose.verdict import build_causes, story, verdict
 from bpftools.lab import TOPOLOGIES
@@ -38,9 +39,9 @@ def _proven_causes(data: dict):
 def test_every_recorded_faults_fix_is_proven(path):
     causes = _proven_causes(_load(path))
     first = causes[0]
-    assert first["proven"] is True and first["fix"], first["evidence"]
-    assert all(c["proven"] == bool(c["fix"]) for c in causes)
-    assert [Command.from_json(c).render() for c in first["fix_argv"]] == first["fix"]
+    assert first.proven is True and first.fix, first.evidence
+    assert all(c.proven == bool(c.fix) for c in causes)
+    assert [Command.from_json(c).render() for c in first.to_json()["fix_argv"]] == first.to_json()["fix"]
 
 
 def _topology(path: Path) -> str:
@@ -58,7 +59,7 @@ def test_proven_fixes_applied_to_the_healthy_recording_break_nothing(healthy):
     family_dir = healthy.parent
     for fault in (p for p in FAULTS if p.parent == family_dir and _topology(p) == _topology(healthy)):
         for cause in _proven_causes(_load(fault)):
-            for command in map(Command.from_json, cause["fix_argv"]):
+            for command in cause.fix:
                 if model.has(command.netns or home):
                     try:
                         model = applied(model, [command], home)
@@ -75,27 +76,33 @@ def _routed_no_route():
     return data, left
 
 
+def _no_route(left: str, *candidates) -> Cause:
+    return Cause("no_route", left, "eth0", "d", ranking=Ranking(0, candidates=list(candidates)))
+
+
+def _unreachable(left: str, cause: Cause) -> Result:
+    return Result("10.72.2.2", left, False, 1, 0, None, [], [cause], [], [])
+
+
 def test_a_candidate_that_does_not_repair_the_path_is_dropped_for_the_next():
     data, left = _routed_no_route()
     wrong = [Command(("ip", "route", "add", "10.72.2.2", "dev", "eth0"), left)]   # on-link: nobody answers ARP
     right = [Command(("ip", "route", "add", "10.72.2.2", "via", "10.72.1.1", "dev", "eth0"), left)]
-    cause = {"cause": "no_route", "netns": left, "ifname": "eth0", "evidence": [], "_candidates": [wrong, right]}
+    cause = _no_route(left, wrong, right)
     prover_for(data)([cause])
-    assert cause["proven"] is True and cause["fix_argv"] == [c.to_json() for c in right]
-    assert any(e.startswith("not proven: ") and "10.72.2.2 dev eth0" in e for e in cause["evidence"])
+    assert cause.proven is True and cause.fix == right
+    assert any(e.startswith("not proven: ") and "10.72.2.2 dev eth0" in e for e in cause.evidence)
 
 
 def test_no_candidate_surviving_prints_no_fix_and_says_so():
     data, left = _routed_no_route()
     wrong = [Command(("ip", "route", "add", "10.72.2.2", "dev", "eth0"), left)]
-    cause = {"cause": "no_route", "netns": left, "ifname": "eth0", "evidence": [], "_candidates": [wrong]}
+    cause = _no_route(left, wrong)
     prover_for(data)([cause])
-    assert (cause["proven"], cause["fix"], cause["advice"]) == (False, [], [])
-    assert "the path still breaks" in cause["evidence"][-1]
-    result = {"target": "10.72.2.2", "netns": left, "reachable": False, "sent": 1, "received": 0, "source": None,
-              "path": [], "drops": [], "checks": [],
-              "causes": [dict(cause, detail="d", confidence=0.9, evidence=["check x"] + cause["evidence"])]}
-    text = story(result)
+    assert (cause.proven, cause.fix, cause.advice) == (False, [], [])
+    assert "the path still breaks" in cause.evidence[-1]
+    cause.evidence.insert(0, "check x")
+    text = story(_unreachable(left, cause))
     assert "no fix: no candidate repairs the path on the model" in text and "  fix:" not in text
     assert "evidence: not proven: ip netns exec" in text
 
@@ -103,26 +110,24 @@ def test_no_candidate_surviving_prints_no_fix_and_says_so():
 def test_a_fix_the_model_cannot_apply_is_advice_not_a_fix():
     data, left = _routed_no_route()
     advice = [Command(("docker", "network", "connect", "net", "web"), left)]
-    cause = {"cause": "no_route", "netns": left, "ifname": "eth0", "evidence": [], "_candidates": [advice]}
+    cause = _no_route(left, advice)
     prover_for(data)([cause])
-    assert cause["fix"] == [] and cause["proven"] is False
-    assert cause["advice_argv"] == [advice[0].to_json()]
-    result = {"target": "10.72.2.2", "netns": left, "reachable": False, "sent": 1, "received": 0, "source": None,
-              "path": [], "drops": [], "checks": [], "causes": [dict(cause, detail="d", confidence=0.9)]}
-    text = story(result)
+    assert cause.fix == [] and cause.proven is False
+    assert cause.advice == advice and cause.to_json()["advice_argv"] == [advice[0].to_json()]
+    text = story(_unreachable(left, cause))
     assert "advice (not proven" in text and "docker network connect net web" in text and "  fix:" not in text
 
 
 def test_verdict_proves_with_the_prover_it_is_given():
     data = _load(FIXTURES / "routed-no_return_route.json")
     result = verdict(data["target"], data["netns"], replay(data), 1, 0, [], prover_for(data))
-    assert result["causes"][0]["proven"] is True and "  fix:" in story(result)
+    assert result.causes[0].proven is True and "  fix:" in story(result)
 
 
 @pytest.mark.parametrize("path", FAULTS, ids=_id)
 def test_no_recorded_fix_is_a_template(path):
     for cause in _proven_causes(_load(path)):
-        for command in cause["fix"] + cause["advice"]:
+        for command in rendered(cause.fix) + rendered(cause.advice):
             assert "<" not in command and ">" not in command, command
 
 
@@ -143,16 +148,16 @@ def test_a_re_walk_that_fails_proves_nothing_and_is_logged(monkeypatch, caplog):
     prover = prover_for(data)
     monkeypatch.setattr(type(prover), "walk", lambda self, snapshot: 1 / 0)
     right = [Command(("ip", "route", "add", "10.72.2.2", "via", "10.72.1.1", "dev", "eth0"), left)]
-    cause = {"cause": "no_route", "netns": left, "ifname": "eth0", "evidence": [], "_candidates": [right]}
+    cause = _no_route(left, right)
     prover([cause])
-    assert cause["proven"] is False and cause["fix"] == []
+    assert cause.proven is False and cause.fix == []
     assert "re-walking the model" in caplog.text
 
 
 def test_a_fix_the_kernel_would_refuse_is_neither_fix_nor_advice():
     data, left = _routed_no_route()
     exists = [Command(("ip", "route", "add", "10.72.1.0/24", "dev", "eth0"), left)]   # the connected route
-    cause = {"cause": "no_route", "netns": left, "ifname": "eth0", "evidence": [], "_candidates": [exists]}
+    cause = _no_route(left, exists)
     prover_for(data)([cause])
-    assert (cause["proven"], cause["fix"], cause["advice"]) == (False, [], [])
-    assert "the kernel would refuse it: " in cause["evidence"][-1] and "File exists" in cause["evidence"][-1]
+    assert (cause.proven, cause.fix, cause.advice) == (False, [], [])
+    assert "the kernel would refuse it: " in cause.evidence[-1] and "File exists" in cause.evidence[-1]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bpftools.commands import rendered
 from bpftools.diagnose import prover_for, replay
 from bpftools.diagnose.segment import Station, answer, proxy_arp_reason, proxy_switched_off
 from bpftools.diagnose.state import Addr, Neighbour, Route
@@ -114,8 +115,8 @@ def test_routed_pods_are_healthy_over_the_gateway_nobody_owns(name):
 def test_proxying_off_is_located_on_the_nodes_interface(name, fix):
     _, causes = _recorded(name)
     first = causes[0]
-    assert (first["cause"], _short(first["netns"]), first["ifname"]) == ("neighbor_unreachable", "node", "cali-b")
-    assert first["proven"] and first["fix"] == [f"ip netns exec {first['netns']} {fix}"]
+    assert (first.cause, _short(first.netns), first.ifname) == ("neighbor_unreachable", "node", "cali-b")
+    assert first.proven and rendered(first.fix) == [f"ip netns exec {first.netns} {fix}"]
 
 
 @pytest.mark.parametrize("name,dst", [("routed-pods-routing_loop.json", "10.74.10.3"),
@@ -123,10 +124,10 @@ def test_proxying_off_is_located_on_the_nodes_interface(name, fix):
 def test_the_nodes_missing_pod_route_is_a_loop_fixed_on_the_node(name, dst):
     _, causes = _recorded(name)
     first = causes[0]
-    assert (first["cause"], _short(first["netns"]), first["ifname"]) == ("routing_loop", "node", "cali-b")
-    assert "node -> " in first["detail"] and "-up -> " in first["detail"] and "dev uplink" in first["detail"]
-    assert first["proven"] and first["fix"] == [f"ip netns exec {first['netns']} ip route add {dst} dev cali-b"]
-    assert not any("-up " in cmd for cmd in first["fix"])   # never a route on the uplink pointing back
+    assert (first.cause, _short(first.netns), first.ifname) == ("routing_loop", "node", "cali-b")
+    assert "node -> " in first.detail and "-up -> " in first.detail and "dev uplink" in first.detail
+    assert first.proven and rendered(first.fix) == [f"ip netns exec {first.netns} ip route add {dst} dev cali-b"]
+    assert not any("-up " in cmd for cmd in rendered(first.fix))   # never a route on the uplink pointing back
 
 
 @pytest.mark.parametrize("name,fix", [("routed-pods-no_route.json", "ip route add 10.74.10.3 dev eth0"),
@@ -135,17 +136,17 @@ def test_the_nodes_missing_pod_route_is_a_loop_fixed_on_the_node(name, dst):
 def test_a_pod_without_its_gateway_route_gets_a_route_that_runs(name, fix):
     _, causes = _recorded(name)
     first = causes[0]
-    assert (first["cause"], _short(first["netns"])) == ("no_route", "a")
-    assert first["proven"] and first["fix"] == [f"ip netns exec {first['netns']} {fix}"]
+    assert (first.cause, _short(first.netns)) == ("no_route", "a")
+    assert first.proven and rendered(first.fix) == [f"ip netns exec {first.netns} {fix}"]
 
 
 @pytest.mark.parametrize("name", ["two-routers-routing_loop.json", "ipv6/two-routers-routing_loop.json"])
 def test_two_routers_routing_to_each_other_are_a_loop_fixed_where_it_points_back(name):
     walk, causes = _recorded(name)
     first = causes[0]
-    assert (first["cause"], _short(first["netns"]), first["ifname"]) == ("routing_loop", "r2", "r2-s")
-    assert first["detail"].count("-two-routers-r1") >= 2 and "via" in first["detail"]
-    assert first["proven"] and "dev r2-s" in first["fix"][0]
+    assert (first.cause, _short(first.netns), first.ifname) == ("routing_loop", "r2", "r2-s")
+    assert first.detail.count("-two-routers-r1") >= 2 and "via" in first.detail
+    assert first.proven and "dev r2-s" in rendered(first.fix)[0]
     assert walk.hops[-1].action == "broken" and "routing loop" in walk.hops[-1].note
 
 

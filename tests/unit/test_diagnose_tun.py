@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from bpftools.commands import rendered
 from bpftools.diagnose.state import Addr, Link, Snapshot
 from bpftools.diagnose.verdict import build_causes, verdict
 from bpftools.diagnose.walk import Walker
@@ -25,26 +26,26 @@ def test_a_held_device_hands_the_path_to_its_program():
     assert walk.handed_to == "PID 42 (openvpn) through tun0"
     assert build_causes(walk.findings, []) == []
     result = verdict("10.75.0.2", "vpn", walk, 3, 0, [])
-    assert result["causes"][0]["cause"] == "unknown"
+    assert result.causes[0].cause == "unknown"
     assert "the requests went to PID 42 (openvpn) through tun0; nothing came back from it" in \
-        result["causes"][0]["evidence"]
+        result.causes[0].evidence
 
 
 def test_a_device_nobody_holds_drops_the_packets():
     walk = Walker(tun(carrier=False)).walk("vpn", "10.75.0.2")
     assert [(h.oif, h.action) for h in walk.hops] == [("tun0", "broken")]
     causes = build_causes(walk.findings, [])
-    assert [(c["cause"], c["netns"], c["ifname"]) for c in causes] == [("tun_no_program", "vpn", "tun0")]
-    assert causes[0]["fix"] == []
-    assert "no program holds tun0 (tun device, persistent" in causes[0]["detail"]
-    assert "qlen 500, 3 dropped so far" in causes[0]["detail"]
+    assert [(c.cause, c.netns, c.ifname) for c in causes] == [("tun_no_program", "vpn", "tun0")]
+    assert rendered(causes[0].fix) == []
+    assert "no program holds tun0 (tun device, persistent" in causes[0].detail
+    assert "qlen 500, 3 dropped so far" in causes[0].detail
 
 
 def test_a_tap_without_its_vm():
     snap = tun(carrier=False)
     snap.ns("vpn").links[1].tun_type = "tap"
     causes = build_causes(Walker(snap).walk("vpn", "10.75.0.2").findings, [])
-    assert "a VM that is down" in causes[0]["detail"]
+    assert "a VM that is down" in causes[0].detail
 
 
 def _echo_request(src: bytes, dst: bytes) -> bytes:
@@ -83,8 +84,8 @@ def _tap_bridge(holders=()) -> Snapshot:
 def test_a_vms_tap_port_without_its_vm_is_named():
     walk = Walker(_tap_bridge()).walk("host", "10.76.0.2")
     causes = build_causes(walk.findings, [])
-    assert [(c["cause"], c["ifname"]) for c in causes] == [("tun_no_program", "tap0")]
-    assert "a VM that is down" in causes[0]["detail"] and causes[0]["fix"] == []
+    assert [(c.cause, c.ifname) for c in causes] == [("tun_no_program", "tap0")]
+    assert "a VM that is down" in causes[0].detail and rendered(causes[0].fix) == []
 
 
 def test_a_vms_tap_port_hands_the_path_to_the_vm():

@@ -11,7 +11,8 @@ import pytest
 
 from bpftools.diagnose import prover_for, replay
 from bpftools.diagnose.capture import _gre, _iptun, _vxlan
-from bpftools.diagnose.records import Outer
+from bpftools.commands import rendered
+from bpftools.diagnose.records import HopCounts, Outer
 from bpftools.diagnose.state import Addr, FdbEntry, Link, Neighbour, Route, Snapshot, default_rules
 from bpftools.diagnose.tunnel import describe, leaving_lines, targets
 from bpftools.diagnose.verdict import build_causes, story, verdict
@@ -95,12 +96,12 @@ def test_overlay_fault_is_named_first_on_its_node_with_a_proven_fix(path):
     topo, fault, family = _topology_and_fault(path)
     walk = replay(data)
     causes = build_causes(walk.findings, [], prover_for(data))
-    assert causes and causes[0]["cause"] == fault, [(c["cause"], c["netns"], c["detail"]) for c in causes]
+    assert causes and causes[0].cause == fault, [(c.cause, c.netns, c.detail) for c in causes]
     at = topo.fault(fault, family).at
-    assert causes[0]["netns"] == topo.ns(at).replace(topo.ns(at).split("-overlay")[0], "bpftlab"), causes[0]
-    assert causes[0]["proven"] and causes[0]["fix"], causes[0]
-    assert all(cmd.startswith("ip netns exec bpftlab-") and "<" not in cmd for cmd in causes[0]["fix"])
-    assert [c for c in causes[1:] if not c["proven"]] == []
+    assert causes[0].netns == topo.ns(at).replace(topo.ns(at).split("-overlay")[0], "bpftlab"), causes[0]
+    assert causes[0].proven and causes[0].fix, causes[0]
+    assert all(cmd.startswith("ip netns exec bpftlab-") and "<" not in cmd for cmd in rendered(causes[0].fix))
+    assert [c for c in causes[1:] if not c.proven] == []
 
 
 def test_the_faults_name_live_values():
@@ -108,24 +109,24 @@ def test_the_faults_name_live_values():
         data = json.loads((OVERLAY / f"{name}.json").read_text())
         return build_causes(replay(data).findings, [], prover_for(data))[0]
 
+    def fix(name):
+        return rendered(first(name).fix)
+
     cause = first("overlay-l2-tunnel_firewall")
-    assert "UDP port 4789, VNI 42" in cause["detail"] and "10.80.0.1 -> 10.80.0.2" in cause["detail"]
-    assert "--dport 4789 -j DROP" in cause["detail"]
+    assert "UDP port 4789, VNI 42" in cause.detail and "10.80.0.1 -> 10.80.0.2" in cause.detail
+    assert "--dport 4789 -j DROP" in cause.detail
     cause = first("overlay-l2-tunnel_id_mismatch")
-    assert "carry VNI 42, but vxlan0 has VNI 43" in cause["detail"]
-    assert any("type vxlan id 42" in cmd for cmd in cause["fix"])
+    assert "carry VNI 42, but vxlan0 has VNI 43" in cause.detail
+    assert any("type vxlan id 42" in cmd for cmd in rendered(cause.fix))
     cause = first("overlay-l2-tunnel_port_mismatch")
-    assert "UDP port 4789" in cause["detail"] and "listens on port 4790" in cause["detail"]
-    cause = first("overlay-l2-tunnel_no_fdb")
-    assert cause["fix"] == ["ip netns exec bpftlab-overlay-l2-node1 bridge fdb append 00:00:00:00:00:00 dev vxlan0 "
-                            "dst 10.80.0.2"]
-    cause = first("overlay-flannel-tunnel_no_fdb")
-    assert cause["fix"] == ["ip netns exec bpftlab-overlay-flannel-node1 bridge fdb add 0e:f1:00:00:00:02 dev "
-                            "flannel.1 dst 10.82.0.2"]
+    assert "UDP port 4789" in cause.detail and "listens on port 4790" in cause.detail
+    assert fix("overlay-l2-tunnel_no_fdb") == [
+        "ip netns exec bpftlab-overlay-l2-node1 bridge fdb append 00:00:00:00:00:00 dev vxlan0 dst 10.80.0.2"]
+    assert fix("overlay-flannel-tunnel_no_fdb") == [
+        "ip netns exec bpftlab-overlay-flannel-node1 bridge fdb add 0e:f1:00:00:00:02 dev flannel.1 dst 10.82.0.2"]
     cause = first("overlay-l2-tunnel_remote_not_local")
-    assert "no namespace has the address 10.80.0.2" in cause["detail"] and "10.80.0.12" in cause["detail"]
-    cause = first("overlay-l2-mtu")
-    assert cause["fix"] == ["ip netns exec bpftlab-overlay-l2-pod1 ip link set dev eth0 mtu 1450"]
+    assert "no namespace has the address 10.80.0.2" in cause.detail and "10.80.0.12" in cause.detail
+    assert fix("overlay-l2-mtu") == ["ip netns exec bpftlab-overlay-l2-pod1 ip link set dev eth0 mtu 1450"]
 
 
 # -- hand-written state: kinds this kernel lacks, IPv6 underlays, groups, leaving the machine -------------------
@@ -163,7 +164,7 @@ def _far(snapshot, **changes):
 
 def _first(walk):
     causes = build_causes(walk.findings, [])
-    return (causes[0]["cause"], causes[0]["netns"], causes[0]["ifname"]) if causes else None
+    return (causes[0].cause, causes[0].netns, causes[0].ifname) if causes else None
 
 
 def test_geneve_crosses_with_its_vni_and_port_and_a_vni_mismatch_is_named_on_the_receiver():
@@ -286,9 +287,9 @@ def test_an_outer_packet_that_leaves_the_machine_says_which_where_and_what_to_ru
         in leave.note
     assert "not followed further" not in leave.note
     result = verdict("10.5.0.2", "a", walk, 3, 0, [])
-    for hop in result["path"]:
-        hop["packets"] = {"in": None, "out": 3 if hop is result["path"][-1] else None, "unit": "echo"}
-    assert leaving_lines(result["path"]) == [
+    for hop in result.path:
+        hop.packets = HopCounts(None, 3 if hop is result.path[-1] else None, "echo")
+    assert leaving_lines(result.path) == [
         "  the request leaves encapsulated: VXLAN (UDP port 4789, VNI 42) 192.0.2.1 -> 198.51.100.7 through eth0 in "
         "n1 to 192.0.2.254 (3 echo counted leaving)",
         "  on the far node, run: bpftools trace-drops --all-netns --src 10.5.0.1 --dst 10.5.0.2"]

@@ -8,8 +8,9 @@ import pytest
 
 from bpftools.commands import Command, in_ns, join, rendered
 from bpftools.diagnose.checks import Finding
+from bpftools.diagnose.records import Drop
 from bpftools.diagnose.verdict import build_causes
-from bpftools.drop_causes import DROP_CAUSES, event_from_json
+from bpftools.drop_causes import DROP_CAUSES
 from bpftools.drop_events import DropEvent
 from bpftools.drop_hints import HintEngine
 from bpftools.kernel.drop_reasons import parse_format
@@ -46,14 +47,14 @@ def test_hint_and_diagnose_come_from_the_same_entry(entry):
     commands = entry.fix(event, {})
     for command in commands:
         assert join(command) in text, (command, text)  # the hint shows the fix diagnose prints
-    causes = build_causes([], [event.as_json()])
+    causes = build_causes([], [Drop.from_json(event.as_json())])
     if entry.cause is None:
         assert causes == []  # a supporting reason names no cause on its own
         return
-    assert [c["cause"] for c in causes] == [entry.cause]
-    assert causes[0]["fix"] == rendered(in_ns(event.netns, c) for c in commands)
-    assert causes[0]["fix_argv"] == [{"netns": event.netns, "argv": list(c)} for c in commands]
-    assert causes[0]["detail"].endswith(entry.summary)
+    assert [c.cause for c in causes] == [entry.cause]
+    assert rendered(causes[0].fix) == rendered(in_ns(event.netns, c) for c in commands)
+    assert causes[0].fix == [in_ns(event.netns, c) for c in commands]
+    assert causes[0].detail.endswith(entry.summary)
 
 
 @pytest.mark.parametrize("entry", [e for e in ENTRIES if e.confirms], ids=lambda e: e.reason)
@@ -63,13 +64,13 @@ def test_a_drop_confirms_the_causes_its_entry_names(entry):
     for confirmed in entry.confirms:
         finding = Finding("bt-agree-r", "x", False, "the check's finding", confirmed, "eth0", [Command(("true",))],
                           0.6)
-        causes = build_causes([finding], [event.as_json()])
-        assert causes[0]["cause"] == confirmed and causes[0]["fix"] == ["true"]
-        assert any(e.startswith(f"drop {entry.reason} in bt-agree-r") for e in causes[0]["evidence"])
+        causes = build_causes([finding], [Drop.from_json(event.as_json())])
+        assert causes[0].cause == confirmed and rendered(causes[0].fix) == ["true"]
+        assert any(e.startswith(f"drop {entry.reason} in bt-agree-r") for e in causes[0].evidence)
 
 
-def test_json_drops_round_trip_for_the_table():
+def test_a_diagnose_drop_is_the_event_the_table_takes():
     event = drop("XDP")
-    back = event_from_json(event.as_json())
+    back = Drop.from_json(event.as_json()).event()
     assert (back.reason, back.netns_name, back.ifname, back.src, back.dst) == ("XDP", "bt-agree-r", "eth0",
                                                                                "10.9.1.2", "10.9.2.2")
