@@ -233,7 +233,8 @@ class Walker:
                     self._hop(direction, ns, None, "lo", "decap" if self.outer else "deliver", src, dst,
                               note=f"{dst} is local")
                     return ns
-                bypass = self._bound_note(state, bound, dst, lookup)
+                bypass = self._bound_note(state, bound, dst, lookup) if self.outer is None else \
+                    self._underlay_note(bound, dst, lookup)
                 bound = scope = None
                 prefer = self.result.arrival_ifindex if direction == "reply" else None
                 self._route_check(state, lookup, dst, no_route, prefer, **kw)
@@ -334,6 +335,16 @@ class Walker:
     def _locate(self, state: NetnsState, address: str, src: Optional[str]) -> Optional[str]:
         """Where a packet from state to address is delivered (a VXLAN port's remote VTEP)."""
         return None if self.probing else self._look_ahead("request", state.name, src or address, address)
+
+    @staticmethod
+    def _underlay_note(bound: Optional[Link], dst: str, lookup) -> str:
+        """A tunnel bound to an underlay device (`dev`): its outer packets leave only by it."""
+        if bound is None:
+            return ""
+        text = f"the tunnel is bound to {bound.ifname} (its `dev`)"
+        if lookup.route is not None and lookup.route.table == 0:
+            text += f"; no route via {bound.ifname}: the kernel assumes {dst} is on-link"
+        return text
 
     @staticmethod
     def _bound_note(state: NetnsState, bound: Optional[Link], dst: str, lookup) -> str:
