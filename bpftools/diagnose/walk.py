@@ -404,10 +404,14 @@ class Walker:
         note = f"the path leaves through {oif.ifname} ({why}); not followed further"
         self.result.left_machine = f"{oif.ifname} in {state.name}"
         if self.outer is not None:
-            inner = next(h for h in self.result.hops if h.direction == direction)
-            note = leaving_note(self.outer, oif, nexthop, inner.src, inner.dst)
+            note = leaving_note(self.outer, oif, nexthop, *self._inner_ends(direction))
             self.result.left_machine += f" (the outer packet of {self.outer.kind}, to {self.outer.dst})"
         self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop, note=note)
+
+    def _inner_ends(self, direction: str) -> Tuple[str, str]:
+        """The ping's own source and destination in this direction (under the outer packets)."""
+        first = next(h for h in self.result.hops if h.direction == direction)
+        return first.src, first.dst
 
     def _firewall(self, state: NetnsState, pkt: Packet, **kw) -> C.Finding:
         """The ping's packet at a netfilter hook, or the tunnel's outer packet that carries it."""
@@ -469,7 +473,9 @@ class Walker:
             self._cross(state, oif, seg.exits[0], src, dst, nexthop, **kw)
             return None
         if resolution.answer is None and seg.unseen:
-            self._stop("leave", f"{nexthop} may be behind {seg.unseen[0]}; not followed further")
+            self._stop("leave", f"{nexthop} may be behind {seg.unseen[0]}" + (
+                f"; {leaving_note(self.outer, oif, nexthop, *self._inner_ends(kw['direction']))}" if self.outer else
+                "; not followed further"))
             self.result.left_machine = seg.unseen[0]
             return None
         why = resolution.answer.detail if resolution.answer else f"nobody on {seg.describe(oif)} has {nexthop}"

@@ -328,3 +328,15 @@ def test_capture_reads_ip_tunnels_and_gre_keys():
 def test_old_recordings_without_fdb_entries_still_cross():
     data = json.loads((Path(__file__).parent / "fixtures" / "diagnose" / "bridge-healthy.json").read_text())
     assert replay(data).request_delivered
+
+
+def test_an_underlay_into_a_namespace_we_cannot_enter_is_where_the_outer_packet_leaves():
+    snapshot = _nodes("vxlan", vni=42, dstport=4789)
+    n1 = snapshot.ns("n1")
+    n1.link_by_name("u0").peer_netns = "nsid:7"   # the underlay's other end: not a namespace we can read
+    snapshot = Snapshot({"a": snapshot.ns("a"), "n1": n1})
+    walk = Walker(snapshot).walk("a", "10.5.0.2")
+    leave = walk.hops[-1]
+    assert leave.action == "leave" and leave.netns == "n1" and leave.oif == "u0" and leave.outer.dst == "10.9.0.2"
+    assert "on the far node, run: bpftools trace-drops --all-netns --src 10.5.0.1 --dst 10.5.0.2" in leave.note
+    assert leaving_lines(walk.hops)[0].startswith("  the request leaves encapsulated: VXLAN (UDP port 4789, VNI 42)")
