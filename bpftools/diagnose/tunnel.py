@@ -25,7 +25,6 @@ L3_KINDS = ("ipip", "sit", "ip6tnl", "gre", "ip6gre")
 TUNNEL_KINDS = L2_KINDS + L3_KINDS
 DEFAULT_PORT = {"vxlan": 8472, "geneve": 6081}   # the kernel's defaults (iproute2 asks for vxlan's)
 ZERO_MAC = "00:00:00:00:00:00"
-BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 # which kinds one device can receive from another: ip6tnl and ipip/sit share IP-in-IP
 SAME_KIND = {"ipip": ("ipip", "sit"), "sit": ("sit", "ipip"), "ip6tnl": ("ip6tnl",)}
 NAMES = {"vxlan": "VXLAN", "geneve": "GENEVE", "gretap": "GRE (gretap)", "ip6gretap": "GRE (ip6gretap)",
@@ -133,10 +132,6 @@ def _compatible(kind: str, other: str) -> bool:
     return other in SAME_KIND.get(kind, (kind,))
 
 
-def _rx_family(link: Link) -> int:
-    return underlay_family(link)
-
-
 @dataclass
 class Miss:
     """Why a device of the right kind does not take the outer packet."""
@@ -145,7 +140,7 @@ class Miss:
     detail: str
 
 
-def mismatch(rdev: Link, outer: Outer, sender: Link) -> Optional[Miss]:
+def mismatch(rdev: Link, outer: Outer) -> Optional[Miss]:
     """None when `rdev` receives `outer` (same kind, VNI/key, port, local address equal or unset)."""
     name = NAMES.get(outer.kind, outer.kind)
     if outer.kind in ("vxlan", "geneve"):
@@ -156,9 +151,9 @@ def mismatch(rdev: Link, outer: Outer, sender: Link) -> Optional[Miss]:
             return Miss(rdev, "tunnel_port_mismatch", f"the {name} packets go to UDP port {outer.dport}, but "
                         f"{rdev.ifname} listens on port {port_of(rdev)}: nothing takes port {outer.dport}, so "
                         "they are dropped (ICMP port unreachable)")
-        if family_of(outer.dst) != _rx_family(rdev):
-            return Miss(rdev, "tunnel_remote_not_local", f"{rdev.ifname} listens on IPv{_rx_family(rdev)}, but the "
-                        f"{name} packets come over IPv{family_of(outer.dst)}")
+        if family_of(outer.dst) != underlay_family(rdev):
+            return Miss(rdev, "tunnel_remote_not_local", f"{rdev.ifname} listens on IPv{underlay_family(rdev)}, "
+                        f"but the {name} packets come over IPv{family_of(outer.dst)}")
     if outer.kind in ("gre", "gretap", "ip6gre", "ip6gretap") and outer.key != rdev.tunnel_ikey:
         def key(k):
             return "no key" if k is None else f"key {k}"
@@ -179,7 +174,7 @@ def receiver(state: NetnsState, outer: Outer, sender: Link) -> Tuple[Optional[Li
     for link in state.links:
         if link is sender or not _compatible(outer.kind, link.kind):
             continue
-        miss = mismatch(link, outer, sender)
+        miss = mismatch(link, outer)
         if miss is None:
             return link, None
         misses.append(miss)
@@ -194,9 +189,9 @@ Locate = Callable[[NetnsState, str, Optional[str]], Optional[str]]
 
 
 def _nearby(snap: Snapshot, state: NetnsState) -> List[str]:
-    """Namespaces one veth away, directly or through a bridge's ports: where an underlay without
-    a route to the endpoint still reaches (never namespaces that merely share addresses, such as
-    another copy of the same lab)."""
+    """Namespaces one veth away (bridge ports too): where an underlay without a route to the
+    endpoint still reaches (never namespaces that merely share addresses, such as another copy of
+    the same lab)."""
     names = []
     for link in state.links:
         if link.kind == "veth" and link.peer_netns and not link.peer_netns.startswith("nsid:") \
