@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import List
 
+from .errors import BpftoolsError
 from .lab_model import Fault, LabBuilder, LabTopology, Step, six
 
 POD_MTU = 1450          # what the CNI plugin gives a pod over a 1500 underlay: 1500 - 50 of VXLAN
@@ -89,7 +90,13 @@ def _l2_builder(kind: str):
         _underlay(b, L2_NET, L2_NET6)
         for n, node in ((1, "node1"), (2, "node2")):
             b.bridge(b.topo.ns(node), "br0", [])
-            for role, cmd in _vxlan0(node, kind=kind):
+            (role, create), *rest = _vxlan0(node, kind=kind)
+            try:
+                b.run(role, *create)
+            except BpftoolsError:
+                raise BpftoolsError(f"this kernel has no {kind} module, so the {b.topo.name} lab cannot be built "
+                                    f"(see `bpftools doctor`: {kind}_module)") from None
+            for role, cmd in rest:
                 b.run(role, *cmd)
             _pod(b, node, f"pod{n}", "veth-pod", f"10.81.0.{n}/24", f"fd00:81::{n}/64")
             b.run(node, "ip", "link", "set", "veth-pod", "master", "br0")
