@@ -16,8 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ..commands import Command
 from ..facts.netfilter import nft_objects
-from .apply_errors import Refused, Unmodelled
-from .apply_tunnel import add_tunnel, bridge, change_vxlan
+from .apply_errors import Refused, Unmodelled, link_named
+from .apply_tunnel import add_tunnel, bridge, change_vxlan, made_mac
 from .firewall import nft_match_exprs
 from .macvlan import UPPER_KINDS
 from .state import (RT_TABLE_LOCAL, RT_TABLE_MAIN, Addr, Link, Neighbour, NetnsState, Route, Snapshot, family_of,
@@ -105,13 +105,6 @@ def _ip(state: NetnsState, words: List[str]) -> None:
     handler(state, words[1:], family)
 
 
-def _link_named(state: NetnsState, name: str):
-    link = state.link_by_name(name)
-    if link is None:
-        raise Refused(f"no interface {name} in {state.name}")
-    return link
-
-
 def _ip_link(state: NetnsState, words: List[str], family) -> None:
     if words and words[0] == "add":
         return _ip_link_add(state, words[1:])
@@ -119,7 +112,7 @@ def _ip_link(state: NetnsState, words: List[str], family) -> None:
         names = [w for w in words[1:] if w != "dev"]
         if len(names) != 1:
             raise Unmodelled(f"ip link {' '.join(words)}")
-        return delete_link(state, _link_named(state, names[0]))
+        return delete_link(state, link_named(state, names[0]))
     if not words or words[0] != "set":
         raise Unmodelled(f"ip link {' '.join(words)}")
     words = words[1:]
@@ -127,7 +120,7 @@ def _ip_link(state: NetnsState, words: List[str], family) -> None:
         words = words[1:]
     if not words:
         raise Unmodelled("ip link set without a device")
-    link, words = _link_named(state, words[0]), words[1:]
+    link, words = link_named(state, words[0]), words[1:]
     if words[:2] == ["type", "vxlan"]:
         return change_vxlan(link, words[2:])
     while words:
@@ -146,7 +139,7 @@ def _ip_link(state: NetnsState, words: List[str], family) -> None:
         elif word == "address" and words and _is_mac(words[0]):
             link.mac = words.pop(0).lower()
         elif word == "master" and words:
-            bridge = _link_named(state, words.pop(0))
+            bridge = link_named(state, words.pop(0))
             if bridge.kind != "bridge":
                 raise Unmodelled(f"{bridge.ifname} ({bridge.kind or 'a plain device'}) as a master")
             link.master = bridge.ifindex
@@ -188,11 +181,10 @@ def _ip_link_add(state: NetnsState, words: List[str]) -> None:
     if kind not in ("macvlan", "macvtap") or "link" not in head or len(rest) != 2 or rest[0] != "mode" \
             or rest[1] not in MACVLAN_MODES:
         raise Unmodelled(f"ip link add {' '.join(words)}")
-    parent = _link_named(state, head["link"])
+    parent = link_named(state, head["link"])
     ifindex = max(l.ifindex for l in state.links) + 1
     state.links.append(Link(ifindex, name, kind, admin_up=False, mtu=mtu or parent.mtu,
-                            mac=head.get("address") or
-                            f"02:00:00:{ifindex >> 16 & 0xff:02x}:{ifindex >> 8 & 0xff:02x}:{ifindex & 0xff:02x}",
+                            mac=head.get("address") or made_mac(ifindex),
                             lower_netns=state.name, lower_ifindex=parent.ifindex, mode=rest[1]))
     _conf_from_default(state, name)
 
@@ -215,8 +207,8 @@ def delete_link(state: NetnsState, link: Link) -> None:
         raise Refused("lo cannot be deleted (Operation not supported)")
     gone = [link]
     if link.kind == "veth" and link.peer_ifindex is not None:
-        if link.peer_netns not in (None, state.name):
-            raise Unmodelled(f"deleting {link.ifname} also deletes its peer in {link.peer_netns}")
+        if link.peer_netns != state.name:
+            raise Unmodelled(f"deleting {link.ifname} also deletes its peer in {link.peer_netns or 'a namespace not known'}")
         gone += [l for l in state.links if l.ifindex == link.peer_ifindex]
     gone += [l for l in state.links if (l.kind == "vxlan" and l.tunnel_dev == link.ifindex)
              or (l.kind in UPPER_KINDS and l.lower_netns == state.name and l.lower_ifindex == link.ifindex)]
@@ -270,7 +262,7 @@ def _ip_addr(state: NetnsState, words: List[str], family) -> None:
     options = _options(words, ("dev", "peer", "scope", "label", "broadcast", "brd", "valid_lft", "preferred_lft"),
                        ("nodad", "noprefixroute"))
     address, _, length = options["_"][0].partition("/") if options["_"] else ("", "", "")
-    link = _link_named(state, options.get("dev", ""))
+    link = link_named(state, options.get("dev", ""))
     fam = family_of(address)
     length = int(length) if length else (32 if fam == 4 else 128)
     peer = options.get("peer", "").split("/")[0] or None
@@ -341,7 +333,7 @@ def _ip_route(state: NetnsState, words: List[str], family) -> None:
     metric = int(options.get("metric", options.get("priority", options.get("preference", "0"))))
     if family == 6 and "metric" not in options and kind == "unicast":
         metric = 1024
-    oif = _link_named(state, options["dev"]).ifindex if "dev" in options else None
+    oif = link_named(state, options["dev"]).ifindex if "dev" in options else None
     if verb in ("del", "delete"):
         gone = [r for r in state.routes if _same_route(r, net, table, kind if typed else None, gateway, oif)]
         if not gone:
@@ -413,7 +405,7 @@ def _ip_neigh(state: NetnsState, words: List[str], family) -> None:
         raise Unmodelled("ip neigh")
     verb, rest = words[0], words[1:]
     options = _options(rest, ("dev", "lladdr", "nud", "to"), ("proxy",))
-    link = _link_named(state, options.get("dev", ""))
+    link = link_named(state, options.get("dev", ""))
     if verb in ("del", "delete", "flush"):
         address = options.get("to") or (options["_"][0] if options["_"] else None)
         if "proxy" in options["_flags"]:
@@ -534,7 +526,7 @@ def _tc(state: NetnsState, words: List[str]) -> None:
     model only knows filters can be there)."""
     if words[:3] != ["filter", "del", "dev"] or len(words) != 5 or words[4] not in ("ingress", "egress"):
         raise Unmodelled(f"tc {' '.join(words)}")
-    _link_named(state, words[3]).tc_qdisc = ""
+    link_named(state, words[3]).tc_qdisc = ""
 
 
 _IP_OBJECTS = {"link": _ip_link, "l": _ip_link, "addr": _ip_addr, "address": _ip_addr, "a": _ip_addr,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from typing import List, Optional
 
-from .apply_errors import Refused, Unmodelled
+from .apply_errors import Refused, Unmodelled, link_named
 from .state import FdbEntry, Link, NetnsState
 from .tunnel_fixes import ZERO_MAC, underlay_ceiling
 
@@ -77,13 +77,13 @@ def add_tunnel(state: NetnsState, name: str, kind: str, words: List[str], mac: O
         raise Refused("vxlan: both group and remote cannot be specified")
     if group and "dev" not in opts:
         raise Refused("vxlan: 'group' requires 'dev' to be specified")
-    lower = _named(state, opts["dev"]) if "dev" in opts else None
+    lower = link_named(state, opts["dev"]) if "dev" in opts else None
     same = next((l for l in state.links if l.kind == kind and l.vni == vni and l.dstport == dstport
                  and (kind == "vxlan" or l.tunnel_remote == remote)), None)
     if same is not None:
         raise Refused(f"A {kind.upper()} device with the specified VNI already exists ({same.ifname})")
     ifindex = max((l.ifindex for l in state.links), default=0) + 1
-    link = Link(ifindex, name, kind, admin_up=False, mac=(mac or _made_mac(ifindex)).lower(), vni=vni,
+    link = Link(ifindex, name, kind, admin_up=False, mac=(mac or made_mac(ifindex)).lower(), vni=vni,
                 dstport=dstport, tunnel_remote=remote, tunnel_group=group,
                 tunnel_local=_address(opts["local"], "local") if "local" in opts else None,
                 tunnel_dev=lower.ifindex if lower else None, learning="nolearning" not in opts)
@@ -95,15 +95,9 @@ def add_tunnel(state: NetnsState, name: str, kind: str, words: List[str], mac: O
     return link
 
 
-def _made_mac(ifindex: int) -> str:
+def made_mac(ifindex: int) -> str:
+    """A MAC for a device the model makes (the kernel picks a random one): unique per ifindex."""
     return f"02:00:00:{ifindex >> 16 & 0xff:02x}:{ifindex >> 8 & 0xff:02x}:{ifindex & 0xff:02x}"
-
-
-def _named(state: NetnsState, name: str) -> Link:
-    link = state.link_by_name(name)
-    if link is None:
-        raise Refused(f"no interface {name} in {state.name}")
-    return link
 
 
 def change_vxlan(link: Link, words: List[str]) -> None:
@@ -152,7 +146,7 @@ def bridge(state: NetnsState, words: List[str]) -> None:
         raise Unmodelled(f"bridge {' '.join(words)}")
     verb, mac = words[1], words[2].lower()
     opts = _words(words[3:], ("dev", "dst", "port", "dstport", "vni"), ("self", "permanent", "static", "dynamic"))
-    link = _named(state, opts.get("dev", ""))
+    link = link_named(state, opts.get("dev", ""))
     if link.kind != "vxlan":
         raise Unmodelled(f"bridge fdb on {link.ifname} ({link.kind or 'a plain device'}): only a VXLAN device's "
                          "own FDB is modelled")

@@ -159,6 +159,9 @@ def test_link_del_of_a_veth_whose_peer_is_elsewhere_is_unmodelled():
     state.link_by_name("u0").peer_netns = "other"
     with pytest.raises(Unmodelled, match="other"):
         run(state, "ip link del u0")
+    state.link_by_name("u0").peer_netns = None      # not known: neither
+    with pytest.raises(Unmodelled, match="not known"):
+        run(state, "ip link del u0")
 
 
 def test_link_address_and_master():
