@@ -406,6 +406,10 @@ class Walker:
         if self.outer is not None:
             note = leaving_note(self.outer, oif, nexthop, *self._inner_ends(direction))
             self.result.left_machine += f" (the outer packet of {self.outer.kind}, to {self.outer.dst})"
+        last = self.result.hops[-1] if self.result.hops else None
+        if last is not None and (last.netns, last.oif, last.direction) == (state.name, oif.ifname, direction):
+            last.action, last.note = "leave", f"{last.note}; {note}" if last.note else note   # the hop that sends it
+            return
         self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop, note=note)
 
     def _inner_ends(self, direction: str) -> Tuple[str, str]:
