@@ -492,3 +492,47 @@ def mtu_finding(state: NetnsState, dev: Link, size: int, sender_state: NetnsStat
     fix = [in_ns(sender_state.name, inner_mtu_fix(sender, dev.mtu), kw.get("home"))]
     return C.Finding(state.name, "mtu", False, detail, "mtu", dev.ifname, fix, C.CERTAIN,
                      kw.get("direction", "request"))
+
+
+def routed_mtu_finding(snap: Snapshot, hops: List[Hop], state: NetnsState, tun: Link, size: int,
+                       **kw) -> C.Finding:
+    """A routed packet into a tunnel device: the ping's sender is the inner side to lower."""
+    first = next(h for h in hops if h.direction == kw["direction"])
+    sstate = snap.ns(first.netns)
+    sender = sstate.link_by_name(first.oif) if first.oif else None
+    if sender is None:
+        return C.check_mtu(state, tun, size, "the packet is forwarded with DF set", size, **kw)
+    return mtu_finding(state, tun, min(size, sender.mtu), sstate, sender, **kw)
+
+
+def one_inner_mtu_fix(snap: Snapshot, findings: List[C.Finding], hops: List[Hop], direction: str,
+                      home: str) -> None:
+    """Where a tunnel is too small for what the ping's sender sends, every MTU that fails in that
+    direction has one fix: the sender's MTU lowered to the smallest of them (what a CNI plugin
+    gives a pod), not each link raised (a tunnel device cannot carry more than its underlay)."""
+    failed = [f for f in findings if f.check == "mtu" and not f.ok and f.direction == direction]
+    links = [snap.ns(f.netns).link_by_name(f.ifname) for f in failed]
+    first = next((h for h in hops if h.direction == direction and h.oif), None)
+    if first is None or not any(is_tunnel(link) for link in links):
+        return
+    sstate = snap.ns(first.netns)
+    sender = sstate.link_by_name(first.oif)
+    limit = min(link.mtu for link in links if link)
+    fix = [in_ns(sstate.name, inner_mtu_fix(sender, limit), home)]
+    tunnels = ", ".join(f"{link.ifname} ({link.mtu})" for link in links if is_tunnel(link))
+    for i, finding in enumerate(failed):
+        if not is_tunnel(links[i]):
+            finding.detail += (f"; the tunnel on the way, {tunnels}, carries no more either: {sender.ifname} in "
+                               f"{sstate.name} must send at most {limit} bytes")
+        finding.fix, finding.alternatives = fix, []
+        finding.symptom = i > 0   # the same packets, dropped further on: not a fault of its own
+
+
+def underlay_note(bound: Optional[Link], dst: str, lookup) -> str:
+    """A tunnel bound to an underlay device (`dev`): its outer packets leave only by it."""
+    if bound is None:
+        return ""
+    text = f"the tunnel is bound to {bound.ifname} (its `dev`)"
+    if lookup.route is not None and lookup.route.table == 0:
+        text += f"; no route via {bound.ifname}: the kernel assumes {dst} is on-link"
+    return text

@@ -21,7 +21,8 @@ from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
 from .suggest import suggest_routes
 from .state import Link, NetnsState, Snapshot, family_of, is_link_local
-from .tunnel import L2_KINDS, L3_KINDS, Tunnels, describe, inner_mtu_fix, is_tunnel, leaving_note, mtu_finding
+from .tunnel import (L2_KINDS, L3_KINDS, Tunnels, describe, is_tunnel, leaving_note, mtu_finding, one_inner_mtu_fix,
+                     routed_mtu_finding, underlay_note)
 
 
 ICMP_HEADER = 8
@@ -90,32 +91,11 @@ class Walker:
         `scope`: a link-local destination's %IFACE."""
         res = self._walk(src_ns, dst, src, device, scope)
         for direction in ("request", "reply"):
-            self._inner_mtu(direction)
+            one_inner_mtu_fix(self.snap, res.findings, res.hops, direction, self.home)
         for finding in res.findings:
             finding.fix = self._keeping_used(finding.fix, finding)
             finding.alternatives = [self._keeping_used(fix, finding) for fix in finding.alternatives]
         return res
-
-    def _inner_mtu(self, direction: str) -> None:
-        """Where a tunnel is too small for what the ping's sender sends, every MTU that fails in that
-        direction has one fix: the sender's MTU lowered to the smallest of them (what a CNI plugin
-        gives a pod), not each link raised (a tunnel device cannot carry more than its underlay)."""
-        failed = [f for f in self.result.findings if f.check == "mtu" and not f.ok and f.direction == direction]
-        links = [self.snap.ns(f.netns).link_by_name(f.ifname) for f in failed]
-        first = next((h for h in self.result.hops if h.direction == direction and h.oif), None)
-        if first is None or not any(is_tunnel(link) for link in links):
-            return
-        sstate = self.snap.ns(first.netns)
-        sender = sstate.link_by_name(first.oif)
-        limit = min(link.mtu for link in links if link)
-        fix = [in_ns(sstate.name, inner_mtu_fix(sender, limit), self.home)]
-        tunnels = ", ".join(f"{link.ifname} ({link.mtu})" for link in links if is_tunnel(link))
-        for i, finding in enumerate(failed):
-            if not is_tunnel(links[i]):
-                finding.detail += (f"; the tunnel on the way, {tunnels}, carries no more either: {sender.ifname} in "
-                                   f"{sstate.name} must send at most {limit} bytes")
-            finding.fix, finding.alternatives = fix, []
-            finding.symptom = i > 0   # the same packets, dropped further on: not a fault of its own
 
     def _keeping_used(self, fix, finding: C.Finding):
         """The fix without commands that delete what the working part of the path uses."""
@@ -234,7 +214,7 @@ class Walker:
                               note=f"{dst} is local")
                     return ns
                 bypass = self._bound_note(state, bound, dst, lookup) if self.outer is None else \
-                    self._underlay_note(bound, dst, lookup)
+                    underlay_note(bound, dst, lookup)
                 bound = scope = None
                 prefer = self.result.arrival_ifindex if direction == "reply" else None
                 self._route_check(state, lookup, dst, no_route, prefer, **kw)
@@ -279,7 +259,7 @@ class Walker:
                 if self.outer is not None:
                     pass   # outer packets are sent without DF: the sender and routers fragment them
                 elif is_tunnel(oif) and (family == 6 or direction == "request"):
-                    self._add(self._tunnel_mtu(state, oif, self.size, **kw))
+                    self._add(routed_mtu_finding(self.snap, self.result.hops, state, oif, self.size, **kw))
                 elif oif is not None and family == 6:
                     self._add(C.check_mtu(state, oif, self.size, "IPv6 routers never fragment: the router drops "
                                           "it and sends ICMPv6 packet-too-big to the source, which must fragment "
@@ -335,16 +315,6 @@ class Walker:
     def _locate(self, state: NetnsState, address: str, src: Optional[str]) -> Optional[str]:
         """Where a packet from state to address is delivered (a VXLAN port's remote VTEP)."""
         return None if self.probing else self._look_ahead("request", state.name, src or address, address)
-
-    @staticmethod
-    def _underlay_note(bound: Optional[Link], dst: str, lookup) -> str:
-        """A tunnel bound to an underlay device (`dev`): its outer packets leave only by it."""
-        if bound is None:
-            return ""
-        text = f"the tunnel is bound to {bound.ifname} (its `dev`)"
-        if lookup.route is not None and lookup.route.table == 0:
-            text += f"; no route via {bound.ifname}: the kernel assumes {dst} is on-link"
-        return text
 
     @staticmethod
     def _bound_note(state: NetnsState, bound: Optional[Link], dst: str, lookup) -> str:
@@ -425,15 +395,6 @@ class Walker:
         if pkt.proto == "udp":   # its source port hashes the inner flow: each way is a new flow
             pkt.ctstate = "NEW"
         return C.check_tunnel_firewall(state, pkt, describe(self.outer), **kw)
-
-    def _tunnel_mtu(self, state: NetnsState, tun: Link, size: int, **kw) -> C.Finding:
-        """A routed packet into a tunnel device: the sender of the ping is the inner side to lower."""
-        first = next(h for h in self.result.hops if h.direction == kw["direction"])
-        sstate = self.snap.ns(first.netns)
-        sender = sstate.link_by_name(first.oif) if first.oif else None
-        if sender is None:
-            return C.check_mtu(state, tun, size, "the packet is forwarded with DF set", size, **kw)
-        return mtu_finding(state, tun, min(size, sender.mtu), sstate, sender, **kw)
 
     def _outer_walk(self, ns: str, outer: Outer, bound: Optional[Link], size: int) -> Optional[str]:
         """The outer packet from ns to its endpoint through the underlay: the namespace it is
