@@ -473,7 +473,7 @@ def _repoint(state: NetnsState, dev: Link, target: Target, address: str) -> List
     return [argv_of("ip link set dev {} type {} remote {}", dev.ifname, dev.kind, address)]
 
 
-def inner_mtu_fix(sender: Link, mtu: int) -> Argv:
+def lowered_mtu(sender: Link, mtu: int) -> Argv:
     """The inner side lowered to what the tunnel carries."""
     return argv_of("ip link set dev {} mtu {}", sender.ifname, mtu)
 
@@ -489,7 +489,7 @@ def mtu_finding(state: NetnsState, dev: Link, size: int, sender_state: NetnsStat
     detail = (f"{size}-byte packets do not fit the {dev.mtu}-byte MTU of {dev.ifname} ({NAMES.get(dev.kind, dev.kind)}"
               f" adds {overhead(dev, underlay_family(dev))} bytes of headers on the underlay); {sender.ifname} in "
               f"{sender_state.name} sends up to {sender.mtu} bytes: its MTU must not exceed {dev.mtu}")
-    fix = [in_ns(sender_state.name, inner_mtu_fix(sender, dev.mtu), kw.get("home"))]
+    fix = [in_ns(sender_state.name, lowered_mtu(sender, dev.mtu), kw.get("home"))]
     return C.Finding(state.name, "mtu", False, detail, "mtu", dev.ifname, fix, C.CERTAIN,
                      kw.get("direction", "request"))
 
@@ -518,7 +518,7 @@ def one_inner_mtu_fix(snap: Snapshot, findings: List[C.Finding], hops: List[Hop]
     sstate = snap.ns(first.netns)
     sender = sstate.link_by_name(first.oif)
     limit = min(link.mtu for link in links if link)
-    fix = [in_ns(sstate.name, inner_mtu_fix(sender, limit), home)]
+    fix = [in_ns(sstate.name, lowered_mtu(sender, limit), home)]
     tunnels = ", ".join(f"{link.ifname} ({link.mtu})" for link in links if is_tunnel(link))
     for i, finding in enumerate(failed):
         if not is_tunnel(links[i]):
