@@ -375,7 +375,7 @@ class Walker:
         self.result.left_machine = f"{oif.ifname} in {state.name}"
         if self.outer is not None:
             note = leaving_note(self.outer, oif, nexthop, *self._inner_ends(direction))
-            self.result.left_machine += f" (the outer packet of {self.outer.kind}, to {self.outer.dst})"
+            self.result.left_machine += f" ({note})"
         last = self.result.hops[-1] if self.result.hops else None
         if last is not None and (last.netns, last.oif, last.direction) == (state.name, oif.ifname, direction):
             last.action, last.note = "leave", f"{last.note}; {note}" if last.note else note   # the hop that sends it

@@ -294,6 +294,9 @@ def test_an_outer_packet_that_leaves_the_machine_says_which_where_and_what_to_ru
         "n1 to 192.0.2.254 (3 echo counted leaving)",
         "  on the far node, run: bpftools trace-drops --all-netns --src 10.5.0.1 --dst 10.5.0.2"]
     assert "on the far node, run:" in story(result)
+    assert "through eth0 in n1 (the outer packet VXLAN (UDP port 4789, VNI 42) 192.0.2.1 -> 198.51.100.7 leaves " \
+        "through eth0 (a physical interface) to 192.0.2.254; on the far node, run: bpftools trace-drops" \
+        in result.causes[0].evidence[-1]
 
 
 # -- capture: IFLA_INFO_DATA -----------------------------------------------------------------------------------
