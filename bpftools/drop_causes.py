@@ -361,13 +361,13 @@ class DropCause:
 
 
 _NEIGH = ("neighbor_unreachable", "arp_ignore", "local_source", "rp_filter", "bridge_port_address")
-_NO_ROUTE = ("no_route", "no_return_route", "link_down")
+_NO_ROUTE = ("no_route", "no_return_route", "link_down", "tunnel_underlay_route")
 
 DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [
     DropCause("IP_RPFILTER", "rp_filter", ("rp_filter", "no_return_route"),
               "the reverse-path filter refused its source", explain_rpfilter, facts_rpfilter, fix_rpfilter),
     DropCause("NETFILTER_DROP", "netfilter_drop", ("netfilter_drop", "bridge_netfilter", "docker_isolation",
-                                                   "docker_icc_disabled", "cni_chain_drop"),
+                                                   "docker_icc_disabled", "cni_chain_drop", "tunnel_firewall"),
               "a netfilter rule or policy dropped it", explain_netfilter, facts_netfilter),
     DropCause("IP_INADDRERRORS", None, ("ip_forward_disabled",),
               "it was not for this namespace, which does not forward", explain_inaddrerrors, facts_routing,
@@ -386,7 +386,7 @@ DROP_CAUSES: Dict[str, DropCause] = {c.reason: c for c in [
               explain_neigh, facts_neigh),
     DropCause("OTHERHOST", None, ("neighbor_unreachable",), "the frame was for another MAC address",
               explain_otherhost, facts_link),
-    DropCause("NO_SOCKET", None, (), "no socket wanted it", explain_no_socket, facts_no_socket),
+    DropCause("NO_SOCKET", None, ("tunnel_port_mismatch",), "no socket wanted it", explain_no_socket, facts_no_socket),
     DropCause("INVALID_PROTO", None, ("echo_ignored",), "the protocol handler refused it", explain_invalid_proto),
     DropCause("QDISC_DROP", None, ("link_down", "tun_no_program"), "the queueing discipline dropped it", explain_qdisc, facts_link),
     DropCause("NO_TX_TARGET", None, ("link_down", "neighbor_unreachable"), "there was no device to send it on",

@@ -325,6 +325,18 @@ def check_firewall(state: NetnsState, pkt: Packet, **kw) -> Finding:
                f"{verdict.rule}", verdict.fix, pkt.iif or pkt.oif, **kw)
 
 
+def check_tunnel_firewall(state: NetnsState, pkt: Packet, outer: str, **kw) -> Finding:
+    """A tunnel's outer packet (`outer` describes it) at a netfilter hook of the underlay: a drop
+    there drops every ping the tunnel carries (and its ARP/NDP)."""
+    check = f"netfilter_{pkt.hook}"
+    verdict = firewall_verdict(_ruleset_text(state, pkt), state.nft_ruleset, pkt)
+    if not verdict.dropped:
+        return ok(state, check, f"{pkt.hook.upper()} accepts the tunnel's outer packets, {outer}", pkt.iif or pkt.oif,
+                  kw.get("direction", "request"))
+    return bad(state, check, "tunnel_firewall", f"{verdict.where} drops the tunnel's outer packets, {outer}, which "
+               f"carry the ping and its ARP/NDP: {verdict.rule}", verdict.fix, pkt.iif or pkt.oif, **kw)
+
+
 def check_bridge_netfilter(state: NetnsState, bridge: Link, pkt: Packet, **kw) -> Finding:
     """Bridged IPv4 goes through iptables FORWARD when net.bridge.bridge-nf-call-iptables = 1
     (IPv6: ip6tables FORWARD with bridge-nf-call-ip6tables = 1)."""
@@ -366,7 +378,7 @@ def check_neighbour(state: NetnsState, oif: Link, nexthop: str, receiver: Option
     """The neighbour entry (ARP/NDP) for the next hop, and whether anything on the other side answers."""
     direction = kw.get("direction", "request")
     how = neighbour_protocol(nexthop)
-    if oif.noarp or oif.kind in ("ipip", "gre", "sit"):
+    if oif.noarp or oif.kind in ("ipip", "sit", "ip6tnl", "gre", "ip6gre"):
         return ok(state, "neighbour", f"{oif.ifname} does not use {how}", oif.ifname, direction)
     entry = state.neighbour(oif.ifindex, nexthop)
     if entry and entry.state in ("permanent", "noarp") and receiver and entry.lladdr and receiver.mac \

@@ -11,11 +11,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Set, Tuple
+from typing import List, Optional, Set, Tuple
 
 from ..commands import Argv, argv_of
 from ..errors import first_line
-from . import macvlan, tuntap
+from . import macvlan, tunnel, tuntap
 from .routing import fib_lookup
 from .state import Addr, Link, NetnsState, Snapshot, conf_sysctl, family_of, is_link_local
 
@@ -52,6 +52,9 @@ class Segment:
     unseen: List[str] = field(default_factory=list)   # parts of the segment we cannot look into
     programs: List[Tuple[NetnsState, Link]] = field(default_factory=list)   # TAP ports a program (a VM) holds
     idle_taps: List[Tuple[NetnsState, Link]] = field(default_factory=list)  # TAP ports nobody holds
+    # tunnel devices whose far end is not here (it leaves the machine, a multicast group): the walk
+    # follows the outer packet out through them
+    exits: List["Station"] = field(default_factory=list)
 
     def describe(self, oif: Link) -> str:
         if not self.stations:
@@ -74,8 +77,8 @@ def peer_of(snap: Snapshot, state: NetnsState, link: Link) -> Optional[Tuple[Net
 
 
 # Where an address is local, reached from a namespace by routing (the walker's look-ahead):
-# (namespace, address, source) -> namespace name, or None. VXLAN ports need it to find the remote VTEP.
-Locate = Callable[[NetnsState, str, Optional[str]], Optional[str]]
+# (namespace, address, source) -> namespace name, or None. Tunnel ports need it to find the far end.
+Locate = tunnel.Locate
 
 
 def segment(snap: Snapshot, state: NetnsState, oif: Link, locate: Optional[Locate] = None) -> Segment:
@@ -87,6 +90,8 @@ def segment(snap: Snapshot, state: NetnsState, oif: Link, locate: Optional[Locat
         walk.bridge(state, oif, None, [])
     elif oif.kind == "veth":
         walk.wire(state, oif, [])
+    elif tunnel.is_tunnel(oif):
+        _tunnel_port(walk, state, oif, [])
     elif macvlan.is_upper(oif):
         _out_of_parent(walk, state, oif)
     return seg
@@ -150,8 +155,8 @@ def _bridge(w: _Walk, bstate: NetnsState, bridge: Link, port_in: Optional[Link],
         through = crossings + [Crossing(bstate, bridge, port_in, port)]
         if port.kind == "veth":
             _wire(w, bstate, port, through)
-        elif port.kind == "vxlan" and w.locate is not None:
-            _vxlan(w, bstate, port, through)
+        elif tunnel.is_tunnel(port):
+            _tunnel_port(w, bstate, port, through)
         elif tuntap.is_tuntap(port):
             (w.seg.programs if tuntap.held(port) else w.seg.idle_taps).append((bstate, port))
         else:
@@ -159,25 +164,37 @@ def _bridge(w: _Walk, bstate: NetnsState, bridge: Link, port_in: Optional[Link],
                                 f"{bridge.ifname})")
 
 
-def _vxlan(w: _Walk, state: NetnsState, vx: Link, crossings: List[Crossing]) -> None:
-    """A VXLAN port: frames go to the remote VTEPs of its FDB (or its fixed remote), to the VXLAN
-    device with the same VNI there, and on into that device's bridge."""
-    remotes = list(vx.vxlan_fdb)
-    if vx.tunnel_remote and not ipaddress.ip_address(vx.tunnel_remote).is_multicast \
-            and vx.tunnel_remote not in remotes:
-        remotes.append(vx.tunnel_remote)
-    if not remotes:
-        w.seg.unseen.append(f"{vx.ifname} in {state.name} (VXLAN VNI {vx.vni} with no remote VTEP in its FDB)")
-        return
-    for remote in remotes:
-        where = w.locate(state, remote, vx.tunnel_local)
-        rstate = w.snap.ns(where) if where else None
-        rvx = next((l for l in rstate.links if l.kind == "vxlan" and l.vni == vx.vni
-                    and l.tunnel_local in (remote, None)), None) if rstate else None
-        if rvx is None:
-            w.seg.unseen.append(f"VTEP {remote} of {vx.ifname} in {state.name} (VNI {vx.vni})")
+def _tunnel_port(w: _Walk, state: NetnsState, dev: Link, crossings: List[Crossing]) -> None:
+    """A tunnel device (a VXLAN bridge port, Flannel's flannel.1): frames go to the endpoints of its
+    FDB entries (or its remote), to the device there meant to take them, and on into its bridge.
+    With no endpoint at all, the one other device of its kind and VNI is where they were meant to
+    go: the walk gets there and says why they do not (tunnel.Tunnels)."""
+    where = f"{dev.ifname} in {state.name} ({tunnel.NAMES.get(dev.kind, dev.kind)}" + \
+        (f" VNI {dev.vni})" if dev.vni is not None else ")")
+    ends, dsts = [], []
+    for target in tunnel.targets(dev).found + [t for e in tunnel.fdb_of(dev) if e.mac != tunnel.ZERO_MAC
+                                               for t in tunnel.targets(dev, e.mac).found]:
+        if target.dst in dsts:
             continue
-        _arrive(w, rstate, rvx, crossings)
+        dsts.append(target.dst)
+        end = tunnel.far_end(w.snap, state, dev, target, w.locate)
+        if end is None:
+            w.seg.unseen.append(f"the {tunnel.NAMES.get(dev.kind, dev.kind)} endpoint {target.dst} of {where}")
+            w.seg.exits.append(Station(state, dev, crossings))
+        elif end not in ends:
+            ends.append(end)
+    group = tunnel.targets(dev).group
+    if group:
+        w.seg.unseen.append(f"the multicast group {group} of {where}")
+        w.seg.exits.append(Station(state, dev, crossings))
+    if not dsts and not group:
+        others = tunnel.matching_devices(w.snap, state, dev, locate=w.locate)
+        if len(others) == 1:
+            ends.append(others[0])
+        else:
+            w.seg.unseen.append(f"{where}: no remote and no FDB entry")
+    for rstate, rdev in ends:
+        _arrive(w, rstate, rdev, crossings)
 
 
 # -- who answers ---------------------------------------------------------------------------------------

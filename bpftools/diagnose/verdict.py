@@ -8,6 +8,7 @@ from ..drop_causes import DROP_CAUSES, DropCause, drop_cause, reason_name
 from ..drop_events import tunnel_json_text
 from ..commands import HOST_LABEL, Command, in_ns, rendered
 from .checks import CERTAIN, LIKELY, Finding
+from .tunnel import leaving_lines
 from .records import Cause, Drop, Hop, Ranking, Result
 from .walk import WalkResult
 
@@ -200,7 +201,8 @@ def where_it_stops(path: List[Hop]) -> Optional[str]:
     """From the per-hop counts: where the ping's packets stop (None when they do not, or unknown)."""
     for direction, what in (("request", "echo requests"), ("reply", "echo replies")):
         previous = None
-        for hop in (h for h in path if h.direction == direction):
+        # the underlay hops of a tunnel carry the ping inside outer packets, which echo counts do not see
+        for hop in (h for h in path if h.direction == direction and not _outer(h)):
             if not _echo_counted(hop):
                 return None
             inn, out = hop.packets.rx, hop.packets.tx
@@ -234,6 +236,8 @@ def counted_cutoff(path: List[Hop]) -> Dict[str, int]:
             cutoff[direction] = -1
             continue
         for i, hop in enumerate(hops):
+            if _outer(hop):
+                continue
             if i > 0 and hop.packets.rx == 0:
                 cutoff[direction] = i
                 break
@@ -241,6 +245,11 @@ def counted_cutoff(path: List[Hop]) -> Dict[str, int]:
                 cutoff[direction] = i + 1
                 break
     return cutoff
+
+
+def _outer(hop: Hop) -> bool:
+    """An underlay hop of a tunnel (the tunnel hop itself carries the ping as it was)."""
+    return hop.outer is not None and hop.action != "tunnel"
 
 
 def _request_arrived(path: List[Hop]) -> bool:
@@ -257,7 +266,8 @@ def claimable(causes: List[Cause], path: List[Hop]) -> List[Cause]:
             return True
         hops = [h for h in path if h.direction == cause.direction]
         at = [i for i, h in enumerate(hops) if h.netns == cause.netns]
-        return not at or at[0] <= cutoff[cause.direction]
+        # a tunnel's far node: the ARP/NDP that crosses the tunnel first reaches it, counted or not
+        return not at or at[0] <= cutoff[cause.direction] or _outer(hops[at[0]])
 
     return [c for c in causes if reached(c)]
 
@@ -300,6 +310,7 @@ def story(result: Result) -> str:
     if stops:
         lines.append(f"  counted: {stops}")
     lines += [f"  traced: {_drop_text(drop)}" for drop in result.drops]
+    lines += leaving_lines(result.path)
     first = result.causes[0]
     if first.cause == "unknown":
         lines.append("the ping fails, and no check on the path explains why:")

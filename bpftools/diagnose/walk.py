@@ -21,12 +21,13 @@ from .routing import fib_lookup, route_get, select_source
 from .segment import Station, peer_of, resolve, segment
 from .suggest import suggest_routes
 from .state import Link, NetnsState, Snapshot, family_of, is_link_local
+from .tunnel import (L2_KINDS, L3_KINDS, Tunnels, describe, is_tunnel, leaving_note, mtu_finding, one_inner_mtu_fix,
+                     routed_mtu_finding, underlay_note)
 
 
 ICMP_HEADER = 8
 IP_HEADER = {4: 20, 6: 40}
 ECHO_TYPES = {4: {"request": 8, "reply": 0}, 6: {"request": 128, "reply": 129}}
-TUNNEL_KINDS = ("ipip", "gre", "sit")
 
 
 @dataclass
@@ -56,6 +57,20 @@ class WalkResult:
         return seen
 
 
+def _landing(station: Station, i: int) -> Tuple[NetnsState, Link]:
+    """Where a frame crossing the tunnel after crossing i (-1: before any) should come out."""
+    if i + 1 < len(station.crossings):
+        nxt = station.crossings[i + 1]
+        return nxt.state, nxt.port_in
+    return station.state, station.link
+
+
+def _role(link: Link, sender: Link) -> str:
+    if is_tunnel(link):
+        return f"{link.kind} device" + (f" (VNI {link.vni})" if link.vni is not None else "")
+    return f"veth peer of {sender.ifname}"
+
+
 class Walker:
     def __init__(self, snapshot: Snapshot, payload: int = 56, max_hops: int = 16, home: str = C.HOST_LABEL):
         self.snap = snapshot
@@ -66,6 +81,8 @@ class Walker:
         self.max_hops = max_hops
         self.home = home
         self.result = WalkResult()
+        self.outer: Optional[Outer] = None   # walking a tunnel's outer packet through the underlay
+        self.tunnels = Tunnels(self)
 
     # -- entry point -------------------------------------------------------------------------
     def walk(self, src_ns: str, dst: str, src: Optional[str] = None, device: Optional[str] = None,
@@ -73,6 +90,8 @@ class Walker:
         """The ping's path; `src` and `device` are ping's -I ADDR and -I IFACE (SO_BINDTODEVICE);
         `scope`: a link-local destination's %IFACE."""
         res = self._walk(src_ns, dst, src, device, scope)
+        for direction in ("request", "reply"):
+            one_inner_mtu_fix(self.snap, res.findings, res.hops, direction, self.home)
         for finding in res.findings:
             finding.fix = self._keeping_used(finding.fix, finding)
             finding.alternatives = [self._keeping_used(fix, finding) for fix in finding.alternatives]
@@ -131,6 +150,8 @@ class Walker:
         return C.bad(*args, home=self.home, **kw)
 
     def _hop(self, *args, **kw) -> Hop:
+        if self.outer is not None:   # an underlay hop: it carries the outer packet
+            kw.setdefault("outer", self.outer)
         hop = Hop(*args, **kw)
         self.result.hops.append(hop)
         return hop
@@ -175,8 +196,11 @@ class Walker:
         came_from: Optional[str] = None   # the namespace the packet arrived from
         family = family_of(dst)
         icmp = ECHO_TYPES[family][direction]
-        self.size = self.payload + ICMP_HEADER + IP_HEADER[family]
+        if self.outer is None:   # an outer packet's size is the inner one's plus the tunnel's headers
+            self.size = self.payload + ICMP_HEADER + IP_HEADER[family]
         ctstate = "NEW" if direction == "request" else "ESTABLISHED"
+        no_route = "tunnel_underlay_route" if self.outer else "no_route" if direction == "request" else \
+            "no_return_route"
         passes: List[Pass] = []   # the namespaces passed and the route taken in each (routing loops)
         for _ in range(self.max_hops):
             state = self.snap.ns(ns)
@@ -184,29 +208,34 @@ class Walker:
                 first_oif = bound or scope
                 lookup = route_get(state, dst, src, first_oif.ifindex if first_oif else None)
                 if lookup.route is not None and lookup.route.type == "local":
-                    if direction == "request":
+                    if direction == "request" and self.outer is None:
                         self._add(C.check_echo(state, dst, "ipv6" if family == 6 else "ipv4", **kw))
-                    self._hop(direction, ns, None, "lo", "deliver", src, dst, note=f"{dst} is local")
+                    self._hop(direction, ns, None, "lo", "decap" if self.outer else "deliver", src, dst,
+                              note=f"{dst} is local")
                     return ns
-                bypass = self._bound_note(state, bound, dst, lookup)
+                bypass = self._bound_note(state, bound, dst, lookup) if self.outer is None else \
+                    underlay_note(bound, dst, lookup)
                 bound = scope = None
                 prefer = self.result.arrival_ifindex if direction == "reply" else None
-                self._route_check(state, lookup, dst, "no_route" if direction == "request" else "no_return_route",
-                                  prefer, **kw)
+                self._route_check(state, lookup, dst, no_route, prefer, **kw)
                 if not lookup.ok:
                     self._hop(direction, ns, None, None, "broken", src, dst, note=f"no route to {dst}")
                     return None
                 oif = state.link(lookup.route.oif)
-                self._add(C.check_firewall(state, Packet("output", src, dst, icmp, "", oif.ifname if oif else "",
-                                                         ctstate), **kw))
+                self._add(self._firewall(state, Packet("output", src, dst, icmp, "", oif.ifname if oif else "",
+                                                       ctstate), **kw))
+                if oif is not None and self.outer is None:   # the sender fragments what its link cannot take
+                    self.size = min(self.size, oif.mtu)
                 action = "send"
             else:
                 bypass = ""
                 lookup = fib_lookup(state, dst, src, iif.ifname)
                 if lookup.route is not None and lookup.route.type == "local":
                     self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
-                    self._add(C.check_firewall(state, Packet("input", src, dst, icmp, iif.ifname, "", ctstate),
-                                               **kw))
+                    self._add(self._firewall(state, Packet("input", src, dst, icmp, iif.ifname, "", ctstate), **kw))
+                    if self.outer is not None:
+                        self._hop(direction, ns, iif.ifname, None, "decap", src, dst, note=f"{dst} is local")
+                        return ns
                     if direction == "request":
                         self._add(C.check_echo(state, dst, "ipv6" if family == 6 else "ipv4", **kw))
                     self._hop(direction, ns, iif.ifname, None, "deliver", src, dst, note=f"{dst} is local")
@@ -220,20 +249,23 @@ class Walker:
                     return None
                 self._add(C.check_forwarding(state, iif, family, **kw))
                 self._add(self._check_source(state, src, dst, iif, "packet", came_from == ns, **kw))
-                self._route_check(state, lookup, dst, "no_route" if direction == "request" else "no_return_route",
-                                  iif.ifindex, **kw)
+                self._route_check(state, lookup, dst, no_route, iif.ifindex, **kw)
                 if not lookup.ok:
                     self._hop(direction, ns, iif.ifname, None, "broken", src, dst, note=f"no route to {dst}")
                     return None
                 oif = state.link(lookup.route.oif)
-                self._add(C.check_firewall(state, Packet("forward", src, dst, icmp, iif.ifname,
-                                                         oif.ifname if oif else "", ctstate), **kw))
-                if oif is not None and oif.kind not in TUNNEL_KINDS and family == 6:
+                self._add(self._firewall(state, Packet("forward", src, dst, icmp, iif.ifname,
+                                                       oif.ifname if oif else "", ctstate), **kw))
+                if self.outer is not None:
+                    pass   # outer packets are sent without DF: the sender and routers fragment them
+                elif is_tunnel(oif) and (family == 6 or direction == "request"):
+                    self._add(routed_mtu_finding(self.snap, self.result.hops, state, oif, self.size, **kw))
+                elif oif is not None and family == 6:
                     self._add(C.check_mtu(state, oif, self.size, "IPv6 routers never fragment: the router drops "
                                           "it and sends ICMPv6 packet-too-big to the source, which must fragment "
                                           "(if that message is filtered on the way, the path is a black hole)",
                                           max(self.size, 1500), **kw))
-                elif oif is not None and oif.kind not in TUNNEL_KINDS and direction == "request":
+                elif oif is not None and direction == "request":
                     # ping sets DF on IPv4; echo replies do not
                     self._add(C.check_mtu(state, oif, self.size, "the echo request is forwarded with DF set",
                                           max(self.size, 1500), **kw))
@@ -310,19 +342,17 @@ class Walker:
         if oif.master is not None:
             self._add(C.check_bridge_port_address(state, oif, **kw))
         arp_src = src if state.owns(src) else self._arp_source(state, oif, nexthop)
-        if oif.kind in TUNNEL_KINDS:
-            return self._through_tunnel(state, oif, src, dst, **kw)
+        if oif.kind in L3_KINDS:   # no link layer: the packet goes to the tunnel's endpoint
+            landed = self.tunnels.enter(state, oif, None, False, None, src, dst, self.size, **kw)
+            return (landed[0].name, landed[1]) if landed else None
         if oif.kind == "tun":
             return self._to_program(state, oif, **kw)
         if oif.ifname == "lo":   # `ping -I lo`: the kernel delivers it locally; which socket sees the reply
             self._stop("leave", f"sent through lo (bound to it): delivered back into {state.name} as local; "
                        "not modelled further")
             return None
-        if oif.kind not in ("veth", "bridge") and not is_upper(oif):
-            why = oif.kind or "a physical interface"
-            self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop,
-                      note=f"the path leaves through {oif.ifname} ({why}); not followed further")
-            self.result.left_machine = f"{oif.ifname} in {state.name}"
+        if oif.kind not in ("veth", "bridge") + L2_KINDS and not is_upper(oif):
+            self._leave(state, oif, nexthop, src, dst, direction)
             return None
         station = self._next_hop_station(state, oif, route, nexthop, arp_src, src, dst, **kw)
         if station is None:
@@ -331,10 +361,52 @@ class Walker:
         if not self._cross(state, oif, station, src, dst, nexthop, **kw):
             return None
         self._add(C.check_neighbour(state, oif, nexthop, receiver, rstate, **kw))
-        if arp_src and not oif.noarp and family_of(nexthop) == 4:  # NDP has no source validation
+        entry = state.neighbour(oif.ifindex, nexthop)
+        asks = not oif.noarp and not (entry is not None and entry.state in ("permanent", "noarp"))
+        if arp_src and asks and family_of(nexthop) == 4:  # NDP has no source validation
             self._add(self._check_source(rstate, arp_src, nexthop, receiver, "ARP request", rstate.name == state.name,
                                          **kw))
         return rstate.name, receiver
+
+    def _leave(self, state: NetnsState, oif: Link, nexthop: str, src: str, dst: str, direction: str) -> None:
+        """The path leaves through an interface we cannot follow (a physical NIC, a dummy)."""
+        why = oif.kind or "a physical interface"
+        note = f"the path leaves through {oif.ifname} ({why}); not followed further"
+        self.result.left_machine = f"{oif.ifname} in {state.name}"
+        if self.outer is not None:
+            note = leaving_note(self.outer, oif, nexthop, *self._inner_ends(direction))
+            self.result.left_machine += f" ({note})"
+        last = self.result.hops[-1] if self.result.hops else None
+        if last is not None and (last.netns, last.oif, last.direction) == (state.name, oif.ifname, direction):
+            last.action, last.note = "leave", f"{last.note}; {note}" if last.note else note   # the hop that sends it
+            return
+        self._hop(direction, state.name, None, oif.ifname, "leave", src, dst, nexthop, note=note)
+
+    def _inner_ends(self, direction: str) -> Tuple[str, str]:
+        """The ping's own source and destination in this direction (under the outer packets)."""
+        first = next(h for h in self.result.hops if h.direction == direction)
+        return first.src, first.dst
+
+    def _firewall(self, state: NetnsState, pkt: Packet, **kw) -> C.Finding:
+        """The ping's packet at a netfilter hook, or the tunnel's outer packet that carries it."""
+        if self.outer is None:
+            return C.check_firewall(state, pkt, **kw)
+        pkt.proto, pkt.dport = self.outer.proto, self.outer.dport
+        if pkt.proto == "udp":   # its source port hashes the inner flow: each way is a new flow
+            pkt.ctstate = "NEW"
+        return C.check_tunnel_firewall(state, pkt, describe(self.outer), **kw)
+
+    def _outer_walk(self, ns: str, outer: Outer, bound: Optional[Link], size: int) -> Optional[str]:
+        """The outer packet from ns to its endpoint through the underlay: the namespace it is
+        delivered in (its `decap` hop is the last), or None."""
+        saved = (self.outer, self.size)
+        self.outer, self.size = outer, size
+        direction = self.result.hops[-1].direction
+        try:
+            src = outer.src or ("::" if family_of(outer.dst) == 6 else "0.0.0.0")
+            return self._direction(direction, ns, src, outer.dst, None, bound=bound)
+        finally:
+            self.outer, self.size = saved
 
     @staticmethod
     def _arp_source(state: NetnsState, oif: Link, nexthop: str) -> Optional[str]:
@@ -362,8 +434,13 @@ class Walker:
         self._add(C.check_nexthop_owner(state, oif, route, nexthop, resolution, **kw))
         if resolution.station is not None:
             return resolution.station
+        if resolution.answer is None and seg.exits:   # behind a tunnel: its outer packet leaves the machine
+            self._cross(state, oif, seg.exits[0], src, dst, nexthop, **kw)
+            return None
         if resolution.answer is None and seg.unseen:
-            self._stop("leave", f"{nexthop} may be behind {seg.unseen[0]}; not followed further")
+            self._stop("leave", f"{nexthop} may be behind {seg.unseen[0]}" + (
+                f"; {leaving_note(self.outer, oif, nexthop, *self._inner_ends(kw['direction']))}" if self.outer else
+                "; not followed further"))
             self.result.left_machine = seg.unseen[0]
             return None
         why = resolution.answer.detail if resolution.answer else f"nobody on {seg.describe(oif)} has {nexthop}"
@@ -377,23 +454,25 @@ class Walker:
 
     def _cross(self, state: NetnsState, oif: Link, station: Station, src: str, dst: str, nexthop: str,
                **kw) -> bool:
-        """The links between oif and the station: each bridge crossed is a hop; checks on every link."""
+        """The links between oif and the station: each bridge crossed is a hop, each tunnel crossed
+        its outer packet's hops; checks on every link."""
         direction = kw["direction"]
         icmp = ECHO_TYPES[family_of(dst)][direction]
         before = len(self.result.findings)
         sent_mtu = oif.mtu
         frame = min(self.size, sent_mtu)
-        for c in station.crossings:
+        mac, arp = self._frame_mac(state, oif, nexthop, station)
+        sender = (state, oif)
+        if is_tunnel(oif):   # a routed tunnel device (Flannel's flannel.1): the frame is encapsulated here
+            if self.tunnels.enter(state, oif, mac, arp, _landing(station, -1), src, dst, frame, **kw) is None:
+                return False
+        for i, c in enumerate(station.crossings):
             if c.port_in is not None:
-                role = f"VXLAN device (VNI {c.port_in.vni})" if c.port_in.kind == "vxlan" else \
-                    f"veth peer of {oif.ifname}"
+                role = _role(c.port_in, oif)
                 self._rx_checks(c.state, c.port_in, frame, sent_mtu, role, **kw)
                 out = c.port_out or c.bridge
-                note = f"{c.port_in.ifname} is a port of {c.bridge.ifname}"
-                if out.kind == "vxlan":
-                    note += f"; {out.ifname} encapsulates in VXLAN VNI {out.vni}"
                 self._hop(direction, c.state.name, c.port_in.ifname, out.ifname, "bridge", src, dst, nexthop,
-                          note=note)
+                          note=f"{c.port_in.ifname} is a port of {c.bridge.ifname}")
             self._add(C.check_link(c.state, c.bridge, "bridge", **kw))
             if c.port_out is None:
                 frame = min(frame, c.bridge.mtu)
@@ -403,6 +482,14 @@ class Walker:
                 pkt = Packet("forward", src, dst, icmp, c.bridge.ifname, c.bridge.ifname,
                              "NEW" if direction == "request" else "ESTABLISHED", c.port_in.ifname, c.port_out.ifname)
                 self._add(C.check_bridge_netfilter(c.state, c.bridge, pkt, **kw))
+            if is_tunnel(c.port_out):   # a tunnel port (VXLAN): the frame crosses to the far node
+                self._add(mtu_finding(c.state, c.port_out, frame, *sender, **kw))
+                landed = self.tunnels.enter(c.state, c.port_out, mac, arp, _landing(station, i), src, dst, frame, **kw)
+                if landed is None:
+                    return False
+                oif, sent_mtu = landed[1], landed[1].mtu
+                frame = min(frame, c.port_out.mtu)
+                continue
             peer = peer_of(self.snap, c.state, c.port_out)
             self._add(C.check_mtu(c.state, c.port_out, frame, f"bridge port of {c.bridge.ifname}",
                                   max(peer[1].mtu if peer else frame, frame), **kw))
@@ -410,16 +497,28 @@ class Walker:
             frame = min(frame, sent_mtu)
         if station.link.kind != "bridge" or not station.crossings:
             role = f"{station.link.kind} child on the wire of {oif.ifname}" if is_upper(station.link) else \
-                f"veth peer of {oif.ifname}"
+                _role(station.link, oif)
             self._rx_checks(station.state, station.link, frame, sent_mtu, role, **kw)
         return all(f.ok for f in self.result.findings[before:] if f.check == "link")
 
+    @staticmethod
+    def _frame_mac(state: NetnsState, oif: Link, nexthop: str, station: Station) -> Tuple[Optional[str], bool]:
+        """The frame's destination MAC (a neighbour entry's, else the station's), and whether it
+        must be resolved first (ARP/NDP broadcast)."""
+        entry = state.neighbour(oif.ifindex, nexthop)
+        static = entry is not None and entry.state in ("permanent", "noarp")   # never asked again (Flannel's)
+        if entry is not None and entry.lladdr and entry.state not in ("failed", "incomplete"):
+            return entry.lladdr.lower(), not static and not oif.noarp
+        return (station.link.mac or "").lower() or None, not oif.noarp
+
     def _rx_checks(self, state: NetnsState, link: Link, frame: int, sent_mtu: int, role: str, **kw) -> None:
         """The receiving veth end: up, its programs, and an MTU that fits what the other end sent
-        (veth drops what does not fit the receiving end)."""
+        (veth drops what does not fit the receiving end; a tunnel's decapsulated frame is not checked)."""
         self._add(C.check_link(state, link, role, **kw))
         for finding in C.check_programs(state, link, **kw):
             self._add(finding)
+        if is_tunnel(link):
+            return
         self._add(C.check_mtu(state, link, min(self.size, frame), f"the {role}, whose MTU is {sent_mtu}: veth drops "
                               "what does not fit the receiving end", max(sent_mtu, self.size), **kw))
 
@@ -434,31 +533,6 @@ class Walker:
     def _hand_to_program(self, tun: Link) -> None:
         self.result.handed_to = self.result.left_machine = tuntap.holder_text(tun)
         self._stop("program", f"handed to {self.result.handed_to} (user space); not followed further")
-
-    def _through_tunnel(self, state: NetnsState, tun: Link, src, dst, **kw):
-        direction = kw["direction"]
-        """ipip/gre/sit: walk the outer packet to the remote endpoint, continue on its tunnel device."""
-        if not tun.tunnel_remote:
-            self._hop(direction, state.name, None, tun.ifname, "leave", src, dst,
-                      note=f"{tun.ifname} has no fixed remote endpoint; not followed")
-            return None
-        self._hop(direction, state.name, None, tun.ifname, "tunnel", tun.tunnel_local or "", tun.tunnel_remote,
-                  note=f"encapsulated in {tun.kind} {tun.tunnel_local} -> {tun.tunnel_remote}")
-        outer_src = tun.tunnel_local or None
-        end = self._direction(direction, state.name, outer_src or src, tun.tunnel_remote, None)
-        if end is None:
-            return None
-        outer_end = self.result.hops[-1]
-        outer_end.action, outer_end.note = "decap", f"{tun.tunnel_remote} is local: {tun.kind} decapsulation"
-        rstate = self.snap.ns(end)
-        for link in rstate.links:
-            if link.kind == tun.kind and link.tunnel_local == tun.tunnel_remote and \
-                    link.tunnel_remote in (tun.tunnel_local, None):
-                self._add(C.check_link(rstate, link, f"{tun.kind} tunnel end", **kw))
-                return end, link
-        self._add(self._bad(rstate, "tunnel", "unknown", f"no {tun.kind} device in {end} decapsulates packets "
-                            f"from {tun.tunnel_local} to {tun.tunnel_remote}", [], tun.ifname, **kw))
-        return None
 
     # -- fixes for missing routes -----------------------------------------------------------------------
     def _suggest_routes(self, ns: str, dst: str, prefer_ifindex: Optional[int] = None) -> List[C.RouteSuggestion]:

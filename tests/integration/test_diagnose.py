@@ -107,13 +107,40 @@ def test_vxlan_segment_is_followed_to_the_remote_vtep_and_an_unused_address_stop
     result = json.loads(proc.stdout)
     assert proc.returncode == 0 and result["causes"] == [], proc.stdout
     request = [(h["netns"], h["iif"], h["oif"]) for h in result["path"] if h["direction"] == "request"]
-    assert request == [(a, None, "eth0"), (sw1, "pa", "vx0"), (sw2, "vx0", "pb"), (b, "eth0", None)]
+    assert request == [(a, None, "eth0"), (sw1, "pa", "vx0"), (sw1, None, "vx0"), (sw1, None, "u0"), (sw2, "u1", None),
+                       (sw2, "vx0", "pb"), (b, "eth0", None)]
+    tunnel = next(h for h in result["path"] if h["action"] == "tunnel")
+    assert tunnel["outer"] == {"kind": "vxlan", "src": "10.31.0.1", "dst": "10.31.0.2", "proto": "udp", "dport": 4789,
+                               "vni": 42, "key": None}
     proc = _diagnose(a, "10.32.0.77", "--json")
     result = json.loads(proc.stdout)
     assert proc.returncode == 1
     first = result["causes"][0]
     assert (first["cause"], first["netns"], first["ifname"]) == ("neighbor_unreachable", a, "eth0")
     assert f"eth0 in {b}" in first["detail"]   # the station behind the remote VTEP was asked too
+
+
+@pytest.mark.feature("vxlan_module")
+def test_vxlan_to_a_multicast_group_is_not_followed_and_says_so(topo):
+    """Frames flooded to a multicast group reach whoever joined it: the walk cannot know the
+    members, so it stops at the group and says so (the ping itself works: nothing is claimed)."""
+    a, sw1, sw2, b = topo.netns("a"), topo.netns("s1"), topo.netns("s2"), topo.netns("b")
+    topo.veth(sw1, "u0", sw2, "u1", "10.33.0.1/24", "10.33.0.2/24")
+    topo.veth(a, "eth0", sw1, "pa", "10.34.0.1/24")
+    topo.veth(b, "eth0", sw2, "pb", "10.34.0.2/24")
+    for ns, underlay, port in ((sw1, "u0", "pa"), (sw2, "u1", "pb")):
+        run("ip", "link", "add", "vx0", "type", "vxlan", "id", "7", "group", "239.1.1.7", "dev", underlay,
+            "dstport", "4789", netns=ns)
+        run("ip", "link", "set", "vx0", "up", netns=ns)
+        topo.bridge(ns, "br0", ["vx0", port])
+    for ns in (a, b):
+        run("ip", "link", "set", "eth0", "mtu", "1450", netns=ns)
+    proc = _diagnose(a, "10.34.0.2", "--json")
+    result = json.loads(proc.stdout)
+    left = [h for h in result["path"] if h["action"] == "leave"]
+    assert left and "multicast group 239.1.1.7" in left[0]["note"] and left[0]["outer"]["dst"] == "239.1.1.7", \
+        result["path"]
+    assert result["reachable"] is True and result["causes"] == [], result["causes"]
 
 
 def test_unused_addresses_stop_where_arp_goes_unanswered(routed):

@@ -250,18 +250,25 @@ def _vxlan(fdb=("10.0.0.2",), vni_b=42, fdb_back=("10.0.0.1",)):
 def test_vxlan_ports_are_followed_through_the_fdb_to_the_remote_vtep():
     walk = Walker(_vxlan()).walk("a", "10.5.0.2")
     request = [(h.netns, h.iif, h.oif, h.action) for h in walk.hops if h.direction == "request"]
-    assert request == [("a", None, "eth0", "send"), ("sw1", "pa", "vx0", "bridge"), ("sw2", "vx0", "pb", "bridge"),
+    assert request == [("a", None, "eth0", "send"), ("sw1", "pa", "vx0", "bridge"), ("sw1", None, "vx0", "tunnel"),
+                       ("sw1", None, "u0", "send"), ("sw2", "u1", None, "decap"), ("sw2", "vx0", "pb", "bridge"),
                        ("b", "eth0", None, "deliver")]
-    assert "VXLAN VNI 42" in walk.hops[1].note
+    assert "VXLAN (UDP port 8472, VNI 42) 10.0.0.1 -> 10.0.0.2" in walk.hops[2].note
+    assert walk.hops[2].outer.dst == "10.0.0.2" and walk.hops[3].outer == walk.hops[2].outer
     assert walk.request_delivered and walk.reply_delivered, walk.hops
     assert [f for f in walk.findings if not f.ok and f.direction == "request"] == []
 
 
-def test_vxlan_without_a_matching_vni_or_fdb_entry_is_not_a_station():
+def test_vxlan_without_a_matching_vni_or_fdb_entry_names_the_tunnel_cause():
     walk = Walker(_vxlan(vni_b=43)).walk("a", "10.5.0.2")
-    assert walk.hops[-1].action == "leave" and "VTEP 10.0.0.2" in walk.hops[-1].note
+    assert walk.hops[-1].action == "broken" and walk.hops[-1].netns == "sw2"
+    assert [(f.cause, f.netns, f.ifname) for f in walk.findings if not f.ok] == [("tunnel_id_mismatch", "sw2", "vx0")]
     walk = Walker(_vxlan(fdb=())).walk("a", "10.5.0.2")
-    assert walk.hops[-1].action == "leave" and "no remote VTEP" in walk.hops[-1].note
+    assert walk.hops[-1].action == "broken" and "no remote and no default" in walk.hops[-1].note
+    finding = next(f for f in walk.findings if not f.ok)
+    assert (finding.cause, finding.netns, finding.ifname) == ("tunnel_no_fdb", "sw1", "vx0")
+    assert [c.render() for c in finding.fix] == [
+        "ip netns exec sw1 bridge fdb append 00:00:00:00:00:00 dev vx0 dst 10.0.0.2"]
 
 
 def test_ping_bound_to_lo_is_not_guessed_at():
