@@ -194,14 +194,6 @@ def tunnel_text(outer: str, encap: Encap, inner: Optional[Flow]) -> str:
     return f"{outer} {encap.text()} [{inner.text() if inner else 'unknown'}]"
 
 
-def tunnel_json_text(event: dict) -> str:
-    """tunnel_text of a tunnel packet's drop in its --json form (as diagnose keeps drops)."""
-    outer = flow_text(*(event.get(k) for k in ("family", "proto", "src", "dst", "sport", "dport", "icmp_type",
-                                                "icmp_code")))
-    inner = event.get("inner")
-    return tunnel_text(outer, Encap(**event["encap"]), Flow(**inner) if inner else None)
-
-
 class Names:
     """Numbers -> names for output, cached: netns inode -> label/`ip netns` name,
     (netns, ifindex) -> ifname, location -> kernel symbol, reason code -> name."""

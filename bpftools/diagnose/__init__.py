@@ -158,7 +158,7 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=LiveSource())
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)
-    drops = [Drop.from_json(d) for d in relevant_drops(live.drops, walk.src or first.src, address)]
+    drops = relevant_drops(live.drops, walk.src or first.src, address)
     prover = Prover(snapshot, src_ns, address, binding.source, binding.device, scope, payload, home)
     result = conclude(target, src_ns, walk, live, drops, snapshot, prover, binding.device)
     if record:   # after proving: the namespaces the proofs walked into are recorded too

@@ -20,6 +20,7 @@ from typing import Callable, ContextManager, Dict, Iterable, List, Optional, Seq
 from ..encap_types import PARSER_EXTRA_PORTS, PARSER_UDP_PORTS, tunnel_port_defines
 from ..errors import BpftoolsError, first_line
 from .capture import Known, entered
+from .records import Drop
 from .state import NetnsState
 
 log = logging.getLogger(__name__)
@@ -280,24 +281,21 @@ def default_tracer() -> Optional[DropTracer]:
 NEIGHBOUR_DISCOVERY = (135, 136)   # neighbour solicitation and advertisement: the ARP of IPv6
 
 
-def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[dict]:
-    """The drops of this ping (ICMP/ICMPv6 between the two ends, and ARP/NDP), merged per place and
-    reason; a tunnel packet counts when the flow inside it is the ping's (it keeps `encap`, `inner`)."""
-    merged: Dict[tuple, dict] = {}
+def relevant_drops(events: List[dict], a: Optional[str], b: str) -> List[Drop]:
+    """The drops of this ping (ICMP/ICMPv6 between the two ends, and ARP/NDP) among the tracer's
+    events, merged per place and reason; a tunnel packet counts when the flow inside it is the
+    ping's (the Drop keeps its ports, `encap` and `inner`)."""
+    merged: Dict[tuple, Drop] = {}
     for event in events:
         inner = event.get("inner") if event.get("encap") else None
         if not (_ping_flow(event, a, b) or (inner and _ping_flow(inner, a, b))):
             continue
         key = (event.get("netns"), event.get("ifname"), event.get("reason"), event.get("src"), event.get("dst"))
         if key in merged:
-            merged[key]["count"] += 1
+            merged[key].count += 1
             continue
-        merged[key] = {"netns": event.get("netns"), "ifname": event.get("ifname"), "reason": event.get("reason"),
-                       "location": event.get("location"), "family": event.get("family"),
-                       "proto": event.get("proto"), "src": event.get("src"), "dst": event.get("dst"),
-                       "icmp_type": event.get("icmp_type"), "netns_inode": event.get("netns_inode"), "count": 1}
-        if inner:
-            merged[key].update(sport=event.get("sport"), dport=event.get("dport"), encap=event["encap"], inner=inner)
+        merged[key] = Drop.from_json(event if inner else {k: v for k, v in event.items() if k != "encap"})
+        merged[key].count = 1
     return list(merged.values())
 
 

@@ -3,12 +3,12 @@ the per-hop packet counts, the drops traced, the causes and the whole result. Th
 `diagnose ping --json` is made from them here, in one place (`to_json`), and nowhere else."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Dict, List, Optional
 
 from ..commands import Command, rendered
 from ..drop_causes import reason_name
-from ..drop_events import DropEvent
+from ..drop_events import DropEvent, Encap, Flow, flow_text, tunnel_text
 
 Inodes = Dict[str, int]   # namespace label -> nsfs inode: `netns_inode` beside every `netns` in the JSON
 
@@ -80,7 +80,9 @@ class Hop:
 @dataclass
 class Drop:
     """A drop of the ping's packets traced during the live pings, merged per place and reason
-    (live.relevant_drops). `more`: what the tracer adds beyond these fields, kept in the JSON."""
+    (live.relevant_drops). A tunnel packet carrying the ping (the underlay dropped it) adds its
+    UDP ports (`sport`, `dport`), how it carries the ping (`encap`) and the ping's flow (`inner`);
+    those four are in the JSON only for such a drop."""
     netns: Optional[str]
     ifname: Optional[str]
     reason: str
@@ -92,32 +94,52 @@ class Drop:
     icmp_type: Optional[int] = None
     netns_inode: Optional[int] = None
     count: int = 1
-    more: Dict[str, Any] = field(default_factory=dict)
+    sport: Optional[int] = None
+    dport: Optional[int] = None
+    encap: Optional[Encap] = None
+    inner: Optional[Flow] = None
 
     FIELDS = ("netns", "ifname", "reason", "location", "family", "proto", "src", "dst", "icmp_type", "netns_inode",
               "count")
 
     @classmethod
     def from_json(cls, data: dict) -> "Drop":
-        """A drop as live.relevant_drops merges the tracer's events (the `drops` of the JSON)."""
+        """A drop of the `drops` of the JSON, or a tracer event (its other fields left out)."""
         known = {k: data[k] for k in cls.FIELDS if k in data}
-        known.setdefault("reason", "")
-        return cls(**known, more={k: v for k, v in data.items() if k not in cls.FIELDS})
+        known = dict({"netns": None, "ifname": None, "reason": ""}, **known)
+        encap, inner = data.get("encap"), data.get("inner")
+        if encap:
+            known.update(sport=data.get("sport"), dport=data.get("dport"), encap=Encap(**encap),
+                         inner=_flow(inner) if inner else None)
+        return cls(**known)
 
     def event(self) -> DropEvent:
         """The drop as drop_causes' table functions take it (drop_events.DropEvent)."""
         netns = self.netns or "host"
         return DropEvent(ts=0.0, netns=netns, netns_inode=self.netns_inode or 0,
-                         netns_name=None if netns == "host" else netns, ifname=self.ifname,
-                         ifindex=self.more.get("ifindex") or 0,
+                         netns_name=None if netns == "host" else netns, ifname=self.ifname, ifindex=0,
                          reason=reason_name(self.reason), reason_code=0, location=self.location, family=self.family,
-                         proto=self.proto, src=self.src, dst=self.dst, sport=self.more.get("sport"),
-                         dport=self.more.get("dport"), icmp_type=self.icmp_type, icmp_code=None, len=0)
+                         proto=self.proto, src=self.src, dst=self.dst, sport=self.sport, dport=self.dport,
+                         icmp_type=self.icmp_type, icmp_code=None, len=0, encap=self.encap, inner=self.inner)
+
+    def tunnel_flow(self) -> Optional[str]:
+        """Both flows of a tunnel packet's drop (drop_events.tunnel_text); None for a plain drop."""
+        if self.encap is None:
+            return None
+        outer = flow_text(self.family, self.proto, self.src, self.dst, self.sport, self.dport, self.icmp_type, None)
+        return tunnel_text(outer, self.encap, self.inner)
 
     def to_json(self, inodes: Optional[Inodes] = None) -> dict:
         data = {k: getattr(self, k) for k in self.FIELDS}
-        data.update(self.more)
+        if self.encap is not None:
+            data.update(sport=self.sport, dport=self.dport, encap=self.encap.as_json(),
+                        inner=self.inner.as_json() if self.inner else None)
         return _with_inode(data, inodes)
+
+
+def _flow(data: dict) -> Flow:
+    """A Flow from its JSON; fields the tracer left out are None."""
+    return Flow(**{f.name: data.get(f.name) for f in fields(Flow)})
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..drop_causes import DROP_CAUSES, DropCause, drop_cause, reason_name
-from ..drop_events import tunnel_json_text
 from ..commands import HOST_LABEL, Command, in_ns, rendered
 from .checks import CERTAIN, LIKELY, Finding
 from .tunnel import leaving_lines
@@ -128,7 +127,7 @@ def _drop_text(drop: Drop) -> str:
     where = (drop.netns or "?") + (f" {drop.ifname}" if drop.ifname else "")
     count = f" x{drop.count}" if drop.count != 1 else ""
     loc = f" at {drop.location}" if drop.location else ""
-    tunnel = f": {tunnel_json_text(drop.to_json())}" if drop.more.get("encap") else ""   # outer and inner flow
+    tunnel = f": {drop.tunnel_flow()}" if drop.encap else ""   # outer and inner flow
     return f"drop {drop_reason(drop)} in {where}{loc}{count}{tunnel}"
 
 

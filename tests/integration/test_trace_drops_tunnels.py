@@ -129,7 +129,6 @@ def test_a_vxlan_port_is_opened_once_configured(overlay):
 @pytest.mark.feature("vxlan_module")
 def test_diagnose_evidence_ties_the_outer_drop_and_the_underlay_hops_to_the_ping(overlay):
     from bpftools.diagnose.live import TraceDropsSession, relevant_drops, run_live
-    from bpftools.diagnose.records import Drop
     from bpftools.diagnose.verdict import _drop_text
     from bpftools.netlink import resolve_interface
 
@@ -139,10 +138,10 @@ def test_diagnose_evidence_ties_the_outer_drop_and_the_underlay_hops_to_the_ping
     assert live.received == 0 and live.hop_counts is not None, live.notes
 
     drops = relevant_drops(live.drops, net.inner_a, net.inner_b)
-    ours = [d for d in drops if d.get("encap")]
-    assert ours and ours[0]["reason"] == "NETFILTER_DROP" and ours[0]["inner"]["dst"] == net.inner_b, drops
-    text = _drop_text(Drop.from_json(ours[0]))
-    assert text.endswith(f"udp {net.underlay_a}:{ours[0]['sport']} > {net.underlay_b}:4789 vxlan vni {VNI} "
+    ours = [d for d in drops if d.encap]
+    assert ours and ours[0].reason == "NETFILTER_DROP" and ours[0].inner.dst == net.inner_b, drops
+    text = _drop_text(ours[0])
+    assert text.endswith(f"udp {net.underlay_a}:{ours[0].sport} > {net.underlay_b}:4789 vxlan vni {VNI} "
                          f"[icmp {net.inner_a} > {net.inner_b} echo-request]"), text
 
     ul_a = resolve_interface("ul-a", net.ns_a).ifindex

@@ -402,7 +402,7 @@ def test_relevant_drops_keep_this_ping_and_arp_merged():
     events += [{"netns": "r", "ifname": "a", "reason": "Y", "proto": "udp", "src": "1.1.1.1", "dst": "2.2.2.2"},
                {"netns": "r", "ifname": "a", "reason": "Z", "family": "arp"}]
     kept = relevant_drops(events, "2.2.2.2", "1.1.1.1")
-    assert [(d["reason"], d["count"]) for d in kept] == [("X", 3), ("Z", 1)]
+    assert [(d.reason, d.count) for d in kept] == [("X", 3), ("Z", 1)]
 
 
 def test_story_tells_path_break_why_and_fix():
@@ -541,7 +541,7 @@ def test_relevant_drops_of_an_ipv4_ping_leave_out_ipv6_chatter():
               {"netns": "r", "ifname": "a", "reason": "NOT_SPECIFIED", "proto": "icmpv6", "family": "ipv6",
                "src": "fe80::1", "dst": "ff02::1:ff00:2", "icmp_type": 135},
               {"netns": "r", "ifname": "a", "reason": "Z", "family": "arp"}]
-    assert [d["reason"] for d in relevant_drops(events, "10.0.0.1", "10.0.0.2")] == ["Z"]
+    assert [d.reason for d in relevant_drops(events, "10.0.0.1", "10.0.0.2")] == ["Z"]
 
 
 def test_a_failed_arp_entry_is_never_a_second_cause():

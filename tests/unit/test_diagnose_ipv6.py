@@ -178,7 +178,7 @@ def test_relevant_drops_keep_icmpv6_echo_and_ndp():
         {"netns": "r", "reason": "NO_SOCKET", "proto": "udp", "src": "fd00:1::2", "dst": "fd00:2::2", "family": "ipv6"},
     ]
     kept = relevant_drops(events, "fd00:1::2", "fd00:2::2")
-    assert [e["reason"] for e in kept] == ["PKT_TOO_BIG", "NOT_SPECIFIED"]
+    assert [e.reason for e in kept] == ["PKT_TOO_BIG", "NOT_SPECIFIED"]
 
 
 # -- lab ------------------------------------------------------------------------------------------------------

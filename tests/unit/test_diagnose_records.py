@@ -16,6 +16,7 @@ from bpftools.diagnose.live import LiveResult
 from bpftools.diagnose.records import Cause, Drop, Hop, HopCounts, Outer, Result
 from bpftools.diagnose.state import Snapshot
 from bpftools.diagnose.verdict import exit_status, story, verdict
+from bpftools.drop_events import Encap, Flow
 
 FIXTURES = Path(__file__).parent / "fixtures" / "diagnose"
 RECORDED = sorted(FIXTURES.rglob("*.json"))   # every recording: each topology, ipv6/, the overlays
@@ -121,13 +122,21 @@ def test_the_json_has_the_documented_fields_in_their_order():
     json.dumps(data)
 
 
-def test_a_drop_keeps_every_field_the_tracer_gave():
+def test_a_tunnel_drop_keeps_its_typed_tunnel_fields_in_the_json_order():
+    inner = {"family": "ipv4", "proto": "icmp", "src": "10.1.0.2", "dst": "10.1.1.2", "sport": None, "dport": None,
+             "icmp_type": 8, "icmp_code": 0}
     merged = {"netns": "r", "ifname": "eth0", "reason": "NETFILTER_DROP", "location": "nft_do_chain", "family": "ipv4",
               "proto": "udp", "src": "10.0.0.1", "dst": "10.0.0.2", "icmp_type": None, "netns_inode": 5, "count": 2,
-              "inner": {"proto": "icmp"}}
+              "sport": 40000, "dport": 4789, "encap": {"kind": "vxlan", "vni": 42, "key": None, "dport": 4789},
+              "inner": inner}
     drop = Drop.from_json(merged)
-    assert drop.to_json() == merged and list(drop.to_json()) == list(merged)
-    assert drop.event().reason == "NETFILTER_DROP" and drop.event().netns_name == "r"
+    assert (drop.encap, drop.inner) == (Encap("vxlan", 42, None, 4789), Flow(**inner))
+    assert json.dumps(drop.to_json()) == json.dumps(merged)
+    event = drop.event()
+    assert (event.reason, event.netns_name, event.sport, event.dport, event.encap) == (
+        "NETFILTER_DROP", "r", 40000, 4789, drop.encap)
+    plain = dict(merged, **{k: None for k in ("sport", "dport", "encap", "inner")})
+    assert list(Drop.from_json(plain).to_json()) == list(Drop.FIELDS)   # no tunnel fields on a plain drop
 
 
 def test_the_tunnel_hop_shows_its_outer_packet_in_story_and_json():

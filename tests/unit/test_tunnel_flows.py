@@ -4,8 +4,8 @@ import pytest
 
 from bpftools.diagnose.live import relevant_drops, tunnel_ports_of
 from bpftools.diagnose.state import Link, NetnsState
-from bpftools.diagnose.records import Drop
 from bpftools.diagnose.verdict import _drop_text
+from bpftools.drop_events import Encap, Flow
 from bpftools.encap_types import tunnel_port_defines
 from bpftools.errors import BpftoolsError
 from bpftools.trace_drops import build_filter
@@ -52,21 +52,21 @@ def test_a_tunnel_packet_carrying_the_ping_is_a_drop_of_the_ping():
     other = dict(ECHO, dst="10.62.0.9")
     events = [outer_drop(ECHO)] * 2 + [outer_drop(other), outer_drop(None), outer_drop({"family": "arp"})]
     kept = relevant_drops(events, "10.62.0.1", "10.62.0.2")
-    assert [(d["reason"], d["count"], d["inner"]) for d in kept] == [("NETFILTER_DROP", 3, ECHO)]  # the ARP one merged
-    assert kept[0]["encap"] == VXLAN and (kept[0]["src"], kept[0]["dport"]) == ("10.61.0.1", 4789)
+    assert [(d.reason, d.count, d.inner) for d in kept] == [("NETFILTER_DROP", 3, Flow(**ECHO))]  # ARP one merged
+    assert kept[0].encap == Encap(**VXLAN) and (kept[0].src, kept[0].dport) == ("10.61.0.1", 4789)
 
 
 def test_ndp_inside_a_tunnel_counts_for_an_ipv6_ping():
     ns = {"family": "ipv6", "proto": "icmpv6", "src": "fd00:62::1", "dst": "ff02::1:ff00:2", "icmp_type": 135}
     kept = relevant_drops([outer_drop(ns, {"kind": "geneve", "vni": 7, "key": None, "dport": 6081})],
                           "fd00:62::1", "fd00:62::2")
-    assert len(kept) == 1 and kept[0]["inner"]["icmp_type"] == 135
+    assert len(kept) == 1 and kept[0].inner.icmp_type == 135 and kept[0].inner.icmp_code is None
 
 
 def test_evidence_names_both_flows():
     kept = relevant_drops([outer_drop(ECHO)], "10.62.0.1", "10.62.0.2")
-    assert _drop_text(Drop.from_json(kept[0])) == ("drop NETFILTER_DROP in node-b ul-b at nft_do_chain+0x46f: udp "
+    assert _drop_text(kept[0]) == ("drop NETFILTER_DROP in node-b ul-b at nft_do_chain+0x46f: udp "
                                     "10.61.0.1:40000 > 10.61.0.2:4789 vxlan vni 42 [icmp 10.62.0.1 > 10.62.0.2 "
                                     "echo-request]")
     plain = relevant_drops([dict(ECHO, netns="a", ifname="eth0", reason="X")], "10.62.0.1", "10.62.0.2")
-    assert _drop_text(Drop.from_json(plain[0])) == "drop X in a eth0"
+    assert _drop_text(plain[0]) == "drop X in a eth0"
