@@ -416,6 +416,10 @@ def check_nexthop_owner(state: NetnsState, oif: Link, route, nexthop: str, resol
     if seg.unseen:
         return ok(state, "nexthop", f"nobody we can see on {seg.describe(oif)} has {nexthop}; it may be behind "
                   f"{seg.unseen[0]}", oif.ifname, direction)
+    if seg.exits:   # a tunnel port with nowhere to send: the walk says so on its node (tunnel_no_fdb)
+        exit_ = seg.exits[0]
+        return ok(state, "nexthop", f"nobody we can see on {seg.describe(oif)} has {nexthop}; it may be behind "
+                  f"{exit_.link.ifname} in {exit_.state.name}", oif.ifname, direction)
     detail = f"nobody on {seg.describe(oif)} has the address {nexthop}: {how} goes unanswered"
     candidates = []
     if route is not None and route.gateway:

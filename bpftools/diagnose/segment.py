@@ -191,8 +191,8 @@ def _tunnel_port(w: _Walk, state: NetnsState, dev: Link, crossings: List[Crossin
         others = tunnel.matching_devices(w.snap, state, dev, locate=w.locate)
         if len(others) == 1:
             ends.append(others[0])
-        else:
-            w.seg.unseen.append(f"{where}: no remote and no FDB entry")
+        else:   # the kernel drops what it gets here, wherever the other end is (tunnel_no_fdb, on this node)
+            w.seg.exits.append(Station(state, dev, crossings))
     for rstate, rdev in ends:
         _arrive(w, rstate, rdev, crossings)
 

@@ -399,13 +399,19 @@ class Tunnels:
                   f"({'the ARP/NDP request' if not mac else 'the frame'} has nowhere to go, so the kernel drops it)")
         fix: List[Argv] = []
         other = matching_devices(self.w.snap, state, dev, mac, self.w._locate)
-        if other:
+        # one other end, or the one whose MAC the frame is for (Flannel's): never a guess among several
+        if len(other) == 1 or (other and mac and other[0][1].mac.lower() == mac.lower()):
             rstate, rdev = other[0]
             address = endpoint_address(self.w.snap, state, dev, rstate, rdev)
             detail += f"; the other end is {rdev.ifname} in {rstate.name}" + (f" ({address})" if address else "")
             if address:
                 fix = fdb_fix(dev, mac or ZERO_MAC, address)
-        return C.bad(state, "tunnel", "tunnel_no_fdb", detail, fix, dev.ifname, **kw)
+        finding = C.bad(state, "tunnel", "tunnel_no_fdb", detail, fix, dev.ifname, **kw)
+        if not fix:
+            finding.missing = (f"which node's address {dev.ifname} should send to: " +
+                               (f"{len(other)} devices with VNI {dev.vni} could be the other end" if other else
+                                f"no other device with VNI {dev.vni} is reachable from {state.name}"))
+        return finding
 
     def _misplaced(self, state: NetnsState, dev: Link, target: Target, mac: Optional[str],
                    rstate: Optional[NetnsState], **kw) -> Optional[C.Finding]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bpftools.commands import Command, rendered
 from bpftools.diagnose import prover_for, replay
-from bpftools.diagnose.state import Addr, Link, Route, Snapshot
+from bpftools.diagnose.state import Addr, Link, Neighbour, Route, Snapshot
 from bpftools.diagnose.verdict import build_causes
 from bpftools.diagnose.walk import Walker
 
@@ -270,6 +270,34 @@ def test_vxlan_without_a_matching_vni_or_fdb_entry_names_the_tunnel_cause():
     assert [c.render() for c in finding.fix] == [
         "ip netns exec sw1 bridge fdb append 00:00:00:00:00:00 dev vx0 dst 10.0.0.2"]
 
+
+
+def test_a_vxlan_port_with_nowhere_to_send_is_tunnel_no_fdb_whatever_the_senders_cache_says():
+    """No remote, no FDB entry and no other end to be found (the far VNI differs): the kernel drops
+    the frame on sw1, so that is where the ping breaks; a REACHABLE entry in `a` (a stale lab, the
+    far pod's MAC learned earlier) changes nothing, and no fix is guessed without the address."""
+    snapshot = _vxlan(fdb=(), vni_b=43)
+    snapshot.ns("a").neighbours.append(Neighbour(2, "10.5.0.2", "reachable", "02:00:00:00:00:0b"))
+    walk = Walker(snapshot).walk("a", "10.5.0.2")
+    assert (walk.hops[-1].netns, walk.hops[-1].action) == ("sw1", "broken") and not walk.left_machine
+    causes = build_causes(walk.findings, [])
+    assert [(c.cause, c.netns, c.ifname) for c in causes] == [("tunnel_no_fdb", "sw1", "vx0")]
+    assert causes[0].fix == [] and "no other device with VNI 42 is reachable from sw1" in causes[0].missing
+    assert "not followed further" not in " ".join(h.note for h in walk.hops)
+
+
+def test_recorded_overlay_without_fdb_and_without_a_far_end_is_still_tunnel_no_fdb_on_node1():
+    data = json.loads((Path(__file__).parent / "fixtures" / "diagnose" / "overlay" /
+                       "overlay-l2-tunnel_no_fdb.json").read_text())
+    pod1 = data["namespaces"]["bpftlab-overlay-l2-pod1"]
+    assert [n["state"] for n in pod1["neighbours"] if n["dst"] == "10.81.0.2"] == ["reachable"]
+    for link in data["namespaces"]["bpftlab-overlay-l2-node2"]["links"]:
+        if link["kind"] == "vxlan":
+            link["vni"] = 43   # node1 has no other end to be pointed at
+    causes = build_causes(replay(data).findings, [], prover_for(data))
+    assert [(c.cause, c.netns, c.ifname) for c in causes][:1] == [("tunnel_no_fdb", "bpftlab-overlay-l2-node1",
+                                                                    "vxlan0")]
+    assert causes[0].fix == [] and causes[0].missing
 
 def test_ping_bound_to_lo_is_not_guessed_at():
     """`ping -I lo` is delivered locally whatever the address; whether the socket bound to lo sees
