@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 READY_MARK = "bpftools: ready"
 
@@ -25,8 +25,9 @@ class BpftoolsProcess:
     Its output is read as it comes (`p.lines()`, `p.wait_for(...)`), so a test waits for the
     event it needs instead of sleeping."""
 
-    def __init__(self, *args: str, ready_timeout: float = 30):
+    def __init__(self, *args: str, ready_timeout: float = 30, prefix: Sequence[str] = ()):
         self.args = args
+        self.prefix = list(prefix)   # runs it under another command (nsenter --net=FILE: in that namespace)
         self.ready_timeout = ready_timeout
         self.proc: Optional[subprocess.Popen] = None
         self._out: List[str] = []
@@ -51,7 +52,7 @@ class BpftoolsProcess:
                 self._seen.notify_all()
 
     def __enter__(self) -> "BpftoolsProcess":
-        self.proc = subprocess.Popen([sys.executable, "-m", "bpftools", *self.args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "bpftools", *self.args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self._out), daemon=True),
                          threading.Thread(target=self._read, args=(self.proc.stderr, self._err), daemon=True)]

@@ -58,7 +58,7 @@ class Segment:
 
     def describe(self, oif: Link) -> str:
         if not self.stations:
-            return f"nothing is connected to {oif.ifname}"
+            return f"the wire of {oif.ifname} (nothing we can see is connected to it)"   # read as "on …"
         names = ", ".join(s.where for s in self.stations[:4]) + (", …" if len(self.stations) > 4 else "")
         return f"the segment of {oif.ifname}: {names}"
 
