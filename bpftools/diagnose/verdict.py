@@ -197,24 +197,38 @@ def _echo_counted(hop: Hop) -> bool:
 
 
 def where_it_stops(path: List[Hop]) -> Optional[str]:
-    """From the per-hop counts: where the ping's packets stop (None when they do not, or unknown)."""
+    """From the per-hop counts: where the ping's packets stop (None when they do not, or unknown).
+    A tunnel's underlay hops count the ping's echoes inside the outer packets: the tunnel hop's
+    count goes on as the underlay's, and the decap hop's as what its device should let out."""
     for direction, what in (("request", "echo requests"), ("reply", "echo replies")):
         previous = None
-        # the underlay hops of a tunnel carry the ping inside outer packets, which echo counts do not see
-        for hop in (h for h in path if h.direction == direction and not _outer(h)):
+        for hop in (h for h in path if h.direction == direction):
             if not _echo_counted(hop):
+                if _outer(hop):
+                    continue   # an underlay hop not counted: the tunnel's ends still tell
                 return None
             inn, out = hop.packets.rx, hop.packets.tx
             if previous is not None and inn is not None and inn < previous[1]:
-                return (f"{what}: {previous[1]} left {previous[0].netns} ({previous[0].oif}), "
-                        f"{inn} arrived in {hop.netns} ({hop.iif})")
+                return f"{what}: {_counted_past(*previous)}, {inn} arrived in {hop.netns} ({hop.iif})"
+            if previous is not None and inn is None and out is not None and out < previous[1] and _outer(hop) \
+                    and previous[0].action == "tunnel":
+                return (f"{what}: {previous[1]} went into {previous[0].oif} in {previous[0].netns}, {out} left "
+                        f"{hop.netns} ({hop.oif}) encapsulated")
             if inn is not None and out is not None and out < inn:
                 return f"{what}: {inn} entered {hop.netns} on {hop.iif}, {out} left on {hop.oif}"
             if out is not None:
                 previous = (hop, out)
+            elif hop.action == "decap" and inn is not None:
+                previous = (hop, inn)
             elif hop.action == "deliver":
                 previous = None
     return None
+
+
+def _counted_past(hop: Hop, count: int) -> str:
+    if hop.action == "decap":
+        return f"{count} arrived in {hop.netns} ({hop.iif}) encapsulated"
+    return f"{count} left {hop.netns} ({hop.oif})"
 
 
 def _evidence_line(evidence: str) -> str:

@@ -12,10 +12,10 @@ import pytest
 from bpftools.diagnose import prover_for, replay
 from bpftools.diagnose.capture import _gre, _iptun, _vxlan
 from bpftools.commands import rendered
-from bpftools.diagnose.records import HopCounts, Outer
+from bpftools.diagnose.records import Hop, HopCounts, Outer
 from bpftools.diagnose.state import Addr, FdbEntry, Link, Neighbour, Route, Snapshot, default_rules
 from bpftools.diagnose.tunnel import describe, leaving_lines, targets
-from bpftools.diagnose.verdict import build_causes, story, verdict
+from bpftools.diagnose.verdict import build_causes, counted_cutoff, story, verdict, where_it_stops
 from bpftools.diagnose.walk import Walker
 from bpftools.lab import TOPOLOGIES
 
@@ -343,3 +343,41 @@ def test_an_underlay_into_a_namespace_we_cannot_enter_is_where_the_outer_packet_
     assert leave.action == "leave" and leave.netns == "n1" and leave.oif == "u0" and leave.outer.dst == "10.9.0.2"
     assert "on the far node, run: bpftools trace-drops --all-netns --src 10.5.0.1 --dst 10.5.0.2" in leave.note
     assert leaving_lines(walk.hops)[0].startswith("  the request leaves encapsulated: VXLAN (UDP port 4789, VNI 42)")
+
+
+# -- the per-hop counts across a tunnel -----------------------------------------------------------------------
+
+def _overlay_counts(underlay_tx, decap_rx, vxlan_rx, underlay_counted=True):
+    """pod1 -> node1 (br0 -> vxlan0, encapsulated out of underlay) -> node2 (underlay, vxlan0 -> br0) -> pod2."""
+    outer = Outer("vxlan", "10.80.0.1", "10.80.0.2", "udp", 4789, 42)
+
+    def hop(netns, iif, oif, action, inn, out, carried=None):
+        underlay = carried is not None and action != "tunnel"
+        counts = HopCounts(inn, out, "echo") if underlay_counted or not underlay else None
+        return Hop("request", netns, iif, oif, action, "10.81.0.1", "10.81.0.2", outer=carried, packets=counts)
+
+    return [hop("pod1", None, "eth0", "send", None, 3), hop("node1", "veth-pod", "vxlan0", "bridge", 3, 3),
+            hop("node1", None, "vxlan0", "tunnel", None, 3, outer),
+            hop("node1", None, "underlay", "send", None, underlay_tx, outer),
+            hop("node2", "underlay", None, "decap", decap_rx, None, outer),
+            hop("node2", "vxlan0", "veth-pod", "bridge", vxlan_rx, vxlan_rx), hop("pod2", "eth0", None, "deliver",
+                                                                                 vxlan_rx, None)]
+
+
+def test_counts_on_the_underlay_say_which_side_of_the_tunnel_the_echoes_stop():
+    assert where_it_stops(_overlay_counts(3, 3, 3)) is None
+    assert where_it_stops(_overlay_counts(0, 0, 0)) == \
+        "echo requests: 3 went into vxlan0 in node1, 0 left node1 (underlay) encapsulated"   # the sender's OUTPUT
+    assert where_it_stops(_overlay_counts(3, 0, 0)) == \
+        "echo requests: 3 left node1 (underlay), 0 arrived in node2 (underlay)"               # lost between nodes
+    assert where_it_stops(_overlay_counts(3, 3, 0)) == \
+        "echo requests: 3 arrived in node2 (underlay) encapsulated, 0 arrived in node2 (vxlan0)"   # the receiver's
+    # underlay hops without echo counts: the tunnel's ends still tell
+    assert where_it_stops(_overlay_counts(3, 3, 0, underlay_counted=False)) == \
+        "echo requests: 3 left node1 (vxlan0), 0 arrived in node2 (vxlan0)"
+
+
+def test_underlay_counts_leave_which_causes_are_claimable_as_they_were():
+    path = _overlay_counts(3, 3, 0)
+    assert counted_cutoff(path) == {"request": 5}   # node2's vxlan0, as without underlay counts
+    assert counted_cutoff(_overlay_counts(0, 0, 0)) == {"request": 5}
