@@ -202,11 +202,15 @@ def hop_counts(hop: Hop, live: LiveResult, snapshot: Snapshot, family: int = 4) 
         return HopCounts(counters.get(hop.iif, {}).get("rx") if hop.iif else None,
                          counters.get(hop.oif, {}).get("tx") if hop.oif else None, "frames")
     icmp = ECHO_TYPES[family][hop.direction]
-    links = {link.ifname: link.ifindex for link in snapshot.ns(hop.netns).links}
+    state = snapshot.ns(hop.netns)
+    links = {link.ifname: link.ifindex for link in state.links}
 
     def seen(ifname: Optional[str], way: str) -> Optional[int]:
         if not ifname or ifname not in links:
             return None
         return live.hop_counts.get((hop.netns, links[ifname], way, icmp), 0)
 
-    return HopCounts(seen(hop.iif, "rx"), seen(hop.oif, "tx"), "echo")
+    # a bridge hop that ends in the bridge device itself hands the frame up its stack: nothing
+    # is transmitted there to count (the next hop counts it received on the bridge device)
+    up_the_stack = hop.action == "bridge" and getattr(state.link_by_name(hop.oif or ""), "kind", "") == "bridge"
+    return HopCounts(seen(hop.iif, "rx"), None if up_the_stack else seen(hop.oif, "tx"), "echo")

@@ -161,3 +161,19 @@ def test_ranking_state_stays_out_of_the_json():
     cause = Cause("mtu", "r", "eth0", "d", ["e"], confidence=0.9)
     cause.ranking.candidates = [[]]
     assert "ranking" not in cause.to_json() and "missing" not in cause.to_json()
+
+
+def test_a_bridge_hop_into_the_bridge_device_itself_counts_nothing_sent():
+    """Routed through a bridge (a pod's gateway on cni0): the frame goes up the bridge device's
+    stack, nothing is transmitted on it, so its `out` is not counted (not 0: no false stop there)."""
+    from bpftools.diagnose import hop_counts
+    from bpftools.diagnose.state import Link, NetnsState
+
+    node = NetnsState("node", links=[Link(2, "veth-pod", "veth", master=3), Link(3, "cni0", "bridge"),
+                                     Link(4, "vxlan0", "vxlan", master=3)])
+    live = LiveResult(hop_counts={("node", 2, "rx", 8): 2, ("node", 3, "rx", 8): 2, ("node", 4, "tx", 8): 2})
+    snapshot = Snapshot({"node": node})
+    up = Hop("request", "node", "veth-pod", "cni0", "bridge", "10.0.0.2", "10.0.1.2")
+    across = Hop("request", "node", "veth-pod", "vxlan0", "bridge", "10.0.0.2", "10.0.1.2")
+    assert hop_counts(up, live, snapshot) == HopCounts(2, None, "echo")
+    assert hop_counts(across, live, snapshot) == HopCounts(2, 2, "echo")
