@@ -15,6 +15,12 @@ PARSER_UDP_PORTS = {4789: "vxlan", 8472: "vxlan", 6081: "geneve"}
 PARSER_EXTRA_PORTS = {"vxlan": 4, "geneve": 2}
 
 
+def tunnel_defines(ports: Iterable[Tuple[str, int]], open_tunnels: bool = True) -> Dict[str, int]:
+    """The -D defines of tunnel.h: the extra UDP ports (tunnel_port_defines), or, when no
+    tunnel can be on the traced path, TUNNEL_OUTER_ONLY (the outer flow alone: loads in ms)."""
+    return tunnel_port_defines(ports) if open_tunnels else {"TUNNEL_OUTER_ONLY": 1}
+
+
 def tunnel_port_defines(ports: Iterable[Tuple[str, int]]) -> Dict[str, int]:
     """(type, port) pairs (`--udp-port vxlan=4790`, a VXLAN device's dstport) -> the -D defines
     of tunnel.h. Ports it knows already need none; too many of a type is a one-line error."""

@@ -24,7 +24,7 @@ from .addresses import parse_cidr
 from .attach import TracepointAttachment
 from .drop_events import (PROTOCOLS, CountRow, DropEvent, Names, RawDrop, decode_event, decode_raw, protocol_name,
                           summarize, wall_clock_offset_ns)
-from .encap_types import tunnel_port_defines
+from .encap_types import tunnel_defines, tunnel_port_defines
 from .errors import BpftoolsError, survive
 from .kernel.drop_reasons import TracepointFormat, kfree_skb_format
 from .kernel.kallsyms import read_kallsyms
@@ -79,6 +79,7 @@ class DropFilter:
     sport: Optional[int] = None
     dport: Optional[int] = None
     tunnel_ports: List[Tuple[str, int]] = field(default_factory=list)  # (vxlan|geneve, UDP port) besides the defaults
+    open_tunnels: bool = True   # False: no tunnel on the traced path (diagnose), the outer flow only
 
     def describe(self, names: Optional[Names] = None) -> str:
         if self.ifaces:
@@ -161,7 +162,7 @@ def program_defines(flt: DropFilter, fmt: TracepointFormat, summary: bool,
         "STACK_DEPTH": capture.stack_depth,
         "SNAPLEN": capture.snaplen,
     }
-    defines.update(tunnel_port_defines(flt.tunnel_ports))
+    defines.update(tunnel_defines(flt.tunnel_ports, flt.open_tunnels))
     for name, value in (("PROTO", flt.proto), ("PORT", flt.port), ("SPORT", flt.sport), ("DPORT", flt.dport)):
         if value is not None:
             defines[f"FILTER_{name}"] = value

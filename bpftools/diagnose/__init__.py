@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import BpftoolsError
 from .capture import Known, LiveSource, current_label
-from .live import LiveResult, default_tracer, relevant_drops, run_live, tunnel_ports_of
+from .live import LiveResult, default_tracer, has_tunnels, relevant_drops, run_live, tunnel_ports_of
 from .prove import Prover
 from .records import Cause, Drop, Hop, HopCounts, Result
 from .state import Snapshot
@@ -144,6 +144,7 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
     except BpftoolsError as exc:
         raise UsageProblem(str(exc)) from None
     namespaces = first.namespaces or [src_ns]
+    on_path = [before.ns(ns) for ns in namespaces if before.has(ns)]
     stuck = cannot_leave(first, src_ns)
     if stuck:   # no echo request can leave: nothing to trace or count, the ping alone confirms it
         live = run_live(src_ns, target, count, timeout, payload, namespaces, None, src=None,
@@ -154,7 +155,7 @@ def diagnose_ping(target: str, netns: Optional[str] = None, count: int = 3, time
                         default_tracer() if tracer is _DEFAULT else tracer, src=first.src,
                         ping_args=binding.ping_args() + (["-b"] if first.broadcast else []),
                         local=first.left_machine is None, dst=address,
-                        tunnel_ports=tunnel_ports_of(before.ns(ns) for ns in namespaces if before.has(ns)))
+                        tunnel_ports=tunnel_ports_of(on_path), open_tunnels=has_tunnels(on_path))
     # Walk again: the pings leave evidence (ARP entries) in the namespaces' state.
     snapshot = Snapshot(source=LiveSource())
     walk = static_walk(src_ns, target, payload, home, snapshot, binding)

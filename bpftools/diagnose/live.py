@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..encap_types import PARSER_EXTRA_PORTS, PARSER_UDP_PORTS, tunnel_port_defines
+from ..encap_types import PARSER_EXTRA_PORTS, PARSER_UDP_PORTS, tunnel_defines
 from ..errors import BpftoolsError, first_line
 from .capture import Known, entered
 from .records import Drop
 from .state import NetnsState
+from .tunnel import is_tunnel
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +163,16 @@ class TraceDropsSession:
     """Adapter from trace-drops (`trace_drops.DropTracer`) to the `DropTracer` seam: traces
     kfree_skb in the given namespaces; `events()` returns the drops seen so far as JSON dicts."""
 
-    def __init__(self, namespaces: List[str], program=None, tunnel_ports: Sequence[Tuple[str, int]] = ()):
+    def __init__(self, namespaces: List[str], program=None, tunnel_ports: Sequence[Tuple[str, int]] = (),
+                 open_tunnels: bool = True):
         from ..kernel.drop_reasons import kfree_skb_format
         from ..trace_drops import DropFilter, DropTracer
 
         known = Known()
         self.fmt = kfree_skb_format()
         self.labels = {known.inode(ns): ns for ns in namespaces}  # events are named as the path names them
-        self.tracer = DropTracer(DropFilter(netns_inodes=set(self.labels), tunnel_ports=list(tunnel_ports)),
+        self.tracer = DropTracer(DropFilter(netns_inodes=set(self.labels), tunnel_ports=list(tunnel_ports),
+                                            open_tunnels=open_tunnels),
                                  fmt=self.fmt, program=program)
         self.names = None
         self.clock = 0
@@ -215,16 +218,18 @@ class HopCounter:
     `program`: one already compiled with `defines()` (LIVE_SOURCES), else it compiles diagnose.bpf.c."""
 
     def __init__(self, namespaces: List[str], a: str, b: str, program=None,
-                 tunnel_ports: Sequence[Tuple[str, int]] = ()):
+                 tunnel_ports: Sequence[Tuple[str, int]] = (), open_tunnels: bool = True):
         self.namespaces = namespaces
         self.a, self.b = a, b
         self.tunnel_ports = list(tunnel_ports)   # (vxlan|geneve, UDP port) besides the parser's defaults
+        self.open_tunnels = open_tunnels         # False: no tunnel on the path, the outer flow only
         self._stack = contextlib.ExitStack()
         self.program = program
         self.inodes: Dict[int, str] = {}
 
     def defines(self) -> Dict[str, str]:
-        defines = {"FILTER_FAMILY": "6" if ":" in self.b else "4", **tunnel_port_defines(self.tunnel_ports)}
+        defines = {"FILTER_FAMILY": "6" if ":" in self.b else "4",
+                   **tunnel_defines(self.tunnel_ports, self.open_tunnels)}
         for name, address in (("A", self.a), ("B", self.b)):
             for i, word in enumerate(filter_words(address)):
                 defines[f"FILTER_{name}{i}"] = word
@@ -313,22 +318,24 @@ def _ping_flow(flow: dict, a: Optional[str], b: str) -> bool:
 def run_live(src_ns: str, target: str, count: int, timeout: float, payload: int, namespaces: List[str],
              tracer: Optional[DropTracer] = None, src: Optional[str] = None,
              ping_args: Sequence[str] = (), local: bool = True, dst: Optional[str] = None,
-             tunnel_ports: Sequence[Tuple[str, int]] = ()) -> LiveResult:
+             tunnel_ports: Sequence[Tuple[str, int]] = (), open_tunnels: bool = True) -> LiveResult:
     """Ping `target` (as ping takes it: `fe80::1%eth0`) while counting per hop and tracing drops;
     counting and tracing are evidence, not requirements: when they cannot start, `notes` says why
     and the pings still run. `local`: the whole path is on this machine, so settled counts may end
     the pings early (Evidence). `dst`: the target's address (default: `target`). `tunnel_ports`: UDP
-    tunnels on the path the BPF parser must open besides its default ports (tunnel_ports_of)."""
+    tunnels on the path the BPF parser must open besides its default ports (tunnel_ports_of);
+    `open_tunnels` False: no tunnel device on the path (has_tunnels), so the parser reads outer
+    flows only, which the verifier loads in milliseconds instead of about a second."""
     result = LiveResult()
     dst = dst or target
     with contextlib.ExitStack() as stack:
         if tracer is TraceDropsSession:
-            shared = _one_compile(stack, namespaces, src, dst, tunnel_ports)
-            tracer = functools.partial(TraceDropsSession, tunnel_ports=tunnel_ports)
+            shared = _one_compile(stack, namespaces, src, dst, tunnel_ports, open_tunnels)
+            tracer = functools.partial(TraceDropsSession, tunnel_ports=tunnel_ports, open_tunnels=open_tunnels)
         else:
             shared = None
         counter = _optional(stack, result, "per-hop ICMP counting",
-                            lambda: HopCounter(namespaces, src, dst, shared, tunnel_ports) if src else None)
+                            lambda: HopCounter(namespaces, src, dst, shared, tunnel_ports, open_tunnels) if src else None)
         tracing = _optional(stack, result, "drop tracing",
                             lambda: (tracer(namespaces, shared) if shared else tracer(namespaces)) if tracer else None)
         before = read_counters(namespaces)
@@ -350,7 +357,7 @@ LIVE_SOURCES = ("trace_drops.bpf.c", "diagnose.bpf.c")   # compiled as one modul
 
 
 def _one_compile(stack: contextlib.ExitStack, namespaces: List[str], src: Optional[str], dst: str,
-                 tunnel_ports: Sequence[Tuple[str, int]] = ()):
+                 tunnel_ports: Sequence[Tuple[str, int]] = (), open_tunnels: bool = True):
     """Drop tracing and per-hop counting from one bcc compile (a compile is most of the time a
     verdict takes); None when that fails: each then compiles its own source."""
     if not src:
@@ -358,12 +365,17 @@ def _one_compile(stack: contextlib.ExitStack, namespaces: List[str], src: Option
     from ..program import BpfProgram
 
     try:
-        defines = {**TraceDropsSession(namespaces, tunnel_ports=tunnel_ports).tracer.defines(),
-                   **HopCounter(namespaces, src, dst, tunnel_ports=tunnel_ports).defines()}
+        defines = {**TraceDropsSession(namespaces, tunnel_ports=tunnel_ports, open_tunnels=open_tunnels).tracer.defines(),
+                   **HopCounter(namespaces, src, dst, tunnel_ports=tunnel_ports, open_tunnels=open_tunnels).defines()}
         return stack.enter_context(BpfProgram(LIVE_SOURCES, defines))
     except Exception as exc:
         log.debug("one compile for the live evidence failed, compiling each: %s", exc)
         return None
+
+
+def has_tunnels(states: Iterable[NetnsState]) -> bool:
+    """A tunnel device in these namespaces: the ping's packets may be encapsulated on the path."""
+    return any(is_tunnel(link) for state in states for link in state.links)
 
 
 def tunnel_ports_of(states: Iterable[NetnsState]) -> List[Tuple[str, int]]:

@@ -70,3 +70,17 @@ def test_evidence_names_both_flows():
                                     "echo-request]")
     plain = relevant_drops([dict(ECHO, netns="a", ifname="eth0", reason="X")], "10.62.0.1", "10.62.0.2")
     assert _drop_text(plain[0]) == "drop X in a eth0"
+
+
+def test_the_parser_opens_tunnels_only_where_one_can_be():
+    """diagnose compiles the inner parse only when a tunnel device is on the path: it costs the
+    verifier about a second per load, and a path without tunnels has no tunnel packet to open."""
+    from bpftools.diagnose.live import has_tunnels
+    from bpftools.diagnose.state import Link, NetnsState
+    from bpftools.encap_types import tunnel_defines
+
+    plain = NetnsState("a", links=[Link(1, "lo"), Link(2, "eth0", "veth")])
+    overlay = NetnsState("b", links=[Link(2, "br0", "bridge"), Link(3, "vxlan0", "vxlan", dstport=4790)])
+    assert not has_tunnels([plain]) and has_tunnels([plain, overlay])
+    assert tunnel_defines([], open_tunnels=False) == {"TUNNEL_OUTER_ONLY": 1}
+    assert tunnel_defines([("vxlan", 4790)]) == {"TUNNEL_VXLAN_PORT0": 4790}
