@@ -25,6 +25,8 @@
 #define TUNNEL_WINDOW_SLOTS 4     /* one window per program kind: one may interrupt another on a CPU */
 #define TUNNEL_MAX_VLAN 2
 #define TUNNEL_MAX_V6_EXT 4
+#define TUNNEL_MAX_INNER_V6_EXT 1 /* inside a tunnel: each more header multiplies what the verifier
+                                   * explores after the outer parse (4 cost ~0.9 s per diagnose) */
 #define TUNNEL_NO_L4 0xffff       /* parse_ip_flow: no transport header to look at */
 
 /* tunnel_flow.has_ports */
@@ -119,10 +121,11 @@ static __always_inline __u16 be16_at(const __u8 *p)
     return (__u16)p[0] << 8 | p[1];
 }
 
-/* The IP header at `off` (ethertype says which family; 0: look at the version) into `f`;
+/* The IP header at `off` (ethertype says which family; 0: look at the version) into `f`, walking
+ * at most `max_ext` IPv6 extension headers (a constant: the unrolled loop stops there);
  * the offset of its transport header, or TUNNEL_NO_L4 (a later fragment, truncated, not IP). */
 static __always_inline __u32 parse_ip_flow(const struct tunnel_window *w, __u32 off, __u16 ethertype,
-                                           struct tunnel_flow *f)
+                                           struct tunnel_flow *f, const int max_ext)
 {
     const __u8 *first = window_at(w, off, 1);
     if (!first)
@@ -155,6 +158,8 @@ static __always_inline __u32 parse_ip_flow(const struct tunnel_window *w, __u32 
     off += 40;
 #pragma unroll
     for (int i = 0; i < TUNNEL_MAX_V6_EXT; i++) {
+        if (i >= max_ext)
+            break;
         if (next != TUN_P_HOPOPTS && next != TUN_P_ROUTING && next != TUN_P_DSTOPTS && next != TUN_P_FRAGMENT)
             break;
         const __u8 *ext = window_at(w, off, 8);
@@ -202,9 +207,9 @@ static __always_inline void parse_transport(const struct tunnel_window *w, __u32
 
 /* The whole flow of the IP packet at `off`; its transport offset (TUNNEL_NO_L4: none). */
 static __always_inline __u32 parse_flow(const struct tunnel_window *w, __u32 off, __u16 ethertype,
-                                        struct tunnel_flow *f)
+                                        struct tunnel_flow *f, const int max_ext)
 {
-    __u32 l4 = parse_ip_flow(w, off, ethertype, f);
+    __u32 l4 = parse_ip_flow(w, off, ethertype, f, max_ext);
     if (l4 != TUNNEL_NO_L4)
         parse_transport(w, l4, f);
     return l4;
@@ -337,7 +342,7 @@ static __always_inline __u32 parse_inner_ethernet(const struct tunnel_window *w,
 static __always_inline void tunnel_parse(const struct tunnel_window *w, __u16 ethertype, struct tunnel_flow *outer,
                                          struct tunnel_encap *encap, struct tunnel_flow *inner)
 {
-    __u32 l4 = parse_flow(w, 0, ethertype, outer);
+    __u32 l4 = parse_flow(w, 0, ethertype, outer, TUNNEL_MAX_V6_EXT);
     if (l4 == TUNNEL_NO_L4)
         return;
 #ifdef TUNNEL_OUTER_ONLY
@@ -358,7 +363,7 @@ static __always_inline void tunnel_parse(const struct tunnel_window *w, __u16 et
         return;
     }
     if (inner_type == TUN_ETH_IP || inner_type == TUN_ETH_IPV6)
-        parse_flow(w, off, inner_type, inner);
+        parse_flow(w, off, inner_type, inner, TUNNEL_MAX_INNER_V6_EXT);
 }
 
 #endif
