@@ -21,7 +21,7 @@ from .state import (RT_TABLE_LOCAL, RT_TABLE_MAIN, FdbEntry, Link, NetnsState, R
                     family_of)
 
 ZERO_MAC = "00:00:00:00:00:00"
-TUNNEL_KINDS = ("vxlan", "geneve")   # the devices `recreate` makes again
+RECREATED_KINDS = ("vxlan", "geneve")   # the devices `recreate` makes again (tunnel.TUNNEL_KINDS: every tunnel)
 NEIGHBOUR_STATES = ("permanent", "noarp")   # the entries someone made (the rest the kernel learns)
 ETH_HLEN, UDP_HLEN, VXLAN_HLEN, GRE_HLEN, KEY_LEN = 14, 8, 8, 4, 4
 ENCAP_LIMIT_OPTION = 8   # ip6tnl/ip6gre insert it unless made with `encaplimit none` (not recorded)
@@ -181,7 +181,7 @@ def recreate(state: NetnsState, link: Link, vni: Optional[int] = None, dstport: 
     permanent neighbours and the routes through it (Flannel's onlink routes), and its own sysctls
     that differ from conf/default. Nothing when the device cannot be made again faithfully (another
     kind, or an underlay device that is not in this namespace)."""
-    if link.kind not in TUNNEL_KINDS or link.vni is None:
+    if link.kind not in RECREATED_KINDS or link.vni is None:
         return []
     lower = state.link(link.tunnel_dev) if link.tunnel_dev is not None else None
     if link.tunnel_dev is not None and lower is None:
